@@ -1,0 +1,107 @@
+// Package db owns PostgreSQL: the pool, migrations, transactions, the stores (users, sessions, tasks),
+// keyset pagination and the mapping of PostgreSQL errors to domain errors.
+//
+// SQL is hand-written and parameterized, kept next to the store method that runs it, and scanned with
+// pgx.CollectRows / pgx.RowToStructByName.
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/taskgraph/taskgraph/internal/apperr"
+)
+
+// querier is what a store needs: satisfied by the pool and by a transaction.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// DB hands out stores bound to the pool, or to one transaction through InTx.
+type DB struct {
+	pool    *pgxpool.Pool
+	cursors *CursorCodec
+}
+
+// New wraps a pool. cursors signs the cursors of every connection.
+func New(pool *pgxpool.Pool, cursors *CursorCodec) *DB {
+	return &DB{pool: pool, cursors: cursors}
+}
+
+// Pool exposes the pool for health checks.
+func (d *DB) Pool() *pgxpool.Pool { return d.pool }
+
+// Stores groups the stores that share one querier (the pool or a transaction).
+type Stores struct {
+	Users    UserStore
+	Tasks    TaskStore
+	Sessions SessionStore
+}
+
+func (d *DB) stores(q querier) Stores {
+	return Stores{
+		Users:    UserStore{q: q, cursors: d.cursors},
+		Tasks:    TaskStore{q: q, cursors: d.cursors},
+		Sessions: SessionStore{q: q},
+	}
+}
+
+// Stores returns stores that run each statement on its own pool connection.
+func (d *DB) Stores() Stores { return d.stores(d.pool) }
+
+// InTx runs fn in one transaction: everything fn writes commits together or not at all.
+func (d *DB) InTx(ctx context.Context, fn func(Stores) error) error {
+	return pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
+		return fn(d.stores(tx))
+	})
+}
+
+// PostgreSQL error codes the stores turn into domain errors.
+const (
+	pgUniqueViolation      = "23505"
+	pgForeignKeyViolation  = "23503"
+	pgCheckViolation       = "23514"
+	pgSerializationFailure = "40001"
+	pgDeadlockDetected     = "40P01"
+)
+
+// mapError turns driver errors into domain errors; what names the object for the NOT_FOUND message.
+// Anything unexpected is wrapped (it becomes INTERNAL at the edge, with the detail only in the log).
+func mapError(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	var appErr *apperr.Error
+	if errors.As(err, &appErr) {
+		return err
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return apperr.New(apperr.NotFound, "%s not found", what)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case pgUniqueViolation:
+			if pgErr.ConstraintName == "users_email_lower_key" {
+				return apperr.FieldError(apperr.Conflict, "email", "is already registered")
+			}
+			return apperr.New(apperr.Conflict, "%s already exists", what)
+		case pgForeignKeyViolation:
+			return apperr.New(apperr.NotFound, "%s refers to something that no longer exists", what)
+		case pgCheckViolation:
+			return apperr.New(apperr.BadUserInput, "%s has a value out of range", what)
+		case pgSerializationFailure, pgDeadlockDetected:
+			return apperr.New(apperr.Conflict, "%s was changed concurrently; retry", what)
+		}
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}

@@ -1,0 +1,217 @@
+package db
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// openTestServer is the local PostgreSQL these tests create throwaway databases on.
+const openTestServer = "postgres://postgres@127.0.0.1:5432"
+
+// newOpenTestDatabase returns a URL for a database name that does not exist yet and drops that
+// database when the test ends (after the test's own cleanups, e.g. closing pools).
+func newOpenTestDatabase(t *testing.T) (databaseURL, name string) {
+	t.Helper()
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	name = "taskgraph_opentest_" + hex.EncodeToString(b)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, openTestServer+"/postgres?sslmode=disable")
+		if err != nil {
+			t.Errorf("cleanup: connect: %v", err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			t.Errorf("cleanup: drop %s: %v", name, err)
+		}
+	})
+	return openTestServer + "/" + name + "?sslmode=disable", name
+}
+
+func databaseExists(ctx context.Context, t *testing.T, name string) bool {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, openTestServer+"/postgres?sslmode=disable")
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		t.Fatalf("look up %s: %v", name, err)
+	}
+	return exists
+}
+
+func TestEnsureDatabaseOpenPoolMigrate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	databaseURL, name := newOpenTestDatabase(t)
+
+	if databaseExists(ctx, t, name) {
+		t.Fatalf("%s exists before EnsureDatabase", name)
+	}
+	if err := EnsureDatabase(ctx, databaseURL); err != nil {
+		t.Fatalf("EnsureDatabase: %v", err)
+	}
+	if !databaseExists(ctx, t, name) {
+		t.Fatalf("%s missing after EnsureDatabase", name)
+	}
+	// Already existing: both calls must succeed.
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Go(func() { errs[i] = EnsureDatabase(ctx, databaseURL) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("EnsureDatabase again (#%d): %v", i, err)
+		}
+	}
+
+	pool, err := OpenPool(ctx, databaseURL, PoolOptions{MaxConns: 3})
+	if err != nil {
+		t.Fatalf("OpenPool: %v", err)
+	}
+	t.Cleanup(pool.Close) // runs before the drop registered earlier
+	if got := pool.Config().MaxConns; got != 3 {
+		t.Errorf("MaxConns = %d, want 3", got)
+	}
+	var appName, timeout string
+	if err := pool.QueryRow(ctx, "SELECT current_setting('application_name'), current_setting('statement_timeout')").Scan(&appName, &timeout); err != nil {
+		t.Fatalf("read settings: %v", err)
+	}
+	if appName != "taskgraph" || timeout != "15s" {
+		t.Errorf("application_name, statement_timeout = %q, %q; want taskgraph, 15s", appName, timeout)
+	}
+
+	if v, err := MigrationStatus(ctx, pool); err != nil || v != 0 {
+		t.Fatalf("MigrationStatus before Migrate = %d, %v; want 0, nil", v, err)
+	}
+	for i := range 2 { // the second run must be a no-op
+		if err := Migrate(ctx, pool); err != nil {
+			t.Fatalf("Migrate run %d: %v", i+1, err)
+		}
+	}
+	for _, table := range []string{"users", "tasks", "sessions", "refresh_tokens"} {
+		var found *string
+		if err := pool.QueryRow(ctx, "SELECT to_regclass($1)::text", "public."+table).Scan(&found); err != nil {
+			t.Fatalf("look up table %s: %v", table, err)
+		}
+		if found == nil {
+			t.Errorf("table %s missing after Migrate", table)
+		}
+	}
+	var versions []int64
+	rows, _ := pool.Query(ctx, "SELECT version_id FROM goose_db_version WHERE is_applied AND version_id > 0 ORDER BY id")
+	versions, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatalf("read goose_db_version: %v", err)
+	}
+	if fmt.Sprint(versions) != "[1]" {
+		t.Errorf("applied versions = %v, want [1] (each migration recorded exactly once)", versions)
+	}
+	if v, err := MigrationStatus(ctx, pool); err != nil || v != 1 {
+		t.Errorf("MigrationStatus after Migrate = %d, %v; want 1, nil", v, err)
+	}
+}
+
+func TestEnsureDatabaseConcurrentCreate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	databaseURL, name := newOpenTestDatabase(t)
+
+	// Instances starting together race to CREATE DATABASE; every one must succeed.
+	var wg sync.WaitGroup
+	errs := make([]error, 6)
+	for i := range errs {
+		wg.Go(func() { errs[i] = EnsureDatabase(ctx, databaseURL) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("EnsureDatabase #%d: %v", i, err)
+		}
+	}
+	if !databaseExists(ctx, t, name) {
+		t.Fatalf("%s missing after concurrent EnsureDatabase", name)
+	}
+}
+
+func TestMigrateConcurrent(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	databaseURL, _ := newOpenTestDatabase(t)
+	if err := EnsureDatabase(ctx, databaseURL); err != nil {
+		t.Fatalf("EnsureDatabase: %v", err)
+	}
+	pool, err := OpenPool(ctx, databaseURL, PoolOptions{})
+	if err != nil {
+		t.Fatalf("OpenPool: %v", err)
+	}
+	t.Cleanup(pool.Close)
+
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() { errs[i] = Migrate(ctx, pool) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Migrate #%d: %v", i, err)
+		}
+	}
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM goose_db_version WHERE version_id = 1").Scan(&n); err != nil {
+		t.Fatalf("read goose_db_version: %v", err)
+	}
+	if n != 1 {
+		t.Errorf("version 1 recorded %d times, want once", n)
+	}
+}
+
+func TestOpenPoolBadPortHidesPassword(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const password = "s3cretpw"
+	pool, err := OpenPool(ctx, "postgres://postgres:"+password+"@127.0.0.1:1/taskgraph?sslmode=disable&connect_timeout=2", PoolOptions{})
+	if err == nil {
+		pool.Close()
+		t.Fatal("OpenPool on port 1 succeeded, want an error")
+	}
+	if strings.Contains(err.Error(), password) {
+		t.Errorf("error leaks the password: %v", err)
+	}
+	if !strings.Contains(err.Error(), "127.0.0.1:1/taskgraph") {
+		t.Errorf("error %q does not name the server and database", err)
+	}
+}
+
+func TestOpenPoolBadURLHidesPassword(t *testing.T) {
+	const password = "s3cretpw"
+	// An invalid port makes pgx fail while parsing, where it echoes the connection string.
+	_, err := OpenPool(context.Background(), "postgres://postgres:"+password+"@127.0.0.1:notaport/taskgraph", PoolOptions{})
+	if err == nil {
+		t.Fatal("OpenPool with an invalid URL succeeded, want an error")
+	}
+	if strings.Contains(err.Error(), password) {
+		t.Errorf("error leaks the password: %v", err)
+	}
+	if err := EnsureDatabase(context.Background(), "postgres://postgres:"+password+"@127.0.0.1:notaport/taskgraph"); err == nil || strings.Contains(err.Error(), password) {
+		t.Errorf("EnsureDatabase error = %v; want an error without the password", err)
+	}
+}

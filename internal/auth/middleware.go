@@ -1,0 +1,125 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/taskgraph/taskgraph/internal/apperr"
+)
+
+// ErrSessionInactive is what a SessionLookup wraps when the session is revoked, expired or unknown,
+// telling the middleware to answer 401 rather than 503.
+var ErrSessionInactive = errors.New("session is not active")
+
+// SessionLookup confirms a token's session still exists and returns its user's current role.
+// It returns an error wrapping ErrSessionInactive for a dead session and any other error for faults.
+type SessionLookup func(ctx context.Context, sessionID uuid.UUID) (userID uuid.UUID, role Role, err error)
+
+const (
+	msgInvalidToken = "access token is invalid or expired"
+	msgUnavailable  = "temporarily unable to verify the access token"
+)
+
+// Middleware turns a Bearer token into a Viewer in the request context. No Authorization header means
+// anonymous; a present but bad header is always 401, never silently anonymous, so a client with a
+// stale token learns to refresh instead of seeing empty results.
+func Middleware(tokens *TokenIssuer, lookup SessionLookup, logger *slog.Logger) func(http.Handler) http.Handler {
+	if tokens == nil || lookup == nil {
+		panic("auth.Middleware: tokens and lookup are required")
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			values := r.Header.Values("Authorization")
+			if len(values) == 0 {
+				next.ServeHTTP(w, r)
+				return
+			}
+			ctx := r.Context()
+			raw, ok := bearerToken(values)
+			if !ok {
+				logger.DebugContext(ctx, "rejected access token", "reason", "malformed Authorization header")
+				writeUnauthorized(w)
+				return
+			}
+			claims, err := tokens.Verify(raw)
+			if err != nil {
+				logger.DebugContext(ctx, "rejected access token", "reason", err.Error())
+				writeUnauthorized(w)
+				return
+			}
+			userID, role, err := lookup(ctx, claims.SessionID)
+			switch {
+			case errors.Is(err, ErrSessionInactive):
+				logger.DebugContext(ctx, "rejected access token", "reason", "session inactive", "session_id", claims.SessionID)
+				writeUnauthorized(w)
+				return
+			case err != nil:
+				logger.ErrorContext(ctx, "access token: session lookup failed", "session_id", claims.SessionID, "err", err)
+				writeError(w, http.StatusServiceUnavailable, apperr.Internal, msgUnavailable)
+				return
+			case userID != claims.UserID:
+				// The session belongs to someone else: a forged or mixed-up token, never a valid viewer.
+				logger.WarnContext(ctx, "rejected access token", "reason", "session user mismatch", "session_id", claims.SessionID)
+				writeUnauthorized(w)
+				return
+			}
+			// The role comes from the lookup so a demotion takes effect before the token expires.
+			v := Viewer{UserID: userID, Role: role, SessionID: claims.SessionID}
+			next.ServeHTTP(w, r.WithContext(WithViewer(ctx, v)))
+		})
+	}
+}
+
+// bearerToken accepts exactly one header of the form "Bearer <token>" (scheme case-insensitive).
+func bearerToken(values []string) (string, bool) {
+	if len(values) != 1 {
+		return "", false
+	}
+	scheme, token, ok := strings.Cut(values[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" || strings.ContainsAny(token, " \t\r\n") {
+		return "", false
+	}
+	return token, true
+}
+
+func writeUnauthorized(w http.ResponseWriter) {
+	w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	writeError(w, http.StatusUnauthorized, apperr.Unauthenticated, msgInvalidToken)
+}
+
+// gqlErrorBody mirrors a GraphQL error response so clients parse middleware failures like any other.
+type gqlErrorBody struct {
+	Errors []gqlError `json:"errors"`
+}
+
+type gqlError struct {
+	Message    string        `json:"message"`
+	Extensions gqlExtensions `json:"extensions"`
+}
+
+type gqlExtensions struct {
+	Code apperr.Code `json:"code"`
+}
+
+func writeError(w http.ResponseWriter, status int, code apperr.Code, msg string) {
+	body, err := json.Marshal(gqlErrorBody{Errors: []gqlError{{Message: msg, Extensions: gqlExtensions{Code: code}}}})
+	if err != nil {
+		// Marshalling fixed strings cannot fail; fall back to a bare status just in case.
+		http.Error(w, http.StatusText(status), status)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

@@ -1,0 +1,181 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+)
+
+const (
+	tokenIssuer   = "taskgraph"
+	tokenAudience = "taskgraph-api"
+	// minSecretLen matches the HS256 output size; a shorter key weakens the MAC.
+	minSecretLen = 32
+	// clockLeeway tolerates small clock skew between API replicas.
+	clockLeeway = 30 * time.Second
+)
+
+// ErrInvalidToken is wrapped by every Verify failure, so callers need no knowledge of JWT internals.
+var ErrInvalidToken = errors.New("invalid access token")
+
+// Claims is what a verified access token asserts.
+type Claims struct {
+	UserID    uuid.UUID
+	Role      Role
+	SessionID uuid.UUID
+	ExpiresAt time.Time
+}
+
+// accessClaims is the wire shape: registered claims plus role and session id.
+type accessClaims struct {
+	jwt.RegisteredClaims
+	Role Role   `json:"role"`
+	SID  string `json:"sid"`
+}
+
+// TokenIssuer signs and verifies HS256 access tokens.
+type TokenIssuer struct {
+	secret []byte
+	ttl    time.Duration
+	now    func() time.Time
+}
+
+// NewTokenIssuer copies secret so later changes by the caller cannot alter the signing key.
+func NewTokenIssuer(secret []byte, ttl time.Duration) (*TokenIssuer, error) {
+	if len(secret) < minSecretLen {
+		return nil, fmt.Errorf("new token issuer: secret is %d bytes, need at least %d", len(secret), minSecretLen)
+	}
+	if ttl <= 0 {
+		return nil, fmt.Errorf("new token issuer: ttl must be positive, got %s", ttl)
+	}
+	return &TokenIssuer{secret: append([]byte(nil), secret...), ttl: ttl, now: time.Now}, nil
+}
+
+// WithClock returns a copy that reads time from now; tests use it to move past expiry without sleeping.
+func (t *TokenIssuer) WithClock(now func() time.Time) *TokenIssuer {
+	c := *t
+	if now == nil {
+		now = time.Now
+	}
+	c.now = now
+	return &c
+}
+
+// Issue signs a token for the user's session. expiresAt is exactly the exp claim (whole seconds).
+func (t *TokenIssuer) Issue(userID uuid.UUID, role Role, sessionID uuid.UUID) (token string, expiresAt time.Time, err error) {
+	if userID == uuid.Nil || sessionID == uuid.Nil {
+		return "", time.Time{}, errors.New("issue access token: user and session ids are required")
+	}
+	if !role.Valid() {
+		return "", time.Time{}, fmt.Errorf("issue access token: unknown role %q", role)
+	}
+	now := t.now()
+	exp := jwt.NewNumericDate(now.Add(t.ttl))
+	claims := accessClaims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject:   userID.String(),
+			Issuer:    tokenIssuer,
+			Audience:  jwt.ClaimStrings{tokenAudience},
+			IssuedAt:  jwt.NewNumericDate(now),
+			NotBefore: jwt.NewNumericDate(now),
+			ExpiresAt: exp,
+			ID:        uuid.NewString(),
+		},
+		Role: role,
+		SID:  sessionID.String(),
+	}
+	signed, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(t.secret)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("issue access token: sign: %w", err)
+	}
+	return signed, exp.Time, nil
+}
+
+// Verify checks signature, algorithm, issuer, audience and times, then the custom claims.
+// Errors wrap ErrInvalidToken with a short reason and never echo the token.
+func (t *TokenIssuer) Verify(token string) (Claims, error) {
+	var c accessClaims
+	_, err := jwt.ParseWithClaims(token, &c, t.key,
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithIssuer(tokenIssuer),
+		jwt.WithAudience(tokenAudience),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(clockLeeway),
+		jwt.WithTimeFunc(t.now),
+	)
+	if err != nil {
+		return Claims{}, invalidToken(jwtReason(err))
+	}
+	// WithIssuedAt only checks iat when present; we require it.
+	if c.IssuedAt == nil {
+		return Claims{}, invalidToken("missing iat")
+	}
+	userID, err := parseID(c.Subject)
+	if err != nil {
+		return Claims{}, invalidToken("bad sub")
+	}
+	sessionID, err := parseID(c.SID)
+	if err != nil {
+		return Claims{}, invalidToken("bad sid")
+	}
+	if !c.Role.Valid() {
+		return Claims{}, invalidToken("bad role")
+	}
+	return Claims{UserID: userID, Role: c.Role, SessionID: sessionID, ExpiresAt: c.ExpiresAt.Time}, nil
+}
+
+// key refuses anything but HS256 a second time, so the HMAC secret can never be used as another alg's key.
+func (t *TokenIssuer) key(tok *jwt.Token) (any, error) {
+	if tok.Method != jwt.SigningMethodHS256 {
+		return nil, errors.New("unexpected signing method")
+	}
+	return t.secret, nil
+}
+
+func parseID(s string) (uuid.UUID, error) {
+	if s == "" {
+		return uuid.Nil, errors.New("empty id")
+	}
+	id, err := uuid.Parse(s)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("parse id: %w", err)
+	}
+	if id == uuid.Nil {
+		return uuid.Nil, errors.New("nil id")
+	}
+	return id, nil
+}
+
+func invalidToken(reason string) error {
+	return fmt.Errorf("%w: %s", ErrInvalidToken, reason)
+}
+
+// jwtReason maps library errors to fixed reasons: JSON decode errors may quote token bytes.
+func jwtReason(err error) string {
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return "malformed"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return "bad signature or algorithm"
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		return "unverifiable"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return "missing required claim"
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "expired"
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return "not valid yet"
+	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "issued in the future"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return "wrong issuer"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return "wrong audience"
+	default:
+		return "rejected"
+	}
+}

@@ -1,0 +1,417 @@
+// Package config reads the server's settings from the environment, with documented defaults.
+package config
+
+import (
+	"cmp"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Values of APP_ENV.
+const (
+	EnvDevelopment = "development"
+	EnvProduction  = "production"
+)
+
+// minJWTSecretBytes matches the HS256 key size; shorter keys make tokens easier to brute-force.
+const minJWTSecretBytes = 32
+
+// Config holds every setting. Build it with Load; settings() documents each variable.
+type Config struct {
+	Env                string        // APP_ENV
+	HTTPAddr           string        // HTTP_ADDR
+	DatabaseURL        string        // DATABASE_URL
+	DBMaxConns         int32         // DB_MAX_CONNS
+	JWTSecret          string        // JWT_SECRET
+	GeneratedSecret    bool          // JWTSecret was generated for this run (development only); not a setting
+	AccessTokenTTL     time.Duration // ACCESS_TOKEN_TTL
+	RefreshTokenTTL    time.Duration // REFRESH_TOKEN_TTL
+	CORSAllowedOrigins []string      // CORS_ALLOWED_ORIGINS
+	GraphiQL           bool          // GRAPHIQL
+	MaxBodyBytes       int64         // MAX_BODY_BYTES
+	ReadTimeout        time.Duration // HTTP_READ_TIMEOUT
+	WriteTimeout       time.Duration // HTTP_WRITE_TIMEOUT
+	IdleTimeout        time.Duration // HTTP_IDLE_TIMEOUT
+	ShutdownTimeout    time.Duration // SHUTDOWN_TIMEOUT
+	LogLevel           string        // LOG_LEVEL
+}
+
+// Load reads every setting through getenv (os.Getenv in production code, a map in tests), applies
+// defaults and validates the result. All problems are reported together, so one restart fixes them all.
+func Load(getenv func(string) string) (Config, error) {
+	// Some defaults depend on the environment, so it is read first.
+	prod := strings.TrimSpace(getenv("APP_ENV")) == EnvProduction
+	var c Config
+	var problems []string
+	unparsed := make(map[string]bool)
+	for _, s := range settings() {
+		raw := strings.TrimSpace(getenv(s.name))
+		if raw == "" {
+			raw = s.defaultFor(prod)
+		}
+		if err := s.parse(&c, raw); err != nil {
+			problems = append(problems, s.name+": "+err.Error())
+			unparsed[s.name] = true
+		}
+	}
+	if c.JWTSecret == "" && !prod {
+		c.JWTSecret, c.GeneratedSecret = randomSecret(), true
+	}
+	problems = append(problems, c.problems(unparsed)...)
+	if err := joinProblems(problems); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Validate checks every setting's range and the rules between settings.
+func (c Config) Validate() error {
+	return joinProblems(c.problems(nil))
+}
+
+// problems lists what is wrong with c, skipping settings that already failed to parse.
+func (c Config) problems(skip map[string]bool) []string {
+	var out []string
+	for _, s := range settings() {
+		if skip[s.name] || s.check == nil {
+			continue
+		}
+		if err := s.check(c); err != nil {
+			out = append(out, s.name+": "+err.Error())
+		}
+	}
+	return out
+}
+
+func joinProblems(problems []string) error {
+	if len(problems) == 0 {
+		return nil
+	}
+	return errors.New("config: invalid settings: " + strings.Join(problems, "; "))
+}
+
+// Production reports whether APP_ENV is "production".
+func (c Config) Production() bool { return c.Env == EnvProduction }
+
+// LogValue renders every setting under its variable name with secrets masked, so the effective
+// configuration can be logged at startup.
+func (c Config) LogValue() slog.Value {
+	list := settings()
+	attrs := make([]slog.Attr, 0, len(list))
+	for _, s := range list {
+		attrs = append(attrs, slog.Attr{Key: s.name, Value: s.show(c)})
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// Usage prints every setting with its default and description, for --help.
+func Usage(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "VARIABLE\tDEFAULT\tDESCRIPTION")
+	for _, s := range settings() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.name, s.usageDefault(), s.desc)
+	}
+	tw.Flush()
+}
+
+func randomSecret() string {
+	b := make([]byte, minJWTSecretBytes)
+	rand.Read(b) // never fails: crypto/rand aborts the program instead
+	return hex.EncodeToString(b)
+}
+
+// setting describes one environment variable: its defaults, how to parse it and how to check and show
+// the parsed value. parse rejects only text it cannot store; check holds the rules (ranges, rules
+// between settings), so Validate applies them to any Config, not just a loaded one.
+type setting struct {
+	name        string
+	devDefault  string
+	prodDefault string
+	desc        string
+	parse       func(c *Config, raw string) error
+	check       func(c Config) error // optional
+	show        func(c Config) slog.Value
+}
+
+func (s setting) defaultFor(prod bool) string {
+	if prod {
+		return s.prodDefault
+	}
+	return s.devDefault
+}
+
+func (s setting) usageDefault() string {
+	show := func(v string) string { return cmp.Or(v, "(empty)") }
+	if s.devDefault == s.prodDefault {
+		return show(s.devDefault)
+	}
+	return show(s.devDefault) + " (production: " + cmp.Or(s.prodDefault, "empty") + ")"
+}
+
+// settings is the table behind Load, Validate, Usage and LogValue. It is built per call so that no
+// package-level state can be changed.
+func settings() []setting {
+	refresh := durationSetting("REFRESH_TOKEN_TTL", "720h", time.Hour, 8760*time.Hour,
+		"lifetime of a refresh token (one sign-in session); must exceed ACCESS_TOKEN_TTL",
+		func(c *Config) *time.Duration { return &c.RefreshTokenTTL })
+	refresh.check = both(refresh.check, func(c Config) error {
+		if c.RefreshTokenTTL <= c.AccessTokenTTL {
+			return fmt.Errorf("must be longer than ACCESS_TOKEN_TTL (%s), got %s",
+				formatDuration(c.AccessTokenTTL), formatDuration(c.RefreshTokenTTL))
+		}
+		return nil
+	})
+	graphiql := boolSetting("GRAPHIQL", "true", "serve the GraphiQL IDE at GET /",
+		func(c *Config) *bool { return &c.GraphiQL })
+	graphiql.prodDefault = "false"
+
+	return []setting{
+		enumSetting("APP_ENV", EnvDevelopment,
+			"deployment mode; production changes the defaults marked below and requires JWT_SECRET",
+			func(c *Config) *string { return &c.Env }, EnvDevelopment, EnvProduction),
+		{
+			name: "HTTP_ADDR", devDefault: ":8080", prodDefault: ":8080",
+			desc:  "address the HTTP server listens on, host:port (empty host: all interfaces)",
+			parse: func(c *Config, raw string) error { c.HTTPAddr = raw; return nil },
+			check: func(c Config) error {
+				if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || port == "" {
+					return fmt.Errorf("must be host:port or :port, got %q", c.HTTPAddr)
+				}
+				return nil
+			},
+			show: func(c Config) slog.Value { return slog.StringValue(c.HTTPAddr) },
+		},
+		{
+			name:        "DATABASE_URL",
+			devDefault:  defaultDatabaseURL,
+			prodDefault: defaultDatabaseURL,
+			desc:        "PostgreSQL URL, postgres://user:password@host:port/db?sslmode=...",
+			parse:       func(c *Config, raw string) error { c.DatabaseURL = raw; return nil },
+			check: func(c Config) error {
+				// Never echo the value: it may hold a password.
+				if !isPostgresURL(c.DatabaseURL) {
+					return errors.New("must be a postgres:// or postgresql:// URL")
+				}
+				return nil
+			},
+			show: func(c Config) slog.Value { return slog.StringValue(redactDatabaseURL(c.DatabaseURL)) },
+		},
+		intSetting("DB_MAX_CONNS", "20", 1, 1000, "maximum open database connections",
+			func(c *Config) *int32 { return &c.DBMaxConns }),
+		{
+			name: "JWT_SECRET",
+			desc: "secret signing access tokens, at least 32 bytes; empty: random per start in development " +
+				"(tokens die on restart); required in production",
+			parse: func(c *Config, raw string) error { c.JWTSecret = raw; return nil },
+			check: checkJWTSecret,
+			show: func(c Config) slog.Value {
+				switch {
+				case c.GeneratedSecret:
+					return slog.StringValue("(generated)")
+				case c.JWTSecret == "":
+					return slog.StringValue("(empty)")
+				}
+				return slog.StringValue("***")
+			},
+		},
+		durationSetting("ACCESS_TOKEN_TTL", "15m", time.Minute, 24*time.Hour, "lifetime of an access token",
+			func(c *Config) *time.Duration { return &c.AccessTokenTTL }),
+		refresh,
+		{
+			name:        "CORS_ALLOWED_ORIGINS",
+			devDefault:  "http://localhost:3000,http://localhost:5173",
+			prodDefault: "",
+			desc:        "comma-separated origins allowed to call the API from a browser; empty: no cross-origin access; \"*\": any origin (development only)",
+			parse: func(c *Config, raw string) error {
+				c.CORSAllowedOrigins = splitList(raw)
+				return nil
+			},
+			check: checkOrigins,
+			show:  func(c Config) slog.Value { return slog.StringValue(strings.Join(c.CORSAllowedOrigins, ",")) },
+		},
+		graphiql,
+		intSetting("MAX_BODY_BYTES", "1048576", 1<<10, 64<<20, "largest accepted request body, in bytes",
+			func(c *Config) *int64 { return &c.MaxBodyBytes }),
+		durationSetting("HTTP_READ_TIMEOUT", "10s", time.Second, 10*time.Minute, "time allowed to read a whole request",
+			func(c *Config) *time.Duration { return &c.ReadTimeout }),
+		durationSetting("HTTP_WRITE_TIMEOUT", "30s", time.Second, 10*time.Minute, "time allowed to handle a request and write the response",
+			func(c *Config) *time.Duration { return &c.WriteTimeout }),
+		durationSetting("HTTP_IDLE_TIMEOUT", "120s", time.Second, time.Hour, "how long an idle keep-alive connection stays open",
+			func(c *Config) *time.Duration { return &c.IdleTimeout }),
+		durationSetting("SHUTDOWN_TIMEOUT", "20s", time.Second, 10*time.Minute, "grace period for in-flight requests on SIGINT/SIGTERM",
+			func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
+		enumSetting("LOG_LEVEL", "info", "minimum level of log records",
+			func(c *Config) *string { return &c.LogLevel }, "debug", "info", "warn", "error"),
+	}
+}
+
+const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/taskgraph?sslmode=disable"
+
+func checkJWTSecret(c Config) error {
+	// Report lengths only: the value itself must never reach a log.
+	switch {
+	case c.JWTSecret == "" && c.Production():
+		return errors.New("required in production (at least 32 bytes, e.g. openssl rand -hex 32)")
+	case c.JWTSecret == "":
+		return errors.New("must not be empty")
+	case c.Production() && len(c.JWTSecret) < minJWTSecretBytes:
+		return fmt.Errorf("must be at least %d bytes in production, got %d", minJWTSecretBytes, len(c.JWTSecret))
+	}
+	return nil
+}
+
+func checkOrigins(c Config) error {
+	for _, origin := range c.CORSAllowedOrigins {
+		if origin == "*" {
+			if c.Production() {
+				return errors.New(`"*" is allowed only in development; list the allowed origins`)
+			}
+			continue
+		}
+		// Browsers send Origin as scheme://host[:port] exactly; anything else would never match.
+		u, err := url.Parse(origin)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("each origin must look like https://app.example.com (no path or trailing slash), got %q", origin)
+		}
+	}
+	return nil
+}
+
+func isPostgresURL(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql")
+}
+
+// redactDatabaseURL masks the password, whether in the user info or in a password= parameter.
+func redactDatabaseURL(raw string) string {
+	if !isPostgresURL(raw) {
+		return "(invalid URL, hidden)"
+	}
+	u, _ := url.Parse(raw)
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
+}
+
+func splitList(raw string) []string {
+	var out []string
+	for part := range strings.SplitSeq(raw, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+func both(a, b func(Config) error) func(Config) error {
+	return func(c Config) error {
+		if err := a(c); err != nil {
+			return err
+		}
+		return b(c)
+	}
+}
+
+func enumSetting(name, def, desc string, field func(*Config) *string, choices ...string) setting {
+	return setting{
+		name: name, devDefault: def, prodDefault: def,
+		desc:  desc + ": " + strings.Join(choices, " | "),
+		parse: func(c *Config, raw string) error { *field(c) = raw; return nil },
+		check: func(c Config) error {
+			if v := *field(&c); !slices.Contains(choices, v) {
+				return fmt.Errorf("must be one of %s, got %q", strings.Join(choices, ", "), v)
+			}
+			return nil
+		},
+		show: func(c Config) slog.Value { return slog.StringValue(*field(&c)) },
+	}
+}
+
+func boolSetting(name, def, desc string, field func(*Config) *bool) setting {
+	return setting{
+		name: name, devDefault: def, prodDefault: def,
+		desc: desc + " (true | false)",
+		parse: func(c *Config, raw string) error {
+			v, err := strconv.ParseBool(raw)
+			if err != nil {
+				return fmt.Errorf("must be true or false, got %q", raw)
+			}
+			*field(c) = v
+			return nil
+		},
+		show: func(c Config) slog.Value { return slog.BoolValue(*field(&c)) },
+	}
+}
+
+func intSetting[T int32 | int64](name, def string, lo, hi T, desc string, field func(*Config) *T) setting {
+	want := fmt.Sprintf("must be an integer between %d and %d", lo, hi)
+	return setting{
+		name: name, devDefault: def, prodDefault: def,
+		desc: fmt.Sprintf("%s (%d..%d)", desc, lo, hi),
+		parse: func(c *Config, raw string) error {
+			v, err := strconv.ParseInt(raw, 10, 64)
+			if err != nil || v < int64(lo) || v > int64(hi) {
+				// Out-of-range values are rejected here too: they may not fit in T.
+				return fmt.Errorf("%s, got %q", want, raw)
+			}
+			*field(c) = T(v)
+			return nil
+		},
+		check: func(c Config) error {
+			if v := *field(&c); v < lo || v > hi {
+				return fmt.Errorf("%s, got %d", want, v)
+			}
+			return nil
+		},
+		show: func(c Config) slog.Value { return slog.Int64Value(int64(*field(&c))) },
+	}
+}
+
+func durationSetting(name, def string, lo, hi time.Duration, desc string, field func(*Config) *time.Duration) setting {
+	want := fmt.Sprintf("must be a duration between %s and %s (e.g. 90s, 15m, 2h)", formatDuration(lo), formatDuration(hi))
+	return setting{
+		name: name, devDefault: def, prodDefault: def,
+		desc: fmt.Sprintf("%s (%s..%s)", desc, formatDuration(lo), formatDuration(hi)),
+		parse: func(c *Config, raw string) error {
+			v, err := time.ParseDuration(raw)
+			if err != nil {
+				return fmt.Errorf("%s, got %q", want, raw)
+			}
+			*field(c) = v
+			return nil
+		},
+		check: func(c Config) error {
+			if v := *field(&c); v < lo || v > hi {
+				return fmt.Errorf("%s, got %s", want, formatDuration(v))
+			}
+			return nil
+		},
+		show: func(c Config) slog.Value { return slog.StringValue(formatDuration(*field(&c))) },
+	}
+}
+
+// formatDuration drops time.Duration's zero units: "24h" rather than "24h0m0s".
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}

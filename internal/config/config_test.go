@@ -1,0 +1,277 @@
+package config
+
+import (
+	"bytes"
+	"encoding/hex"
+	"log/slog"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// env returns a getenv over a fixed map.
+func env(vars map[string]string) func(string) string {
+	return func(name string) string { return vars[name] }
+}
+
+const prodSecret = "0123456789abcdef0123456789abcdef" // exactly 32 bytes
+
+func TestLoadDefaults(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatalf("Load with empty environment: %v", err)
+	}
+	want := Config{
+		Env:                "development",
+		HTTPAddr:           ":8080",
+		DatabaseURL:        "postgres://postgres@127.0.0.1:5432/taskgraph?sslmode=disable",
+		DBMaxConns:         20,
+		JWTSecret:          c.JWTSecret, // random, checked below
+		GeneratedSecret:    true,
+		AccessTokenTTL:     15 * time.Minute,
+		RefreshTokenTTL:    720 * time.Hour,
+		CORSAllowedOrigins: []string{"http://localhost:3000", "http://localhost:5173"},
+		GraphiQL:           true,
+		MaxBodyBytes:       1 << 20,
+		ReadTimeout:        10 * time.Second,
+		WriteTimeout:       30 * time.Second,
+		IdleTimeout:        120 * time.Second,
+		ShutdownTimeout:    20 * time.Second,
+		LogLevel:           "info",
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
+	}
+	if c.Production() {
+		t.Error("Production() = true for the default environment")
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate on loaded defaults: %v", err)
+	}
+}
+
+func TestLoadGeneratesSecretInDevelopment(t *testing.T) {
+	a, errA := Load(env(nil))
+	b, errB := Load(env(nil))
+	if errA != nil || errB != nil {
+		t.Fatalf("Load: %v, %v", errA, errB)
+	}
+	raw, err := hex.DecodeString(a.JWTSecret)
+	if err != nil || len(raw) != 32 {
+		t.Errorf("generated secret %d chars, hex error %v; want 32 random bytes in hex", len(a.JWTSecret), err)
+	}
+	if !a.GeneratedSecret {
+		t.Error("GeneratedSecret = false for a generated secret")
+	}
+	if a.JWTSecret == b.JWTSecret {
+		t.Error("two loads generated the same secret")
+	}
+
+	given, err := Load(env(map[string]string{"JWT_SECRET": "short-but-fine-in-dev"}))
+	if err != nil {
+		t.Fatalf("Load with a development secret: %v", err)
+	}
+	if given.GeneratedSecret || given.JWTSecret != "short-but-fine-in-dev" {
+		t.Errorf("given secret: JWTSecret=%q GeneratedSecret=%v", given.JWTSecret, given.GeneratedSecret)
+	}
+}
+
+func TestLoadProduction(t *testing.T) {
+	c, err := Load(env(map[string]string{"APP_ENV": "production", "JWT_SECRET": prodSecret}))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if !c.Production() || c.GeneratedSecret || c.JWTSecret != prodSecret {
+		t.Errorf("Production()=%v GeneratedSecret=%v JWTSecret ok=%v", c.Production(), c.GeneratedSecret, c.JWTSecret == prodSecret)
+	}
+	if len(c.CORSAllowedOrigins) != 0 || c.GraphiQL {
+		t.Errorf("production defaults: CORS %q, GraphiQL %v; want none, false", c.CORSAllowedOrigins, c.GraphiQL)
+	}
+}
+
+func TestLoadProductionRequiresLongSecret(t *testing.T) {
+	for _, secret := range []string{"", prodSecret[:31]} {
+		_, err := Load(env(map[string]string{"APP_ENV": "production", "JWT_SECRET": secret}))
+		if err == nil || !strings.Contains(err.Error(), "JWT_SECRET: ") {
+			t.Errorf("JWT_SECRET of %d bytes in production: err = %v, want a JWT_SECRET problem", len(secret), err)
+			continue
+		}
+		if secret != "" && strings.Contains(err.Error(), secret) {
+			t.Errorf("error echoes the secret: %v", err)
+		}
+	}
+}
+
+func TestLoadWildcardOrigin(t *testing.T) {
+	dev, err := Load(env(map[string]string{"CORS_ALLOWED_ORIGINS": "*"}))
+	if err != nil || !slices.Equal(dev.CORSAllowedOrigins, []string{"*"}) {
+		t.Errorf("development with *: %q, %v; want [*], nil", dev.CORSAllowedOrigins, err)
+	}
+	_, err = Load(env(map[string]string{"APP_ENV": "production", "JWT_SECRET": prodSecret, "CORS_ALLOWED_ORIGINS": "https://a.example, *"}))
+	if err == nil || !strings.Contains(err.Error(), "CORS_ALLOWED_ORIGINS: ") {
+		t.Errorf("production with *: err = %v, want a CORS_ALLOWED_ORIGINS problem", err)
+	}
+}
+
+func TestLoadParsesOverrides(t *testing.T) {
+	c, err := Load(env(map[string]string{
+		"APP_ENV":              "production",
+		"HTTP_ADDR":            "127.0.0.1:9000",
+		"DATABASE_URL":         "postgresql://app:pw@db:5432/tg",
+		"DB_MAX_CONNS":         "50",
+		"JWT_SECRET":           prodSecret,
+		"ACCESS_TOKEN_TTL":     "5m",
+		"REFRESH_TOKEN_TTL":    "24h",
+		"CORS_ALLOWED_ORIGINS": " https://app.example.com , https://admin.example.com:8443,",
+		"GRAPHIQL":             "true",
+		"MAX_BODY_BYTES":       "2048",
+		"HTTP_READ_TIMEOUT":    "5s",
+		"HTTP_WRITE_TIMEOUT":   "1m",
+		"HTTP_IDLE_TIMEOUT":    "30s",
+		"SHUTDOWN_TIMEOUT":     "45s",
+		"LOG_LEVEL":            "debug",
+	}))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	want := Config{
+		Env: "production", HTTPAddr: "127.0.0.1:9000", DatabaseURL: "postgresql://app:pw@db:5432/tg",
+		DBMaxConns: 50, JWTSecret: prodSecret, AccessTokenTTL: 5 * time.Minute, RefreshTokenTTL: 24 * time.Hour,
+		CORSAllowedOrigins: []string{"https://app.example.com", "https://admin.example.com:8443"},
+		GraphiQL:           true, MaxBodyBytes: 2048, ReadTimeout: 5 * time.Second, WriteTimeout: time.Minute,
+		IdleTimeout: 30 * time.Second, ShutdownTimeout: 45 * time.Second, LogLevel: "debug",
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("overrides:\n got %+v\nwant %+v", c, want)
+	}
+}
+
+func TestLoadReportsEveryProblemOnce(t *testing.T) {
+	bad := map[string]string{
+		"APP_ENV":              "staging",
+		"HTTP_ADDR":            "8080",
+		"DATABASE_URL":         "mysql://root:hunter2pw@db/tg",
+		"DB_MAX_CONNS":         "abc",
+		"ACCESS_TOKEN_TTL":     "30s",
+		"REFRESH_TOKEN_TTL":    "forever",
+		"CORS_ALLOWED_ORIGINS": "https://app.example.com/",
+		"GRAPHIQL":             "maybe",
+		"MAX_BODY_BYTES":       "99999999999999999999",
+		"HTTP_READ_TIMEOUT":    "0s",
+		"HTTP_WRITE_TIMEOUT":   "10",
+		"HTTP_IDLE_TIMEOUT":    "2h",
+		"SHUTDOWN_TIMEOUT":     "-1s",
+		"LOG_LEVEL":            "verbose",
+	}
+	_, err := Load(env(bad))
+	if err == nil {
+		t.Fatal("Load accepted invalid values")
+	}
+	msg := err.Error()
+	for name := range bad {
+		if n := strings.Count(msg, name+": "); n != 1 {
+			t.Errorf("%s reported %d times, want once, in: %s", name, n, msg)
+		}
+	}
+	for _, want := range []string{
+		`DB_MAX_CONNS: must be an integer between 1 and 1000, got "abc"`,
+		`ACCESS_TOKEN_TTL: must be a duration between 1m and 24h (e.g. 90s, 15m, 2h), got 30s`,
+		`APP_ENV: must be one of development, production, got "staging"`,
+		`GRAPHIQL: must be true or false, got "maybe"`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "hunter2pw") {
+		t.Errorf("error echoes the database password: %s", msg)
+	}
+}
+
+func TestLoadRefreshMustOutliveAccess(t *testing.T) {
+	_, err := Load(env(map[string]string{"ACCESS_TOKEN_TTL": "2h", "REFRESH_TOKEN_TTL": "1h"}))
+	if err == nil || !strings.Contains(err.Error(), "REFRESH_TOKEN_TTL: must be longer than ACCESS_TOKEN_TTL") {
+		t.Errorf("err = %v, want REFRESH_TOKEN_TTL must be longer than ACCESS_TOKEN_TTL", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.DBMaxConns = 0
+	c.Env = "production" // the generated 64-char secret is long enough, so only the pool size fails
+	err = c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "DB_MAX_CONNS: must be an integer between 1 and 1000, got 0") {
+		t.Errorf("Validate = %v, want a DB_MAX_CONNS problem", err)
+	}
+	if err := (Config{}).Validate(); err == nil || !strings.Contains(err.Error(), "JWT_SECRET: ") {
+		t.Errorf("Validate on zero Config = %v, want problems including JWT_SECRET", err)
+	}
+}
+
+func TestLogValueMasksSecrets(t *testing.T) {
+	const secret, password, queryPassword = "super-secret-signing-key-0123456789", "dbpassw0rd", "qpassw0rd"
+	c, err := Load(env(map[string]string{
+		"JWT_SECRET":   secret,
+		"DATABASE_URL": "postgres://app:" + password + "@db:5432/tg?sslmode=disable&password=" + queryPassword,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		c       Config
+		secrets []string
+		want    []string
+	}{
+		{c, []string{secret, password, queryPassword}, []string{"JWT_SECRET=***", "app:xxxxx@db:5432", "DB_MAX_CONNS=20"}},
+		{gen, []string{gen.JWTSecret}, []string{"JWT_SECRET=(generated)"}},
+	} {
+		var buf bytes.Buffer
+		slog.New(slog.NewTextHandler(&buf, nil)).Info("config", "config", tc.c)
+		slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", tc.c)
+		out := buf.String()
+		for _, s := range tc.secrets {
+			if strings.Contains(out, s) {
+				t.Errorf("log output contains a secret %q:\n%s", s, out)
+			}
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("log output lacks %q:\n%s", w, out)
+			}
+		}
+	}
+}
+
+func TestUsageListsEverySetting(t *testing.T) {
+	var buf bytes.Buffer
+	Usage(&buf)
+	out := buf.String()
+	names := []string{
+		"APP_ENV", "HTTP_ADDR", "DATABASE_URL", "DB_MAX_CONNS", "JWT_SECRET", "ACCESS_TOKEN_TTL",
+		"REFRESH_TOKEN_TTL", "CORS_ALLOWED_ORIGINS", "GRAPHIQL", "MAX_BODY_BYTES", "HTTP_READ_TIMEOUT",
+		"HTTP_WRITE_TIMEOUT", "HTTP_IDLE_TIMEOUT", "SHUTDOWN_TIMEOUT", "LOG_LEVEL",
+	}
+	for _, name := range names {
+		if !strings.Contains(out, "\n"+name+" ") {
+			t.Errorf("Usage lacks a row for %s:\n%s", name, out)
+		}
+	}
+	// Every Config field except GeneratedSecret is a setting, so a new field needs a table row.
+	if fields := reflect.TypeFor[Config]().NumField() - 1; fields != len(names) || len(settings()) != len(names) {
+		t.Errorf("Config has %d settings, table %d rows, test knows %d", fields, len(settings()), len(names))
+	}
+	for _, want := range []string{"random per start in development", "true (production: false)", "(empty)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("Usage lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -1,0 +1,57 @@
+// Package globalid encodes the opaque global IDs of the Node interface: base64url("Kind:uuid").
+package globalid
+
+import (
+	"encoding/base64"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/taskgraph/taskgraph/internal/apperr"
+)
+
+// Kind is the GraphQL type a global ID points at.
+type Kind string
+
+const (
+	KindUser Kind = "User"
+	KindTask Kind = "Task"
+)
+
+// Encode returns the global ID of the object of kind with database id.
+func Encode(kind Kind, id uuid.UUID) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(string(kind) + ":" + id.String()))
+}
+
+// Decode splits a global ID; a malformed one is BAD_USER_INPUT naming field.
+func Decode(field, gid string) (Kind, uuid.UUID, error) {
+	bad := apperr.Invalid(field, "is not a valid ID: pass back an id exactly as this server returned it")
+	if len(gid) > 100 {
+		return "", uuid.Nil, bad
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(gid)
+	if err != nil {
+		return "", uuid.Nil, bad
+	}
+	kind, rest, ok := strings.Cut(string(raw), ":")
+	if !ok || (Kind(kind) != KindUser && Kind(kind) != KindTask) {
+		return "", uuid.Nil, bad
+	}
+	id, err := uuid.Parse(rest)
+	if err != nil {
+		return "", uuid.Nil, bad
+	}
+	return Kind(kind), id, nil
+}
+
+// DecodeAs decodes a global ID that must be of kind; any other kind is NOT_FOUND, as a missing object.
+func DecodeAs(field string, want Kind, gid string) (uuid.UUID, error) {
+	kind, id, err := Decode(field, gid)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	if kind != want {
+		return uuid.Nil, apperr.New(apperr.NotFound, "%s not found", strings.ToLower(string(want)))
+	}
+	return id, nil
+}

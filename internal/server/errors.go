@@ -1,0 +1,58 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/errcode"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/taskgraph/taskgraph/internal/apperr"
+)
+
+// errorPresenter is the one place errors become client-visible. Domain errors keep their code and
+// message; gqlgen's parse and validation errors become BAD_USER_INPUT; anything else is logged with
+// the request id and shown as INTERNAL with no detail.
+func errorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
+	return func(ctx context.Context, err error) *gqlerror.Error {
+		base := graphql.DefaultErrorPresenter(ctx, err)
+		out := &gqlerror.Error{Path: base.Path, Locations: base.Locations, Extensions: map[string]any{}}
+
+		var app *apperr.Error
+		if errors.As(err, &app) {
+			out.Message = app.Message
+			out.Extensions["code"] = string(app.Code)
+			if len(app.Violations) > 0 {
+				if app.Violations[0].Field != "" {
+					out.Extensions["field"] = app.Violations[0].Field
+				}
+				out.Extensions["violations"] = app.Violations
+			}
+			return out
+		}
+		if code, _ := base.Extensions["code"].(string); code == errcode.ParseFailed || code == errcode.ValidationFailed {
+			out.Message = base.Message
+			out.Extensions["code"] = string(apperr.BadUserInput)
+			return out
+		}
+		id := RequestID(ctx)
+		logger.ErrorContext(ctx, "internal error", "request_id", id, "err", err, "path", base.Path.String())
+		out.Message = "internal error: the request could not be completed; quote the request id when reporting it"
+		out.Extensions["code"] = string(apperr.Internal)
+		out.Extensions["requestId"] = id
+		return out
+	}
+}
+
+// recoverFunc turns a resolver panic into an error, logging the stack; the presenter then shows it as
+// INTERNAL. The process keeps serving.
+func recoverFunc(logger *slog.Logger) graphql.RecoverFunc {
+	return func(ctx context.Context, p any) error {
+		logger.ErrorContext(ctx, "panic in resolver", "request_id", RequestID(ctx), "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		return fmt.Errorf("panic in resolver: %v", p)
+	}
+}

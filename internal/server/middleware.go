@@ -1,0 +1,159 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"regexp"
+	"runtime/debug"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/parser"
+
+	"github.com/taskgraph/taskgraph/internal/apperr"
+)
+
+type requestIDKey struct{}
+
+// RequestID returns the id of the request being served ("" outside one).
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
+
+// withRequestID tags each request with an id: the caller's X-Request-ID when it is sane (so a proxy's
+// id carries through), otherwise a new one. It is echoed in the response and attached to every log line.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-ID")
+		if !validRequestID.MatchString(id) {
+			id = uuid.NewString()
+		}
+		w.Header().Set("X-Request-ID", id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+	})
+}
+
+// withRecover keeps a panic outside the GraphQL executor from killing the connection without an answer.
+func withRecover(logger *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				logger.ErrorContext(r.Context(), "panic in handler", "request_id", RequestID(r.Context()),
+					"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				writeError(w, http.StatusInternalServerError, apperr.Internal, "internal error")
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// withAccessLog writes one line per request. (Operation names and error codes join it with metrics.)
+func withAccessLog(logger *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		logger.InfoContext(r.Context(), "request", "request_id", RequestID(r.Context()), "method", r.Method,
+			"path", r.URL.Path, "status", rec.status, "duration_ms", float64(time.Since(start).Microseconds())/1000)
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// writeError answers in GraphQL's error shape with a stable code, for requests refused before execution.
+func writeError(w http.ResponseWriter, status int, code apperr.Code, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"errors": []map[string]any{{"message": message, "extensions": map[string]any{"code": string(code)}}},
+	})
+}
+
+// guardGraphQL refuses malformed requests before gqlgen sees them: wrong method or content type,
+// oversized or non-UTF-8 or non-JSON bodies, batched arrays, and mutations over GET. The request is
+// never echoed back.
+func guardGraphQL(maxBody int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodPost:
+			mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+			if err != nil || mediaType != "application/json" {
+				writeError(w, http.StatusUnsupportedMediaType, apperr.BadUserInput, "Content-Type must be application/json")
+				return
+			}
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+			var tooLarge *http.MaxBytesError
+			switch {
+			case errors.As(err, &tooLarge):
+				writeError(w, http.StatusRequestEntityTooLarge, apperr.BadUserInput, fmt.Sprintf("request body is larger than %d bytes", maxBody))
+				return
+			case err != nil:
+				writeError(w, http.StatusBadRequest, apperr.BadUserInput, "request body could not be read")
+				return
+			case !utf8.Valid(body):
+				writeError(w, http.StatusBadRequest, apperr.BadUserInput, "request body is not valid UTF-8")
+				return
+			case !json.Valid(body):
+				writeError(w, http.StatusBadRequest, apperr.BadUserInput, "request body is not valid JSON")
+				return
+			}
+			if b := bytes.TrimLeft(body, " \t\r\n"); len(b) == 0 || b[0] != '{' {
+				writeError(w, http.StatusBadRequest, apperr.BadUserInput, "request body must be one JSON object {\"query\": ..., \"variables\": ...}; batched arrays are not supported")
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		case http.MethodGet:
+			if isMutation(r.URL.Query().Get("query"), r.URL.Query().Get("operationName")) {
+				w.Header().Set("Allow", "POST")
+				writeError(w, http.StatusMethodNotAllowed, apperr.BadUserInput, "mutations must be sent with POST; GET only runs queries")
+				return
+			}
+		case http.MethodOptions:
+		default:
+			w.Header().Set("Allow", "GET, POST")
+			writeError(w, http.StatusMethodNotAllowed, apperr.BadUserInput, "use POST (or GET for queries)")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// isMutation reports whether the GET query's selected operation is anything but a query. A document
+// that does not parse is left for gqlgen to report.
+func isMutation(query, operationName string) bool {
+	doc, err := parser.ParseQueryWithTokenLimit(&ast.Source{Input: query}, parserTokenLimit)
+	if err != nil {
+		return false
+	}
+	for _, op := range doc.Operations {
+		if (operationName == "" || op.Name == operationName) && op.Operation != ast.Query {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,153 @@
+// Package server assembles the HTTP surface: the middleware chain, the gqlgen handler and its
+// options, GraphiQL, health endpoints, and the graceful run loop.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql/handler"
+	"github.com/99designs/gqlgen/graphql/handler/extension"
+	"github.com/99designs/gqlgen/graphql/handler/lru"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/99designs/gqlgen/graphql/playground"
+	"github.com/rs/cors"
+	"github.com/vektah/gqlparser/v2/ast"
+
+	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/graph"
+	"github.com/taskgraph/taskgraph/internal/account"
+	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/config"
+	"github.com/taskgraph/taskgraph/internal/loaders"
+	"github.com/taskgraph/taskgraph/resolvers"
+)
+
+// parserTokenLimit bounds the work of parsing one document; real client documents stay far below it.
+const parserTokenLimit = 10_000
+
+// Deps is everything the HTTP surface needs, built by cmd/taskgraph.
+type Deps struct {
+	Config   config.Config
+	DB       *db.DB
+	Tokens   *auth.TokenIssuer
+	Accounts *account.Service
+	Logger   *slog.Logger
+}
+
+// NewHandler builds the whole HTTP handler.
+func NewHandler(d Deps) http.Handler {
+	gql := newGraphQL(d)
+	mux := http.NewServeMux()
+	graphqlChain := guardGraphQL(d.Config.MaxBodyBytes,
+		auth.Middleware(d.Tokens, d.DB.Stores().Sessions.Lookup, d.Logger)(
+			loaders.Middleware(d.DB)(gql)))
+	mux.Handle("/graphql", graphqlChain)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", readyz(d.DB))
+	if d.Config.GraphiQL {
+		mux.Handle("GET /{$}", playground.Handler("Taskgraph", "/graphql"))
+	}
+
+	c := cors.New(cors.Options{
+		AllowedOrigins: d.Config.CORSAllowedOrigins,
+		AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodOptions},
+		AllowedHeaders: []string{"Authorization", "Content-Type", "X-Request-ID", "Apollographql-Client-Name", "Apollographql-Client-Version"},
+		ExposedHeaders: []string{"X-Request-ID", "Retry-After"},
+		MaxAge:         600,
+	})
+	return withRequestID(withRecover(d.Logger, withAccessLog(d.Logger, c.Handler(mux))))
+}
+
+func newGraphQL(d Deps) *handler.Server {
+	schema := graph.NewExecutableSchema(graph.Config{
+		Resolvers: &resolvers.Resolver{DB: d.DB, Accounts: d.Accounts},
+		Directives: graph.DirectiveRoot{
+			Auth:    auth.AuthDirective,
+			HasRole: auth.HasRoleDirective,
+		},
+	})
+	srv := handler.New(schema)
+	srv.AddTransport(transport.Options{})
+	srv.AddTransport(transport.GET{})
+	srv.AddTransport(transport.POST{})
+	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	srv.SetParserTokenLimit(parserTokenLimit)
+	srv.SetErrorPresenter(errorPresenter(d.Logger))
+	srv.SetRecoverFunc(recoverFunc(d.Logger))
+	if d.Config.Production() {
+		// Suggestions ("did you mean …") and introspection describe the schema to anyone probing it.
+		srv.SetDisableSuggestion(true)
+	} else {
+		srv.Use(extension.Introspection{})
+	}
+	return srv
+}
+
+func readyz(database *db.DB) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := database.Pool().Ping(ctx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "database": "unreachable"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "database": "ok"})
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Run serves h on cfg.HTTPAddr until ctx ends, then drains in-flight requests for up to
+// cfg.ShutdownTimeout. ready, when non-nil, receives the bound address once listening.
+func Run(ctx context.Context, cfg config.Config, h http.Handler, logger *slog.Logger, ready chan<- net.Addr) error {
+	srv := &http.Server{
+		Addr:              cfg.HTTPAddr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	logger.Info("listening", "addr", ln.Addr().String())
+	if ready != nil {
+		ready <- ln.Addr()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down", "deadline", cfg.ShutdownTimeout.String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}

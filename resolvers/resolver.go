@@ -1,0 +1,87 @@
+// Package resolvers implements the GraphQL schema. Resolvers stay thin: check input, call a store or
+// the account service, and let the error presenter map domain errors to codes.
+package resolvers
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+
+	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/account"
+	"github.com/taskgraph/taskgraph/internal/apperr"
+	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/globalid"
+	"github.com/taskgraph/taskgraph/internal/loaders"
+)
+
+// Resolver is the dependency-injection root: everything a resolver may use is a field here.
+type Resolver struct {
+	DB       *db.DB
+	Accounts *account.Service
+}
+
+// viewer returns the signed-in user. The @auth directive has already run on every field that calls
+// this; the check here keeps a missing directive from becoming a nil dereference.
+func viewer(ctx context.Context) (auth.Viewer, error) {
+	v, ok := auth.ViewerFrom(ctx)
+	if !ok {
+		return auth.Viewer{}, apperr.New(apperr.Unauthenticated, "sign in first: this field needs a valid access token")
+	}
+	return v, nil
+}
+
+// loadOwnTask returns the viewer's task by id through the request's loader. Another user's task is
+// answered exactly like a missing one.
+func (r *Resolver) loadOwnTask(ctx context.Context, v auth.Viewer, id uuid.UUID) (*db.Task, error) {
+	t, err := loaders.For(ctx, r.DB).TaskByID.Load(ctx, id)()
+	if err != nil {
+		return nil, err
+	}
+	if t.OwnerID != v.UserID {
+		return nil, apperr.New(apperr.NotFound, "task not found")
+	}
+	return t, nil
+}
+
+// loadNode resolves one global ID for the viewer.
+func (r *Resolver) loadNode(ctx context.Context, field, gid string) (db.Node, error) {
+	v, err := viewer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	kind, id, err := globalid.Decode(field, gid)
+	if err != nil {
+		return nil, err
+	}
+	switch kind {
+	case globalid.KindTask:
+		return r.loadOwnTask(ctx, v, id)
+	case globalid.KindUser:
+		return loaders.For(ctx, r.DB).UserByID.Load(ctx, id)()
+	}
+	return nil, apperr.New(apperr.NotFound, "object not found")
+}
+
+// canSeePrivate reports whether the viewer may see u's email and task counts: themself or an admin.
+func canSeePrivate(ctx context.Context, u *db.User) bool {
+	v, ok := auth.ViewerFrom(ctx)
+	return ok && (v.UserID == u.ID || v.Role.Includes(auth.RoleAdmin))
+}
+
+func pageArgs(first *int, after *string, last *int, before *string) db.PageArgs {
+	return db.PageArgs{First: first, After: after, Last: last, Before: before}
+}
+
+// listTasks pages through ownerID's tasks and primes the task loader with the page.
+func (r *Resolver) listTasks(ctx context.Context, ownerID uuid.UUID, args db.PageArgs, filter *db.TaskFilter, orderBy *db.TaskOrder) (*db.TaskConnection, error) {
+	if err := validateTaskFilter(filter); err != nil {
+		return nil, err
+	}
+	conn, err := r.DB.Stores().Tasks.List(ctx, ownerID, filter, orderBy, args)
+	if err != nil {
+		return nil, err
+	}
+	loaders.For(ctx, r.DB).PrimeTasks(ctx, conn.Tasks())
+	return conn, nil
+}
