@@ -62,4 +62,3 @@ type (
 	userResolver           struct{ *Resolver }
 	userConnectionResolver struct{ *Resolver }
 )
-

@@ -1,0 +1,150 @@
+// Package testsupport gives tests a real, freshly migrated PostgreSQL database, a statement counter,
+// the real HTTP handler behind httptest, a small GraphQL client and factories for users and tasks.
+package testsupport
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/taskgraph/taskgraph/db"
+)
+
+// serverURL is the PostgreSQL server tests create databases on; TEST_POSTGRES_URL overrides it.
+func serverURL() string {
+	if u := os.Getenv("TEST_POSTGRES_URL"); u != "" {
+		return u
+	}
+	return "postgres://postgres@127.0.0.1:5432"
+}
+
+func dbURL(name string) string { return serverURL() + "/" + name + "?sslmode=disable" }
+
+// template is one migrated database per test process; each test clones it, which is much faster
+// than migrating every test's database.
+type template struct {
+	once sync.Once
+	name string
+	err  error
+}
+
+var migrated template // test-process cache, not wiring: it only memoizes the migrated template
+
+func (tm *template) get() (string, error) {
+	tm.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		tm.name = "taskgraph_tmpl_" + randomHex(6)
+		if tm.err = db.EnsureDatabase(ctx, dbURL(tm.name)); tm.err != nil {
+			return
+		}
+		pool, err := db.OpenPool(ctx, dbURL(tm.name), db.PoolOptions{MaxConns: 2})
+		if err != nil {
+			tm.err = err
+			return
+		}
+		defer pool.Close()
+		tm.err = db.Migrate(ctx, pool)
+	})
+	return tm.name, tm.err
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// DropTemplate removes the process's template database; call it from TestMain after m.Run.
+func DropTemplate() {
+	if migrated.name != "" {
+		_ = dropDatabase(migrated.name)
+	}
+}
+
+func adminExec(ctx context.Context, sql string) error {
+	conn, err := pgx.Connect(ctx, dbURL("postgres"))
+	if err != nil {
+		return fmt.Errorf("connect to maintenance database: %w", err)
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, sql)
+	return err
+}
+
+func dropDatabase(name string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return adminExec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+}
+
+// Database is a fresh migrated database for one test, with a pool whose statements are counted.
+type Database struct {
+	Name    string
+	URL     string
+	Pool    *pgxpool.Pool
+	Counter *StatementCounter
+}
+
+// NewDatabase clones the migrated template into a database only this test uses; it is dropped when
+// the test ends.
+func NewDatabase(t testing.TB) *Database {
+	t.Helper()
+	tmpl, err := migrated.get()
+	if err != nil {
+		t.Fatalf("migrate template database: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	name := "taskgraph_test_" + randomHex(6)
+	if err := adminExec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s",
+		pgx.Identifier{name}.Sanitize(), pgx.Identifier{tmpl}.Sanitize())); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := dropDatabase(name); err != nil {
+			t.Errorf("drop test database %s: %v", name, err)
+		}
+	})
+	counter := &StatementCounter{}
+	pool, err := db.OpenPool(ctx, dbURL(name), db.PoolOptions{MaxConns: 10, Tracer: counter})
+	if err != nil {
+		t.Fatalf("open test database: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return &Database{Name: name, URL: dbURL(name), Pool: pool, Counter: counter}
+}
+
+// StatementCounter is a pgx tracer that counts every SQL statement sent, batched ones included.
+type StatementCounter struct {
+	n atomic.Int64
+}
+
+// Count returns how many statements have run so far.
+func (c *StatementCounter) Count() int64 { return c.n.Load() }
+
+func (c *StatementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+
+func (c *StatementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (c *StatementCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+
+func (c *StatementCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {
+	c.n.Add(1)
+}
+
+func (c *StatementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
