@@ -1,0 +1,58 @@
+package resolvers_test
+
+import (
+	"testing"
+
+	"github.com/taskgraph/taskgraph/internal/testsupport"
+)
+
+const ownersQuery = `query($first: Int!) {
+  tasks(first: $first) {
+    edges { node { id title owner { id name taskCounts { total todo done } } } }
+  }
+  me { taskCounts { total } }
+}`
+
+// TestListingTasksWithOwnersUsesConstantStatements checks the dataloaders: a page of tasks with each
+// task's owner and the owner's counts costs the same few statements for 10 rows as for 100.
+func TestListingTasksWithOwnersUsesConstantStatements(t *testing.T) {
+	env := testsupport.NewEnv(t, nil)
+	u := env.Register(t, "Batcher")
+	seedTasks(t, env, u.ID, 120)
+
+	count := func(first int) int64 {
+		before := env.DB.Counter.Count()
+		var data struct {
+			Tasks struct {
+				Edges []struct {
+					Node struct {
+						Owner struct {
+							ID         string
+							TaskCounts struct{ Total int }
+						}
+					}
+				}
+			}
+		}
+		u.Do(t, ownersQuery, map[string]any{"first": first}).Decode(t, &data)
+		if len(data.Tasks.Edges) != first {
+			t.Fatalf("got %d edges, want %d", len(data.Tasks.Edges), first)
+		}
+		for _, e := range data.Tasks.Edges {
+			if e.Node.Owner.ID != u.GlobalID || e.Node.Owner.TaskCounts.Total != 120 {
+				t.Fatalf("owner = %+v, want %s with 120 tasks", e.Node.Owner, u.GlobalID)
+			}
+		}
+		return env.DB.Counter.Count() - before
+	}
+
+	small, large := count(10), count(100)
+	t.Logf("statements: %d for 10 tasks, %d for 100 tasks", small, large)
+	if small != large {
+		t.Fatalf("statements grow with page size: %d for 10, %d for 100", small, large)
+	}
+	// session lookup + page + owners + task counts (me and the owners share one batch).
+	if large > 4 {
+		t.Fatalf("%d statements for one page with owners and counts, want at most 4", large)
+	}
+}
