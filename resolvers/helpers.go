@@ -12,6 +12,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/graph/model"
+	"github.com/taskgraph/taskgraph/internal/account"
 	"github.com/taskgraph/taskgraph/internal/apperr"
 )
 
@@ -79,4 +80,12 @@ func taskPatch(in model.UpdateTaskInput) (db.TaskPatch, *int32, error) {
 		}
 	}
 	return patch, expected, v.Err()
+}
+
+// authPayload maps a signed-in session to the GraphQL payload.
+func authPayload(s *account.Session, err error) (*model.AuthPayload, error) {
+	if err != nil {
+		return nil, err
+	}
+	return &model.AuthPayload{AccessToken: s.AccessToken, RefreshToken: s.RefreshToken, ExpiresAt: s.ExpiresAt, User: s.User}, nil
 }

@@ -258,21 +258,11 @@ func (r *queryResolver) Users(ctx context.Context, first *int, after *string, la
 	return r.DB.Stores().Users.List(ctx, filter, orderBy, pageArgs(first, after, last, before))
 }
 
-// Mutation returns graph.MutationResolver implementation.
 func (r *Resolver) Mutation() graph.MutationResolver { return &mutationResolver{r} }
 
-// Query returns graph.QueryResolver implementation.
 func (r *Resolver) Query() graph.QueryResolver { return &queryResolver{r} }
 
 type (
 	mutationResolver struct{ *Resolver }
 	queryResolver    struct{ *Resolver }
 )
-
-// authPayload maps a signed-in session to the GraphQL payload.
-func authPayload(s *account.Session, err error) (*model.AuthPayload, error) {
-	if err != nil {
-		return nil, err
-	}
-	return &model.AuthPayload{AccessToken: s.AccessToken, RefreshToken: s.RefreshToken, ExpiresAt: s.ExpiresAt, User: s.User}, nil
-}

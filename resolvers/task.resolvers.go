@@ -26,10 +26,8 @@ func (r *taskConnectionResolver) TotalCount(ctx context.Context, obj *db.TaskCon
 	return r.DB.Stores().Tasks.Count(ctx, obj)
 }
 
-// Task returns graph.TaskResolver implementation.
 func (r *Resolver) Task() graph.TaskResolver { return &taskResolver{r} }
 
-// TaskConnection returns graph.TaskConnectionResolver implementation.
 func (r *Resolver) TaskConnection() graph.TaskConnectionResolver { return &taskConnectionResolver{r} }
 
 type (

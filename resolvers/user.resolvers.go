@@ -52,10 +52,8 @@ func (r *userConnectionResolver) TotalCount(ctx context.Context, obj *db.UserCon
 	return r.DB.Stores().Users.Count(ctx, obj)
 }
 
-// User returns graph.UserResolver implementation.
 func (r *Resolver) User() graph.UserResolver { return &userResolver{r} }
 
-// UserConnection returns graph.UserConnectionResolver implementation.
 func (r *Resolver) UserConnection() graph.UserConnectionResolver { return &userConnectionResolver{r} }
 
 type (
