@@ -62,7 +62,8 @@ CREATE INDEX tasks_owner_due_at_idx ON tasks (owner_id, (coalesce(due_at, 'infin
 CREATE INDEX tasks_owner_priority_idx ON tasks (owner_id, priority, id);
 -- taskCounts groups by owner and status; this index answers it without touching the heap.
 CREATE INDEX tasks_owner_status_idx ON tasks (owner_id, status) INCLUDE (due_at);
--- Filters: tag containment and substring search.
+-- Filters: due-date ranges, tag containment and substring search.
+CREATE INDEX tasks_owner_due_at_range_idx ON tasks (owner_id, due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX tasks_tags_idx ON tasks USING gin (tags);
 CREATE INDEX tasks_search_trgm_idx ON tasks USING gin ((title || ' ' || coalesce(description, '')) gin_trgm_ops);
 
