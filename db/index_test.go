@@ -1,0 +1,156 @@
+package db_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/testsupport"
+)
+
+// sqlRecorder remembers the statements a store runs so the test can EXPLAIN exactly those.
+type sqlRecorder struct {
+	mu   sync.Mutex
+	sql  []string
+	args [][]any
+}
+
+func (r *sqlRecorder) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sql, r.args = append(r.sql, d.SQL), append(r.args, d.Args)
+	return ctx
+}
+func (r *sqlRecorder) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (r *sqlRecorder) last(t *testing.T, prefix string) (string, []any) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := len(r.sql) - 1; i >= 0; i-- {
+		if strings.HasPrefix(strings.TrimSpace(r.sql[i]), prefix) {
+			return r.sql[i], r.args[i]
+		}
+	}
+	t.Fatalf("no statement starting with %q was run", prefix)
+	return "", nil
+}
+
+// TestEveryTaskQueryPathHasAnIndex runs each list query the API offers and checks with EXPLAIN that
+// PostgreSQL can answer it from the index meant for it (sequential scans disabled, so a missing index
+// shows up as a plan without it).
+func TestEveryTaskQueryPathHasAnIndex(t *testing.T) {
+	database := testsupport.NewDatabase(t)
+	rec := &sqlRecorder{}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool, err := db.OpenPool(ctx, database.URL, db.PoolOptions{MaxConns: 2, Tracer: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	store := db.New(pool, db.NewCursorCodec([]byte("index-test-secret-index-test-secret")))
+	user, err := store.Stores().Users.Create(ctx, db.NewUser{Name: "Ix", Email: "ix@example.com", PasswordHash: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Realistic statistics: many tasks, rare tags, rare search hits and few due dates in range, so
+	// the planner's choice reflects the indexes rather than an empty table.
+	if _, err := pool.Exec(ctx, `
+		INSERT INTO tasks (id, owner_id, title, status, priority, due_at, tags, created_at, updated_at)
+		SELECT gen_random_uuid(), $1,
+		       CASE WHEN g % 1000 = 0 THEN 'quarterly report ' || g ELSE 'task ' || g END,
+		       (ARRAY['TODO','IN_PROGRESS','DONE'])[1 + g % 3], g % 4,
+		       '2031-01-01'::timestamptz + g * interval '1 hour',
+		       CASE WHEN g % 1000 = 0 THEN ARRAY['work'] ELSE ARRAY['misc', 'tag' || (g % 50)] END,
+		       now() - g * interval '1 minute', now() - g * interval '30 seconds'
+		FROM generate_series(1, 30000) g`, user.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE tasks`); err != nil {
+		t.Fatal(err)
+	}
+	tag, search, due := "work", "report", time.Date(2031, 1, 2, 0, 0, 0, 0, time.UTC)
+	role := auth.RoleAdmin
+
+	cases := []struct {
+		name  string
+		run   func() error
+		index string
+	}{
+		{"order CREATED_AT", func() error { return listTasks(ctx, store, user.ID, nil, db.TaskOrderCreatedAt) }, "tasks_owner_created_at_idx"},
+		{"order UPDATED_AT", func() error { return listTasks(ctx, store, user.ID, nil, db.TaskOrderUpdatedAt) }, "tasks_owner_updated_at_idx"},
+		{"order DUE_AT", func() error { return listTasks(ctx, store, user.ID, nil, db.TaskOrderDueAt) }, "tasks_owner_due_at_idx"},
+		{"order PRIORITY", func() error { return listTasks(ctx, store, user.ID, nil, db.TaskOrderPriority) }, "tasks_owner_priority_idx"},
+		{"filter tag", func() error {
+			return listTasks(ctx, store, user.ID, &db.TaskFilter{Tag: &tag}, db.TaskOrderCreatedAt)
+		}, "tasks_tags_idx"},
+		{"filter search", func() error {
+			return listTasks(ctx, store, user.ID, &db.TaskFilter{Search: &search}, db.TaskOrderCreatedAt)
+		}, "tasks_search_trgm_idx"},
+		{"filter due range", func() error {
+			return listTasks(ctx, store, user.ID, &db.TaskFilter{DueBefore: &due}, db.TaskOrderCreatedAt)
+		}, "tasks_owner_due_at_range_idx"},
+		{"task counts", func() error {
+			_, err := store.Stores().Tasks.CountsByOwners(ctx, []uuid.UUID{user.ID})
+			return err
+		}, "tasks_owner_status_idx"},
+		{"users by name", func() error {
+			_, err := store.Stores().Users.List(ctx, nil, &db.UserOrder{Field: db.UserOrderName, Direction: db.Asc}, db.PageArgs{})
+			return err
+		}, "users_name_id_idx"},
+		{"users search", func() error {
+			_, err := store.Stores().Users.List(ctx, &db.UserFilter{Search: &search, Role: &role}, nil, db.PageArgs{})
+			return err
+		}, "users_search_trgm_idx"},
+		{"login by email", func() error {
+			_, err := store.Stores().Users.ByEmail(ctx, "IX@example.com")
+			return err
+		}, "users_email_lower_key"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.run(); err != nil {
+				t.Fatal(err)
+			}
+			sql, args := rec.last(t, "SELECT")
+			plan := explain(ctx, t, pool, sql, args)
+			if !strings.Contains(plan, tc.index) {
+				t.Fatalf("plan for %q does not use %s:\n%s", sql, tc.index, plan)
+			}
+		})
+	}
+}
+
+func listTasks(ctx context.Context, store *db.DB, owner uuid.UUID, f *db.TaskFilter, field db.TaskOrderField) error {
+	_, err := store.Stores().Tasks.List(ctx, owner, f, &db.TaskOrder{Field: field, Direction: db.Asc}, db.PageArgs{})
+	return err
+}
+
+func explain(ctx context.Context, t *testing.T, pool interface {
+	Begin(context.Context) (pgx.Tx, error)
+}, sql string, args []any) string {
+	t.Helper()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // read-only
+	if _, err := tx.Exec(ctx, "SET LOCAL enable_seqscan = off"); err != nil {
+		t.Fatal(err)
+	}
+	var plan []map[string]any
+	if err := tx.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+sql, args...).Scan(&plan); err != nil {
+		t.Fatalf("explain %q: %v", sql, err)
+	}
+	b, _ := json.Marshal(plan)
+	return string(b)
+}
