@@ -92,7 +92,7 @@ func mapError(err error, what string) error {
 		switch pgErr.Code {
 		case pgUniqueViolation:
 			if pgErr.ConstraintName == "users_email_lower_key" {
-				return apperr.FieldError(apperr.Conflict, "email", "is already registered")
+				return apperr.FieldError(apperr.Conflict, "input.email", "is already registered")
 			}
 			return apperr.New(apperr.Conflict, "%s already exists", what)
 		case pgForeignKeyViolation:

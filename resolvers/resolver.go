@@ -5,6 +5,7 @@ package resolvers
 import (
 	"context"
 
+	"github.com/99designs/gqlgen/graphql"
 	"github.com/google/uuid"
 
 	"github.com/taskgraph/taskgraph/db"
@@ -64,9 +65,22 @@ func (r *Resolver) loadNode(ctx context.Context, field, gid string) (db.Node, er
 }
 
 // canSeePrivate reports whether the viewer may see u's email and task counts: themself or an admin.
+// The user of an AuthPayload (register, login, refreshToken) is the one who just signed in with
+// this very response, though the request itself carries no viewer yet.
 func canSeePrivate(ctx context.Context, u *db.User) bool {
-	v, ok := auth.ViewerFrom(ctx)
-	return ok && (v.UserID == u.ID || v.Role.Includes(auth.RoleAdmin))
+	if v, ok := auth.ViewerFrom(ctx); ok && (v.UserID == u.ID || v.Role.Includes(auth.RoleAdmin)) {
+		return true
+	}
+	return inAuthPayload(ctx)
+}
+
+// inAuthPayload reports whether the field being resolved belongs to AuthPayload.user.
+func inAuthPayload(ctx context.Context) bool {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil || fc.Parent == nil || fc.Parent.Field.Field == nil {
+		return false
+	}
+	return fc.Parent.Object == "AuthPayload" && fc.Parent.Field.Name == "user"
 }
 
 func pageArgs(first *int, after *string, last *int, before *string) db.PageArgs {
