@@ -118,8 +118,11 @@ func (f *TaskFilter) where(ownerID uuid.UUID) where {
 		w.add("due_at >= ?", *f.DueAfter)
 	}
 	if f.Search != nil {
-		// Same expression as tasks_search_trgm_idx so the trigram index serves it.
-		w.add(`(title || ' ' || coalesce(description, '')) ILIKE ?`, "%"+escapeLike(*f.Search)+"%")
+		// Same expression as tasks_search_trgm_idx so the trigram index serves it; the recheck drops
+		// matches that only span the joined title and description.
+		pattern := "%" + escapeLike(*f.Search) + "%"
+		w.add(`(title || ' ' || coalesce(description, '')) ILIKE ?`, pattern)
+		w.add(`(title ILIKE ? OR description ILIKE ?)`, pattern, pattern)
 	}
 	return w
 }
@@ -340,7 +343,7 @@ func (s TaskStore) missOrConflict(ctx context.Context, ownerID, id uuid.UUID, ex
 }
 
 func versionConflict(current, expected int32) error {
-	return apperr.FieldError(apperr.Conflict, "expectedVersion",
+	return apperr.FieldError(apperr.Conflict, "input.expectedVersion",
 		fmt.Sprintf("task is at version %d, not %d: reload it and retry", current, expected))
 }
 

@@ -150,7 +150,11 @@ func (f *UserFilter) where() where {
 		return w
 	}
 	if f.Search != nil {
-		w.add(`(name || ' ' || email) ILIKE ?`, "%"+escapeLike(*f.Search)+"%")
+		// The joined expression lets users_search_trgm_idx find candidates; the recheck keeps a match
+		// from spanning name and email.
+		pattern := "%" + escapeLike(*f.Search) + "%"
+		w.add(`(name || ' ' || email) ILIKE ?`, pattern)
+		w.add(`(name ILIKE ? OR email ILIKE ?)`, pattern, pattern)
 	}
 	if f.Role != nil {
 		w.add("role = ?", string(*f.Role))

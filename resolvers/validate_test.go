@@ -11,8 +11,8 @@ import (
 	"github.com/taskgraph/taskgraph/internal/apperr"
 )
 
-// fields lists the fields of v in order.
-func fields(v apperr.Violations) []string {
+// violationFields lists the fields of v in order.
+func violationFields(v apperr.Violations) []string {
 	out := make([]string, len(v))
 	for i, x := range v {
 		out[i] = x.Field
@@ -225,7 +225,7 @@ func TestTags(t *testing.T) {
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("tags = %q, want %q", got, tc.want)
 			}
-			if f := fields(v); !slices.Equal(f, tc.wantFields) {
+			if f := violationFields(v); !slices.Equal(f, tc.wantFields) {
 				t.Errorf("violation fields = %q, want %q (%+v)", f, tc.wantFields, v)
 			}
 		})
@@ -273,7 +273,7 @@ func TestValidateTaskFilter(t *testing.T) {
 				if !errors.As(err, &app) || app.Code != apperr.BadUserInput {
 					t.Fatalf("err = %v, want BAD_USER_INPUT", err)
 				}
-				got = fields(app.Violations)
+				got = violationFields(app.Violations)
 			}
 			if !slices.Equal(got, tc.wantFields) {
 				t.Fatalf("violation fields = %q, want %q (err %v)", got, tc.wantFields, err)

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/errcode"
+	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/taskgraph/taskgraph/internal/apperr"
@@ -27,10 +29,11 @@ func errorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 			out.Message = app.Message
 			out.Extensions["code"] = string(app.Code)
 			if len(app.Violations) > 0 {
-				if app.Violations[0].Field != "" {
-					out.Extensions["field"] = app.Violations[0].Field
+				violations := fieldsFromPath(app.Violations, base.Path)
+				if violations[0].Field != "" {
+					out.Extensions["field"] = violations[0].Field
 				}
-				out.Extensions["violations"] = app.Violations
+				out.Extensions["violations"] = violations
 			}
 			return out
 		}
@@ -55,4 +58,33 @@ func recoverFunc(logger *slog.Logger) graphql.RecoverFunc {
 		logger.ErrorContext(ctx, "panic in resolver", "request_id", RequestID(ctx), "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		return fmt.Errorf("panic in resolver: %v", p)
 	}
+}
+
+// fieldsFromPath names violations that were raised without a field (a scalar that failed to parse
+// knows only its value) after their place in the document: ["createTask","input","dueAt"] becomes
+// "input.dueAt", the same form resolvers use.
+func fieldsFromPath(vs []apperr.Violation, path ast.Path) []apperr.Violation {
+	if len(path) < 2 {
+		return vs
+	}
+	var b strings.Builder
+	for _, el := range path[1:] {
+		switch el := el.(type) {
+		case ast.PathName:
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(string(el))
+		case ast.PathIndex:
+			fmt.Fprintf(&b, "[%d]", int(el))
+		}
+	}
+	out := make([]apperr.Violation, len(vs))
+	for i, v := range vs {
+		if v.Field == "" {
+			v.Field = b.String()
+		}
+		out[i] = v
+	}
+	return out
 }

@@ -10,11 +10,13 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"regexp"
 	"runtime/debug"
 	"time"
 	"unicode/utf8"
 
+	"github.com/99designs/gqlgen/graphql"
 	"github.com/google/uuid"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/parser"
@@ -126,9 +128,20 @@ func guardGraphQL(maxBody int64, next http.Handler) http.Handler {
 				writeError(w, http.StatusBadRequest, apperr.BadUserInput, "request body must be one JSON object {\"query\": ..., \"variables\": ...}; batched arrays are not supported")
 				return
 			}
+			// gqlgen answers a body of the wrong shape (e.g. "variables": 5) with an uncoded error that
+			// quotes the whole body; refuse it here instead.
+			if decodeJSON(body, &graphql.RawParams{}) != nil {
+				writeError(w, http.StatusBadRequest, apperr.BadUserInput, "request body must be {\"query\": string, \"operationName\": string, \"variables\": object, \"extensions\": object}")
+				return
+			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
 		case http.MethodGet:
-			if isMutation(r.URL.Query().Get("query"), r.URL.Query().Get("operationName")) {
+			params, err := url.ParseQuery(r.URL.RawQuery)
+			if err != nil || !jsonObjectOrEmpty(params.Get("variables")) || !jsonObjectOrEmpty(params.Get("extensions")) {
+				writeError(w, http.StatusBadRequest, apperr.BadUserInput, "query string must be query=...&operationName=...&variables=<JSON object>")
+				return
+			}
+			if isMutation(params.Get("query"), params.Get("operationName")) {
 				w.Header().Set("Allow", "POST")
 				writeError(w, http.StatusMethodNotAllowed, apperr.BadUserInput, "mutations must be sent with POST; GET only runs queries")
 				return
@@ -141,6 +154,18 @@ func guardGraphQL(maxBody int64, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+func decodeJSON(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	return dec.Decode(v)
+}
+
+// jsonObjectOrEmpty reports whether s is empty or a JSON object (or null), as gqlgen's GET transport needs.
+func jsonObjectOrEmpty(s string) bool {
+	var m map[string]any
+	return s == "" || decodeJSON([]byte(s), &m) == nil
 }
 
 // isMutation reports whether the GET query's selected operation is anything but a query. A document

@@ -86,6 +86,7 @@ func newGraphQL(d Deps) *handler.Server {
 	if d.Config.Production() {
 		// Suggestions ("did you mean …") and introspection describe the schema to anyone probing it.
 		srv.SetDisableSuggestion(true)
+		srv.Use(noIntrospection{})
 	} else {
 		srv.Use(extension.Introspection{})
 	}
