@@ -857,6 +857,8 @@ enum ErrorCode {
   CONFLICT
   "Too many requests; retry after the time given in the ` + "`" + `Retry-After` + "`" + ` header."
   RATE_LIMITED
+  "The document exceeds a limit checked before execution: tokens, depth, aliases, root fields or query cost."
+  QUERY_TOO_COMPLEX
   "An unexpected server error. Details are logged with the request id, never returned."
   INTERNAL
 }

@@ -144,6 +144,8 @@ const (
 	ErrorCodeConflict ErrorCode = "CONFLICT"
 	// Too many requests; retry after the time given in the `Retry-After` header.
 	ErrorCodeRateLimited ErrorCode = "RATE_LIMITED"
+	// The document exceeds a limit checked before execution: tokens, depth, aliases, root fields or query cost.
+	ErrorCodeQueryTooComplex ErrorCode = "QUERY_TOO_COMPLEX"
 	// An unexpected server error. Details are logged with the request id, never returned.
 	ErrorCodeInternal ErrorCode = "INTERNAL"
 )
@@ -155,12 +157,13 @@ var AllErrorCode = []ErrorCode{
 	ErrorCodeBadUserInput,
 	ErrorCodeConflict,
 	ErrorCodeRateLimited,
+	ErrorCodeQueryTooComplex,
 	ErrorCodeInternal,
 }
 
 func (e ErrorCode) IsValid() bool {
 	switch e {
-	case ErrorCodeUnauthenticated, ErrorCodeForbidden, ErrorCodeNotFound, ErrorCodeBadUserInput, ErrorCodeConflict, ErrorCodeRateLimited, ErrorCodeInternal:
+	case ErrorCodeUnauthenticated, ErrorCodeForbidden, ErrorCodeNotFound, ErrorCodeBadUserInput, ErrorCodeConflict, ErrorCodeRateLimited, ErrorCodeQueryTooComplex, ErrorCodeInternal:
 		return true
 	}
 	return false
