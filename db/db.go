@@ -30,11 +30,24 @@ type querier interface {
 type DB struct {
 	pool    *pgxpool.Pool
 	cursors *CursorCodec
+	inv     Invalidator
+}
+
+// Option configures a DB.
+type Option func(*DB)
+
+// WithInvalidator makes every write report the entities it changed, after commit.
+func WithInvalidator(inv Invalidator) Option {
+	return func(d *DB) { d.inv = inv }
 }
 
 // New wraps a pool. cursors signs the cursors of every connection.
-func New(pool *pgxpool.Pool, cursors *CursorCodec) *DB {
-	return &DB{pool: pool, cursors: cursors}
+func New(pool *pgxpool.Pool, cursors *CursorCodec, opts ...Option) *DB {
+	d := &DB{pool: pool, cursors: cursors}
+	for _, o := range opts {
+		o(d)
+	}
+	return d
 }
 
 // Pool exposes the pool for health checks.
@@ -47,22 +60,30 @@ type Stores struct {
 	Sessions SessionStore
 }
 
-func (d *DB) stores(q querier) Stores {
+func (d *DB) stores(q querier, changed *changeSet) Stores {
 	return Stores{
-		Users:    UserStore{q: q, cursors: d.cursors},
-		Tasks:    TaskStore{q: q, cursors: d.cursors},
+		Users:    UserStore{q: q, cursors: d.cursors, changed: changed},
+		Tasks:    TaskStore{q: q, cursors: d.cursors, changed: changed},
 		Sessions: SessionStore{q: q},
 	}
 }
 
 // Stores returns stores that run each statement on its own pool connection.
-func (d *DB) Stores() Stores { return d.stores(d.pool) }
+func (d *DB) Stores() Stores {
+	return d.stores(d.pool, &changeSet{inv: d.inv, immediate: true})
+}
 
-// InTx runs fn in one transaction: everything fn writes commits together or not at all.
+// InTx runs fn in one transaction: everything fn writes commits together or not at all. Caches hear
+// of the changes only after the commit.
 func (d *DB) InTx(ctx context.Context, fn func(Stores) error) error {
-	return pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
-		return fn(d.stores(tx))
+	changed := &changeSet{inv: d.inv}
+	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
+		return fn(d.stores(tx, changed))
 	})
+	if err == nil {
+		changed.flush(ctx)
+	}
+	return err
 }
 
 // PostgreSQL error codes the stores turn into domain errors.

@@ -14,7 +14,7 @@ type User struct {
 	Name         string    `db:"name"`
 	Email        string    `db:"email"`
 	Role         auth.Role `db:"role"`
-	PasswordHash string    `db:"password_hash"`
+	PasswordHash string    `db:"password_hash" json:"-"` // never cached or serialized
 	CreatedAt    time.Time `db:"created_at"`
 	UpdatedAt    time.Time `db:"updated_at"`
 }

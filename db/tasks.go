@@ -20,6 +20,7 @@ import (
 type TaskStore struct {
 	q       querier
 	cursors *CursorCodec
+	changed *changeSet
 }
 
 const taskColumns = "id, owner_id, title, description, status, priority, due_at, tags, created_at, updated_at, version"
@@ -208,6 +209,9 @@ func (s TaskStore) Create(ctx context.Context, ownerID uuid.UUID, t NewTask) (*T
 		return nil, mapError(err, "task")
 	}
 	task, err := pgx.CollectExactlyOneRow(rows, pgx.RowToAddrOfStructByName[Task])
+	if err == nil {
+		s.changed.add(ctx, EntityKey{EntityTaskCounts, ownerID})
+	}
 	return task, mapError(err, "task")
 }
 
@@ -307,6 +311,9 @@ func (s TaskStore) Update(ctx context.Context, ownerID, id uuid.UUID, patch Task
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, s.missOrConflict(ctx, ownerID, id, expectedVersion)
 	}
+	if err == nil {
+		s.changed.add(ctx, EntityKey{EntityTask, id}, EntityKey{EntityTaskCounts, ownerID})
+	}
 	return task, mapError(err, "task")
 }
 
@@ -325,6 +332,7 @@ func (s TaskStore) Delete(ctx context.Context, ownerID, id uuid.UUID, expectedVe
 	if tag.RowsAffected() == 0 {
 		return s.missOrConflict(ctx, ownerID, id, expectedVersion)
 	}
+	s.changed.add(ctx, EntityKey{EntityTask, id}, EntityKey{EntityTaskCounts, ownerID})
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 type UserStore struct {
 	q       querier
 	cursors *CursorCodec
+	changed *changeSet
 }
 
 const userColumns = "id, name, email, role, password_hash, created_at, updated_at"
@@ -78,7 +79,11 @@ func (s UserStore) Update(ctx context.Context, id uuid.UUID, p UserPatch) (*User
 	rows, err := s.q.Query(ctx, `
 		UPDATE users SET name = coalesce($2, name), email = coalesce($3, email), updated_at = now()
 		WHERE id = $1 RETURNING `+userColumns, id, p.Name, p.Email)
-	return collectUser(rows, err)
+	u, err := collectUser(rows, err)
+	if err == nil {
+		s.changed.add(ctx, EntityKey{EntityUser, id})
+	}
+	return u, err
 }
 
 // SetPasswordHash replaces a user's password hash.
@@ -87,6 +92,9 @@ func (s UserStore) SetPasswordHash(ctx context.Context, id uuid.UUID, hash strin
 	if err == nil && tag.RowsAffected() == 0 {
 		err = pgx.ErrNoRows
 	}
+	if err == nil {
+		s.changed.add(ctx, EntityKey{EntityUser, id})
+	}
 	return mapError(err, "user")
 }
 
@@ -94,7 +102,11 @@ func (s UserStore) SetPasswordHash(ctx context.Context, id uuid.UUID, hash strin
 func (s UserStore) SetRole(ctx context.Context, email string, role auth.Role) (*User, error) {
 	rows, err := s.q.Query(ctx, `UPDATE users SET role = $2, updated_at = now() WHERE lower(email) = lower($1)
 		RETURNING `+userColumns, email, string(role))
-	return collectUser(rows, err)
+	u, err := collectUser(rows, err)
+	if err == nil {
+		s.changed.add(ctx, EntityKey{EntityUser, u.ID})
+	}
+	return u, err
 }
 
 // Delete removes a user; their sessions and tasks go with them (ON DELETE CASCADE).
@@ -102,6 +114,11 @@ func (s UserStore) Delete(ctx context.Context, id uuid.UUID) error {
 	tag, err := s.q.Exec(ctx, `DELETE FROM users WHERE id = $1`, id)
 	if err == nil && tag.RowsAffected() == 0 {
 		err = pgx.ErrNoRows
+	}
+	if err == nil {
+		// The cascade removes the user's tasks too; they are reachable only by their owner, whose
+		// sessions went with them, so their cached copies expire unread.
+		s.changed.add(ctx, EntityKey{EntityUser, id}, EntityKey{EntityTaskCounts, id})
 	}
 	return mapError(err, "user")
 }

@@ -859,6 +859,8 @@ enum ErrorCode {
   RATE_LIMITED
   "The document exceeds a limit checked before execution: tokens, depth, aliases, root fields or query cost."
   QUERY_TOO_COMPLEX
+  "Automatic persisted queries: the server does not know this hash yet; resend the request with the full document."
+  PERSISTED_QUERY_NOT_FOUND
   "An unexpected server error. Details are logged with the request id, never returned."
   INTERNAL
 }

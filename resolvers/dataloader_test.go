@@ -16,7 +16,8 @@ const ownersQuery = `query($first: Int!) {
 // TestListingTasksWithOwnersUsesConstantStatements checks the dataloaders: a page of tasks with each
 // task's owner and the owner's counts costs the same few statements for 10 rows as for 100.
 func TestListingTasksWithOwnersUsesConstantStatements(t *testing.T) {
-	env := testsupport.NewEnv(t, nil)
+	// Without the cache, so every request reaches PostgreSQL and the batching itself is measured.
+	env := testsupport.NewEnv(t, map[string]string{"CACHE_ENABLED": "false"})
 	u := env.Register(t, "Batcher")
 	seedTasks(t, env, u.ID, 120)
 
@@ -54,5 +55,23 @@ func TestListingTasksWithOwnersUsesConstantStatements(t *testing.T) {
 	// session lookup + page + owners + task counts (me and the owners share one batch).
 	if large > 4 {
 		t.Fatalf("%d statements for one page with owners and counts, want at most 4", large)
+	}
+}
+
+// TestCachedOwnersAndCountsSkipTheDatabase checks the cache from the outside: once owners and counts
+// are cached, a repeated page costs only the session check and the page itself.
+func TestCachedOwnersAndCountsSkipTheDatabase(t *testing.T) {
+	env := testsupport.NewEnv(t, nil) // in-process cache (no REDIS_URL)
+	u := env.Register(t, "Cached")
+	seedTasks(t, env, u.ID, 50)
+	run := func() int64 {
+		before := env.DB.Counter.Count()
+		u.Do(t, ownersQuery, map[string]any{"first": 50}).Decode(t, &struct{}{})
+		return env.DB.Counter.Count() - before
+	}
+	cold, warm := run(), run()
+	t.Logf("statements: %d cold, %d warm", cold, warm)
+	if warm != 2 || cold <= warm {
+		t.Fatalf("statements cold %d, warm %d; want warm = 2 (session + page) and cold > warm", cold, warm)
 	}
 }

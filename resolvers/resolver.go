@@ -20,6 +20,20 @@ import (
 type Resolver struct {
 	DB       *db.DB
 	Accounts *account.Service
+	SignIn   SignInLimiter // nil: no limit
+}
+
+// SignInLimiter throttles login and register attempts (per client and per email).
+type SignInLimiter interface {
+	Allow(ctx context.Context, email string) error
+}
+
+// allowSignIn applies the sign-in limit, if any.
+func (r *Resolver) allowSignIn(ctx context.Context, email string) error {
+	if r.SignIn == nil {
+		return nil
+	}
+	return r.SignIn.Allow(ctx, email)
 }
 
 // viewer returns the signed-in user. The @auth directive has already run on every field that calls

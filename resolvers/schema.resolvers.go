@@ -28,6 +28,9 @@ func (r *mutationResolver) Register(ctx context.Context, input model.RegisterInp
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
+	if err := r.allowSignIn(ctx, in.Email); err != nil {
+		return nil, err
+	}
 	return authPayload(r.Accounts.Register(ctx, in))
 }
 
@@ -35,6 +38,9 @@ func (r *mutationResolver) Login(ctx context.Context, input model.LoginInput) (*
 	// Over-long inputs cannot be valid credentials; refusing them early bounds the hashing work.
 	if len(input.Email) > maxEmailLen || len(input.Password) > 4*maxPasswordLen {
 		return nil, apperr.New(apperr.Unauthenticated, "email or password is incorrect")
+	}
+	if err := r.allowSignIn(ctx, input.Email); err != nil {
+		return nil, err
 	}
 	return authPayload(r.Accounts.Login(ctx, input.Email, input.Password))
 }

@@ -20,7 +20,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/taskgraph/taskgraph/db"
-	"github.com/taskgraph/taskgraph/internal/account"
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/config"
 	"github.com/taskgraph/taskgraph/internal/server"
@@ -111,19 +110,12 @@ func openDatabase(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error)
 }
 
 func serve(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger) error {
-	tokens, err := auth.NewTokenIssuer([]byte(cfg.JWTSecret), cfg.AccessTokenTTL)
+	app, err := server.Build(cfg, pool, logger)
 	if err != nil {
-		return fmt.Errorf("token issuer: %w", err)
+		return err
 	}
-	database := db.New(pool, db.NewCursorCodec([]byte(cfg.JWTSecret)))
-	h := server.NewHandler(server.Deps{
-		Config:   cfg,
-		DB:       database,
-		Tokens:   tokens,
-		Accounts: account.NewService(database, tokens, cfg.RefreshTokenTTL),
-		Logger:   logger,
-	})
-	return server.Run(ctx, cfg, h, logger, nil)
+	defer app.Close()
+	return server.Run(ctx, cfg, app.Handler, logger, nil)
 }
 
 func setRole(ctx context.Context, pool *pgxpool.Pool, args []string, stdout io.Writer) error {

@@ -146,6 +146,8 @@ const (
 	ErrorCodeRateLimited ErrorCode = "RATE_LIMITED"
 	// The document exceeds a limit checked before execution: tokens, depth, aliases, root fields or query cost.
 	ErrorCodeQueryTooComplex ErrorCode = "QUERY_TOO_COMPLEX"
+	// Automatic persisted queries: the server does not know this hash yet; resend the request with the full document.
+	ErrorCodePersistedQueryNotFound ErrorCode = "PERSISTED_QUERY_NOT_FOUND"
 	// An unexpected server error. Details are logged with the request id, never returned.
 	ErrorCodeInternal ErrorCode = "INTERNAL"
 )
@@ -158,12 +160,13 @@ var AllErrorCode = []ErrorCode{
 	ErrorCodeConflict,
 	ErrorCodeRateLimited,
 	ErrorCodeQueryTooComplex,
+	ErrorCodePersistedQueryNotFound,
 	ErrorCodeInternal,
 }
 
 func (e ErrorCode) IsValid() bool {
 	switch e {
-	case ErrorCodeUnauthenticated, ErrorCodeForbidden, ErrorCodeNotFound, ErrorCodeBadUserInput, ErrorCodeConflict, ErrorCodeRateLimited, ErrorCodeQueryTooComplex, ErrorCodeInternal:
+	case ErrorCodeUnauthenticated, ErrorCodeForbidden, ErrorCodeNotFound, ErrorCodeBadUserInput, ErrorCodeConflict, ErrorCodeRateLimited, ErrorCodeQueryTooComplex, ErrorCodePersistedQueryNotFound, ErrorCodeInternal:
 		return true
 	}
 	return false

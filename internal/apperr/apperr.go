@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Code is one of the values of the schema's ErrorCode enum.
@@ -35,6 +36,8 @@ type Error struct {
 	Code       Code
 	Message    string
 	Violations []Violation
+	// RetryAfter, on RATE_LIMITED errors, is how long the client should wait (HTTP Retry-After).
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
@@ -71,6 +74,13 @@ func FieldError(code Code, field, message string) *Error {
 		text = field + ": " + message
 	}
 	return &Error{Code: code, Message: text, Violations: []Violation{{Field: field, Message: message}}}
+}
+
+// Throttled is a RATE_LIMITED error telling the client when to retry.
+func Throttled(retryAfter time.Duration, format string, args ...any) *Error {
+	e := New(RateLimited, format, args...)
+	e.RetryAfter = retryAfter
+	return e
 }
 
 // CodeOf returns the code of err, or Internal when err is not (or does not wrap) an *Error.

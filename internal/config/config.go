@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -45,6 +46,20 @@ type Config struct {
 	IdleTimeout        time.Duration // HTTP_IDLE_TIMEOUT
 	ShutdownTimeout    time.Duration // SHUTDOWN_TIMEOUT
 	LogLevel           string        // LOG_LEVEL
+
+	RedisURL        string // REDIS_URL
+	CacheEnabled    bool   // CACHE_ENABLED
+	CacheMaxEntries int64  // CACHE_MAX_ENTRIES
+
+	RateLimitEnabled    bool     // RATE_LIMIT_ENABLED
+	RateLimitPoints     int64    // RATE_LIMIT_POINTS_PER_HOUR
+	AnonRateLimitPoints int64    // RATE_LIMIT_ANON_POINTS_PER_HOUR
+	AuthRateLimit       int64    // AUTH_RATE_LIMIT_PER_MINUTE
+	TrustedProxies      []string // TRUSTED_PROXIES
+
+	QueryMaxNodes    int64  // QUERY_MAX_NODES
+	QueryMaxDepth    int64  // QUERY_MAX_DEPTH
+	TrustedDocuments string // TRUSTED_DOCUMENTS
 }
 
 // Load reads every setting through getenv (os.Getenv in production code, a map in tests), applies
@@ -253,6 +268,74 @@ func settings() []setting {
 			func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
 		enumSetting("LOG_LEVEL", "info", "minimum level of log records",
 			func(c *Config) *string { return &c.LogLevel }, "debug", "info", "warn", "error"),
+		{
+			name: "REDIS_URL",
+			desc: "Redis for the shared cache, rate limits and persisted queries, e.g. redis://127.0.0.1:6379/0; " +
+				"empty: in-process equivalents (fine for one instance)",
+			parse: func(c *Config, raw string) error { c.RedisURL = raw; return nil },
+			check: func(c Config) error {
+				if c.RedisURL == "" {
+					return nil
+				}
+				if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+					return errors.New("must be a redis:// or rediss:// URL")
+				}
+				return nil
+			},
+			show: func(c Config) slog.Value {
+				if c.RedisURL == "" {
+					return slog.StringValue("(empty)")
+				}
+				u, err := url.Parse(c.RedisURL)
+				if err != nil {
+					return slog.StringValue("(invalid URL, hidden)")
+				}
+				return slog.StringValue(u.Redacted())
+			},
+		},
+		boolSetting("CACHE_ENABLED", "true", "cache users, tasks and task counts (in Redis when REDIS_URL is set)",
+			func(c *Config) *bool { return &c.CacheEnabled }),
+		intSetting("CACHE_MAX_ENTRIES", "100000", 100, 100_000_000, "entries held by the in-process cache (used without REDIS_URL)",
+			func(c *Config) *int64 { return &c.CacheMaxEntries }),
+		boolSetting("RATE_LIMIT_ENABLED", "true", "limit each client's query cost per hour and sign-in attempts per minute",
+			func(c *Config) *bool { return &c.RateLimitEnabled }),
+		intSetting("RATE_LIMIT_POINTS_PER_HOUR", "5000", 1, 10_000_000,
+			"query-cost points per signed-in user per hour (a query costs 1 point per 100 nodes it may fetch, at least 1)",
+			func(c *Config) *int64 { return &c.RateLimitPoints }),
+		intSetting("RATE_LIMIT_ANON_POINTS_PER_HOUR", "1000", 1, 10_000_000, "query-cost points per anonymous client IP per hour",
+			func(c *Config) *int64 { return &c.AnonRateLimitPoints }),
+		intSetting("AUTH_RATE_LIMIT_PER_MINUTE", "10", 1, 100_000,
+			"login and register attempts per client IP per minute (and half as many per email)",
+			func(c *Config) *int64 { return &c.AuthRateLimit }),
+		{
+			name: "TRUSTED_PROXIES",
+			desc: "comma-separated CIDRs of reverse proxies (e.g. nginx) whose X-Forwarded-For names the client IP; empty: use the peer address",
+			parse: func(c *Config, raw string) error {
+				c.TrustedProxies = splitList(raw)
+				return nil
+			},
+			check: func(c Config) error {
+				for _, p := range c.TrustedProxies {
+					if _, err := netip.ParsePrefix(p); err != nil {
+						return fmt.Errorf("each entry must be a CIDR such as 10.0.0.0/8, got %q", p)
+					}
+				}
+				return nil
+			},
+			show: func(c Config) slog.Value { return slog.StringValue(strings.Join(c.TrustedProxies, ",")) },
+		},
+		intSetting("QUERY_MAX_NODES", "5000", 100, 1_000_000,
+			"most nodes one query may ask for: each connection counts its page size times its children",
+			func(c *Config) *int64 { return &c.QueryMaxNodes }),
+		intSetting("QUERY_MAX_DEPTH", "12", 2, 100, "deepest selection nesting one query may use",
+			func(c *Config) *int64 { return &c.QueryMaxDepth }),
+		{
+			name: "TRUSTED_DOCUMENTS",
+			desc: "path of a JSON file mapping sha256 hashes to the only GraphQL documents the server will run " +
+				"(persisted-query allow-list); empty: any document",
+			parse: func(c *Config, raw string) error { c.TrustedDocuments = raw; return nil },
+			show:  func(c Config) slog.Value { return slog.StringValue(c.TrustedDocuments) },
+		},
 	}
 }
 

@@ -24,22 +24,30 @@ func TestLoadDefaults(t *testing.T) {
 		t.Fatalf("Load with empty environment: %v", err)
 	}
 	want := Config{
-		Env:                "development",
-		HTTPAddr:           ":8080",
-		DatabaseURL:        "postgres://postgres@127.0.0.1:5432/taskgraph?sslmode=disable",
-		DBMaxConns:         20,
-		JWTSecret:          c.JWTSecret, // random, checked below
-		GeneratedSecret:    true,
-		AccessTokenTTL:     15 * time.Minute,
-		RefreshTokenTTL:    720 * time.Hour,
-		CORSAllowedOrigins: []string{"http://localhost:3000", "http://localhost:5173"},
-		GraphiQL:           true,
-		MaxBodyBytes:       1 << 20,
-		ReadTimeout:        10 * time.Second,
-		WriteTimeout:       30 * time.Second,
-		IdleTimeout:        120 * time.Second,
-		ShutdownTimeout:    20 * time.Second,
-		LogLevel:           "info",
+		Env:                 "development",
+		HTTPAddr:            ":8080",
+		DatabaseURL:         "postgres://postgres@127.0.0.1:5432/taskgraph?sslmode=disable",
+		DBMaxConns:          20,
+		JWTSecret:           c.JWTSecret, // random, checked below
+		GeneratedSecret:     true,
+		AccessTokenTTL:      15 * time.Minute,
+		RefreshTokenTTL:     720 * time.Hour,
+		CORSAllowedOrigins:  []string{"http://localhost:3000", "http://localhost:5173"},
+		GraphiQL:            true,
+		MaxBodyBytes:        1 << 20,
+		ReadTimeout:         10 * time.Second,
+		WriteTimeout:        30 * time.Second,
+		IdleTimeout:         120 * time.Second,
+		ShutdownTimeout:     20 * time.Second,
+		LogLevel:            "info",
+		CacheEnabled:        true,
+		CacheMaxEntries:     100000,
+		RateLimitEnabled:    true,
+		RateLimitPoints:     5000,
+		AnonRateLimitPoints: 1000,
+		AuthRateLimit:       10,
+		QueryMaxNodes:       5000,
+		QueryMaxDepth:       12,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -117,21 +125,32 @@ func TestLoadWildcardOrigin(t *testing.T) {
 
 func TestLoadParsesOverrides(t *testing.T) {
 	c, err := Load(env(map[string]string{
-		"APP_ENV":              "production",
-		"HTTP_ADDR":            "127.0.0.1:9000",
-		"DATABASE_URL":         "postgresql://app:pw@db:5432/tg",
-		"DB_MAX_CONNS":         "50",
-		"JWT_SECRET":           prodSecret,
-		"ACCESS_TOKEN_TTL":     "5m",
-		"REFRESH_TOKEN_TTL":    "24h",
-		"CORS_ALLOWED_ORIGINS": " https://app.example.com , https://admin.example.com:8443,",
-		"GRAPHIQL":             "true",
-		"MAX_BODY_BYTES":       "2048",
-		"HTTP_READ_TIMEOUT":    "5s",
-		"HTTP_WRITE_TIMEOUT":   "1m",
-		"HTTP_IDLE_TIMEOUT":    "30s",
-		"SHUTDOWN_TIMEOUT":     "45s",
-		"LOG_LEVEL":            "debug",
+		"APP_ENV":                         "production",
+		"HTTP_ADDR":                       "127.0.0.1:9000",
+		"DATABASE_URL":                    "postgresql://app:pw@db:5432/tg",
+		"DB_MAX_CONNS":                    "50",
+		"JWT_SECRET":                      prodSecret,
+		"ACCESS_TOKEN_TTL":                "5m",
+		"REFRESH_TOKEN_TTL":               "24h",
+		"CORS_ALLOWED_ORIGINS":            " https://app.example.com , https://admin.example.com:8443,",
+		"GRAPHIQL":                        "true",
+		"MAX_BODY_BYTES":                  "2048",
+		"HTTP_READ_TIMEOUT":               "5s",
+		"HTTP_WRITE_TIMEOUT":              "1m",
+		"HTTP_IDLE_TIMEOUT":               "30s",
+		"SHUTDOWN_TIMEOUT":                "45s",
+		"LOG_LEVEL":                       "debug",
+		"REDIS_URL":                       "redis://:pw@cache:6379/2",
+		"CACHE_ENABLED":                   "false",
+		"CACHE_MAX_ENTRIES":               "500",
+		"RATE_LIMIT_ENABLED":              "false",
+		"RATE_LIMIT_POINTS_PER_HOUR":      "100",
+		"RATE_LIMIT_ANON_POINTS_PER_HOUR": "10",
+		"AUTH_RATE_LIMIT_PER_MINUTE":      "3",
+		"TRUSTED_PROXIES":                 "10.0.0.0/8, 127.0.0.1/32",
+		"QUERY_MAX_NODES":                 "1000",
+		"QUERY_MAX_DEPTH":                 "8",
+		"TRUSTED_DOCUMENTS":               "/etc/taskgraph/documents.json",
 	}))
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -142,6 +161,9 @@ func TestLoadParsesOverrides(t *testing.T) {
 		CORSAllowedOrigins: []string{"https://app.example.com", "https://admin.example.com:8443"},
 		GraphiQL:           true, MaxBodyBytes: 2048, ReadTimeout: 5 * time.Second, WriteTimeout: time.Minute,
 		IdleTimeout: 30 * time.Second, ShutdownTimeout: 45 * time.Second, LogLevel: "debug",
+		RedisURL: "redis://:pw@cache:6379/2", CacheMaxEntries: 500, RateLimitPoints: 100, AnonRateLimitPoints: 10,
+		AuthRateLimit: 3, TrustedProxies: []string{"10.0.0.0/8", "127.0.0.1/32"}, QueryMaxNodes: 1000, QueryMaxDepth: 8,
+		TrustedDocuments: "/etc/taskgraph/documents.json",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("overrides:\n got %+v\nwant %+v", c, want)
@@ -259,6 +281,9 @@ func TestUsageListsEverySetting(t *testing.T) {
 		"APP_ENV", "HTTP_ADDR", "DATABASE_URL", "DB_MAX_CONNS", "JWT_SECRET", "ACCESS_TOKEN_TTL",
 		"REFRESH_TOKEN_TTL", "CORS_ALLOWED_ORIGINS", "GRAPHIQL", "MAX_BODY_BYTES", "HTTP_READ_TIMEOUT",
 		"HTTP_WRITE_TIMEOUT", "HTTP_IDLE_TIMEOUT", "SHUTDOWN_TIMEOUT", "LOG_LEVEL",
+		"REDIS_URL", "CACHE_ENABLED", "CACHE_MAX_ENTRIES", "RATE_LIMIT_ENABLED", "RATE_LIMIT_POINTS_PER_HOUR",
+		"RATE_LIMIT_ANON_POINTS_PER_HOUR", "AUTH_RATE_LIMIT_PER_MINUTE", "TRUSTED_PROXIES", "QUERY_MAX_NODES",
+		"QUERY_MAX_DEPTH", "TRUSTED_DOCUMENTS",
 	}
 	for _, name := range names {
 		if !strings.Contains(out, "\n"+name+" ") {
@@ -273,5 +298,17 @@ func TestUsageListsEverySetting(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("Usage lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestLogValueMasksRedisPassword(t *testing.T) {
+	c, err := Load(env(map[string]string{"REDIS_URL": "redis://user:hunter2secret@cache:6379/0"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", c)
+	if strings.Contains(buf.String(), "hunter2secret") || !strings.Contains(buf.String(), "cache:6379") {
+		t.Fatalf("log = %s; want the Redis host without its password", buf.String())
 	}
 }

@@ -1,6 +1,6 @@
 // Package loaders batches the reads of one request with dataloader/v7: users by id, tasks by id and
-// task counts by user. A fresh set is built per request (Middleware), so nothing is cached across
-// requests or users here; batch functions return results in key order, as dataloader requires.
+// task counts by user. A fresh set is built per request (Middleware); across requests, batch functions
+// read through the shared cache. Batch functions return results in key order, as dataloader requires.
 package loaders
 
 import (
@@ -13,6 +13,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/apperr"
+	"github.com/taskgraph/taskgraph/internal/cache"
 )
 
 // Loaders are the batched readers of one request.
@@ -26,63 +27,43 @@ type Loaders struct {
 // concurrent field resolvers to enqueue a whole page, short enough not to be felt.
 const batchWait = 2 * time.Millisecond
 
-// New builds a fresh set of loaders reading through stores.
-func New(stores db.Stores) *Loaders {
+// New builds a fresh set of loaders reading through c (which may be nil: no cache) and stores.
+func New(stores db.Stores, c *cache.Cache) *Loaders {
 	return &Loaders{
-		UserByID: dataloader.NewBatchedLoader(byID(stores.Users.ByIDs, func(u db.User) uuid.UUID { return u.ID }, "user"),
+		UserByID: dataloader.NewBatchedLoader(
+			byID(c, db.EntityUser, stores.Users.ByIDs, func(u db.User) uuid.UUID { return u.ID }, notFound[db.User]("user")),
 			dataloader.WithWait[uuid.UUID, *db.User](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.User](db.MaxPageSize)),
-		TaskByID: dataloader.NewBatchedLoader(byID(stores.Tasks.ByIDs, func(t db.Task) uuid.UUID { return t.ID }, "task"),
+		TaskByID: dataloader.NewBatchedLoader(
+			byID(c, db.EntityTask, stores.Tasks.ByIDs, func(t db.Task) uuid.UUID { return t.ID }, notFound[db.Task]("task")),
 			dataloader.WithWait[uuid.UUID, *db.Task](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.Task](db.MaxPageSize)),
-		TaskCountsByUser: dataloader.NewBatchedLoader(taskCounts(stores.Tasks),
+		TaskCountsByUser: dataloader.NewBatchedLoader(
+			byID(c, db.EntityTaskCounts, stores.Tasks.CountsByOwners, func(t db.TaskCounts) uuid.UUID { return t.UserID },
+				func(id uuid.UUID) (*db.TaskCounts, error) { return &db.TaskCounts{UserID: id}, nil }), // no tasks: zeros
 			dataloader.WithWait[uuid.UUID, *db.TaskCounts](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.TaskCounts](db.MaxPageSize)),
 	}
 }
 
-// byID adapts a "fetch these ids" store method to a batch function: one result per key, in key
-// order, NOT_FOUND for ids that matched no row.
-func byID[T any](fetch func(context.Context, []uuid.UUID) ([]T, error), idOf func(T) uuid.UUID, what string) dataloader.BatchFunc[uuid.UUID, *T] {
-	return func(ctx context.Context, keys []uuid.UUID) []*dataloader.Result[*T] {
-		rows, err := fetch(ctx, keys)
-		results := make([]*dataloader.Result[*T], len(keys))
-		if err != nil {
-			for i := range results {
-				results[i] = &dataloader.Result[*T]{Error: err}
-			}
-			return results
-		}
-		found := make(map[uuid.UUID]*T, len(rows))
-		for i := range rows {
-			found[idOf(rows[i])] = &rows[i]
-		}
-		for i, k := range keys {
-			if row, ok := found[k]; ok {
-				results[i] = &dataloader.Result[*T]{Data: row}
-			} else {
-				results[i] = &dataloader.Result[*T]{Error: apperr.New(apperr.NotFound, "%s not found", what)}
-			}
-		}
-		return results
-	}
+func notFound[T any](what string) func(uuid.UUID) (*T, error) {
+	return func(uuid.UUID) (*T, error) { return nil, apperr.New(apperr.NotFound, "%s not found", what) }
 }
 
-// taskCounts batches per-user counts; a user without tasks gets zeros.
-func taskCounts(tasks db.TaskStore) dataloader.BatchFunc[uuid.UUID, *db.TaskCounts] {
-	return func(ctx context.Context, keys []uuid.UUID) []*dataloader.Result[*db.TaskCounts] {
-		rows, err := tasks.CountsByOwners(ctx, keys)
-		results := make([]*dataloader.Result[*db.TaskCounts], len(keys))
-		found := make(map[uuid.UUID]*db.TaskCounts, len(rows))
-		for i := range rows {
-			found[rows[i].UserID] = &rows[i]
-		}
+// byID adapts a "fetch these ids" store method to a batch function, reading through the cache: one
+// result per key, in key order; absent ids get whatever missing returns.
+func byID[T any](c *cache.Cache, kind db.EntityKind, fetch func(context.Context, []uuid.UUID) ([]T, error),
+	idOf func(T) uuid.UUID, missing func(uuid.UUID) (*T, error)) dataloader.BatchFunc[uuid.UUID, *T] {
+	return func(ctx context.Context, keys []uuid.UUID) []*dataloader.Result[*T] {
+		found, err := cache.Many(ctx, c, kind, keys, fetch, idOf)
+		results := make([]*dataloader.Result[*T], len(keys))
 		for i, k := range keys {
-			switch c, ok := found[k]; {
-			case err != nil:
-				results[i] = &dataloader.Result[*db.TaskCounts]{Error: err}
-			case ok:
-				results[i] = &dataloader.Result[*db.TaskCounts]{Data: c}
-			default:
-				results[i] = &dataloader.Result[*db.TaskCounts]{Data: &db.TaskCounts{UserID: k}}
+			r := &dataloader.Result[*T]{Error: err}
+			if err == nil {
+				if row, ok := found[k]; ok {
+					r.Data = row
+				} else {
+					r.Data, r.Error = missing(k)
+				}
 			}
+			results[i] = r
 		}
 		return results
 	}
@@ -91,21 +72,21 @@ func taskCounts(tasks db.TaskStore) dataloader.BatchFunc[uuid.UUID, *db.TaskCoun
 type ctxKey struct{}
 
 // Middleware gives every request its own loaders.
-func Middleware(database *db.DB) func(http.Handler) http.Handler {
+func Middleware(database *db.DB, c *cache.Cache) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ctx := context.WithValue(r.Context(), ctxKey{}, New(database.Stores()))
+			ctx := context.WithValue(r.Context(), ctxKey{}, New(database.Stores(), c))
 			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}
 }
 
-// For returns the request's loaders. Outside a request (tests, jobs) it builds a fresh set.
+// For returns the request's loaders. Outside a request (tests, jobs) it builds a fresh, uncached set.
 func For(ctx context.Context, database *db.DB) *Loaders {
 	if l, ok := ctx.Value(ctxKey{}).(*Loaders); ok {
 		return l
 	}
-	return New(database.Stores())
+	return New(database.Stores(), nil)
 }
 
 // PrimeTasks stores tasks already read (a page) so later by-id loads need no query.

@@ -34,6 +34,7 @@ func NewClient(url string) (*redis.Client, error) {
 	opts.PoolTimeout = IOTimeout
 	opts.ContextTimeoutEnabled = true
 	opts.MaxRetries = 0 // a retry doubles the wait on a dead server; callers fall back instead
+	opts.DialerRetries = 1
 	opts.DisableIdentity = true
 	return redis.NewClient(opts), nil
 }

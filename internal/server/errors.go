@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime/debug"
 	"strings"
 
@@ -15,6 +16,9 @@ import (
 
 	"github.com/taskgraph/taskgraph/internal/apperr"
 )
+
+// persistedQueryNotFound is the APQ protocol's code for "send the whole document".
+const persistedQueryNotFound = "PERSISTED_QUERY_NOT_FOUND"
 
 // errorPresenter is the one place errors become client-visible. Domain errors keep their code and
 // message; gqlgen's parse and validation errors become BAD_USER_INPUT; anything else is logged with
@@ -28,6 +32,10 @@ func errorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 		if errors.As(err, &app) {
 			out.Message = app.Message
 			out.Extensions["code"] = string(app.Code)
+			if app.RetryAfter > 0 {
+				markThrottled(ctx, app.RetryAfter)
+				out.Extensions["retryAfter"] = int(math.Ceil(app.RetryAfter.Seconds()))
+			}
 			if len(app.Violations) > 0 {
 				violations := fieldsFromPath(app.Violations, base.Path)
 				if violations[0].Field != "" {
@@ -37,7 +45,14 @@ func errorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 			}
 			return out
 		}
-		if code, _ := base.Extensions["code"].(string); code == errcode.ParseFailed || code == errcode.ValidationFailed {
+		code, _ := base.Extensions["code"].(string)
+		switch {
+		case code == persistedQueryNotFound:
+			// Apollo-style clients answer this exact code by resending the full document.
+			out.Message = base.Message
+			out.Extensions["code"] = persistedQueryNotFound
+			return out
+		case code == errcode.ParseFailed || code == errcode.ValidationFailed:
 			out.Message = base.Message
 			out.Extensions["code"] = string(apperr.BadUserInput)
 			return out

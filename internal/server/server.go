@@ -17,6 +17,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/99designs/gqlgen/graphql/playground"
+	"github.com/klauspost/compress/gzhttp"
 	"github.com/rs/cors"
 	"github.com/vektah/gqlparser/v2/ast"
 
@@ -24,8 +25,11 @@ import (
 	"github.com/taskgraph/taskgraph/graph"
 	"github.com/taskgraph/taskgraph/internal/account"
 	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/cache"
 	"github.com/taskgraph/taskgraph/internal/config"
+	"github.com/taskgraph/taskgraph/internal/gqllimits"
 	"github.com/taskgraph/taskgraph/internal/loaders"
+	"github.com/taskgraph/taskgraph/internal/ratelimit"
 	"github.com/taskgraph/taskgraph/resolvers"
 )
 
@@ -34,20 +38,26 @@ const parserTokenLimit = 10_000
 
 // Deps is everything the HTTP surface needs, built by cmd/taskgraph.
 type Deps struct {
-	Config   config.Config
-	DB       *db.DB
-	Tokens   *auth.TokenIssuer
-	Accounts *account.Service
-	Logger   *slog.Logger
+	Config    config.Config
+	DB        *db.DB
+	Tokens    *auth.TokenIssuer
+	Accounts  *account.Service
+	Logger    *slog.Logger
+	Cache     *cache.Cache      // nil: no cache
+	Documents *cache.Documents  // automatic persisted queries
+	Limiter   ratelimit.Limiter // nil: no rate limits
 }
 
 // NewHandler builds the whole HTTP handler.
-func NewHandler(d Deps) http.Handler {
-	gql := newGraphQL(d)
+func NewHandler(d Deps) (http.Handler, error) {
+	gql, err := newGraphQL(d)
+	if err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
-	graphqlChain := guardGraphQL(d.Config.MaxBodyBytes,
+	graphqlChain := withThrottleStatus(guardGraphQL(d.Config.MaxBodyBytes,
 		auth.Middleware(d.Tokens, d.DB.Stores().Sessions.Lookup, d.Logger)(
-			loaders.Middleware(d.DB)(gql)))
+			loaders.Middleware(d.DB, d.Cache)(gql))))
 	mux.Handle("/graphql", graphqlChain)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -64,18 +74,29 @@ func NewHandler(d Deps) http.Handler {
 		ExposedHeaders: []string{"X-Request-ID", "Retry-After"},
 		MaxAge:         600,
 	})
-	return withRequestID(withRecover(d.Logger, withAccessLog(d.Logger, c.Handler(mux))))
+	// Compress answers above a small threshold for clients that accept it (GraphQL JSON compresses ~5-10x).
+	gzip, err := gzhttp.NewWrapper(gzhttp.MinSize(1024))
+	if err != nil {
+		return nil, fmt.Errorf("gzip: %w", err)
+	}
+	return withRequestID(withRecover(d.Logger, withAccessLog(d.Logger,
+		withClientIP(parsePrefixes(d.Config.TrustedProxies), gzip(c.Handler(mux)))))), nil
 }
 
-func newGraphQL(d Deps) *handler.Server {
-	schema := graph.NewExecutableSchema(graph.Config{
-		Resolvers: &resolvers.Resolver{DB: d.DB, Accounts: d.Accounts},
+func newGraphQL(d Deps) (*handler.Server, error) {
+	r := &resolvers.Resolver{DB: d.DB, Accounts: d.Accounts}
+	if d.Limiter != nil {
+		r.SignIn = newSignInLimiter(d.Limiter, int(d.Config.AuthRateLimit))
+	}
+	cfg := graph.Config{
+		Resolvers: r,
 		Directives: graph.DirectiveRoot{
 			Auth:    auth.AuthDirective,
 			HasRole: auth.HasRoleDirective,
 		},
-	})
-	srv := handler.New(schema)
+	}
+	gqllimits.Complexity(&cfg.Complexity)
+	srv := handler.New(graph.NewExecutableSchema(cfg))
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
 	srv.AddTransport(transport.POST{})
@@ -83,6 +104,32 @@ func newGraphQL(d Deps) *handler.Server {
 	srv.SetParserTokenLimit(parserTokenLimit)
 	srv.SetErrorPresenter(errorPresenter(d.Logger))
 	srv.SetRecoverFunc(recoverFunc(d.Logger))
+
+	// Parameter mutators run in order before gqlgen parses: first find the document (trusted
+	// documents or APQ), then refuse hostile ones before gqlgen's validator sees them.
+	if d.Config.TrustedDocuments != "" {
+		trusted, err := loadTrustedDocuments(d.Config.TrustedDocuments)
+		if err != nil {
+			return nil, err
+		}
+		srv.Use(trusted)
+	} else if d.Documents != nil {
+		srv.Use(persistedQueries{apq: extension.AutomaticPersistedQuery{Cache: d.Documents}})
+	}
+	limits := gqllimits.DefaultLimits()
+	limits.MaxTokens = parserTokenLimit
+	limits.MaxDepth = int(d.Config.QueryMaxDepth)
+	limits.MaxNodes = int(d.Config.QueryMaxNodes)
+	srv.Use(gqllimits.NewGuard(limits, 2048))
+	// After validation: cost, then the client's budget for it.
+	srv.Use(gqllimits.NewCostLimit(limits.MaxNodes))
+	if d.Limiter != nil {
+		srv.Use(costBudget{
+			limiter: d.Limiter,
+			user:    ratelimit.PerHour(int(d.Config.RateLimitPoints), int(d.Config.RateLimitPoints)),
+			anon:    ratelimit.PerHour(int(d.Config.AnonRateLimitPoints), int(d.Config.AnonRateLimitPoints)),
+		})
+	}
 	if d.Config.Production() {
 		// Suggestions ("did you mean …") and introspection describe the schema to anyone probing it.
 		srv.SetDisableSuggestion(true)
@@ -90,7 +137,7 @@ func newGraphQL(d Deps) *handler.Server {
 	} else {
 		srv.Use(extension.Introspection{})
 	}
-	return srv
+	return srv, nil
 }
 
 func readyz(database *db.DB) http.HandlerFunc {

@@ -15,7 +15,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/taskgraph/taskgraph/db"
-	"github.com/taskgraph/taskgraph/internal/account"
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/config"
 	"github.com/taskgraph/taskgraph/internal/globalid"
@@ -26,6 +25,7 @@ import (
 type Env struct {
 	DB     *Database
 	Store  *db.DB
+	App    *server.App
 	Config config.Config
 	Server *httptest.Server
 	Logs   *LogBuffer
@@ -35,8 +35,18 @@ type Env struct {
 // of the defaults (for example APP_ENV=production).
 func NewEnv(t testing.TB, overrides map[string]string) *Env {
 	t.Helper()
-	database := NewDatabase(t)
-	env := map[string]string{"JWT_SECRET": "test-secret-test-secret-test-secret-0123", "LOG_LEVEL": "debug"}
+	return NewEnvOn(t, NewDatabase(t), overrides)
+}
+
+// NewEnvOn starts another instance on an existing test database (several instances behind one
+// database, as in production).
+func NewEnvOn(t testing.TB, database *Database, overrides map[string]string) *Env {
+	t.Helper()
+	// Tests sign in far more often than a person; the tests of the limits set them low again.
+	env := map[string]string{
+		"JWT_SECRET": "test-secret-test-secret-test-secret-0123", "LOG_LEVEL": "debug",
+		"AUTH_RATE_LIMIT_PER_MINUTE": "100000",
+	}
 	for k, v := range overrides {
 		env[k] = v
 	}
@@ -44,20 +54,17 @@ func NewEnv(t testing.TB, overrides map[string]string) *Env {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	tokens, err := auth.NewTokenIssuer([]byte(cfg.JWTSecret), cfg.AccessTokenTTL)
-	if err != nil {
-		t.Fatalf("token issuer: %v", err)
-	}
 	logs := &LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	store := db.New(database.Pool, db.NewCursorCodec([]byte(cfg.JWTSecret)))
-	h := server.NewHandler(server.Deps{
-		Config: cfg, DB: store, Tokens: tokens, Logger: logger,
-		Accounts: account.NewService(store, tokens, cfg.RefreshTokenTTL),
-	})
+	app, err := server.Build(cfg, database.Pool, logger)
+	if err != nil {
+		t.Fatalf("build server: %v", err)
+	}
+	t.Cleanup(app.Close)
+	h := app.Handler
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &Env{DB: database, Store: store, Config: cfg, Server: srv, Logs: logs}
+	return &Env{DB: database, Store: app.DB, App: app, Config: cfg, Server: srv, Logs: logs}
 }
 
 // Response is a decoded GraphQL response with its HTTP status and headers.

@@ -1,0 +1,182 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// tombstone marks a just-invalidated key for a moment. Fills use "set if absent", so a reader that
+// fetched a row before a concurrent write cannot put the old row back after the invalidation.
+const (
+	tombstone    = "\x00"
+	tombstoneTTL = 2 * time.Second
+)
+
+// store is the byte-level cache underneath: Redis, shared by every instance, or an in-process LRU
+// for a single instance.
+type store interface {
+	// getMulti returns the values found (tombstones included, as tombstone).
+	getMulti(ctx context.Context, keys []string) (map[string]string, error)
+	// fill stores values only where the key is absent.
+	fill(ctx context.Context, values map[string]string, ttl time.Duration) error
+	// invalidate replaces keys with short-lived tombstones.
+	invalidate(ctx context.Context, keys []string) error
+}
+
+// localStore is a bounded in-process LRU with per-entry expiry.
+type localStore struct {
+	mu  sync.Mutex
+	lru *lru.Cache[string, localEntry]
+	now func() time.Time
+}
+
+type localEntry struct {
+	value   string
+	expires time.Time
+}
+
+func newLocalStore(maxEntries int) (*localStore, error) {
+	c, err := lru.New[string, localEntry](maxEntries)
+	if err != nil {
+		return nil, fmt.Errorf("local cache: %w", err)
+	}
+	return &localStore{lru: c, now: time.Now}, nil
+}
+
+func (s *localStore) getMulti(_ context.Context, keys []string) (map[string]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]string, len(keys))
+	now := s.now()
+	for _, k := range keys {
+		if e, ok := s.lru.Get(k); ok && now.Before(e.expires) {
+			out[k] = e.value
+		}
+	}
+	return out, nil
+}
+
+func (s *localStore) fill(_ context.Context, values map[string]string, ttl time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	for k, v := range values {
+		if e, ok := s.lru.Peek(k); ok && now.Before(e.expires) {
+			continue
+		}
+		s.lru.Add(k, localEntry{value: v, expires: now.Add(ttl)})
+	}
+	return nil
+}
+
+func (s *localStore) invalidate(_ context.Context, keys []string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	exp := s.now().Add(tombstoneTTL)
+	for _, k := range keys {
+		s.lru.Add(k, localEntry{value: tombstone, expires: exp})
+	}
+	return nil
+}
+
+// redisStore keeps entries in Redis under "<prefix><epoch>:<key>". The epoch lives in Redis too and
+// is read with every lookup, so bumping it (after an outage that may have lost invalidations)
+// instantly retires every entry on every instance.
+type redisStore struct {
+	rdb      *redis.Client
+	prefix   string
+	mu       sync.Mutex
+	epoch    int64
+	epochKey string
+}
+
+func newRedisStore(rdb *redis.Client, prefix string) *redisStore {
+	return &redisStore{rdb: rdb, prefix: prefix, epochKey: prefix + "epoch"}
+}
+
+func (s *redisStore) currentEpoch() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.epoch
+}
+
+func (s *redisStore) full(epoch int64, key string) string {
+	return s.prefix + strconv.FormatInt(epoch, 10) + ":" + key
+}
+
+func (s *redisStore) getMulti(ctx context.Context, keys []string) (map[string]string, error) {
+	epoch := s.currentEpoch()
+	full := make([]string, 0, len(keys)+1)
+	full = append(full, s.epochKey)
+	for _, k := range keys {
+		full = append(full, s.full(epoch, k))
+	}
+	vals, err := s.rdb.MGet(ctx, full...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis MGET: %w", err)
+	}
+	var seen int64
+	if v, ok := vals[0].(string); ok {
+		seen, _ = strconv.ParseInt(v, 10, 64)
+	}
+	if seen != epoch {
+		// Another instance retired the cache: what we read belongs to the old epoch.
+		s.mu.Lock()
+		s.epoch = seen
+		s.mu.Unlock()
+		return map[string]string{}, nil
+	}
+	out := make(map[string]string, len(keys))
+	for i, k := range keys {
+		if v, ok := vals[i+1].(string); ok {
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
+func (s *redisStore) fill(ctx context.Context, values map[string]string, ttl time.Duration) error {
+	epoch := s.currentEpoch()
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for k, v := range values {
+			p.SetNX(ctx, s.full(epoch, k), v, ttl)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("redis fill: %w", err)
+	}
+	return nil
+}
+
+func (s *redisStore) invalidate(ctx context.Context, keys []string) error {
+	epoch := s.currentEpoch()
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range keys {
+			p.Set(ctx, s.full(epoch, k), tombstone, tombstoneTTL)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("redis invalidate: %w", err)
+	}
+	return nil
+}
+
+// retire bumps the shared epoch so no instance reads entries written before now.
+func (s *redisStore) retire(ctx context.Context) error {
+	n, err := s.rdb.Incr(ctx, s.epochKey).Result()
+	if err != nil {
+		return fmt.Errorf("redis retire cache: %w", err)
+	}
+	s.mu.Lock()
+	s.epoch = n
+	s.mu.Unlock()
+	return nil
+}

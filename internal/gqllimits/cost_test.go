@@ -1,0 +1,218 @@
+package gqllimits_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/99designs/gqlgen/complexity"
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/handler"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+	"github.com/vektah/gqlparser/v2/parser"
+	"github.com/vektah/gqlparser/v2/validator"
+	"github.com/vektah/gqlparser/v2/validator/rules"
+
+	"github.com/taskgraph/taskgraph/graph"
+	"github.com/taskgraph/taskgraph/internal/apperr"
+	"github.com/taskgraph/taskgraph/internal/gqllimits"
+)
+
+const nestedConnections = `query { tasks(first: 100) { edges { node { owner { tasks(first: 100) { edges { node { id } } } } } } } }`
+
+func costSchema() graphql.ExecutableSchema {
+	cfg := graph.Config{}
+	gqllimits.Complexity(&cfg.Complexity)
+	return graph.NewExecutableSchema(cfg)
+}
+
+// operation parses, validates and coerces variables as gqlgen does before OperationContextMutators run.
+func operation(t *testing.T, es graphql.ExecutableSchema, query string, vars map[string]any) (context.Context, *graphql.OperationContext) {
+	t.Helper()
+	doc, err := parser.ParseQuery(&ast.Source{Input: query})
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	if errs := validator.ValidateWithRules(es.Schema(), doc, rules.NewDefaultRules()); len(errs) > 0 {
+		t.Fatalf("validate: %v", errs)
+	}
+	op := doc.Operations.ForName("")
+	coerced, err := validator.VariableValues(es.Schema(), op, vars)
+	if err != nil {
+		t.Fatalf("variables: %v", err)
+	}
+	opCtx := &graphql.OperationContext{RawQuery: query, Doc: doc, Operation: op, Variables: coerced}
+	return graphql.WithOperationContext(context.Background(), opCtx), opCtx
+}
+
+func nodes(t *testing.T, query string, vars map[string]any) int {
+	t.Helper()
+	es := costSchema()
+	ctx, opCtx := operation(t, es, query, vars)
+	return complexity.Calculate(ctx, es, opCtx.Operation, opCtx.Variables)
+}
+
+func TestConnectionCost(t *testing.T) {
+	cases := []struct {
+		name  string
+		query string
+		vars  map[string]any
+		want  int
+	}{
+		// 10 × (1 + edges(1 + node(1 + id 1 + title 1)))
+		{"first", `query { tasks(first: 10) { edges { node { id title } } } }`, nil, 10 * (1 + 4)},
+		{"default page size", `query { tasks { edges { node { id } } } }`, nil, 20 * (1 + 3)},
+		{"last", `query { users(last: 5) { edges { node { id } } } }`, nil, 5 * (1 + 3)},
+		{"variable", `query ($n: Int) { tasks(first: $n) { totalCount } }`, map[string]any{"n": 3}, 3 * (1 + 1)},
+		{"capped at 100", `query { tasks(first: 1000) { totalCount } }`, nil, 100 * (1 + 1)},
+		{"nested", `query { me { tasks(first: 2) { edges { node { id } } } } }`, nil, 1 + 2*(1+3)},
+		{"nodes", `query { nodes(ids: ["a", "b", "c"]) { id ... on Task { title } } }`, nil, 3 * 2},
+		{"plain fields keep the default", `query { me { id name } }`, nil, 3},
+		{"MyTasks", myTasks, nil, 10 * (1 + 1 + (1 + 1 + (1 + 3 + (1 + 1 + (1 + 3)))) + (1 + 2))},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := nodes(t, c.query, c.vars); got != c.want {
+				t.Fatalf("cost = %d, want %d", got, c.want)
+			}
+		})
+	}
+}
+
+func TestCostLimit(t *testing.T) {
+	es := costSchema()
+	limit := gqllimits.NewCostLimit(5000)
+	if err := limit.Validate(es); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, opCtx := operation(t, es, nestedConnections, nil)
+	err := limit.MutateOperationContext(ctx, opCtx)
+	// 100 × (1 + edges(1 + node(1 + owner(1 + 100 × (1 + 3)))))
+	refused(t, err, "query would fetch up to 40400 nodes; the limit is 5000: ask for smaller pages or fewer nested connections")
+	if cost, ok := gqllimits.CostFrom(ctx); !ok || cost != (gqllimits.Cost{Nodes: 40400, Points: 404}) {
+		t.Fatalf("CostFrom = %+v, %v", cost, ok)
+	}
+
+	ctx, opCtx = operation(t, es, `query { tasks(first: 10) { edges { node { id title } } } }`, nil)
+	if err := limit.MutateOperationContext(ctx, opCtx); err != nil {
+		t.Fatal(err)
+	}
+	if cost, ok := gqllimits.CostFrom(ctx); !ok || cost != (gqllimits.Cost{Nodes: 50, Points: 1}) {
+		t.Fatalf("CostFrom = %+v, %v", cost, ok)
+	}
+
+	if _, ok := gqllimits.CostFrom(context.Background()); ok {
+		t.Fatal("CostFrom without an operation")
+	}
+}
+
+// server wires the extensions as internal/server does, with a presenter that keeps apperr codes. No
+// resolvers: only documents that never reach one are sent.
+func server(t *testing.T, around func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response) *httptest.Server {
+	t.Helper()
+	srv := handler.New(costSchema())
+	srv.AddTransport(transport.POST{})
+	srv.SetErrorPresenter(func(ctx context.Context, err error) *gqlerror.Error {
+		out := graphql.DefaultErrorPresenter(ctx, err)
+		var app *apperr.Error
+		if errors.As(err, &app) {
+			out.Extensions = map[string]any{"code": string(app.Code)}
+		}
+		return out
+	})
+	limits := gqllimits.DefaultLimits()
+	srv.Use(gqllimits.NewGuard(limits, 100))
+	srv.Use(gqllimits.NewCostLimit(limits.MaxNodes))
+	if around != nil {
+		srv.AroundResponses(around)
+	}
+	ts := httptest.NewServer(srv)
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+type response struct {
+	Data   map[string]any `json:"data"`
+	Errors []struct {
+		Message    string         `json:"message"`
+		Extensions map[string]any `json:"extensions"`
+	} `json:"errors"`
+	Extensions map[string]any `json:"extensions"`
+}
+
+func post(t *testing.T, ts *httptest.Server, query string) response {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"query": query})
+	res, err := http.Post(ts.URL, "application/json", strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out response
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestThroughTheHandler(t *testing.T) {
+	ts := server(t, func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+		gqllimits.AddCostInfo(ctx, "remaining", 42)
+		return next(ctx)
+	})
+
+	cyclic := post(t, ts, `query { me { ...A } } fragment A on User { ...B } fragment B on User { ...A }`)
+	if len(cyclic.Errors) != 1 || cyclic.Errors[0].Extensions["code"] != "QUERY_TOO_COMPLEX" ||
+		cyclic.Errors[0].Message != "fragment A spreads itself (cycle A → B → A)" {
+		t.Fatalf("cyclic: %+v", cyclic)
+	}
+
+	expensive := post(t, ts, nestedConnections)
+	if len(expensive.Errors) != 1 || expensive.Errors[0].Extensions["code"] != "QUERY_TOO_COMPLEX" {
+		t.Fatalf("expensive: %+v", expensive)
+	}
+	want := map[string]any{"requestedNodes": 40400.0, "points": 404.0, "limit": 5000.0, "remaining": 42.0}
+	if got, _ := expensive.Extensions["cost"].(map[string]any); !equal(got, want) {
+		t.Fatalf("cost extension = %v, want %v", expensive.Extensions["cost"], want)
+	}
+
+	cheap := post(t, ts, `query { __typename }`)
+	if len(cheap.Errors) != 0 || cheap.Data["__typename"] != "Query" {
+		t.Fatalf("cheap: %+v", cheap)
+	}
+	want = map[string]any{"requestedNodes": 1.0, "points": 1.0, "limit": 5000.0, "remaining": 42.0}
+	if got, _ := cheap.Extensions["cost"].(map[string]any); !equal(got, want) {
+		t.Fatalf("cost extension = %v, want %v", cheap.Extensions["cost"], want)
+	}
+}
+
+func TestSetCostExtension(t *testing.T) {
+	ts := server(t, func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+		gqllimits.SetCostExtension(ctx, map[string]any{"remaining": 7, "resetAt": "soon"})
+		return next(ctx)
+	})
+	got := post(t, ts, `query { __typename }`)
+	want := map[string]any{"requestedNodes": 1.0, "points": 1.0, "limit": 5000.0, "remaining": 7.0, "resetAt": "soon"}
+	if cost, _ := got.Extensions["cost"].(map[string]any); !equal(cost, want) {
+		t.Fatalf("cost extension = %v, want %v", got.Extensions["cost"], want)
+	}
+}
+
+func equal(a, b map[string]any) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}

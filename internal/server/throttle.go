@@ -1,0 +1,151 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/taskgraph/taskgraph/internal/apperr"
+	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/gqllimits"
+	"github.com/taskgraph/taskgraph/internal/ratelimit"
+)
+
+// throttleState lets code deep in the GraphQL executor turn the HTTP answer into 429 with
+// Retry-After, although gqlgen's transport picks the status itself.
+type throttleState struct {
+	mu         sync.Mutex
+	retryAfter time.Duration
+}
+
+type throttleKey struct{}
+
+// markThrottled records that the request was refused for rate; the response becomes 429.
+func markThrottled(ctx context.Context, retryAfter time.Duration) {
+	if st, ok := ctx.Value(throttleKey{}).(*throttleState); ok {
+		st.mu.Lock()
+		st.retryAfter = max(retryAfter, time.Second)
+		st.mu.Unlock()
+	}
+}
+
+// withThrottleStatus installs the state and rewrites the status line when it is set.
+func withThrottleStatus(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := &throttleState{}
+		tw := &throttleWriter{ResponseWriter: w, st: st}
+		next.ServeHTTP(tw, r.WithContext(context.WithValue(r.Context(), throttleKey{}, st)))
+	})
+}
+
+type throttleWriter struct {
+	http.ResponseWriter
+	st          *throttleState
+	wroteHeader bool
+}
+
+func (t *throttleWriter) WriteHeader(code int) {
+	if t.wroteHeader {
+		return
+	}
+	t.wroteHeader = true
+	t.st.mu.Lock()
+	ra := t.st.retryAfter
+	t.st.mu.Unlock()
+	if ra > 0 {
+		t.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ra.Seconds()))))
+		code = http.StatusTooManyRequests
+	}
+	t.ResponseWriter.WriteHeader(code)
+}
+
+func (t *throttleWriter) Write(b []byte) (int, error) {
+	if !t.wroteHeader {
+		t.WriteHeader(http.StatusOK)
+	}
+	return t.ResponseWriter.Write(b)
+}
+
+func (t *throttleWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
+
+// costBudget charges each operation's cost points to its client (the signed-in user, else the client
+// IP) and refuses the operation once the hourly budget is spent (GitHub's model). The budget state is
+// reported in the "cost" response extension.
+type costBudget struct {
+	limiter    ratelimit.Limiter
+	user, anon ratelimit.Limit
+}
+
+var (
+	_ graphql.HandlerExtension        = costBudget{}
+	_ graphql.OperationContextMutator = costBudget{}
+)
+
+func (costBudget) ExtensionName() string                   { return "CostBudget" }
+func (costBudget) Validate(graphql.ExecutableSchema) error { return nil }
+
+func (b costBudget) MutateOperationContext(ctx context.Context, _ *graphql.OperationContext) *gqlerror.Error {
+	cost, ok := gqllimits.CostFrom(ctx)
+	if !ok {
+		return nil
+	}
+	key, limit := "ip:"+ClientIP(ctx), b.anon
+	if v, ok := auth.ViewerFrom(ctx); ok {
+		key, limit = "user:"+v.UserID.String(), b.user
+	}
+	res, err := b.limiter.Allow(ctx, "cost:"+key, limit, cost.Points)
+	if err != nil {
+		return nil // only invalid arguments reach here; never fail a request over its budget bookkeeping
+	}
+	gqllimits.AddCostInfo(ctx, "remaining", res.Remaining)
+	gqllimits.AddCostInfo(ctx, "resetAt", time.Now().Add(res.ResetAfter).UTC().Format(time.RFC3339))
+	if !res.Allowed {
+		markThrottled(ctx, res.RetryAfter)
+		msg := fmt.Sprintf("query budget spent: this query costs %d points and %d remain; retry in %s",
+			cost.Points, res.Remaining, res.RetryAfter.Round(time.Second))
+		return &gqlerror.Error{Err: apperr.Throttled(res.RetryAfter, "%s", msg), Message: msg}
+	}
+	return nil
+}
+
+// signInLimiter throttles login and register per client IP and, more tightly, per email, so guessing
+// passwords for one account or spraying many accounts from one address is slow.
+type signInLimiter struct {
+	limiter       ratelimit.Limiter
+	perIP, perKey ratelimit.Limit
+}
+
+func newSignInLimiter(l ratelimit.Limiter, perMinute int) *signInLimiter {
+	perEmail := max(1, perMinute/2)
+	return &signInLimiter{
+		limiter: l,
+		perIP:   ratelimit.PerMinute(perMinute, perMinute),
+		perKey:  ratelimit.PerMinute(perEmail, perEmail),
+	}
+}
+
+// Allow implements resolvers.SignInLimiter.
+func (s *signInLimiter) Allow(ctx context.Context, email string) error {
+	checks := []struct {
+		key   string
+		limit ratelimit.Limit
+	}{
+		{"signin:ip:" + ClientIP(ctx), s.perIP},
+		{"signin:email:" + strings.ToLower(strings.TrimSpace(email)), s.perKey},
+	}
+	for _, c := range checks {
+		res, err := s.limiter.Allow(ctx, c.key, c.limit, 1)
+		if err == nil && !res.Allowed {
+			return apperr.Throttled(res.RetryAfter, "too many sign-in attempts; retry in %s", res.RetryAfter.Round(time.Second))
+		}
+	}
+	return nil
+}
