@@ -14,6 +14,7 @@ const (
 	EntityUser       EntityKind = "user"
 	EntityTask       EntityKind = "task"
 	EntityTaskCounts EntityKind = "counts"
+	EntitySession    EntityKind = "session"
 )
 
 // EntityKey identifies one cached entity that a write changed.

@@ -64,7 +64,7 @@ func (d *DB) stores(q querier, changed *changeSet) Stores {
 	return Stores{
 		Users:    UserStore{q: q, cursors: d.cursors, changed: changed},
 		Tasks:    TaskStore{q: q, cursors: d.cursors, changed: changed},
-		Sessions: SessionStore{q: q},
+		Sessions: SessionStore{q: q, changed: changed},
 	}
 }
 

@@ -15,7 +15,26 @@ import (
 
 // SessionStore keeps sign-in sessions and their refresh-token families. Only token hashes are stored.
 type SessionStore struct {
-	q querier
+	q       querier
+	changed *changeSet
+}
+
+// Session is a live sign-in session (as cached for the per-request token check).
+type Session struct {
+	ID        uuid.UUID `db:"id"`
+	UserID    uuid.UUID `db:"user_id"`
+	ExpiresAt time.Time `db:"expires_at"`
+}
+
+// LiveByIDs returns the sessions with these ids that are not revoked (expiry is the caller's check,
+// so a cached copy can apply it too).
+func (s SessionStore) LiveByIDs(ctx context.Context, ids []uuid.UUID) ([]Session, error) {
+	rows, err := s.q.Query(ctx, `SELECT id, user_id, expires_at FROM sessions WHERE id = ANY($1) AND revoked_at IS NULL`, ids)
+	if err != nil {
+		return nil, mapError(err, "sessions")
+	}
+	sessions, err := pgx.CollectRows(rows, pgx.RowToStructByName[Session])
+	return sessions, mapError(err, "sessions")
 }
 
 // Create opens a session for userID with its first refresh token.
@@ -86,6 +105,8 @@ func (s SessionStore) Rotate(ctx context.Context, oldHash, newHash []byte, expir
 	if err != nil {
 		return Rotation{}, mapError(err, "refresh token")
 	}
+	// Committed: the session was revoked (reuse) or its expiry moved (rotation).
+	s.changed.add(ctx, EntityKey{EntitySession, r.SessionID})
 	if reused {
 		return Rotation{}, ErrRefreshReused
 	}
@@ -118,11 +139,25 @@ func (s SessionStore) Revoke(ctx context.Context, sessionID uuid.UUID) (bool, er
 	if err != nil {
 		return false, mapError(err, "session")
 	}
+	s.changed.add(ctx, EntityKey{EntitySession, sessionID})
 	return tag.RowsAffected() > 0, nil
 }
 
 // RevokeOthers ends every live session of userID except keep (e.g. after a password change).
 func (s SessionStore) RevokeOthers(ctx context.Context, userID, keep uuid.UUID) error {
-	_, err := s.q.Exec(ctx, `UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL`, userID, keep)
-	return mapError(err, "sessions")
+	rows, err := s.q.Query(ctx, `UPDATE sessions SET revoked_at = now()
+		WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL RETURNING id`, userID, keep)
+	if err != nil {
+		return mapError(err, "sessions")
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return mapError(err, "sessions")
+	}
+	keys := make([]EntityKey, len(ids))
+	for i, id := range ids {
+		keys[i] = EntityKey{EntitySession, id}
+	}
+	s.changed.add(ctx, keys...)
+	return nil
 }

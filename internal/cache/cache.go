@@ -33,6 +33,15 @@ var defaultTTLs = map[db.EntityKind]time.Duration{
 	db.EntityUser:       5 * time.Minute,
 	db.EntityTask:       5 * time.Minute,
 	db.EntityTaskCounts: time.Minute,
+	db.EntitySession:    5 * time.Minute,
+}
+
+// ttlFor is the TTL of kind; unknown kinds get a minute rather than none.
+func ttlFor(kind db.EntityKind) time.Duration {
+	if ttl, ok := defaultTTLs[kind]; ok {
+		return ttl
+	}
+	return time.Minute
 }
 
 // Cache is safe for concurrent use. A nil *Cache is valid and caches nothing.
@@ -212,7 +221,7 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 			}
 		}
 		if useStore && len(fill) > 0 {
-			_ = c.do(lctx, func(ctx context.Context) error { return c.store.fill(ctx, fill, defaultTTLs[kind]) })
+			_ = c.do(lctx, func(ctx context.Context) error { return c.store.fill(ctx, fill, ttlFor(kind)) })
 		}
 		return m, nil
 	})

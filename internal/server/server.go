@@ -56,7 +56,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 	}
 	mux := http.NewServeMux()
 	graphqlChain := withThrottleStatus(guardGraphQL(d.Config.MaxBodyBytes,
-		auth.Middleware(d.Tokens, d.DB.Stores().Sessions.Lookup, d.Logger)(
+		auth.Middleware(d.Tokens, sessionLookup(d.DB, d.Cache), d.Logger)(
 			loaders.Middleware(d.DB, d.Cache)(gql))))
 	mux.Handle("/graphql", graphqlChain)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -127,13 +129,33 @@ func NewDatabase(t testing.TB) *Database {
 // StatementCounter is a pgx tracer that counts every SQL statement sent, batched ones included.
 type StatementCounter struct {
 	n atomic.Int64
+
+	mu     sync.Mutex
+	recent []string // the last statements, for failure messages
+}
+
+func (c *StatementCounter) record(sql string) {
+	c.n.Add(1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.recent = append(c.recent, strings.Join(strings.Fields(sql), " "))
+	if len(c.recent) > 50 {
+		c.recent = c.recent[len(c.recent)-50:]
+	}
+}
+
+// Recent returns up to the last n statements, oldest first.
+func (c *StatementCounter) Recent(n int) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.recent[max(0, len(c.recent)-n):])
 }
 
 // Count returns how many statements have run so far.
 func (c *StatementCounter) Count() int64 { return c.n.Load() }
 
-func (c *StatementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	c.n.Add(1)
+func (c *StatementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	c.record(d.SQL)
 	return ctx
 }
 
@@ -143,8 +165,8 @@ func (c *StatementCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ p
 	return ctx
 }
 
-func (c *StatementCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {
-	c.n.Add(1)
+func (c *StatementCounter) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	c.record(d.SQL)
 }
 
 func (c *StatementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
