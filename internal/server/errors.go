@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"regexp"
 	"runtime/debug"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/errcode"
@@ -53,7 +55,7 @@ func errorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 			out.Extensions["code"] = persistedQueryNotFound
 			return out
 		case code == errcode.ParseFailed || code == errcode.ValidationFailed:
-			out.Message = base.Message
+			out.Message, out.Path = redactRequestValues(base.Message, base.Path)
 			out.Extensions["code"] = string(apperr.BadUserInput)
 			return out
 		}
@@ -64,6 +66,52 @@ func errorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 		out.Extensions["requestId"] = id
 		return out
 	}
+}
+
+var (
+	// graphQLName is what a document's identifiers look like; such words are safe to repeat.
+	graphQLName = regexp.MustCompile(`^[_A-Za-z][_0-9A-Za-z]{0,63}$`)
+	// punctuator is what the lexer quotes in syntax errors (Unexpected "}").
+	punctuator = regexp.MustCompile(`^(?:[!$&():=@\[\]{|}]|\.\.\.)$`)
+	// quotedText is a double-quoted string inside a message, with escapes.
+	quotedText = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+	// notAValidEnum is gqlparser's message for a variable's unknown enum value, which it prints unquoted.
+	notAValidEnum = regexp.MustCompile(`(?s)^(.*) is not a valid ([_A-Za-z][_0-9A-Za-z]*)$`)
+	// operationNotFound is gqlgen's message for an operationName that names no operation.
+	operationNotFound = regexp.MustCompile(`(?s)^operation (.*) not found$`)
+)
+
+// maxDocumentErrorLen bounds a document error's message: gqlparser prints offending literals in full.
+const maxDocumentErrorLen = 300
+
+// redactRequestValues keeps gqlparser's and gqlgen's document errors useful without repeating what
+// the client sent: values (string literals, variable values, the operationName, unknown input keys in
+// the path) are replaced by "…" unless they look like GraphQL names, and the message is bounded.
+func redactRequestValues(msg string, path ast.Path) (string, ast.Path) {
+	if m := operationNotFound.FindStringSubmatch(msg); m != nil {
+		msg = "operationName does not name an operation of the document"
+	}
+	if m := notAValidEnum.FindStringSubmatch(msg); m != nil && !graphQLName.MatchString(m[1]) {
+		msg = "the value is not a valid " + m[2]
+	}
+	msg = quotedText.ReplaceAllStringFunc(msg, func(q string) string {
+		inner := q[1 : len(q)-1]
+		if graphQLName.MatchString(inner) || punctuator.MatchString(inner) {
+			return q
+		}
+		return `"…"`
+	})
+	if utf8.RuneCountInString(msg) > maxDocumentErrorLen {
+		msg = string([]rune(msg)[:maxDocumentErrorLen]) + "…"
+	}
+	var out ast.Path
+	for _, el := range path {
+		if name, ok := el.(ast.PathName); ok && !graphQLName.MatchString(string(name)) {
+			el = ast.PathName("…")
+		}
+		out = append(out, el)
+	}
+	return msg, out
 }
 
 // recoverFunc turns a resolver panic into an error, logging the stack; the presenter then shows it as

@@ -19,6 +19,7 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/google/uuid"
 	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
 	"github.com/vektah/gqlparser/v2/parser"
 
 	"github.com/taskgraph/taskgraph/internal/apperr"
@@ -143,9 +144,11 @@ func guardGraphQL(maxBody int64, next http.Handler) http.Handler {
 			}
 			if isMutation(params.Get("query"), params.Get("operationName")) {
 				w.Header().Set("Allow", "POST")
-				writeError(w, http.StatusMethodNotAllowed, apperr.BadUserInput, "mutations must be sent with POST; GET only runs queries")
+				writeError(w, http.StatusMethodNotAllowed, apperr.BadUserInput, msgGETMutation)
 				return
 			}
+			// A persisted-query hash hides the document from this check; getRunsQueriesOnly repeats it.
+			r = r.WithContext(context.WithValue(r.Context(), getRequestKey{}, true))
 		case http.MethodOptions:
 		default:
 			w.Header().Set("Allow", "GET, POST")
@@ -154,6 +157,31 @@ func guardGraphQL(maxBody int64, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+const msgGETMutation = "mutations must be sent with POST; GET only runs queries"
+
+type getRequestKey struct{}
+
+// getRunsQueriesOnly refuses, after the document is known, a GET whose operation is not a query: one
+// reached through a persisted-query hash (APQ or trusted documents) that guardGraphQL could not see.
+// gqlgen's own check would answer 406 with an uncoded error.
+type getRunsQueriesOnly struct{}
+
+var (
+	_ graphql.HandlerExtension        = getRunsQueriesOnly{}
+	_ graphql.OperationContextMutator = getRunsQueriesOnly{}
+)
+
+func (getRunsQueriesOnly) ExtensionName() string                   { return "GETRunsQueriesOnly" }
+func (getRunsQueriesOnly) Validate(graphql.ExecutableSchema) error { return nil }
+
+func (getRunsQueriesOnly) MutateOperationContext(ctx context.Context, opCtx *graphql.OperationContext) *gqlerror.Error {
+	if get, _ := ctx.Value(getRequestKey{}).(bool); !get || opCtx.Operation == nil || opCtx.Operation.Operation == ast.Query {
+		return nil
+	}
+	markStatus(ctx, http.StatusMethodNotAllowed, "Allow", "POST")
+	return refusal(apperr.BadUserInput, msgGETMutation)
 }
 
 func decodeJSON(b []byte, v any) error {

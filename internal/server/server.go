@@ -121,6 +121,10 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 	limits.MaxDepth = int(d.Config.QueryMaxDepth)
 	limits.MaxNodes = int(d.Config.QueryMaxNodes)
 	srv.Use(gqllimits.NewGuard(limits, 2048))
+	// After validation: what gqlparser lets through but the spec does not, and mutations that a GET
+	// reached through a persisted-query hash (guardGraphQL sees only documents sent as text).
+	srv.Use(&strictVariables{})
+	srv.Use(getRunsQueriesOnly{})
 	// After validation: cost, then the client's budget for it.
 	srv.Use(gqllimits.NewCostLimit(limits.MaxNodes))
 	if d.Limiter != nil {
@@ -158,13 +162,23 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// readHeaderTimeout is how long a client may take to send its request headers: 5 s, or less when
+// HTTP_READ_TIMEOUT (the time for the whole request, headers included) is shorter.
+func readHeaderTimeout(read time.Duration) time.Duration {
+	const headers = 5 * time.Second
+	if read > 0 && read < headers {
+		return read
+	}
+	return headers
+}
+
 // Run serves h on cfg.HTTPAddr until ctx ends, then drains in-flight requests for up to
 // cfg.ShutdownTimeout. ready, when non-nil, receives the bound address once listening.
 func Run(ctx context.Context, cfg config.Config, h http.Handler, logger *slog.Logger, ready chan<- net.Addr) error {
 	srv := &http.Server{
 		Addr:              cfg.HTTPAddr,
 		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: readHeaderTimeout(cfg.ReadTimeout),
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.WriteTimeout,
 		IdleTimeout:       cfg.IdleTimeout,

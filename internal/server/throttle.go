@@ -24,6 +24,8 @@ import (
 type throttleState struct {
 	mu         sync.Mutex
 	retryAfter time.Duration
+	status     int         // another status for a refusal made inside the executor (0: gqlgen's)
+	header     http.Header // headers that go with status
 }
 
 type throttleKey struct{}
@@ -33,6 +35,22 @@ func markThrottled(ctx context.Context, retryAfter time.Duration) {
 	if st, ok := ctx.Value(throttleKey{}).(*throttleState); ok {
 		st.mu.Lock()
 		st.retryAfter = max(retryAfter, time.Second)
+		st.mu.Unlock()
+	}
+}
+
+// markStatus makes the response carry status (and header: value) instead of the one gqlgen picks, for
+// refusals made inside the executor that HTTP has a better answer for. RATE_LIMITED still wins.
+func markStatus(ctx context.Context, status int, header, value string) {
+	if st, ok := ctx.Value(throttleKey{}).(*throttleState); ok {
+		st.mu.Lock()
+		st.status = status
+		if header != "" {
+			if st.header == nil {
+				st.header = http.Header{}
+			}
+			st.header.Set(header, value)
+		}
 		st.mu.Unlock()
 	}
 }
@@ -58,8 +76,14 @@ func (t *throttleWriter) WriteHeader(code int) {
 	}
 	t.wroteHeader = true
 	t.st.mu.Lock()
-	ra := t.st.retryAfter
+	ra, status, header := t.st.retryAfter, t.st.status, t.st.header
 	t.st.mu.Unlock()
+	if status != 0 {
+		for k, vs := range header {
+			t.Header()[k] = vs
+		}
+		code = status
+	}
 	if ra > 0 {
 		t.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ra.Seconds()))))
 		code = http.StatusTooManyRequests

@@ -80,14 +80,45 @@ func refusal(code apperr.Code, msg string) *gqlerror.Error {
 // persistedQueries is gqlgen's automatic persisted queries with its request errors (bad extension
 // data, a hash that does not match) given the BAD_USER_INPUT code; "not found" keeps the protocol's
 // own code, which clients answer by resending the document.
+//
+// A document sent with its hash is registered only once the operation is about to run: after it
+// parsed, validated, passed the limits and was paid for from the client's budget. gqlgen registers it on
+// arrival, so a client could fill the store (every instance's memory, and Redis for a day) with
+// documents that are refused, as large as the body limit, without spending anything.
 type persistedQueries struct {
 	apq extension.AutomaticPersistedQuery
 }
 
+// maxPersistedDocumentBytes bounds what one registration stores; a larger document still runs, it is
+// just not remembered (the client keeps sending it in full).
+const maxPersistedDocumentBytes = 32 << 10
+
+// pendingDocumentKey holds, in the operation's Stats, the document to register once it runs.
+const pendingDocumentKey = "PersistedQueries.pending"
+
+type pendingDocument struct{ hash, query string }
+
+// deferredAdd is the APQ cache as gqlgen sees it while checking parameters: reads go to the store,
+// registrations wait in the operation context.
+type deferredAdd struct{ graphql.Cache[string] }
+
+func (deferredAdd) Add(ctx context.Context, hash, query string) {
+	if graphql.HasOperationContext(ctx) {
+		graphql.GetOperationContext(ctx).Stats.SetExtension(pendingDocumentKey, pendingDocument{hash: hash, query: query})
+	}
+}
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.OperationParameterMutator
+	graphql.OperationInterceptor
+} = persistedQueries{}
+
 func (p persistedQueries) ExtensionName() string                     { return "PersistedQueries" }
 func (p persistedQueries) Validate(s graphql.ExecutableSchema) error { return p.apq.Validate(s) }
 func (p persistedQueries) MutateOperationParameters(ctx context.Context, raw *graphql.RawParams) *gqlerror.Error {
-	err := p.apq.MutateOperationParameters(ctx, raw)
+	apq := extension.AutomaticPersistedQuery{Cache: deferredAdd{p.apq.Cache}}
+	err := apq.MutateOperationParameters(ctx, raw)
 	if err == nil {
 		return nil
 	}
@@ -95,4 +126,15 @@ func (p persistedQueries) MutateOperationParameters(ctx context.Context, raw *gr
 		return err
 	}
 	return refusal(apperr.BadUserInput, "persisted query: "+err.Message)
+}
+
+// InterceptOperation registers the document of an operation that passed every check before it runs.
+func (p persistedQueries) InterceptOperation(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	if graphql.HasOperationContext(ctx) {
+		if doc, ok := graphql.GetOperationContext(ctx).Stats.GetExtension(pendingDocumentKey).(pendingDocument); ok &&
+			len(doc.query) <= maxPersistedDocumentBytes {
+			p.apq.Cache.Add(ctx, doc.hash, doc.query)
+		}
+	}
+	return next(ctx)
 }
