@@ -94,12 +94,13 @@ type ComplexityRoot struct {
 	}
 
 	Query struct {
-		Me    func(childComplexity int) int
-		Node  func(childComplexity int, id string) int
-		Nodes func(childComplexity int, ids []string) int
-		Task  func(childComplexity int, id string) int
-		Tasks func(childComplexity int, first *int, after *string, last *int, before *string, filter *db.TaskFilter, orderBy *db.TaskOrder) int
-		Users func(childComplexity int, first *int, after *string, last *int, before *string, filter *db.UserFilter, orderBy *db.UserOrder) int
+		APIVersion func(childComplexity int) int
+		Me         func(childComplexity int) int
+		Node       func(childComplexity int, id string) int
+		Nodes      func(childComplexity int, ids []string) int
+		Task       func(childComplexity int, id string) int
+		Tasks      func(childComplexity int, first *int, after *string, last *int, before *string, filter *db.TaskFilter, orderBy *db.TaskOrder) int
+		Users      func(childComplexity int, first *int, after *string, last *int, before *string, filter *db.UserFilter, orderBy *db.UserOrder) int
 	}
 
 	Task struct {
@@ -182,6 +183,7 @@ type MutationResolver interface {
 	DeleteTask(ctx context.Context, id string, input *model.DeleteTaskInput) (*model.DeleteTaskPayload, error)
 }
 type QueryResolver interface {
+	APIVersion(ctx context.Context) (string, error)
 	Me(ctx context.Context) (*db.User, error)
 	Node(ctx context.Context, id string) (db.Node, error)
 	Nodes(ctx context.Context, ids []string) ([]db.Node, error)
@@ -417,6 +419,13 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.PageInfo.StartCursor(childComplexity), true
+
+	case "Query.apiVersion":
+		if e.ComplexityRoot.Query.APIVersion == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.APIVersion(childComplexity), true
 
 	case "Query.me":
 		if e.ComplexityRoot.Query.Me == nil {
@@ -866,6 +875,8 @@ enum ErrorCode {
 }
 
 type Query {
+  "The API's semantic version; also sent in every response's extensions.apiVersion."
+  apiVersion: String!
   "The signed-in user."
   me: User! @auth
   "Fetches any object by its global ID. Objects you may not see answer exactly like missing ones (NOT_FOUND)."
@@ -2748,6 +2759,29 @@ func (ec *executionContext) _PageInfo_endCursor(ctx context.Context, field graph
 }
 func (ec *executionContext) fieldContext_PageInfo_endCursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("PageInfo", field, false, false, "String")
+}
+
+func (ec *executionContext) _Query_apiVersion(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_apiVersion(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().APIVersion(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_apiVersion(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Query", field, true, true, "String")
 }
 
 func (ec *executionContext) _Query_me(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
@@ -6285,6 +6319,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 		switch field.Name {
 		case "__typename":
 			out.Values[i] = graphql.MarshalString("Query")
+		case "apiVersion":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_apiVersion(ctx, field)
+				})
 		case "me":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,

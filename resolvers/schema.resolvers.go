@@ -15,6 +15,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/loaders"
+	"github.com/taskgraph/taskgraph/internal/schemaversion"
 )
 
 func (r *mutationResolver) Register(ctx context.Context, input model.RegisterInput) (*model.AuthPayload, error) {
@@ -201,6 +202,10 @@ func (r *mutationResolver) DeleteTask(ctx context.Context, id string, input *mod
 		return nil, err
 	}
 	return &model.DeleteTaskPayload{DeletedTaskID: id}, nil
+}
+
+func (r *queryResolver) APIVersion(ctx context.Context) (string, error) {
+	return schemaversion.Version, nil
 }
 
 func (r *queryResolver) Me(ctx context.Context) (*db.User, error) {

@@ -99,12 +99,6 @@ func tags(v *apperr.Violations, field string, in []string) []string {
 	return out
 }
 
-func validStatus(s db.TaskStatus) bool {
-	return s == db.StatusTodo || s == db.StatusInProgress || s == db.StatusDone
-}
-
-func validPriority(p db.Priority) bool { return p >= db.PriorityLow && p <= db.PriorityUrgent }
-
 // validateTaskFilter checks and normalizes a filter in place.
 func validateTaskFilter(f *db.TaskFilter) error {
 	if f == nil {

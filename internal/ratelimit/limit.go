@@ -54,9 +54,6 @@ func check(l Limit, n int) error {
 	return nil
 }
 
-// emission is the time one event's budget takes to come back.
-func (l Limit) emission() time.Duration { return l.Period / time.Duration(l.Rate) }
-
 // perSecond is the refill rate in events per second.
 func (l Limit) perSecond() float64 { return float64(l.Rate) / l.Period.Seconds() }
 

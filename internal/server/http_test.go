@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskgraph/taskgraph/internal/schemaversion"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -565,4 +566,33 @@ func TestDocumentErrorsAreBadUserInput(t *testing.T) {
 	if strings.Contains(env.Logs.String(), `"level":"ERROR"`) {
 		t.Errorf("document errors were logged as server errors:\n%s", env.Logs.String())
 	}
+}
+
+func TestAPIVersionAndVersionedPath(t *testing.T) {
+	env := testsupport.NewEnv(t, nil)
+	c := env.Anonymous()
+	for _, path := range []string{"/graphql", "/api/v1/graphql"} {
+		res := c.Raw(t, http.MethodPost, path, "application/json", []byte(`{"query":"{ apiVersion }"}`))
+		var data struct{ APIVersion string }
+		res.Decode(t, &data)
+		if res.Status != http.StatusOK || data.APIVersion != schemaversion.Version {
+			t.Fatalf("%s: status %d, apiVersion %q; want 200 and %q", path, res.Status, data.APIVersion, schemaversion.Version)
+		}
+	}
+	// Errors carry the version too, so a client can report which API refused it.
+	raw := rawPost(t, env, `{"query":"{ nope }"}`)
+	if !strings.Contains(raw, `"apiVersion":"`+schemaversion.Version+`"`) {
+		t.Fatalf("error response lacks extensions.apiVersion: %s", raw)
+	}
+}
+
+func rawPost(t *testing.T, env *testsupport.Env, body string) string {
+	t.Helper()
+	res, err := env.Server.Client().Post(env.Server.URL+"/graphql", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return string(b)
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler"
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
@@ -30,6 +31,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/gqllimits"
 	"github.com/taskgraph/taskgraph/internal/loaders"
 	"github.com/taskgraph/taskgraph/internal/ratelimit"
+	"github.com/taskgraph/taskgraph/internal/schemaversion"
 	"github.com/taskgraph/taskgraph/resolvers"
 )
 
@@ -59,6 +61,8 @@ func NewHandler(d Deps) (http.Handler, error) {
 		auth.Middleware(d.Tokens, sessionLookup(d.DB, d.Cache), d.Logger)(
 			loaders.Middleware(d.DB, d.Cache)(gql))))
 	mux.Handle("/graphql", graphqlChain)
+	// Clients that pin a versioned path get the same endpoint.
+	mux.Handle("/api/v1/graphql", graphqlChain)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -104,6 +108,17 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 	srv.SetParserTokenLimit(parserTokenLimit)
 	srv.SetErrorPresenter(errorPresenter(d.Logger))
 	srv.SetRecoverFunc(recoverFunc(d.Logger))
+	// Every GraphQL answer names the API version it was served by.
+	srv.AroundResponses(func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+		resp := next(ctx)
+		if resp != nil {
+			if resp.Extensions == nil {
+				resp.Extensions = map[string]any{}
+			}
+			resp.Extensions["apiVersion"] = schemaversion.Version
+		}
+		return resp
+	})
 
 	// Parameter mutators run in order before gqlgen parses: first find the document (trusted
 	// documents or APQ), then refuse hostile ones before gqlgen's validator sees them.
