@@ -1,5 +1,5 @@
 # Taskgraph developer commands. `make test` is what CI runs (after .ci/run starts the services).
-.PHONY: run test generate build
+.PHONY: run test generate build bench
 
 run:
 	go run ./cmd/taskgraph
@@ -12,3 +12,9 @@ generate:
 
 build:
 	CGO_ENABLED=0 go build -trimpath -o bin/taskgraph ./cmd/taskgraph
+
+# Load benchmark: seeds the taskgraph_bench database (reused when its size matches), runs the server
+# against it with the Redis cache off and on, and writes docs/benchmarks.md. Pass flags with
+# BENCH_FLAGS, e.g. make bench BENCH_FLAGS="-quick" (see bin/taskgraph bench -h).
+bench: build
+	bin/taskgraph bench $(BENCH_FLAGS)

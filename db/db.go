@@ -80,9 +80,9 @@ func (d *DB) InTx(ctx context.Context, fn func(Stores) error) error {
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
 		return fn(d.stores(tx, changed))
 	})
-	if err == nil {
-		changed.flush(ctx)
-	}
+	// Even on error: a COMMIT whose answer was lost may still have applied, and a needless
+	// invalidation only costs a cache miss.
+	changed.flush(ctx)
 	return err
 }
 

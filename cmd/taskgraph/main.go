@@ -12,16 +12,25 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/bench"
+	"github.com/taskgraph/taskgraph/internal/cache"
 	"github.com/taskgraph/taskgraph/internal/config"
+	"github.com/taskgraph/taskgraph/internal/observe"
+	"github.com/taskgraph/taskgraph/internal/redisx"
 	"github.com/taskgraph/taskgraph/internal/server"
 )
 
@@ -45,6 +54,8 @@ Usage:
   taskgraph [serve]               run the server (creates and migrates the database on start)
   taskgraph migrate               apply database migrations and exit
   taskgraph set-role EMAIL ROLE   set a user's role (USER or ADMIN)
+  taskgraph healthcheck           exit 0 if the local server's /healthz answers 200 (for containers)
+  taskgraph bench [flags]         run the load benchmark (see docs/benchmarks.md)
   taskgraph --help                show this help
 
 Settings come from the environment:
@@ -60,7 +71,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stdout, usageText)
 		config.Usage(stdout)
 		return nil
+	case "healthcheck":
+		// For container health checks: no database, no secret, exit 1 on failure.
+		return healthcheck(ctx, getenv)
 	case "serve", "migrate", "set-role":
+	case "bench":
+		return bench.Main(ctx, args[1:], stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usageText)
 		config.Usage(stderr)
@@ -77,7 +93,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logger.Warn("JWT_SECRET is not set: using a random secret for this run; tokens and cursors will not survive a restart")
 	}
 
-	pool, err := openDatabase(ctx, cfg)
+	// Metrics exist before the pool so its tracer times every statement from the first.
+	reg := prometheus.NewRegistry()
+	metrics, err := observe.New(reg)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	pool, err := openDatabase(ctx, cfg, metrics.PGXTracer())
 	if err != nil {
 		return err
 	}
@@ -88,17 +110,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logger.Info("migrations applied")
 		return nil
 	case "set-role":
-		return setRole(ctx, pool, args[1:], stdout)
+		return setRole(ctx, cfg, pool, args[1:], stdout, logger)
 	}
-	return serve(ctx, cfg, pool, logger)
+	return serve(ctx, cfg, pool, logger, server.Observability{Metrics: metrics, Gatherer: reg})
 }
 
 // openDatabase creates the database if needed, connects and migrates: a fresh machine needs no setup.
-func openDatabase(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
+func openDatabase(ctx context.Context, cfg config.Config, tracer pgx.QueryTracer) (*pgxpool.Pool, error) {
 	if err := db.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
 		return nil, err
 	}
-	pool, err := db.OpenPool(ctx, cfg.DatabaseURL, db.PoolOptions{MaxConns: cfg.DBMaxConns})
+	pool, err := db.OpenPool(ctx, cfg.DatabaseURL, db.PoolOptions{MaxConns: cfg.DBMaxConns, Tracer: tracer})
 	if err != nil {
 		return nil, err
 	}
@@ -109,8 +131,8 @@ func openDatabase(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error)
 	return pool, nil
 }
 
-func serve(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger) error {
-	app, err := server.Build(cfg, pool, logger)
+func serve(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs server.Observability) error {
+	app, err := server.Build(cfg, pool, logger, obs)
 	if err != nil {
 		return err
 	}
@@ -118,7 +140,7 @@ func serve(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *s
 	return server.Run(ctx, cfg, app.Handler, logger, nil)
 }
 
-func setRole(ctx context.Context, pool *pgxpool.Pool, args []string, stdout io.Writer) error {
+func setRole(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, args []string, stdout io.Writer, logger *slog.Logger) error {
 	if len(args) != 2 {
 		return fmt.Errorf("%w: set-role needs EMAIL and ROLE", errUsage)
 	}
@@ -126,11 +148,25 @@ func setRole(ctx context.Context, pool *pgxpool.Pool, args []string, stdout io.W
 	if !role.Valid() {
 		return fmt.Errorf("%w: role must be USER or ADMIN, got %q", errUsage, args[1])
 	}
-	u, err := db.New(pool, nil).Stores().Users.SetRole(ctx, args[0], role)
+	// Running servers cache users (and take roles from them): with a shared Redis cache, invalidate
+	// it so the change applies at once; an in-process cache picks it up within its TTL.
+	var opts []db.Option
+	if cfg.RedisURL != "" && cfg.CacheEnabled {
+		rdb, err := redisx.NewClient(cfg.RedisURL)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		opts = append(opts, db.WithInvalidator(cache.NewRedis(rdb, server.RedisPrefix+"cache:", logger)))
+	}
+	u, err := db.New(pool, nil, opts...).Stores().Users.SetRole(ctx, args[0], role)
 	if err != nil {
 		return fmt.Errorf("set role of %s: %w", args[0], err)
 	}
 	fmt.Fprintf(stdout, "%s is now %s\n", u.Email, u.Role)
+	if cfg.RedisURL == "" {
+		fmt.Fprintln(stdout, "note: without REDIS_URL, running servers apply the change within 5 minutes (their cache TTL)")
+	}
 	return nil
 }
 
@@ -140,4 +176,34 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 		l = slog.LevelInfo
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// healthcheck asks the server on HTTP_ADDR (this host) for /healthz.
+func healthcheck(ctx context.Context, getenv func(string) string) error {
+	addr := strings.TrimSpace(getenv("HTTP_ADDR"))
+	if addr == "" {
+		addr = ":8080"
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("healthcheck: HTTP_ADDR %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: /healthz answered %s", resp.Status)
+	}
+	return nil
 }

@@ -3,8 +3,12 @@
 //
 // Rules it keeps:
 //   - Writes invalidate after commit (db calls Invalidate); fills never overwrite, so an invalidation
-//     is never undone by a slow reader.
+//     is never undone by a slow reader: a fill lands in the epoch its load started in, and a load
+//     slower than half the tombstone's life does not fill at all. A read that starts after an
+//     invalidation never waits for a load that started before it.
 //   - A Redis fault is a cache miss, never an error: reads go to PostgreSQL and the fault is counted.
+//     Each Redis call is capped (callBudget), so a failing Redis costs a request little even before
+//     the breaker opens.
 //   - If an invalidation could not reach Redis, Redis is bypassed until the cache epoch has been bumped,
 //     so no value written before the lost invalidation is ever served again.
 //   - Concurrent misses for the same entity collapse into one database read.
@@ -52,8 +56,11 @@ type Cache struct {
 	logger *slog.Logger
 	flight flightGroup
 
-	// suspect is set when an invalidation was lost; Redis is bypassed until the epoch is bumped.
-	suspect atomic.Bool
+	// lost counts invalidations that could not reach Redis; repaired is the value of lost that the
+	// latest epoch bump covers. While they differ Redis is suspect and bypassed.
+	lost, repaired atomic.Int64
+
+	now func() time.Time // the clock that times loads against tombstoneTTL
 
 	hits, misses, faults atomic.Int64
 }
@@ -64,12 +71,12 @@ func NewLocal(maxEntries int, logger *slog.Logger) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Cache{store: s, logger: logger}, nil
+	return &Cache{store: s, logger: logger, now: time.Now}, nil
 }
 
 // NewRedis returns a cache in Redis under keys starting with prefix.
 func NewRedis(rdb *redis.Client, prefix string, logger *slog.Logger) *Cache {
-	c := &Cache{logger: logger}
+	c := &Cache{logger: logger, now: time.Now}
 	c.redis = newRedisStore(rdb, prefix)
 	c.store = c.redis
 	c.guard = redisx.NewGuard("cache", logger, redisx.GuardOptions{OnRecover: func() {
@@ -93,11 +100,21 @@ func (c *Cache) Stats() Stats {
 	return Stats{Hits: c.hits.Load(), Misses: c.misses.Load(), Faults: c.faults.Load()}
 }
 
-// do runs a store call, through the breaker when Redis backs the cache.
+// callBudget caps one Redis call, like ratelimit's primaryBudget: the client's timeouts alone do not
+// bound a call (go-redis retries failed dials and handshakes with backoff, ~0.5 s against a server
+// that refuses), and past this a database read is worth more than the cache.
+const callBudget = redisx.IOTimeout + 50*time.Millisecond
+
+// do runs a store call, through the breaker and within callBudget when Redis backs the cache.
 func (c *Cache) do(ctx context.Context, fn func(context.Context) error) error {
 	var err error
 	if c.guard != nil {
-		err = c.guard.Do(ctx, fn)
+		if err := ctx.Err(); err != nil {
+			return err // the caller gave up: a miss, but no fault of Redis (and no breaker failure)
+		}
+		cctx, cancel := context.WithTimeout(ctx, callBudget)
+		defer cancel()
+		err = c.guard.Do(cctx, fn)
 	} else {
 		err = fn(ctx)
 	}
@@ -120,38 +137,63 @@ func (c *Cache) Invalidate(ctx context.Context, keys []db.EntityKey) {
 	for i, k := range keys {
 		strs[i] = key(k.Kind, k.ID)
 	}
+	// A load already running for these keys may carry the rows from before the write: later reads
+	// must start their own load rather than wait for that one.
+	c.flight.forget(strs)
 	if err := c.do(ctx, func(ctx context.Context) error { return c.store.invalidate(ctx, strs) }); err != nil {
-		c.suspect.Store(true)
+		c.lost.Add(1)
 		c.logger.WarnContext(ctx, "cache invalidation lost; bypassing Redis until the cache is retired", "err", err, "keys", len(strs))
 	}
 }
 
+// suspect reports whether an invalidation was lost since the last epoch bump.
+func (c *Cache) suspect() bool { return c.lost.Load() != c.repaired.Load() }
+
 // repair retires every entry (bumps the epoch) after a lost invalidation, then trusts Redis again.
 func (c *Cache) repair(ctx context.Context) {
-	if c.redis == nil || !c.suspect.Load() {
+	if c.redis == nil {
+		return
+	}
+	// Only invalidations lost before the bump is sent are covered by it; one lost while the retire
+	// runs may come after the bump and keeps Redis suspect until the next repair.
+	lost := c.lost.Load()
+	if lost == c.repaired.Load() {
 		return
 	}
 	if err := c.do(ctx, c.redis.retire); err != nil {
 		return
 	}
-	c.suspect.Store(false)
-	c.logger.InfoContext(ctx, "cache retired after a lost invalidation; Redis trusted again")
+	for {
+		r := c.repaired.Load()
+		if r >= lost || c.repaired.CompareAndSwap(r, lost) {
+			break
+		}
+	}
+	if !c.suspect() {
+		c.logger.InfoContext(ctx, "cache retired after a lost invalidation; Redis trusted again")
+	}
 }
 
 // usable reports whether reads and fills may use the store right now.
 func (c *Cache) usable(ctx context.Context) bool {
-	if !c.suspect.Load() {
+	if !c.suspect() {
 		return true
 	}
 	if c.guard != nil && !c.guard.Open() {
 		c.repair(ctx)
 	}
-	return !c.suspect.Load()
+	return !c.suspect()
 }
 
 // loadTimeout bounds a shared database load, which runs detached from any one request so that one
 // caller giving up does not fail the others waiting on it.
 const loadTimeout = 10 * time.Second
+
+// maxFillDelay is how long after its load started a fill may still be stored. An invalidation that
+// the load's rows predate was written after the load started, so its tombstone lives at least until
+// start+tombstoneTTL; filling well before that keeps "set if absent" meaningful. Slower loads are
+// returned but not cached.
+const maxFillDelay = tombstoneTTL / 2
 
 // Many returns the entities of kind with these ids, from the cache where possible and from load for
 // the rest (filling the cache). Ids that load does not return are absent from the result.
@@ -171,6 +213,7 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 
 	useStore := c.usable(ctx)
 	missing := ids
+	var gen int64 // the store generation (Redis epoch) this read saw; its fills go there
 	if useStore {
 		keys := make([]string, len(ids))
 		for i, id := range ids {
@@ -184,6 +227,7 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 		}); err != nil {
 			found = nil // a cache fault is a miss
 		}
+		gen = c.store.generation()
 		missing = missing[:0:0]
 		for i, id := range ids {
 			v, ok := found[keys[i]]
@@ -208,6 +252,7 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 	loaded, err := c.flight.do(ctx, string(kind), missing, func(ids []uuid.UUID) (map[uuid.UUID]any, error) {
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loadTimeout)
 		defer cancel()
+		start := c.now()
 		rows, err := load(lctx, ids)
 		if err != nil {
 			return nil, err
@@ -220,8 +265,10 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 				fill[key(kind, idOf(rows[i]))] = string(b)
 			}
 		}
-		if useStore && len(fill) > 0 {
-			_ = c.do(lctx, func(ctx context.Context) error { return c.store.fill(ctx, fill, ttlFor(kind)) })
+		if age := c.now().Sub(start); useStore && len(fill) > 0 && age < maxFillDelay {
+			fctx, cancel := context.WithTimeout(lctx, maxFillDelay-age)
+			defer cancel()
+			_ = c.do(fctx, func(ctx context.Context) error { return c.store.fill(ctx, gen, fill, ttlFor(kind)) })
 		}
 		return m, nil
 	})

@@ -46,6 +46,8 @@ func (d *Documents) Get(ctx context.Context, hash string) (string, bool) {
 		return "", false
 	}
 	var doc string
+	ctx, cancel := context.WithTimeout(ctx, callBudget)
+	defer cancel()
 	err := d.guard.Do(ctx, func(ctx context.Context) error {
 		var err error
 		doc, err = d.rdb.GetEx(ctx, d.prefix+hash, documentTTL).Result()
@@ -64,7 +66,9 @@ func (d *Documents) Add(ctx context.Context, hash, doc string) {
 	if d.rdb == nil {
 		return
 	}
-	_ = d.guard.Do(context.WithoutCancel(ctx), func(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callBudget)
+	defer cancel()
+	_ = d.guard.Do(ctx, func(ctx context.Context) error {
 		return d.rdb.Set(ctx, d.prefix+hash, doc, documentTTL).Err()
 	})
 }

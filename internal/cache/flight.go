@@ -48,9 +48,11 @@ func (g *flightGroup) do(ctx context.Context, kind string, ids []uuid.UUID,
 		vals, err := safeLoad(load, lead)
 		g.mu.Lock()
 		for _, id := range lead {
-			c := g.calls[kind+":"+id.String()]
+			c, k := waits[id], kind+":"+id.String() // this caller's own call
 			c.val, c.err = vals[id], err
-			delete(g.calls, kind+":"+id.String())
+			if g.calls[k] == c { // forget may have replaced it with a newer load
+				delete(g.calls, k)
+			}
 			close(c.done)
 		}
 		g.mu.Unlock()
@@ -71,6 +73,16 @@ func (g *flightGroup) do(ctx context.Context, kind string, ids []uuid.UUID,
 		}
 	}
 	return out, nil
+}
+
+// forget detaches the loads running for keys (kind:id, as in do) from later callers, which start
+// their own load; callers already waiting keep waiting for the running one.
+func (g *flightGroup) forget(keys []string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, k := range keys {
+		delete(g.calls, k)
+	}
 }
 
 // safeLoad turns a panic in load into an error, so waiters are always released.

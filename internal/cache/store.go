@@ -23,9 +23,12 @@ const (
 type store interface {
 	// getMulti returns the values found (tombstones included, as tombstone).
 	getMulti(ctx context.Context, keys []string) (map[string]string, error)
-	// fill stores values only where the key is absent.
-	fill(ctx context.Context, values map[string]string, ttl time.Duration) error
-	// invalidate replaces keys with short-lived tombstones.
+	// generation names the entries a read sees now (the Redis epoch). A fill passes the generation
+	// read before its load, so rows loaded before the cache was retired go to the retired entries.
+	generation() int64
+	// fill stores values only where the key is absent, in generation gen.
+	fill(ctx context.Context, gen int64, values map[string]string, ttl time.Duration) error
+	// invalidate replaces keys with short-lived tombstones in the current generation.
 	invalidate(ctx context.Context, keys []string) error
 }
 
@@ -62,7 +65,10 @@ func (s *localStore) getMulti(_ context.Context, keys []string) (map[string]stri
 	return out, nil
 }
 
-func (s *localStore) fill(_ context.Context, values map[string]string, ttl time.Duration) error {
+// generation is constant: a local store is never retired.
+func (s *localStore) generation() int64 { return 0 }
+
+func (s *localStore) fill(_ context.Context, _ int64, values map[string]string, ttl time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
@@ -141,8 +147,12 @@ func (s *redisStore) getMulti(ctx context.Context, keys []string) (map[string]st
 	return out, nil
 }
 
-func (s *redisStore) fill(ctx context.Context, values map[string]string, ttl time.Duration) error {
-	epoch := s.currentEpoch()
+func (s *redisStore) generation() int64 { return s.currentEpoch() }
+
+// fill writes into epoch, the one seen before the values were loaded. If the cache was retired since,
+// the values land in the retired epoch, where nobody reads them: they may predate an invalidation
+// that was written to the retired epoch.
+func (s *redisStore) fill(ctx context.Context, epoch int64, values map[string]string, ttl time.Duration) error {
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for k, v := range values {
 			p.SetNX(ctx, s.full(epoch, k), v, ttl)
@@ -155,16 +165,33 @@ func (s *redisStore) fill(ctx context.Context, values map[string]string, ttl tim
 	return nil
 }
 
+// invalidateScript writes tombstones under the epoch Redis holds now, read in the same atomic step:
+// this instance's idea of the epoch may be stale (another instance retired the cache since its last
+// read), and a tombstone in a retired epoch would leave the live entry in place. The data keys are
+// built in the script, so this needs a non-cluster Redis (as MGET of many keys already does).
+// KEYS[1] = epoch key; ARGV = prefix, tombstone, ttl in ms, keys...
+var invalidateScript = redis.NewScript(`
+local epoch = redis.call('GET', KEYS[1]) or '0'
+for i = 4, #ARGV do
+  redis.call('SET', ARGV[1] .. epoch .. ':' .. ARGV[i], ARGV[2], 'PX', ARGV[3])
+end
+return epoch
+`)
+
 func (s *redisStore) invalidate(ctx context.Context, keys []string) error {
-	epoch := s.currentEpoch()
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, k := range keys {
-			p.Set(ctx, s.full(epoch, k), tombstone, tombstoneTTL)
-		}
-		return nil
-	})
+	args := make([]any, 0, len(keys)+3)
+	args = append(args, s.prefix, tombstone, tombstoneTTL.Milliseconds())
+	for _, k := range keys {
+		args = append(args, k)
+	}
+	seen, err := invalidateScript.Run(ctx, s.rdb, []string{s.epochKey}, args...).Text()
 	if err != nil {
 		return fmt.Errorf("redis invalidate: %w", err)
+	}
+	if n, err := strconv.ParseInt(seen, 10, 64); err == nil {
+		s.mu.Lock()
+		s.epoch = n
+		s.mu.Unlock()
 	}
 	return nil
 }

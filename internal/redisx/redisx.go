@@ -33,7 +33,7 @@ func NewClient(url string) (*redis.Client, error) {
 	opts.WriteTimeout = IOTimeout
 	opts.PoolTimeout = IOTimeout
 	opts.ContextTimeoutEnabled = true
-	opts.MaxRetries = 0 // a retry doubles the wait on a dead server; callers fall back instead
+	opts.MaxRetries = -1 // no retries (0 means "default 3"): a retry multiplies the wait on a dead server
 	opts.DialerRetries = 1
 	opts.DisableIdentity = true
 	return redis.NewClient(opts), nil

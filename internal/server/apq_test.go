@@ -250,7 +250,7 @@ func TestTrustedDocumentsManifestErrors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			app, err := server.Build(cfg, database.Pool, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			app, err := server.Build(cfg, database.Pool, slog.New(slog.NewTextHandler(io.Discard, nil)), server.Observability{})
 			if err == nil {
 				app.Close()
 				t.Fatalf("Build accepted a bad manifest")

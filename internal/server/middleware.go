@@ -23,6 +23,7 @@ import (
 	"github.com/vektah/gqlparser/v2/parser"
 
 	"github.com/taskgraph/taskgraph/internal/apperr"
+	"github.com/taskgraph/taskgraph/internal/observe"
 )
 
 type requestIDKey struct{}
@@ -65,14 +66,21 @@ func withRecover(logger *slog.Logger, next http.Handler) http.Handler {
 	})
 }
 
-// withAccessLog writes one line per request. (Operation names and error codes join it with metrics.)
+// withAccessLog writes one structured line per request: request id, method, path, status, duration,
+// and (filled in by the GraphQL extension) operation name and type, user id and error codes. Never
+// variables, tokens, passwords or the query text.
 func withAccessLog(logger *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		ctx, rl := observe.WithRequestLog(r.Context())
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(rec, r)
-		logger.InfoContext(r.Context(), "request", "request_id", RequestID(r.Context()), "method", r.Method,
-			"path", r.URL.Path, "status", rec.status, "duration_ms", float64(time.Since(start).Microseconds())/1000)
+		next.ServeHTTP(rec, r.WithContext(ctx))
+		attrs := append([]slog.Attr{
+			slog.String("request_id", RequestID(ctx)), slog.String("method", r.Method),
+			slog.String("path", r.URL.Path), slog.Int("status", rec.status),
+			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+		}, rl.Attrs()...)
+		logger.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
 	})
 }
 

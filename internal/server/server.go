@@ -19,6 +19,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/klauspost/compress/gzhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/cors"
 	"github.com/vektah/gqlparser/v2/ast"
 
@@ -30,6 +31,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/config"
 	"github.com/taskgraph/taskgraph/internal/gqllimits"
 	"github.com/taskgraph/taskgraph/internal/loaders"
+	"github.com/taskgraph/taskgraph/internal/observe"
 	"github.com/taskgraph/taskgraph/internal/ratelimit"
 	"github.com/taskgraph/taskgraph/internal/schemaversion"
 	"github.com/taskgraph/taskgraph/resolvers"
@@ -48,6 +50,8 @@ type Deps struct {
 	Cache     *cache.Cache      // nil: no cache
 	Documents *cache.Documents  // automatic persisted queries
 	Limiter   ratelimit.Limiter // nil: no rate limits
+	Metrics   *observe.Metrics  // nil: no metrics
+	Gatherer  prometheus.Gatherer
 }
 
 // NewHandler builds the whole HTTP handler.
@@ -60,15 +64,20 @@ func NewHandler(d Deps) (http.Handler, error) {
 	graphqlChain := withThrottleStatus(guardGraphQL(d.Config.MaxBodyBytes,
 		auth.Middleware(d.Tokens, sessionLookup(d.DB, d.Cache), d.Logger)(
 			loaders.Middleware(d.DB, d.Cache)(gql))))
-	mux.Handle("/graphql", graphqlChain)
+	m := d.Metrics
+	mux.Handle("/graphql", m.HTTP("/graphql", graphqlChain))
 	// Clients that pin a versioned path get the same endpoint.
-	mux.Handle("/api/v1/graphql", graphqlChain)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/api/v1/graphql", m.HTTP("/api/v1/graphql", graphqlChain))
+	mux.Handle("GET /healthz", m.HTTP("/healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", readyz(d.DB))
+	})))
+	mux.Handle("GET /readyz", m.HTTP("/readyz", readyz(d.DB)))
+	if d.Gatherer != nil {
+		// Scraped by Prometheus; deploy/nginx.conf keeps it off the public side.
+		mux.Handle("GET /metrics", m.Handler(d.Gatherer))
+	}
 	if d.Config.GraphiQL {
-		mux.Handle("GET /{$}", playground.Handler("Taskgraph", "/graphql"))
+		mux.Handle("GET /{$}", m.HTTP("/", playground.Handler("Taskgraph", "/graphql")))
 	}
 
 	c := cors.New(cors.Options{
@@ -90,7 +99,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 func newGraphQL(d Deps) (*handler.Server, error) {
 	r := &resolvers.Resolver{DB: d.DB, Accounts: d.Accounts}
 	if d.Limiter != nil {
-		r.SignIn = newSignInLimiter(d.Limiter, int(d.Config.AuthRateLimit))
+		r.SignIn = newSignInLimiter(d.Limiter, int(d.Config.AuthRateLimit), d.Metrics)
 	}
 	cfg := graph.Config{
 		Resolvers: r,
@@ -108,6 +117,8 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 	srv.SetParserTokenLimit(parserTokenLimit)
 	srv.SetErrorPresenter(errorPresenter(d.Logger))
 	srv.SetRecoverFunc(recoverFunc(d.Logger))
+	// Outermost interceptor, so its timing covers everything below.
+	srv.Use(d.Metrics.GraphQLExtension())
 	// Every GraphQL answer names the API version it was served by.
 	srv.AroundResponses(func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
 		resp := next(ctx)
@@ -147,6 +158,7 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 			limiter: d.Limiter,
 			user:    ratelimit.PerHour(int(d.Config.RateLimitPoints), int(d.Config.RateLimitPoints)),
 			anon:    ratelimit.PerHour(int(d.Config.AnonRateLimitPoints), int(d.Config.AnonRateLimitPoints)),
+			metrics: d.Metrics,
 		})
 	}
 	if d.Config.Production() {

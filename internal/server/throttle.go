@@ -16,6 +16,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/gqllimits"
+	"github.com/taskgraph/taskgraph/internal/observe"
 	"github.com/taskgraph/taskgraph/internal/ratelimit"
 )
 
@@ -106,6 +107,7 @@ func (t *throttleWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter 
 type costBudget struct {
 	limiter    ratelimit.Limiter
 	user, anon ratelimit.Limit
+	metrics    *observe.Metrics
 }
 
 var (
@@ -132,6 +134,7 @@ func (b costBudget) MutateOperationContext(ctx context.Context, _ *graphql.Opera
 	gqllimits.AddCostInfo(ctx, "remaining", res.Remaining)
 	gqllimits.AddCostInfo(ctx, "resetAt", time.Now().Add(res.ResetAfter).UTC().Format(time.RFC3339))
 	if !res.Allowed {
+		b.metrics.RateLimited(observe.LimitCost)
 		markThrottled(ctx, res.RetryAfter)
 		msg := fmt.Sprintf("query budget spent: this query costs %d points and %d remain; retry in %s",
 			cost.Points, res.Remaining, res.RetryAfter.Round(time.Second))
@@ -145,12 +148,14 @@ func (b costBudget) MutateOperationContext(ctx context.Context, _ *graphql.Opera
 type signInLimiter struct {
 	limiter       ratelimit.Limiter
 	perIP, perKey ratelimit.Limit
+	metrics       *observe.Metrics
 }
 
-func newSignInLimiter(l ratelimit.Limiter, perMinute int) *signInLimiter {
+func newSignInLimiter(l ratelimit.Limiter, perMinute int, m *observe.Metrics) *signInLimiter {
 	perEmail := max(1, perMinute/2)
 	return &signInLimiter{
 		limiter: l,
+		metrics: m,
 		perIP:   ratelimit.PerMinute(perMinute, perMinute),
 		perKey:  ratelimit.PerMinute(perEmail, perEmail),
 	}
@@ -168,6 +173,7 @@ func (s *signInLimiter) Allow(ctx context.Context, email string) error {
 	for _, c := range checks {
 		res, err := s.limiter.Allow(ctx, c.key, c.limit, 1)
 		if err == nil && !res.Allowed {
+			s.metrics.RateLimited(observe.LimitSignIn)
 			return apperr.Throttled(res.RetryAfter, "too many sign-in attempts; retry in %s", res.RetryAfter.Round(time.Second))
 		}
 	}

@@ -13,11 +13,13 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/config"
 	"github.com/taskgraph/taskgraph/internal/globalid"
+	"github.com/taskgraph/taskgraph/internal/observe"
 	"github.com/taskgraph/taskgraph/internal/server"
 )
 
@@ -56,7 +58,12 @@ func NewEnvOn(t testing.TB, database *Database, overrides map[string]string) *En
 	}
 	logs := &LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	app, err := server.Build(cfg, database.Pool, logger)
+	reg := prometheus.NewRegistry()
+	metrics, err := observe.New(reg)
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	app, err := server.Build(cfg, database.Pool, logger, server.Observability{Metrics: metrics, Gatherer: reg})
 	if err != nil {
 		t.Fatalf("build server: %v", err)
 	}

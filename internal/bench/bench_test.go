@@ -1,0 +1,239 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/taskgraph/taskgraph/internal/testsupport"
+)
+
+// testRedisURL keeps the test's cache apart from a real benchmark's (database 15) and from the other
+// tests' (database 0).
+const testRedisURL = "redis://127.0.0.1:6379/14"
+
+// logWriter sends the benchmark's progress lines to the test log.
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+// TestQuickRun runs the whole benchmark on tiny data: seed, sign-in, ceiling, both server modes as
+// separate processes, statement counts and the report.
+func TestQuickRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the benchmark end to end (about 20 s)")
+	}
+	database := testsupport.NewDatabase(t)
+	c := QuickConfig()
+	c.DatabaseURL = database.URL
+	c.RedisURL = testRedisURL
+	c.Out = filepath.Join(t.TempDir(), "benchmarks.md")
+	c.Scenarios = []string{ScenarioPage, ScenarioDeep, ScenarioMix}
+	c.ProfileDir = "" // tiny runs miss targets; profiling them would only cost time
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ServerCommand = []string{exe}
+	c.ServerEnv = []string{serveEnv + "=1"}
+	c.Command = "go test ./internal/bench"
+	c.Log = logWriter{t}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, c)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if !rep.Reseeded {
+		t.Error("first run on a fresh database did not seed")
+	}
+	md, err := os.ReadFile(c.Out)
+	if err != nil {
+		t.Fatalf("report not written: %v", err)
+	}
+	for _, sc := range c.Scenarios {
+		for _, m := range []mode{modeCeiling, modeUncached, modeCached} {
+			r, ok := rep.Result(sc, m)
+			if !ok {
+				t.Errorf("%s / %s: no result", sc, m)
+				continue
+			}
+			if r.Requests == 0 || r.Errors != 0 {
+				t.Errorf("%s / %s: %d requests, %d errors (first: %s)", sc, m, r.Requests, r.Errors, r.FirstError)
+			}
+			if r.P50 <= 0 || r.P99 < r.P50 || r.RPS <= 0 {
+				t.Errorf("%s / %s: p50 %s p99 %s, %.0f req/s", sc, m, r.P50, r.P99, r.RPS)
+			}
+			if r.StatementsPerRequest < 1 {
+				t.Errorf("%s / %s: %.2f statements per request, want at least the session lookup", sc, m, r.StatementsPerRequest)
+			}
+			if m != modeCeiling && r.PeakRSS <= 0 {
+				t.Errorf("%s / %s: no server peak RSS", sc, m)
+			}
+			if row := "| " + sc + " | " + m.title() + " | "; !strings.Contains(string(md), row) {
+				t.Errorf("report has no row starting %q", row)
+			}
+		}
+	}
+	// The uncached page is exactly: session lookup, page, owners, task counts.
+	if r, _ := rep.Result(ScenarioPage, modeUncached); r.StatementsPerRequest != 4 {
+		t.Errorf("uncached page: %.2f statements per request, want 4", r.StatementsPerRequest)
+	}
+	if r, _ := rep.Result(ScenarioPage, modeCeiling); r.StatementsPerRequest != 4 {
+		t.Errorf("ceiling page: %.2f statements per request, want 4", r.StatementsPerRequest)
+	}
+	if r, _ := rep.Result(ScenarioPage, modeCached); r.CacheHitRatio < 0.5 {
+		t.Errorf("cached page: cache hit ratio %.2f, want most lookups answered by Redis", r.CacheHitRatio)
+	}
+	for _, want := range []string{"## Machine and run", "## Results", "## Targets", "## Closing note", "PostgreSQL ", "Redis "} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+
+	// A second run on the same data reuses the seed.
+	reseeded, err := ensureSeed(ctx, c, func(string, ...any) {})
+	if err != nil || reseeded {
+		t.Errorf("second ensureSeed: reseeded %v, err %v; want the seed reused", reseeded, err)
+	}
+}
+
+func TestSeedRefusesForeignDatabase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs PostgreSQL")
+	}
+	database := testsupport.NewDatabase(t)
+	if _, err := database.Pool.Exec(context.Background(),
+		`INSERT INTO users (id, name, email, password_hash) VALUES (gen_random_uuid(), 'Ada', 'ada@example.com', 'x')`); err != nil {
+		t.Fatal(err)
+	}
+	c := QuickConfig()
+	c.DatabaseURL = database.URL
+	_, err := ensureSeed(context.Background(), c, func(string, ...any) {})
+	if err == nil || !strings.Contains(err.Error(), "did not create") {
+		t.Fatalf("ensureSeed on a database with foreign users: err = %v, want a refusal", err)
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	c, err := ParseFlags([]string{"-quick", "-users", "80", "-scenarios", "page, mix"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := QuickConfig()
+	if c.Users != 80 || c.Tasks != q.Tasks || c.Concurrency != q.Concurrency || c.Duration != q.Duration {
+		t.Errorf("-quick with -users 80: users %d tasks %d concurrency %d duration %s", c.Users, c.Tasks, c.Concurrency, c.Duration)
+	}
+	if strings.Join(c.Scenarios, ",") != "page,mix" {
+		t.Errorf("scenarios = %v", c.Scenarios)
+	}
+	d, err := ParseFlags(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Users != 10_000 || d.Tasks != 1_000_000 || d.Concurrency != 32 || d.benchUsers() != 64 || len(d.Scenarios) != 4 {
+		t.Errorf("defaults: %+v (bench users %d)", d, d.benchUsers())
+	}
+	for _, args := range [][]string{
+		{"-database", "postgres://postgres@db.example.com:5432/x"},
+		{"-redis", "redis://10.0.0.5:6379/0"},
+		{"-scenarios", "page,bogus"},
+		{"-tasks", "100"},
+	} {
+		if _, err := ParseFlags(args, io.Discard); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+}
+
+func TestPercentileAndRate(t *testing.T) {
+	var r loadResult
+	for i := 1; i <= 100; i++ {
+		r.latencies = append(r.latencies, time.Duration(i)*time.Millisecond)
+	}
+	r.requests, r.elapsed = 100, 2*time.Second
+	for p, want := range map[float64]time.Duration{50: 50 * time.Millisecond, 95: 95 * time.Millisecond, 99: 99 * time.Millisecond, 100: 100 * time.Millisecond} {
+		if got := r.percentile(p); got != want {
+			t.Errorf("p%v = %s, want %s", p, got, want)
+		}
+	}
+	if r.rps() != 50 {
+		t.Errorf("rps = %v, want 50", r.rps())
+	}
+	if (loadResult{}).percentile(50) != 0 {
+		t.Error("percentile of nothing should be 0")
+	}
+}
+
+func TestCacheHitRatio(t *testing.T) {
+	before := redisCounters{hits: 100, misses: 50, mgets: 10}
+	// 20 lookups (MGETs), each also missing the absent epoch key: 30 entity hits, 10 entity misses.
+	after := redisCounters{hits: 130, misses: 50 + 20 + 10, mgets: 30}
+	if got := cacheHitRatio(before, after); got != 0.75 {
+		t.Errorf("epoch absent: ratio %v, want 0.75", got)
+	}
+	after.epochSet, after.hits, after.misses = true, 130+20, 60
+	if got := cacheHitRatio(before, after); got != 0.75 {
+		t.Errorf("epoch present: ratio %v, want 0.75", got)
+	}
+	if got := cacheHitRatio(before, before); got != -1 {
+		t.Errorf("no lookups: ratio %v, want -1", got)
+	}
+}
+
+func TestCheckAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		body   string
+		ok     bool
+	}{
+		{200, `{"data":{"tasks":{"edges":[]}}}`, true},
+		{200, `{"errors":[{"message":"x"}],"data":null}`, false},
+		{200, `{"data":{"task":null},"errors":[{"message":"x"}]}`, false},
+		{401, `{"errors":[]}`, false},
+		{200, `{"data":null}`, false},
+	} {
+		if err := checkAnswer(tc.status, []byte(tc.body)); (err == nil) != tc.ok {
+			t.Errorf("checkAnswer(%d, %s) = %v, want ok %v", tc.status, tc.body, err, tc.ok)
+		}
+	}
+}
+
+func TestThousands(t *testing.T) {
+	for n, want := range map[int]string{0: "0", 999: "999", 1000: "1,000", 1000000: "1,000,000", 10000: "10,000"} {
+		if got := thousands(n); got != want {
+			t.Errorf("thousands(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestSampleCPU(t *testing.T) {
+	a, err := sampleCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(30 * time.Millisecond); time.Now().Before(end); { // burn a little CPU
+	}
+	time.Sleep(20 * time.Millisecond) // let the kernel's counters tick
+	b, err := sampleCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if busy := machineBusy(a, b); busy < 0 || busy > 1 {
+		t.Errorf("machine busy = %v, want 0..1", busy)
+	}
+	if procCPU(a, b) < 0 || a.proc < 0 {
+		t.Errorf("process CPU = %s (first sample %d ticks)", procCPU(a, b), a.proc)
+	}
+	if rss, err := procStatusBytes(os.Getpid(), "VmHWM"); err != nil || rss <= 0 {
+		t.Errorf("VmHWM = %d, %v", rss, err)
+	}
+}

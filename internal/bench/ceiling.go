@@ -1,0 +1,141 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/auth"
+)
+
+// The statements below are copied from the stores (db/sessions.go Lookup, db/keyset.go fetchPage for
+// tasks in the default order, db/tasks.go ByIDs, CountsByOwners and Update, db/users.go ByIDs), as the
+// server sends them for these requests. If the stores change, change them here too: the ceiling
+// only means something while it runs the server's SQL.
+const (
+	taskColumns = "id, owner_id, title, description, status, priority, due_at, tags, created_at, updated_at, version"
+	userColumns = "id, name, email, role, password_hash, created_at, updated_at"
+
+	sqlSessionLookup = `
+		SELECT u.id, u.role FROM sessions s JOIN users u ON u.id = s.user_id
+		WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > now()`
+	sqlFirstPage = `SELECT ` + taskColumns + ` FROM tasks WHERE owner_id = $1 ORDER BY created_at DESC, id DESC LIMIT 21`
+	sqlPageAfter = `SELECT ` + taskColumns + ` FROM tasks WHERE owner_id = $1 AND (created_at, id) < ($2, $3) ` +
+		`ORDER BY created_at DESC, id DESC LIMIT 21`
+	sqlRowsBefore   = `SELECT EXISTS (SELECT 1 FROM tasks WHERE owner_id = $1 AND (created_at, id) >= ($2, $3))`
+	sqlUsersByIDs   = `SELECT ` + userColumns + ` FROM users WHERE id = ANY($1)`
+	sqlTasksByIDs   = `SELECT ` + taskColumns + ` FROM tasks WHERE id = ANY($1)`
+	sqlCountsByUser = `
+		SELECT owner_id,
+		       count(*)::int AS total,
+		       (count(*) FILTER (WHERE status = 'TODO'))::int AS todo,
+		       (count(*) FILTER (WHERE status = 'IN_PROGRESS'))::int AS in_progress,
+		       (count(*) FILTER (WHERE status = 'DONE'))::int AS done,
+		       (count(*) FILTER (WHERE status <> 'DONE' AND due_at < now()))::int AS overdue
+		FROM tasks WHERE owner_id = ANY($1) GROUP BY owner_id`
+	sqlUpdateTask = `UPDATE tasks SET status = $1, priority = $2, version = version + 1, updated_at = now()
+		WHERE id = $3 AND owner_id = $4 RETURNING ` + taskColumns
+)
+
+// ceilingOperation runs scenario sc's requests as SQL only: the statements the server runs for the
+// same request, one after another as the server does (each on its own pool connection), with rows
+// scanned into the same structs. What it leaves out (HTTP, JSON, GraphQL, dataloader waits) is the
+// server's own cost.
+func ceilingOperation(pool *pgxpool.Pool, users []*benchUser, sc scenario) operation {
+	return func(ctx context.Context, w int, rng *rand.Rand) error {
+		u := users[w%len(users)]
+		return sc.next(u, rng).direct(ctx, pool, u)
+	}
+}
+
+// direct runs step s for user u as SQL.
+func (s step) direct(ctx context.Context, pool *pgxpool.Pool, u *benchUser) error {
+	var (
+		userID uuid.UUID
+		role   auth.Role
+	)
+	if err := pool.QueryRow(ctx, sqlSessionLookup, u.sessionID).Scan(&userID, &role); err != nil {
+		return fmt.Errorf("session lookup: %w", err)
+	}
+	switch s.kind {
+	case stepPage, stepDeep:
+		var tasks []db.Task
+		var err error
+		if s.kind == stepPage {
+			tasks, err = queryRows[db.Task](ctx, pool, sqlFirstPage, userID)
+		} else {
+			tasks, err = deepPage(ctx, pool, userID, u)
+		}
+		if err != nil {
+			return err
+		}
+		if len(tasks) == 0 {
+			return errors.New("empty page")
+		}
+		if _, err := queryRows[db.User](ctx, pool, sqlUsersByIDs, []uuid.UUID{tasks[0].OwnerID}); err != nil {
+			return err
+		}
+		_, err = queryRows[db.TaskCounts](ctx, pool, sqlCountsByUser, []uuid.UUID{userID})
+		return err
+	case stepTask:
+		tasks, err := queryRows[db.Task](ctx, pool, sqlTasksByIDs, []uuid.UUID{u.tasks[s.task]})
+		if err != nil {
+			return err
+		}
+		if len(tasks) != 1 {
+			return fmt.Errorf("task %s: %d rows", u.tasks[s.task], len(tasks))
+		}
+		_, err = queryRows[db.User](ctx, pool, sqlUsersByIDs, []uuid.UUID{tasks[0].OwnerID})
+		return err
+	default:
+		tasks, err := queryRows[db.Task](ctx, pool, sqlUpdateTask, string(s.status), int16(s.priority), u.tasks[s.task], userID)
+		if err == nil && len(tasks) != 1 {
+			err = fmt.Errorf("update task %s: %d rows", u.tasks[s.task], len(tasks))
+		}
+		return err
+	}
+}
+
+// deepPage sends the page and the "rows before it?" check in one batch, as fetchPage does.
+func deepPage(ctx context.Context, pool *pgxpool.Pool, userID uuid.UUID, u *benchUser) ([]db.Task, error) {
+	b := &pgx.Batch{}
+	b.Queue(sqlPageAfter, userID, u.deepCreatedAt, u.deepID)
+	b.Queue(sqlRowsBefore, userID, u.deepCreatedAt, u.deepID)
+	br := pool.SendBatch(ctx, b)
+	defer br.Close()
+	rows, err := br.Query()
+	if err != nil {
+		return nil, fmt.Errorf("deep page: %w", err)
+	}
+	tasks, err := pgx.CollectRows(rows, pgx.RowToStructByName[db.Task])
+	if err != nil {
+		return nil, fmt.Errorf("deep page: %w", err)
+	}
+	var before bool
+	if err := br.QueryRow().Scan(&before); err != nil {
+		return nil, fmt.Errorf("deep page: rows before: %w", err)
+	}
+	if !before {
+		return nil, errors.New("deep page: no rows before the cursor")
+	}
+	return tasks, br.Close()
+}
+
+// queryRows runs one statement and scans every row into a T by column name.
+func queryRows[T any](ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) ([]T, error) {
+	rows, err := pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByName[T])
+	if err != nil {
+		return nil, fmt.Errorf("read rows: %w", err)
+	}
+	return out, nil
+}

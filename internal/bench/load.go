@@ -1,0 +1,177 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+)
+
+// requestTimeout bounds one request of the load, HTTP or SQL.
+const requestTimeout = 10 * time.Second
+
+// operation performs one request for client w and reports whether it failed.
+type operation func(ctx context.Context, w int, rng *rand.Rand) error
+
+// loadResult is what one measured run produced.
+type loadResult struct {
+	requests  int64           // requests that started inside the measured window
+	errors    int64           // of those, how many failed
+	firstErr  string          // the first failure, for the report
+	elapsed   time.Duration   // from the start of the window until the last measured request ended
+	latencies []time.Duration // sorted, one per measured request
+	total     int64           // every request, warmup included
+}
+
+func (r loadResult) rps() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(r.requests) / r.elapsed.Seconds()
+}
+
+// percentile returns the nearest-rank percentile p (0..100) of the sorted latencies.
+func (r loadResult) percentile(p float64) time.Duration {
+	n := len(r.latencies)
+	if n == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p/100*float64(n))) - 1
+	return r.latencies[min(max(i, 0), n-1)]
+}
+
+// clientResult is one client's share of a run.
+type clientResult struct {
+	latencies []time.Duration
+	errors    int64
+	firstErr  error
+	lastEnd   time.Time
+	total     int64
+}
+
+// runLoad runs op from concurrency clients, back to back, for warmup and then duration. Requests
+// that start in the measured window count (their latency is recorded even if they end after it);
+// requests still running at the end are awaited, never cut off. Each client draws from its own
+// random sequence, seeded by its number, so two runs of the same scenario make the same choices.
+func runLoad(ctx context.Context, concurrency int, warmup, duration time.Duration, op operation) loadResult {
+	start := time.Now()
+	measureFrom := start.Add(warmup)
+	end := measureFrom.Add(duration)
+	results := make([]clientResult, concurrency)
+	var wg sync.WaitGroup
+	for w := range concurrency {
+		wg.Go(func() {
+			res := &results[w]
+			res.latencies = make([]time.Duration, 0, 4096)
+			rng := rand.New(rand.NewPCG(uint64(w)+1, 0x7a5c9))
+			for ctx.Err() == nil {
+				began := time.Now()
+				if !began.Before(end) {
+					break
+				}
+				rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+				err := op(rctx, w, rng)
+				cancel()
+				done := time.Now()
+				res.total++
+				if began.Before(measureFrom) {
+					continue
+				}
+				res.latencies = append(res.latencies, done.Sub(began))
+				res.lastEnd = done
+				if err != nil {
+					res.errors++
+					if res.firstErr == nil {
+						res.firstErr = err
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+
+	var out loadResult
+	lastEnd := measureFrom
+	for _, r := range results {
+		out.latencies = append(out.latencies, r.latencies...)
+		out.errors += r.errors
+		out.total += r.total
+		if r.firstErr != nil && out.firstErr == "" {
+			out.firstErr = r.firstErr.Error()
+		}
+		if r.lastEnd.After(lastEnd) {
+			lastEnd = r.lastEnd
+		}
+	}
+	slices.Sort(out.latencies)
+	out.requests = int64(len(out.latencies))
+	out.elapsed = lastEnd.Sub(measureFrom)
+	if err := ctx.Err(); err != nil && out.firstErr == "" {
+		out.firstErr = "interrupted: " + err.Error()
+	}
+	return out
+}
+
+// httpClient is the load generator's client: keep-alive connections, one per concurrent client.
+func httpClient(concurrency int, gzip bool) *http.Client {
+	return &http.Client{
+		Timeout: requestTimeout,
+		Transport: &http.Transport{
+			MaxIdleConns:        concurrency,
+			MaxIdleConnsPerHost: concurrency,
+			MaxConnsPerHost:     concurrency,
+			IdleConnTimeout:     time.Minute,
+			DisableCompression:  !gzip,
+		},
+	}
+}
+
+// graphqlOperation sends scenario sc's requests to the server at url, client w signed in as bench user
+// w mod len(users).
+func graphqlOperation(client *http.Client, url string, users []*benchUser, sc scenario, concurrency int) operation {
+	// One reusable response buffer per client keeps the load generator's own garbage (and so its
+	// share of the two cores) small.
+	bufs := make([]bytes.Buffer, concurrency)
+	return func(ctx context.Context, w int, rng *rand.Rand) error {
+		u := users[w%len(users)]
+		body := sc.next(u, rng).body(u)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		if err != nil {
+			return fmt.Errorf("build request: %w", err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+u.token)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		buf := &bufs[w]
+		buf.Reset()
+		if _, err := buf.ReadFrom(resp.Body); err != nil {
+			return fmt.Errorf("read answer: %w", err)
+		}
+		return checkAnswer(resp.StatusCode, buf.Bytes())
+	}
+}
+
+// checkAnswer accepts HTTP 200 with data and without errors. It looks at bytes rather than decoding:
+// no task title or name the benchmark writes contains the text `"errors"`, and decoding every answer
+// would take the load generator's CPU from the server it shares the machine with.
+func checkAnswer(status int, body []byte) error {
+	switch {
+	case status != http.StatusOK:
+		return fmt.Errorf("HTTP %d: %.300s", status, body)
+	case bytes.Contains(body, []byte(`"errors"`)):
+		return fmt.Errorf("GraphQL errors: %.300s", body)
+	case !bytes.HasPrefix(body, []byte(`{"data":{`)):
+		return errors.New("answer has no data: " + fmt.Sprintf("%.300s", body))
+	}
+	return nil
+}

@@ -1,0 +1,84 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+)
+
+// Machine describes where the benchmark ran.
+type Machine struct {
+	CPUs       int
+	CPUModel   string
+	Memory     string
+	Kernel     string
+	GoVersion  string
+	Postgres   string
+	Redis      string
+	LoadBefore string // /proc/loadavg: other work on the machine skews every number
+	LoadAfter  string
+}
+
+// describe fills in the machine and the versions of the servers.
+func (m *Machine) describe(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client) error {
+	m.CPUs = runtime.NumCPU()
+	m.CPUModel = procField("/proc/cpuinfo", "model name")
+	if kb, err := strconv.ParseInt(strings.TrimSuffix(procField("/proc/meminfo", "MemTotal"), " kB"), 10, 64); err == nil {
+		m.Memory = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = "Linux " + strings.TrimSpace(string(b))
+	}
+	m.GoVersion = runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH
+	if err := pool.QueryRow(ctx, `SELECT 'PostgreSQL ' || current_setting('server_version') || ', shared_buffers ' ||
+		current_setting('shared_buffers')`).Scan(&m.Postgres); err != nil {
+		return fmt.Errorf("PostgreSQL version: %w", err)
+	}
+	info, err := rdb.Info(ctx, "server").Result()
+	if err != nil {
+		return fmt.Errorf("Redis version: %w", err)
+	}
+	for line := range strings.SplitSeq(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
+			m.Redis = "Redis " + v
+		}
+	}
+	return nil
+}
+
+// procField returns the value of the first "name : value" line of a /proc file ("" if absent).
+func procField(path, name string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == name {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// loadAverage returns the 1, 5 and 15 minute load averages.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}

@@ -1,0 +1,244 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/taskgraph/taskgraph/db"
+)
+
+// Run performs the whole benchmark and returns its report (also written to c.Out unless empty).
+func Run(ctx context.Context, c Config) (*Report, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	log := c.Log
+	if log == nil {
+		log = io.Discard
+	}
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(log, "bench: "+format+"\n", args...)
+	}
+	rep := &Report{Config: c, Started: time.Now().UTC()}
+	rep.Machine.LoadBefore = loadAverage()
+
+	pool, err := openDatabase(ctx, c.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("bench database: %w", err)
+	}
+	defer pool.Close()
+	if rep.Reseeded, err = ensureSeed(ctx, c, logf); err != nil {
+		return nil, err
+	}
+	rdb, err := redisClient(ctx, c.RedisURL)
+	if err != nil {
+		return nil, err
+	}
+	defer rdb.Close()
+	if err := rep.Machine.describe(ctx, pool, rdb); err != nil {
+		return nil, err
+	}
+
+	logf("signing in %d bench users and finding their deep-page cursors", c.benchUsers())
+	users, err := prepareUsers(ctx, c, pool)
+	if err != nil {
+		return nil, err
+	}
+	scenarios := make([]scenario, len(c.Scenarios))
+	for i, name := range c.Scenarios {
+		scenarios[i] = scenarioByName(name, c.DeepOffset)
+	}
+
+	ceiling, err := runCeiling(ctx, c, users, scenarios, logf)
+	if err != nil {
+		return nil, err
+	}
+	rep.Results = append(rep.Results, ceiling...)
+	for _, m := range serverModes() {
+		results, err := runMode(ctx, c, m, users, scenarios, rdb, logf)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", m.title(), err)
+		}
+		rep.Results = append(rep.Results, results...)
+	}
+	rep.evaluate()
+
+	if c.ProfileDir != "" {
+		for _, m := range rep.modesMissing() {
+			logf("a target was missed with %s: profiling the page scenario in-process", m.title())
+			p, err := profilePage(ctx, c, m, users, filepath.Join(c.ProfileDir, fmt.Sprintf("page-%s.cpu.pprof", m)))
+			if err != nil {
+				return nil, fmt.Errorf("profile %s: %w", m.title(), err)
+			}
+			rep.Profiles = append(rep.Profiles, p)
+		}
+	}
+	rep.Machine.LoadAfter = loadAverage()
+	rep.Took = time.Since(rep.Started)
+	if c.Out != "" {
+		if err := os.MkdirAll(filepath.Dir(c.Out), 0o755); err != nil {
+			return nil, fmt.Errorf("write report: %w", err)
+		}
+		if err := os.WriteFile(c.Out, []byte(rep.Markdown()), 0o644); err != nil {
+			return nil, fmt.Errorf("write report: %w", err)
+		}
+	}
+	return rep, nil
+}
+
+func redisClient(ctx context.Context, url string) (*redis.Client, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse -redis: %w", err)
+	}
+	rdb := redis.NewClient(opts)
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("redis at %s: %w (the cached run needs it)", opts.Addr, err)
+	}
+	return rdb, nil
+}
+
+// runCeiling runs every scenario's SQL directly through a pool of the server's size.
+func runCeiling(ctx context.Context, c Config, users []*benchUser, scenarios []scenario, logf func(string, ...any)) ([]Result, error) {
+	counter := &statementCounter{}
+	pool, err := db.OpenPool(ctx, c.DatabaseURL, db.PoolOptions{MaxConns: c.DBMaxConns, Tracer: counter})
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	var out []Result
+	for _, sc := range scenarios {
+		op := ceilingOperation(pool, users, sc)
+		if err := probe(ctx, op); err != nil {
+			return nil, fmt.Errorf("ceiling, %s: %w", sc.name, err)
+		}
+		logf("%-8s %-22s %d clients, %s + %s", sc.name, modeCeiling.title(), c.Concurrency, c.Warmup, c.Duration)
+		before := counter.count()
+		res, cpu, err := measure(ctx, c, op, 0)
+		if err != nil {
+			return nil, err
+		}
+		r := newResult(sc, modeCeiling, res)
+		r.MachineCPU = cpu.machine
+		r.StatementsPerRequest = float64(counter.count()-before) / float64(max(res.total, 1))
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// cpuUse is how busy the CPUs were during a run.
+type cpuUse struct {
+	machine    float64       // share of all cores busy (PostgreSQL, Redis, server, load generator, others)
+	perRequest time.Duration // the server process's CPU time per request (0 when not measured)
+}
+
+// measure runs a scenario's load (warmup included) and samples the machine's CPU, and the server
+// process's when pid > 0, around it.
+func measure(ctx context.Context, c Config, op operation, pid int) (loadResult, cpuUse, error) {
+	before, err := sampleCPU(pid)
+	if err != nil {
+		return loadResult{}, cpuUse{}, err
+	}
+	res := runLoad(ctx, c.Concurrency, c.Warmup, c.Duration, op)
+	if err := ctx.Err(); err != nil {
+		return res, cpuUse{}, err
+	}
+	after, err := sampleCPU(pid)
+	if err != nil {
+		return res, cpuUse{}, err
+	}
+	use := cpuUse{machine: machineBusy(before, after)}
+	if pid > 0 && res.total > 0 {
+		use.perRequest = procCPU(before, after) / time.Duration(res.total)
+	}
+	return res, use, nil
+}
+
+// probe sends one request before a run, so a broken setup fails in a second rather than after a
+// whole run of errors.
+func probe(ctx context.Context, op operation) error {
+	pctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	return op(pctx, 0, rand.New(rand.NewPCG(1, 1)))
+}
+
+// runMode starts the server in mode m, runs every scenario against it over HTTP, stops it, then
+// counts the statements per request in-process.
+func runMode(ctx context.Context, c Config, m mode, users []*benchUser, scenarios []scenario, rdb *redis.Client,
+	logf func(string, ...any)) ([]Result, error) {
+	if m.cache() {
+		// A cold cache for every run; the warmup fills it. The benchmark owns this Redis database.
+		if err := rdb.FlushDB(ctx).Err(); err != nil {
+			return nil, fmt.Errorf("flush the bench Redis database: %w", err)
+		}
+	}
+	srv, err := startServer(ctx, c, m)
+	if err != nil {
+		return nil, err
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = srv.stop()
+		}
+	}()
+	client := httpClient(c.Concurrency, c.Gzip)
+	defer client.CloseIdleConnections()
+
+	var out []Result
+	for _, sc := range scenarios {
+		op := graphqlOperation(client, srv.url+"/graphql", users, sc, c.Concurrency)
+		if err := probe(ctx, op); err != nil {
+			return nil, fmt.Errorf("%s: %w", sc.name, err)
+		}
+		logf("%-8s %-22s %d clients, %s + %s", sc.name, m.title(), c.Concurrency, c.Warmup, c.Duration)
+		rssSinceStart := srv.resetPeakRSS() != nil
+		var before redisCounters
+		if m.cache() {
+			if before, err = readRedisCounters(ctx, rdb); err != nil {
+				return nil, err
+			}
+		}
+		res, cpu, err := measure(ctx, c, op, srv.cmd.Process.Pid)
+		if err != nil {
+			return nil, err
+		}
+		r := newResult(sc, m, res)
+		r.MachineCPU, r.ServerCPUPerRequest = cpu.machine, cpu.perRequest
+		if r.PeakRSS, err = srv.peakRSS(); err != nil {
+			return nil, err
+		}
+		r.PeakRSSSinceStart = rssSinceStart
+		if m.cache() {
+			after, err := readRedisCounters(ctx, rdb)
+			if err != nil {
+				return nil, err
+			}
+			r.CacheHitRatio = cacheHitRatio(before, after)
+		}
+		out = append(out, r)
+	}
+	stopped = true
+	if err := srv.stop(); err != nil {
+		return nil, err
+	}
+
+	logf("counting statements per request (%s, %d requests per scenario, in-process)", m.title(), c.StmtSamples)
+	counts, err := countStatements(ctx, c, m, users, scenarios)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		p := counts[out[i].Scenario]
+		out[i].StatementsPerRequest, out[i].AppCacheHitRatio = p.perRequest, p.appHits
+	}
+	return out, nil
+}
