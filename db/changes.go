@@ -15,6 +15,9 @@ const (
 	EntityTask       EntityKind = "task"
 	EntityTaskCounts EntityKind = "counts"
 	EntitySession    EntityKind = "session"
+	// EntityWriter names a user who wrote without changing anything cached (e.g. registered): only
+	// read-your-writes routing cares.
+	EntityWriter EntityKind = "writer"
 )
 
 // EntityKey identifies one cached entity that a write changed.
@@ -57,4 +60,14 @@ func (c *changeSet) flush(ctx context.Context) {
 		return
 	}
 	c.inv.Invalidate(ctx, c.keys)
+}
+
+// Invalidators fans one change report out to several listeners (the cache, the write tracker).
+type Invalidators []Invalidator
+
+// Invalidate implements Invalidator.
+func (is Invalidators) Invalidate(ctx context.Context, keys []EntityKey) {
+	for _, i := range is {
+		i.Invalidate(ctx, keys)
+	}
 }

@@ -9,12 +9,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/taskgraph/taskgraph/internal/apperr"
+	"github.com/taskgraph/taskgraph/internal/auth"
 )
 
 // querier is what a store needs: satisfied by the pool and by a transaction.
@@ -28,9 +33,31 @@ type querier interface {
 
 // DB hands out stores bound to the pool, or to one transaction through InTx.
 type DB struct {
-	pool    *pgxpool.Pool
-	cursors *CursorCodec
-	inv     Invalidator
+	pool     *pgxpool.Pool
+	cursors  *CursorCodec
+	inv      Invalidator
+	replicas *replicaSet  // nil: every read on the primary
+	writes   WriteTracker // who wrote recently (read-your-writes); nil: nobody tracked
+}
+
+// WriteTracker remembers which users wrote recently, so their reads stay on the primary.
+type WriteTracker interface {
+	RecentlyWrote(ctx context.Context, userID uuid.UUID) bool
+}
+
+// WithReplicas adds read replicas. Reads go to healthy ones (see Reader); a replica more than maxLag
+// behind the primary, or unreachable, leaves the rotation until it recovers.
+func WithReplicas(replicas []*Replica, maxLag time.Duration, logger *slog.Logger) Option {
+	return func(d *DB) {
+		if len(replicas) > 0 {
+			d.replicas = &replicaSet{replicas: replicas, maxLag: maxLag, logger: logger}
+		}
+	}
+}
+
+// WithWriteTracker routes the reads of users who wrote recently to the primary.
+func WithWriteTracker(t WriteTracker) Option {
+	return func(d *DB) { d.writes = t }
 }
 
 // Option configures a DB.
@@ -47,7 +74,42 @@ func New(pool *pgxpool.Pool, cursors *CursorCodec, opts ...Option) *DB {
 	for _, o := range opts {
 		o(d)
 	}
+	if d.replicas != nil {
+		d.replicas.primary = pool
+	}
 	return d
+}
+
+// Replicas lists the read replicas (for health reports and metrics).
+func (d *DB) Replicas() []*Replica {
+	if d.replicas == nil {
+		return nil
+	}
+	return d.replicas.replicas
+}
+
+// RunReplicaChecks keeps the replica rotation current until ctx ends (a no-op without replicas).
+func (d *DB) RunReplicaChecks(ctx context.Context, interval time.Duration) {
+	if d.replicas != nil {
+		d.replicas.run(ctx, interval)
+	}
+}
+
+// Reader returns stores for reads that may be slightly stale: on a healthy replica, unless the
+// viewer wrote within the read-your-writes window (then the primary, so they see their own writes).
+// Writes must use Stores or InTx.
+func (d *DB) Reader(ctx context.Context) Stores {
+	if d.replicas == nil {
+		return d.Stores()
+	}
+	if v, ok := auth.ViewerFrom(ctx); ok && d.writes != nil && d.writes.RecentlyWrote(ctx, v.UserID) {
+		return d.Stores()
+	}
+	r := d.replicas.pick()
+	if r == nil {
+		return d.Stores()
+	}
+	return d.stores(failover{replica: r, primary: d.pool, logger: d.replicas.logger}, nil)
 }
 
 // Pool exposes the pool for health checks.

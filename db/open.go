@@ -97,6 +97,21 @@ func createdConcurrently(err error) bool {
 // OpenPool opens a connection pool and pings it, so a wrong URL fails at startup rather than on the
 // first request.
 func OpenPool(ctx context.Context, databaseURL string, opts PoolOptions) (*pgxpool.Pool, error) {
+	pool, err := NewPool(databaseURL, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		cfg := pool.Config()
+		return nil, redactPassword(err, "db: connect to "+describeTarget(cfg.ConnConfig), cfg.ConnConfig.Password)
+	}
+	return pool, nil
+}
+
+// NewPool configures a pool like OpenPool but does not connect: for replicas, which may be down at
+// start and join the read rotation once they answer.
+func NewPool(databaseURL string, opts PoolOptions) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, redactPassword(err, "db: parse database URL", passwordIn(databaseURL))
@@ -115,13 +130,9 @@ func OpenPool(ctx context.Context, databaseURL string, opts PoolOptions) (*pgxpo
 	// A server-side limit, so no query (or stuck client) can hold a connection forever.
 	params["statement_timeout"] = strconv.FormatInt(poolStatementTimeout.Milliseconds(), 10)
 
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, redactPassword(err, "db: create pool for "+describeTarget(cfg.ConnConfig), cfg.ConnConfig.Password)
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, redactPassword(err, "db: connect to "+describeTarget(cfg.ConnConfig), cfg.ConnConfig.Password)
 	}
 	return pool, nil
 }

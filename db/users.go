@@ -35,7 +35,12 @@ func (s UserStore) Create(ctx context.Context, u NewUser) (*User, error) {
 	rows, err := s.q.Query(ctx, `
 		INSERT INTO users (id, name, email, password_hash) VALUES ($1, $2, $3, $4)
 		RETURNING `+userColumns, id, u.Name, u.Email, u.PasswordHash)
-	return collectUser(rows, err)
+	created, err := collectUser(rows, err)
+	if err == nil {
+		// Nothing cached yet, but the new user's first reads must find their row (read-your-writes).
+		s.changed.add(ctx, EntityKey{EntityWriter, id})
+	}
+	return created, err
 }
 
 func collectUser(rows pgx.Rows, err error) (*User, error) {

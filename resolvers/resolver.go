@@ -106,7 +106,7 @@ func (r *Resolver) listTasks(ctx context.Context, ownerID uuid.UUID, args db.Pag
 	if err := validateTaskFilter(filter); err != nil {
 		return nil, err
 	}
-	conn, err := r.DB.Stores().Tasks.List(ctx, ownerID, filter, orderBy, args)
+	conn, err := r.DB.Reader(ctx).Tasks.List(ctx, ownerID, filter, orderBy, args)
 	if err != nil {
 		return nil, err
 	}

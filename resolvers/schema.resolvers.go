@@ -266,7 +266,7 @@ func (r *queryResolver) Users(ctx context.Context, first *int, after *string, la
 		}
 		filter.Search = &s
 	}
-	return r.DB.Stores().Users.List(ctx, filter, orderBy, pageArgs(first, after, last, before))
+	return r.DB.Reader(ctx).Users.List(ctx, filter, orderBy, pageArgs(first, after, last, before))
 }
 
 func (r *Resolver) Mutation() graph.MutationResolver { return &mutationResolver{r} }

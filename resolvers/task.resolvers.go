@@ -23,7 +23,7 @@ func (r *taskResolver) Owner(ctx context.Context, obj *db.Task) (*db.User, error
 }
 
 func (r *taskConnectionResolver) TotalCount(ctx context.Context, obj *db.TaskConnection) (int, error) {
-	return r.DB.Stores().Tasks.Count(ctx, obj)
+	return r.DB.Reader(ctx).Tasks.Count(ctx, obj)
 }
 
 func (r *Resolver) Task() graph.TaskResolver { return &taskResolver{r} }

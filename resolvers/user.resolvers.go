@@ -49,7 +49,7 @@ func (r *userResolver) TaskCounts(ctx context.Context, obj *db.User) (*db.TaskCo
 }
 
 func (r *userConnectionResolver) TotalCount(ctx context.Context, obj *db.UserConnection) (int, error) {
-	return r.DB.Stores().Users.Count(ctx, obj)
+	return r.DB.Reader(ctx).Users.Count(ctx, obj)
 }
 
 func (r *Resolver) User() graph.UserResolver { return &userResolver{r} }

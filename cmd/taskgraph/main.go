@@ -137,7 +137,8 @@ func serve(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *s
 		return err
 	}
 	defer app.Close()
-	return server.Run(ctx, cfg, app.Handler, logger, nil)
+	go app.Background(ctx)
+	return server.Run(ctx, cfg, app.Handler, logger, nil, app.Draining.Start)
 }
 
 func setRole(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, args []string, stdout io.Writer, logger *slog.Logger) error {

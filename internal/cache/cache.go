@@ -133,9 +133,14 @@ func (c *Cache) Invalidate(ctx context.Context, keys []db.EntityKey) {
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
-	strs := make([]string, len(keys))
-	for i, k := range keys {
-		strs[i] = key(k.Kind, k.ID)
+	strs := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if _, cached := defaultTTLs[k.Kind]; cached { // other kinds (writers) are not cache entries
+			strs = append(strs, key(k.Kind, k.ID))
+		}
+	}
+	if len(strs) == 0 {
+		return
 	}
 	// A load already running for these keys may carry the rows from before the write: later reads
 	// must start their own load rather than wait for that one.

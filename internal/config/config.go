@@ -57,6 +57,12 @@ type Config struct {
 	AuthRateLimit       int64    // AUTH_RATE_LIMIT_PER_MINUTE
 	TrustedProxies      []string // TRUSTED_PROXIES
 
+	DatabaseReadURLs  []string      // DATABASE_READ_URLS
+	ReplicaMaxLag     time.Duration // REPLICA_MAX_LAG
+	ReadYourWritesFor time.Duration // READ_YOUR_WRITES_WINDOW
+	RequestTimeout    time.Duration // REQUEST_TIMEOUT
+	ShutdownDelay     time.Duration // SHUTDOWN_DELAY
+
 	QueryMaxNodes    int64  // QUERY_MAX_NODES
 	QueryMaxDepth    int64  // QUERY_MAX_DEPTH
 	TrustedDocuments string // TRUSTED_DOCUMENTS
@@ -324,6 +330,41 @@ func settings() []setting {
 			},
 			show: func(c Config) slog.Value { return slog.StringValue(strings.Join(c.TrustedProxies, ",")) },
 		},
+		{
+			name: "DATABASE_READ_URLS",
+			desc: "comma-separated PostgreSQL URLs of streaming replicas for reads; empty: all reads on DATABASE_URL",
+			parse: func(c *Config, raw string) error {
+				c.DatabaseReadURLs = splitList(raw)
+				return nil
+			},
+			check: func(c Config) error {
+				for i, u := range c.DatabaseReadURLs {
+					if !isPostgresURL(u) {
+						return fmt.Errorf("entry %d must be a postgres:// or postgresql:// URL", i+1)
+					}
+				}
+				return nil
+			},
+			show: func(c Config) slog.Value {
+				shown := make([]string, len(c.DatabaseReadURLs))
+				for i, u := range c.DatabaseReadURLs {
+					shown[i] = redactDatabaseURL(u)
+				}
+				return slog.StringValue(strings.Join(shown, ","))
+			},
+		},
+		durationSetting("REPLICA_MAX_LAG", "1s", 100*time.Millisecond, time.Minute,
+			"a replica further behind the primary than this leaves the read rotation until it catches up",
+			func(c *Config) *time.Duration { return &c.ReplicaMaxLag }),
+		durationSetting("READ_YOUR_WRITES_WINDOW", "5s", 0, 10*time.Minute,
+			"after a user writes, their reads go to the primary for this long (shared through Redis when set)",
+			func(c *Config) *time.Duration { return &c.ReadYourWritesFor }),
+		durationSetting("REQUEST_TIMEOUT", "15s", 100*time.Millisecond, 5*time.Minute,
+			"deadline for handling one GraphQL request, database work included",
+			func(c *Config) *time.Duration { return &c.RequestTimeout }),
+		durationSetting("SHUTDOWN_DELAY", "0s", 0, time.Minute,
+			"on SIGTERM, answer /readyz with 503 for this long before closing the listener (lets load balancers drain)",
+			func(c *Config) *time.Duration { return &c.ShutdownDelay }),
 		intSetting("QUERY_MAX_NODES", "5000", 100, 1_000_000,
 			"most nodes one query may ask for: each connection counts its page size times its children",
 			func(c *Config) *int64 { return &c.QueryMaxNodes }),

@@ -48,6 +48,9 @@ func TestLoadDefaults(t *testing.T) {
 		AuthRateLimit:       10,
 		QueryMaxNodes:       5000,
 		QueryMaxDepth:       12,
+		ReplicaMaxLag:       time.Second,
+		ReadYourWritesFor:   5 * time.Second,
+		RequestTimeout:      15 * time.Second,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -151,6 +154,11 @@ func TestLoadParsesOverrides(t *testing.T) {
 		"QUERY_MAX_NODES":                 "1000",
 		"QUERY_MAX_DEPTH":                 "8",
 		"TRUSTED_DOCUMENTS":               "/etc/taskgraph/documents.json",
+		"DATABASE_READ_URLS":              "postgres://r1:5432/tg, postgres://r2:5432/tg",
+		"REPLICA_MAX_LAG":                 "500ms",
+		"READ_YOUR_WRITES_WINDOW":         "10s",
+		"REQUEST_TIMEOUT":                 "5s",
+		"SHUTDOWN_DELAY":                  "3s",
 	}))
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -164,6 +172,8 @@ func TestLoadParsesOverrides(t *testing.T) {
 		RedisURL: "redis://:pw@cache:6379/2", CacheMaxEntries: 500, RateLimitPoints: 100, AnonRateLimitPoints: 10,
 		AuthRateLimit: 3, TrustedProxies: []string{"10.0.0.0/8", "127.0.0.1/32"}, QueryMaxNodes: 1000, QueryMaxDepth: 8,
 		TrustedDocuments: "/etc/taskgraph/documents.json",
+		DatabaseReadURLs: []string{"postgres://r1:5432/tg", "postgres://r2:5432/tg"}, ReplicaMaxLag: 500 * time.Millisecond,
+		ReadYourWritesFor: 10 * time.Second, RequestTimeout: 5 * time.Second, ShutdownDelay: 3 * time.Second,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("overrides:\n got %+v\nwant %+v", c, want)
@@ -283,7 +293,8 @@ func TestUsageListsEverySetting(t *testing.T) {
 		"HTTP_WRITE_TIMEOUT", "HTTP_IDLE_TIMEOUT", "SHUTDOWN_TIMEOUT", "LOG_LEVEL",
 		"REDIS_URL", "CACHE_ENABLED", "CACHE_MAX_ENTRIES", "RATE_LIMIT_ENABLED", "RATE_LIMIT_POINTS_PER_HOUR",
 		"RATE_LIMIT_ANON_POINTS_PER_HOUR", "AUTH_RATE_LIMIT_PER_MINUTE", "TRUSTED_PROXIES", "QUERY_MAX_NODES",
-		"QUERY_MAX_DEPTH", "TRUSTED_DOCUMENTS",
+		"QUERY_MAX_DEPTH", "TRUSTED_DOCUMENTS", "DATABASE_READ_URLS", "REPLICA_MAX_LAG", "READ_YOUR_WRITES_WINDOW",
+		"REQUEST_TIMEOUT", "SHUTDOWN_DELAY",
 	}
 	for _, name := range names {
 		if !strings.Contains(out, "\n"+name+" ") {

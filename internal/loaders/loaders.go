@@ -27,17 +27,24 @@ type Loaders struct {
 // concurrent field resolvers to enqueue a whole page, short enough not to be felt.
 const batchWait = 2 * time.Millisecond
 
-// New builds a fresh set of loaders reading through c (which may be nil: no cache) and stores.
-func New(stores db.Stores, c *cache.Cache) *Loaders {
+// New builds a fresh set of loaders reading through c (which may be nil: no cache) and the stores
+// read returns. read is asked at batch time, so a read after a write in the same request already
+// knows about that write (read-your-writes routing).
+func New(read func(context.Context) db.Stores, c *cache.Cache) *Loaders {
+	users := func(ctx context.Context, ids []uuid.UUID) ([]db.User, error) { return read(ctx).Users.ByIDs(ctx, ids) }
+	tasks := func(ctx context.Context, ids []uuid.UUID) ([]db.Task, error) { return read(ctx).Tasks.ByIDs(ctx, ids) }
+	counts := func(ctx context.Context, ids []uuid.UUID) ([]db.TaskCounts, error) {
+		return read(ctx).Tasks.CountsByOwners(ctx, ids)
+	}
 	return &Loaders{
 		UserByID: dataloader.NewBatchedLoader(
-			byID(c, db.EntityUser, stores.Users.ByIDs, func(u db.User) uuid.UUID { return u.ID }, notFound[db.User]("user")),
+			byID(c, db.EntityUser, users, func(u db.User) uuid.UUID { return u.ID }, notFound[db.User]("user")),
 			dataloader.WithWait[uuid.UUID, *db.User](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.User](db.MaxPageSize)),
 		TaskByID: dataloader.NewBatchedLoader(
-			byID(c, db.EntityTask, stores.Tasks.ByIDs, func(t db.Task) uuid.UUID { return t.ID }, notFound[db.Task]("task")),
+			byID(c, db.EntityTask, tasks, func(t db.Task) uuid.UUID { return t.ID }, notFound[db.Task]("task")),
 			dataloader.WithWait[uuid.UUID, *db.Task](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.Task](db.MaxPageSize)),
 		TaskCountsByUser: dataloader.NewBatchedLoader(
-			byID(c, db.EntityTaskCounts, stores.Tasks.CountsByOwners, func(t db.TaskCounts) uuid.UUID { return t.UserID },
+			byID(c, db.EntityTaskCounts, counts, func(t db.TaskCounts) uuid.UUID { return t.UserID },
 				func(id uuid.UUID) (*db.TaskCounts, error) { return &db.TaskCounts{UserID: id}, nil }), // no tasks: zeros
 			dataloader.WithWait[uuid.UUID, *db.TaskCounts](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.TaskCounts](db.MaxPageSize)),
 	}
@@ -75,7 +82,7 @@ type ctxKey struct{}
 func Middleware(database *db.DB, c *cache.Cache) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ctx := context.WithValue(r.Context(), ctxKey{}, New(database.Stores(), c))
+			ctx := context.WithValue(r.Context(), ctxKey{}, New(database.Reader, c))
 			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}
@@ -86,7 +93,7 @@ func For(ctx context.Context, database *db.DB) *Loaders {
 	if l, ok := ctx.Value(ctxKey{}).(*Loaders); ok {
 		return l
 	}
-	return New(database.Stores(), nil)
+	return New(database.Reader, nil)
 }
 
 // PrimeTasks stores tasks already read (a page) so later by-id loads need no query.

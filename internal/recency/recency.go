@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/redisx"
 )
 
@@ -65,4 +66,14 @@ func (t *Tracker) RecentlyWrote(ctx context.Context, userID uuid.UUID) bool {
 		return err
 	})
 	return err != nil || n > 0
+}
+
+// Invalidate implements db.Invalidator: every write names its user (a user row or the owner's task
+// counts), and that user is marked as a recent writer.
+func (t *Tracker) Invalidate(ctx context.Context, keys []db.EntityKey) {
+	for _, k := range keys {
+		if k.Kind == db.EntityUser || k.Kind == db.EntityTaskCounts || k.Kind == db.EntityWriter {
+			t.MarkWrite(ctx, k.ID)
+		}
+	}
 }

@@ -1,9 +1,11 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +18,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/config"
 	"github.com/taskgraph/taskgraph/internal/observe"
 	"github.com/taskgraph/taskgraph/internal/ratelimit"
+	"github.com/taskgraph/taskgraph/internal/recency"
 	"github.com/taskgraph/taskgraph/internal/redisx"
 )
 
@@ -25,13 +28,47 @@ type App struct {
 	DB      *db.DB
 	Cache   *cache.Cache  // nil when CACHE_ENABLED=false
 	Redis   *redis.Client // nil without REDIS_URL
+	// Draining turns /readyz unready; pass its Start to Run as the drain hook.
+	Draining *Draining
+
+	replicaPools []*db.Replica
 }
 
-// Close releases what Build opened (not the pool, which the caller owns).
+// Close releases what Build opened (not the primary pool, which the caller owns).
 func (a *App) Close() {
+	for _, r := range a.replicaPools {
+		r.Pool.Close()
+	}
 	if a.Redis != nil {
 		_ = a.Redis.Close()
 	}
+}
+
+// replicaCheckInterval is how often replica health and lag are measured.
+const replicaCheckInterval = 500 * time.Millisecond
+
+// Background runs the app's housekeeping (replica health checks) until ctx ends.
+func (a *App) Background(ctx context.Context) {
+	a.DB.RunReplicaChecks(ctx, replicaCheckInterval)
+}
+
+// openReplicas opens a pool per DATABASE_READ_URLS entry. A replica that is down at start is still
+// added: it joins the rotation once the health check sees it.
+func openReplicas(cfg config.Config, obs Observability) ([]*db.Replica, error) {
+	var out []*db.Replica
+	for i, url := range cfg.DatabaseReadURLs {
+		pool, err := db.NewPool(url, db.PoolOptions{MaxConns: cfg.DBMaxConns, Tracer: obs.Metrics.PGXTracer()})
+		if err != nil {
+			for _, r := range out {
+				r.Pool.Close()
+			}
+			return nil, fmt.Errorf("replica %d: %w", i+1, err)
+		}
+		name := fmt.Sprintf("replica-%d", i+1)
+		obs.Metrics.WatchPool(name, pool)
+		out = append(out, &db.Replica{Name: name, Pool: pool})
+	}
+	return out, nil
 }
 
 // RedisPrefix namespaces every key Taskgraph writes, so one Redis can serve other tenants too.
@@ -50,7 +87,7 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 	if err != nil {
 		return nil, fmt.Errorf("token issuer: %w", err)
 	}
-	app := &App{}
+	app := &App{Draining: &Draining{}}
 	if cfg.RedisURL != "" {
 		if app.Redis, err = redisx.NewClient(cfg.RedisURL); err != nil {
 			return nil, err
@@ -77,9 +114,17 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 			limiter = ratelimit.NewResilient(ratelimit.NewRedis(app.Redis, RedisPrefix), limiter, guard, logger)
 		}
 	}
-	var opts []db.Option
-	if app.Cache != nil {
-		opts = append(opts, db.WithInvalidator(app.Cache))
+	// Every committed write tells the cache what to drop and the tracker who wrote (read-your-writes).
+	writes := recency.New(cfg.ReadYourWritesFor, app.Redis, RedisPrefix+"wrote:", logger)
+	opts := []db.Option{db.WithInvalidator(db.Invalidators{app.Cache, writes}), db.WithWriteTracker(writes)}
+	replicas, err := openReplicas(cfg, obs)
+	if err != nil {
+		app.Close()
+		return nil, err
+	}
+	app.replicaPools = replicas
+	if len(replicas) > 0 {
+		opts = append(opts, db.WithReplicas(replicas, cfg.ReplicaMaxLag, logger))
 	}
 	app.DB = db.New(pool, db.NewCursorCodec([]byte(cfg.JWTSecret)), opts...)
 	obs.Metrics.WatchPool("primary", pool)
@@ -100,6 +145,8 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 		Limiter:   limiter,
 		Metrics:   obs.Metrics,
 		Gatherer:  obs.Gatherer,
+		Redis:     app.Redis,
+		Draining:  app.Draining,
 	})
 	if err != nil {
 		app.Close()

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -20,6 +21,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/klauspost/compress/gzhttp"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/cors"
 	"github.com/vektah/gqlparser/v2/ast"
 
@@ -52,6 +54,8 @@ type Deps struct {
 	Limiter   ratelimit.Limiter // nil: no rate limits
 	Metrics   *observe.Metrics  // nil: no metrics
 	Gatherer  prometheus.Gatherer
+	Redis     *redis.Client // for readiness; nil without REDIS_URL
+	Draining  *Draining     // set by Run on shutdown
 }
 
 // NewHandler builds the whole HTTP handler.
@@ -71,7 +75,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 	mux.Handle("GET /healthz", m.HTTP("/healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})))
-	mux.Handle("GET /readyz", m.HTTP("/readyz", readyz(d.DB)))
+	mux.Handle("GET /readyz", m.HTTP("/readyz", readyz(d)))
 	if d.Gatherer != nil {
 		// Scraped by Prometheus; deploy/nginx.conf keeps it off the public side.
 		mux.Handle("GET /metrics", m.Handler(d.Gatherer))
@@ -171,15 +175,55 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 	return srv, nil
 }
 
-func readyz(database *db.DB) http.HandlerFunc {
+// Draining is set when shutdown begins: /readyz then answers 503 so load balancers stop sending
+// new requests while in-flight ones finish.
+type Draining struct{ flag atomic.Bool }
+
+// Start marks the instance as draining.
+func (d *Draining) Start() {
+	if d != nil {
+		d.flag.Store(true)
+	}
+}
+
+func (d *Draining) active() bool { return d != nil && d.flag.Load() }
+
+// readyz reports every dependency. The instance is ready when it is not draining and the primary
+// answers; replicas and Redis are reported but optional (reads fall back to the primary, the cache
+// and limits to memory).
+func readyz(d Deps) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		if err := database.Pool().Ping(ctx); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "database": "unreachable"})
-			return
+		checks := map[string]string{}
+		ready := true
+		if d.Draining.active() {
+			checks["shutdown"] = "draining"
+			ready = false
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "database": "ok"})
+		if err := d.DB.Pool().Ping(ctx); err != nil {
+			checks["database"] = "unreachable"
+			ready = false
+		} else {
+			checks["database"] = "ok"
+		}
+		for _, rep := range d.DB.Replicas() {
+			checks[rep.Name] = "ok"
+			if !rep.Healthy() {
+				checks[rep.Name] = "out of rotation (unreachable or lagging)"
+			}
+		}
+		if d.Redis != nil {
+			checks["redis"] = "ok"
+			if err := d.Redis.Ping(ctx).Err(); err != nil {
+				checks["redis"] = "unreachable (serving without it)"
+			}
+		}
+		status, code := "ready", http.StatusOK
+		if !ready {
+			status, code = "unavailable", http.StatusServiceUnavailable
+		}
+		writeJSON(w, code, map[string]any{"status": status, "checks": checks})
 	}
 }
 
@@ -201,7 +245,7 @@ func readHeaderTimeout(read time.Duration) time.Duration {
 
 // Run serves h on cfg.HTTPAddr until ctx ends, then drains in-flight requests for up to
 // cfg.ShutdownTimeout. ready, when non-nil, receives the bound address once listening.
-func Run(ctx context.Context, cfg config.Config, h http.Handler, logger *slog.Logger, ready chan<- net.Addr) error {
+func Run(ctx context.Context, cfg config.Config, h http.Handler, logger *slog.Logger, ready chan<- net.Addr, onDrain ...func()) error {
 	srv := &http.Server{
 		Addr:              cfg.HTTPAddr,
 		Handler:           h,
@@ -229,7 +273,12 @@ func Run(ctx context.Context, cfg config.Config, h http.Handler, logger *slog.Lo
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	logger.Info("shutting down", "deadline", cfg.ShutdownTimeout.String())
+	logger.Info("shutting down", "deadline", cfg.ShutdownTimeout.String(), "delay", cfg.ShutdownDelay.String())
+	for _, f := range onDrain {
+		f()
+	}
+	// Keep serving while load balancers notice /readyz turned 503, then stop accepting.
+	time.Sleep(cfg.ShutdownDelay)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {

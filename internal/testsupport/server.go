@@ -68,6 +68,9 @@ func NewEnvOn(t testing.TB, database *Database, overrides map[string]string) *En
 		t.Fatalf("build server: %v", err)
 	}
 	t.Cleanup(app.Close)
+	bg, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	go app.Background(bg)
 	h := app.Handler
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
