@@ -56,7 +56,7 @@ const (
 var (
 	knownSubcommands   = []string{"serve", "migrate", "set-role", "healthcheck", "worker"}
 	pendingSubcommands = map[string]string{
-		"worker":      "`taskgraph worker` arrives with the job queue (deploy/k8s/deployment-worker.yaml, compose profile worker)",
+		"worker": "`taskgraph worker` arrives with the job queue (deploy/k8s/deployment-worker.yaml, compose profile worker)",
 	}
 )
 

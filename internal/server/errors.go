@@ -62,6 +62,9 @@ func errorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 		id := RequestID(ctx)
 		logger.ErrorContext(ctx, "internal error", "request_id", id, "err", err, "path", base.Path.String())
 		out.Message = "internal error: the request could not be completed; quote the request id when reporting it"
+		if errors.Is(err, context.DeadlineExceeded) {
+			out.Message = "the request ran out of time (REQUEST_TIMEOUT) and was stopped; retry later"
+		}
 		out.Extensions["code"] = string(apperr.Internal)
 		out.Extensions["requestId"] = id
 		return out

@@ -218,3 +218,13 @@ func isMutation(query, operationName string) bool {
 	}
 	return false
 }
+
+// withDeadline bounds each request's work, database included: a slow database makes requests fail
+// after the timeout instead of piling up and holding every pool connection.
+func withDeadline(timeout time.Duration, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}

@@ -65,9 +65,9 @@ func NewHandler(d Deps) (http.Handler, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	graphqlChain := withThrottleStatus(guardGraphQL(d.Config.MaxBodyBytes,
+	graphqlChain := withDeadline(d.Config.RequestTimeout, withThrottleStatus(guardGraphQL(d.Config.MaxBodyBytes,
 		auth.Middleware(d.Tokens, sessionLookup(d.DB, d.Cache), d.Logger)(
-			loaders.Middleware(d.DB, d.Cache)(gql))))
+			loaders.Middleware(d.DB, d.Cache)(gql)))))
 	m := d.Metrics
 	mux.Handle("/graphql", m.HTTP("/graphql", graphqlChain))
 	// Clients that pin a versioned path get the same endpoint.
