@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"log/slog"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -321,5 +322,18 @@ func TestLogValueMasksRedisPassword(t *testing.T) {
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", c)
 	if strings.Contains(buf.String(), "hunter2secret") || !strings.Contains(buf.String(), "cache:6379") {
 		t.Fatalf("log = %s; want the Redis host without its password", buf.String())
+	}
+}
+
+// TestReadmeListsEverySetting keeps the README's settings table in step with the code.
+func TestReadmeListsEverySetting(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range settings() {
+		if !strings.Contains(string(readme), "| `"+s.name+"` |") {
+			t.Errorf("README.md's settings table lacks a row for %s", s.name)
+		}
 	}
 }
