@@ -3,6 +3,7 @@ package db_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
@@ -30,6 +32,17 @@ func (r *sqlRecorder) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.Tr
 	return ctx
 }
 func (r *sqlRecorder) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// Pages after a cursor are read in a batch (the page and the EXISTS for the other side).
+func (r *sqlRecorder) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+func (r *sqlRecorder) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sql, r.args = append(r.sql, d.SQL), append(r.args, d.Args)
+}
+func (r *sqlRecorder) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
 func (r *sqlRecorder) last(t *testing.T, prefix string) (string, []any) {
 	t.Helper()
@@ -62,17 +75,22 @@ func TestEveryTaskQueryPathHasAnIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	assignee, err := store.Stores().Users.Create(ctx, db.NewUser{Name: "As", Email: "as@example.com", PasswordHash: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Realistic statistics: many tasks, rare tags, rare search hits and few due dates in range, so
-	// the planner's choice reflects the indexes rather than an empty table.
+	// the planner's choice reflects the indexes rather than an empty table. One task in ten is
+	// assigned (to the second user); the rest have no assignee.
 	if _, err := pool.Exec(ctx, `
-		INSERT INTO tasks (id, owner_id, title, status, priority, due_at, tags, created_at, updated_at)
-		SELECT gen_random_uuid(), $1,
+		INSERT INTO tasks (id, owner_id, assignee_id, title, status, priority, due_at, tags, created_at, updated_at)
+		SELECT gen_random_uuid(), $1, CASE WHEN g % 10 = 0 THEN $2::uuid END,
 		       CASE WHEN g % 1000 = 0 THEN 'quarterly report ' || g ELSE 'task ' || g END,
 		       (ARRAY['TODO','IN_PROGRESS','DONE'])[1 + g % 3], g % 4,
 		       '2031-01-01'::timestamptz + g * interval '1 hour',
 		       CASE WHEN g % 1000 = 0 THEN ARRAY['work'] ELSE ARRAY['misc', 'tag' || (g % 50)] END,
 		       now() - g * interval '1 minute', now() - g * interval '30 seconds'
-		FROM generate_series(1, 30000) g`, user.ID); err != nil {
+		FROM generate_series(1, 30000) g`, user.ID, assignee.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pool.Exec(ctx, `ANALYZE tasks`); err != nil {
@@ -80,6 +98,11 @@ func TestEveryTaskQueryPathHasAnIndex(t *testing.T) {
 	}
 	tag, search, due := "work", "report", time.Date(2031, 1, 2, 0, 0, 0, 0, time.UTC)
 	role := auth.RoleAdmin
+	assigned := &db.TaskFilter{AssignedToMe: new(true)}
+	var anyTask uuid.UUID
+	if err := pool.QueryRow(ctx, `SELECT id FROM tasks LIMIT 1`).Scan(&anyTask); err != nil {
+		t.Fatal(err)
+	}
 
 	cases := []struct {
 		name  string
@@ -99,6 +122,25 @@ func TestEveryTaskQueryPathHasAnIndex(t *testing.T) {
 		{"filter due range", func() error {
 			return listTasks(ctx, store, user.ID, &db.TaskFilter{DueBefore: &due}, db.TaskOrderCreatedAt)
 		}, "tasks_owner_due_at_range_idx"},
+		// tasks(filter: {assignedToMe: true}): the partial assignee indexes, one per orderBy.
+		{"assigned order CREATED_AT", func() error { return listTasks(ctx, store, assignee.ID, assigned, db.TaskOrderCreatedAt) }, "tasks_assignee_created_at_idx"},
+		{"assigned order UPDATED_AT", func() error { return listTasks(ctx, store, assignee.ID, assigned, db.TaskOrderUpdatedAt) }, "tasks_assignee_updated_at_idx"},
+		{"assigned order DUE_AT", func() error { return listTasks(ctx, store, assignee.ID, assigned, db.TaskOrderDueAt) }, "tasks_assignee_due_at_idx"},
+		{"assigned order PRIORITY", func() error { return listTasks(ctx, store, assignee.ID, assigned, db.TaskOrderPriority) }, "tasks_assignee_priority_idx"},
+		{"assigned totalCount", func() error {
+			conn, err := store.Stores().Tasks.List(ctx, assignee.ID, assigned, nil, db.PageArgs{})
+			if err == nil {
+				_, err = store.Stores().Tasks.Count(ctx, conn)
+			}
+			return err
+		}, "tasks_assignee_"},
+		{"task by id for owner or assignee", func() error {
+			_, err := store.Stores().Tasks.GetVisible(ctx, assignee.ID, anyTask)
+			if apperr.CodeOf(err) == apperr.NotFound {
+				return nil
+			}
+			return err
+		}, "tasks_pkey"},
 		{"task counts", func() error {
 			_, err := store.Stores().Tasks.CountsByOwners(ctx, []uuid.UUID{user.ID})
 			return err
@@ -128,10 +170,59 @@ func TestEveryTaskQueryPathHasAnIndex(t *testing.T) {
 			}
 		})
 	}
+
+	// Deleting a user unassigns their tasks (ON DELETE SET NULL): PostgreSQL's referential action runs
+	// this statement, which must not scan the whole table.
+	t.Run("deleting a user unassigns through an assignee index", func(t *testing.T) {
+		sql := `UPDATE ONLY tasks SET assignee_id = NULL WHERE $1 OPERATOR(pg_catalog.=) assignee_id`
+		if plan := explain(ctx, t, pool, sql, []any{assignee.ID}); !strings.Contains(plan, "tasks_assignee_") {
+			t.Fatalf("plan for %q uses no assignee index:\n%s", sql, plan)
+		}
+	})
+
+	// Pages after a cursor: the page itself and the EXISTS for the other side both carry the keyset
+	// condition on (key, id), and both must stay on the list's index.
+	for _, tc := range []struct {
+		field db.TaskOrderField
+		index string
+	}{
+		{db.TaskOrderCreatedAt, "tasks_assignee_created_at_idx"},
+		{db.TaskOrderUpdatedAt, "tasks_assignee_updated_at_idx"},
+		{db.TaskOrderDueAt, "tasks_assignee_due_at_idx"},
+		{db.TaskOrderPriority, "tasks_assignee_priority_idx"},
+	} {
+		for _, dir := range []db.Direction{db.Asc, db.Desc} {
+			t.Run(fmt.Sprintf("assigned order %s %s after a cursor", tc.field, dir), func(t *testing.T) {
+				if err := listTasksAfter(ctx, store, assignee.ID, assigned, db.TaskOrder{Field: tc.field, Direction: dir}); err != nil {
+					t.Fatal(err)
+				}
+				for _, stmt := range []string{"SELECT id,", "SELECT EXISTS"} {
+					sql, args := rec.last(t, stmt)
+					if !strings.Contains(sql, ", id) ") || !strings.Contains(sql, "assignee_id = $1") {
+						t.Fatalf("statement %q is not an assigned page after a cursor", sql)
+					}
+					if plan := explain(ctx, t, pool, sql, args); !strings.Contains(plan, tc.index) {
+						t.Fatalf("plan for %q does not use %s:\n%s", sql, tc.index, plan)
+					}
+				}
+			})
+		}
+	}
 }
 
 func listTasks(ctx context.Context, store *db.DB, owner uuid.UUID, f *db.TaskFilter, field db.TaskOrderField) error {
 	_, err := store.Stores().Tasks.List(ctx, owner, f, &db.TaskOrder{Field: field, Direction: db.Asc}, db.PageArgs{})
+	return err
+}
+
+// listTasksAfter reads a second page, so the keyset condition on (key, id) is part of the statement.
+func listTasksAfter(ctx context.Context, store *db.DB, viewer uuid.UUID, f *db.TaskFilter, order db.TaskOrder) error {
+	first := 5
+	conn, err := store.Stores().Tasks.List(ctx, viewer, f, &order, db.PageArgs{First: &first})
+	if err != nil {
+		return err
+	}
+	_, err = store.Stores().Tasks.List(ctx, viewer, f, &order, db.PageArgs{First: &first, After: conn.PageInfo.EndCursor})
 	return err
 }
 

@@ -38,10 +38,12 @@ const (
 	PriorityUrgent
 )
 
-// Task is a row of tasks.
+// Task is a row of tasks. The owner and the assignee (if any) may see it; only the owner may change
+// anything but its status.
 type Task struct {
 	ID          uuid.UUID  `db:"id"`
 	OwnerID     uuid.UUID  `db:"owner_id"`
+	AssigneeID  *uuid.UUID `db:"assignee_id"`
 	Title       string     `db:"title"`
 	Description *string    `db:"description"`
 	Status      TaskStatus `db:"status"`
@@ -51,6 +53,11 @@ type Task struct {
 	CreatedAt   time.Time  `db:"created_at"`
 	UpdatedAt   time.Time  `db:"updated_at"`
 	Version     int32      `db:"version"`
+}
+
+// VisibleTo reports whether userID may see the task: its owner or its assignee.
+func (t *Task) VisibleTo(userID uuid.UUID) bool {
+	return t.OwnerID == userID || (t.AssigneeID != nil && *t.AssigneeID == userID)
 }
 
 // TaskCounts is how many tasks one user has, by status.

@@ -121,11 +121,11 @@ func TestEnsureDatabaseOpenPoolMigrate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read goose_db_version: %v", err)
 	}
-	if fmt.Sprint(versions) != "[1]" {
-		t.Errorf("applied versions = %v, want [1] (each migration recorded exactly once)", versions)
+	if fmt.Sprint(versions) != "[1 2]" {
+		t.Errorf("applied versions = %v, want [1 2] (each migration recorded exactly once)", versions)
 	}
-	if v, err := MigrationStatus(ctx, pool); err != nil || v != 1 {
-		t.Errorf("MigrationStatus after Migrate = %d, %v; want 1, nil", v, err)
+	if v, err := MigrationStatus(ctx, pool); err != nil || v != 2 {
+		t.Errorf("MigrationStatus after Migrate = %d, %v; want 2, nil", v, err)
 	}
 }
 
@@ -213,5 +213,61 @@ func TestOpenPoolBadURLHidesPassword(t *testing.T) {
 	}
 	if err := EnsureDatabase(context.Background(), "postgres://postgres:"+password+"@127.0.0.1:notaport/taskgraph"); err == nil || strings.Contains(err.Error(), password) {
 		t.Errorf("EnsureDatabase error = %v; want an error without the password", err)
+	}
+}
+
+// TestAssigneeMigrationDownAndUp checks that migration 2 (task assignees) rolls back cleanly and
+// applies again, keeping the tasks.
+func TestAssigneeMigrationDownAndUp(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	databaseURL, _ := newOpenTestDatabase(t)
+	if err := EnsureDatabase(ctx, databaseURL); err != nil {
+		t.Fatalf("EnsureDatabase: %v", err)
+	}
+	pool, err := OpenPool(ctx, databaseURL, PoolOptions{MaxConns: 3})
+	if err != nil {
+		t.Fatalf("OpenPool: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	if err := Migrate(ctx, pool); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	if _, err := pool.Exec(ctx, `
+		INSERT INTO users (id, name, email, password_hash) VALUES (gen_random_uuid(), 'M', 'm@example.com', 'x');
+		INSERT INTO tasks (id, owner_id, assignee_id, title)
+		SELECT gen_random_uuid(), id, id, 'kept' FROM users`); err != nil {
+		t.Fatal(err)
+	}
+	hasAssignee := func() bool {
+		t.Helper()
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.columns
+			WHERE table_name = 'tasks' AND column_name = 'assignee_id'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+	provider, sqlDB, err := newMigrationProvider(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sqlDB.Close()
+	if _, err := provider.Down(ctx); err != nil {
+		t.Fatalf("Down: %v", err)
+	}
+	if v, err := MigrationStatus(ctx, pool); err != nil || v != 1 || hasAssignee() {
+		t.Fatalf("after Down: version %d, %v, assignee_id present %v; want 1 without the column", v, err, hasAssignee())
+	}
+	if err := Migrate(ctx, pool); err != nil {
+		t.Fatalf("Migrate again: %v", err)
+	}
+	var tasks, assigned int
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(assignee_id) FROM tasks`).Scan(&tasks, &assigned); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := MigrationStatus(ctx, pool); err != nil || v != 2 || !hasAssignee() || tasks != 1 || assigned != 0 {
+		t.Fatalf("after Up: version %d, %v, column %v, tasks %d, assigned %d; want 2, the column, 1 task, none assigned",
+			v, err, hasAssignee(), tasks, assigned)
 	}
 }

@@ -116,14 +116,33 @@ func (s UserStore) SetRole(ctx context.Context, email string, role auth.Role) (*
 
 // Delete removes a user; their sessions and tasks go with them (ON DELETE CASCADE).
 func (s UserStore) Delete(ctx context.Context, id uuid.UUID) error {
-	tag, err := s.q.Exec(ctx, `DELETE FROM users WHERE id = $1`, id)
-	if err == nil && tag.RowsAffected() == 0 {
-		err = pgx.ErrNoRows
-	}
+	// The user's own tasks go with the row (ON DELETE CASCADE); tasks they were assigned are
+	// unassigned first, as a change (new version) that caches and their owners hear about.
+	var changed []EntityKey
+	err := pgx.BeginFunc(ctx, s.q, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `UPDATE tasks SET assignee_id = NULL, version = version + 1, updated_at = now()
+			WHERE assignee_id = $1 AND owner_id <> $1 RETURNING id, owner_id`, id)
+		if err != nil {
+			return err
+		}
+		var taskID, ownerID uuid.UUID
+		_, err = pgx.ForEachRow(rows, []any{&taskID, &ownerID}, func() error {
+			changed = append(changed, EntityKey{EntityTask, taskID}, EntityKey{EntityTaskCounts, ownerID})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM users WHERE id = $1`, id)
+		if err == nil && tag.RowsAffected() == 0 {
+			err = pgx.ErrNoRows
+		}
+		return err
+	})
 	if err == nil {
-		// The cascade removes the user's tasks too; they are reachable only by their owner, whose
-		// sessions went with them, so their cached copies expire unread.
-		s.changed.add(ctx, EntityKey{EntityUser, id}, EntityKey{EntityTaskCounts, id})
+		// The deleted user's own tasks are reachable only by their owner, whose sessions went with
+		// them, so those cached copies expire unread.
+		s.changed.add(ctx, append(changed, EntityKey{EntityUser, id}, EntityKey{EntityTaskCounts, id})...)
 	}
 	return mapError(err, "user")
 }

@@ -104,6 +104,7 @@ type ComplexityRoot struct {
 	}
 
 	Task struct {
+		Assignee    func(childComplexity int) int
 		CreatedAt   func(childComplexity int) int
 		Description func(childComplexity int) int
 		DueAt       func(childComplexity int) int
@@ -195,6 +196,7 @@ type TaskResolver interface {
 	ID(ctx context.Context, obj *db.Task) (string, error)
 
 	Owner(ctx context.Context, obj *db.Task) (*db.User, error)
+	Assignee(ctx context.Context, obj *db.Task) (*db.User, error)
 }
 type TaskConnectionResolver interface {
 	TotalCount(ctx context.Context, obj *db.TaskConnection) (int, error)
@@ -489,6 +491,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Query.Users(childComplexity, args["first"].(*int), args["after"].(*string), args["last"].(*int), args["before"].(*string), args["filter"].(*db.UserFilter), args["orderBy"].(*db.UserOrder)), true
 
+	case "Task.assignee":
+		if e.ComplexityRoot.Task.Assignee == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Task.Assignee(childComplexity), true
 	case "Task.createdAt":
 		if e.ComplexityRoot.Task.CreatedAt == nil {
 			break
@@ -883,11 +891,12 @@ type Query {
   node(id: ID!): Node @auth
   "Fetches several objects by their global IDs, in the same order; at most 100."
   nodes(ids: [ID!]!): [Node]! @auth
-  "One of your tasks."
+  "A task you own or are assigned to."
   task(id: ID!): Task! @auth
   """
-  Your tasks, as a Relay connection. Page forward with ` + "`" + `first` + "`" + `/` + "`" + `after` + "`" + ` or backward with ` + "`" + `last` + "`" + `/` + "`" + `before` + "`" + `
-  (page size 1..100, default 20). Cursors are only valid with the same ` + "`" + `filter` + "`" + ` and ` + "`" + `orderBy` + "`" + `.
+  Your tasks, or with ` + "`" + `filter: {assignedToMe: true}` + "`" + ` the tasks assigned to you, as a Relay connection.
+  Page forward with ` + "`" + `first` + "`" + `/` + "`" + `after` + "`" + ` or backward with ` + "`" + `last` + "`" + `/` + "`" + `before` + "`" + ` (page size 1..100, default 20).
+  Cursors are only valid with the same ` + "`" + `filter` + "`" + ` and ` + "`" + `orderBy` + "`" + `.
   """
   tasks(first: Int, after: String, last: Int, before: String, filter: TaskFilter, orderBy: TaskOrder): TaskConnection! @auth
   "Every user, newest first by default. Admins only."
@@ -917,9 +926,10 @@ type Mutation {
   """
   Changes a task. Fields left out are unchanged; fields set to null are cleared. With ` + "`" + `expectedVersion` + "`" + `,
   the update only applies if the task is still at that version (else CONFLICT, nothing changed).
+  The owner may change every field; the assignee only ` + "`" + `status` + "`" + ` (any other field: FORBIDDEN, nothing changed).
   """
   updateTask(id: ID!, input: UpdateTaskInput!): UpdateTaskPayload! @auth
-  "Deletes a task."
+  "Deletes a task. Owner only (the assignee gets FORBIDDEN)."
   deleteTask(id: ID!, input: DeleteTaskInput): DeleteTaskPayload! @auth
 }
 `, BuiltIn: false},
@@ -946,6 +956,11 @@ type Task implements Node {
   dueAt: DateTime
   tags: [String!]!
   owner: User!
+  """
+  The user the task is assigned to, if any. The assignee can read the task and change its status;
+  everything else, and deleting it, is for the owner.
+  """
+  assignee: User
   createdAt: DateTime!
   updatedAt: DateTime!
   "Starts at 1 and grows by one on every change; pass it as ` + "`" + `expectedVersion` + "`" + ` to update safely."
@@ -969,6 +984,11 @@ input TaskFilter {
   priority: [TaskPriority!]
   "Tasks carrying this tag."
   tag: String
+  """
+  true: tasks assigned to you (owned by anyone); false/absent: your own tasks. Only ` + "`" + `Query.tasks` + "`" + ` accepts
+  true (` + "`" + `User.tasks` + "`" + ` lists the user's own tasks). Cursors from one list are refused by the other.
+  """
+  assignedToMe: Boolean
   "Tasks due strictly before this time."
   dueBefore: DateTime
   "Tasks due at or after this time."
@@ -1004,6 +1024,8 @@ input CreateTaskInput {
   dueAt: DateTime
   "At most 20 distinct tags, each 1..50 characters of letters, digits, '-', '_', ':' or '.'; stored lower-case."
   tags: [String!]
+  "Assigns the task to this user (yourself included); absent or null: unassigned."
+  assigneeId: ID
 }
 
 type CreateTaskPayload {
@@ -1021,6 +1043,8 @@ input UpdateTaskInput {
   dueAt: DateTime
   "Replaces all tags; null clears them."
   tags: [String!]
+  "Assigns the task to this user (yourself included); null unassigns it. Owner only."
+  assigneeId: ID
   "Apply only if the task is at this version; otherwise CONFLICT."
   expectedVersion: Int
 }
@@ -1246,6 +1270,8 @@ func (ec *executionContext) childFields_Task(ctx context.Context, field graphql.
 		return ec.fieldContext_Task_tags(ctx, field)
 	case "owner":
 		return ec.fieldContext_Task_owner(ctx, field)
+	case "assignee":
+		return ec.fieldContext_Task_assignee(ctx, field)
 	case "createdAt":
 		return ec.fieldContext_Task_createdAt(ctx, field)
 	case "updatedAt":
@@ -3388,6 +3414,38 @@ func (ec *executionContext) fieldContext_Task_owner(_ context.Context, field gra
 	return fc, nil
 }
 
+func (ec *executionContext) _Task_assignee(ctx context.Context, field graphql.CollectedField, obj *db.Task) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Task_assignee(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Task().Assignee(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *db.User) graphql.Marshaler {
+			return ec.marshalOUser2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐUser(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Task_assignee(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Task",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_User(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Task_createdAt(ctx context.Context, field graphql.CollectedField, obj *db.Task) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -5244,7 +5302,7 @@ func (ec *executionContext) unmarshalInputCreateTaskInput(ctx context.Context, o
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"title", "description", "status", "priority", "dueAt", "tags"}
+	fieldsInOrder := [...]string{"title", "description", "status", "priority", "dueAt", "tags", "assigneeId"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -5293,6 +5351,13 @@ func (ec *executionContext) unmarshalInputCreateTaskInput(ctx context.Context, o
 				return it, err
 			}
 			it.Tags = data
+		case "assigneeId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("assigneeId"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AssigneeID = data
 		}
 	}
 	return it, nil
@@ -5552,7 +5617,7 @@ func (ec *executionContext) unmarshalInputTaskFilter(ctx context.Context, obj an
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"status", "priority", "tag", "dueBefore", "dueAfter", "search"}
+	fieldsInOrder := [...]string{"status", "priority", "tag", "assignedToMe", "dueBefore", "dueAfter", "search"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -5580,6 +5645,13 @@ func (ec *executionContext) unmarshalInputTaskFilter(ctx context.Context, obj an
 				return it, err
 			}
 			it.Tag = data
+		case "assignedToMe":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("assignedToMe"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AssignedToMe = data
 		case "dueBefore":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dueBefore"))
 			data, err := ec.unmarshalODateTime2ᚖtimeᚐTime(ctx, v)
@@ -5727,7 +5799,7 @@ func (ec *executionContext) unmarshalInputUpdateTaskInput(ctx context.Context, o
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"title", "description", "status", "priority", "dueAt", "tags", "expectedVersion"}
+	fieldsInOrder := [...]string{"title", "description", "status", "priority", "dueAt", "tags", "assigneeId", "expectedVersion"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -5776,6 +5848,13 @@ func (ec *executionContext) unmarshalInputUpdateTaskInput(ctx context.Context, o
 				return it, err
 			}
 			it.Tags = graphql.OmittableOf(data)
+		case "assigneeId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("assigneeId"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AssigneeID = graphql.OmittableOf(data)
 		case "expectedVersion":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("expectedVersion"))
 			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
@@ -6444,6 +6523,12 @@ func (ec *executionContext) _Task(ctx context.Context, sel ast.SelectionSet, obj
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Task_owner(ctx, field, obj)
+				})
+		case "assignee":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Task_assignee(ctx, field, obj)
 				})
 		case "createdAt":
 			out.Values[i] = ec._Task_createdAt(ctx, field, obj)
@@ -7893,6 +7978,24 @@ func (ec *executionContext) unmarshalODeleteTaskInput2ᚖgithubᚗcomᚋtaskgrap
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalOID2ᚖstring(ctx context.Context, v any) (*string, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := graphql.UnmarshalID(v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOID2ᚖstring(ctx context.Context, sel ast.SelectionSet, v *string) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	_ = sel
+	_ = ctx
+	res := graphql.MarshalID(*v)
+	return res
+}
+
 func (ec *executionContext) unmarshalOInt2ᚖint(ctx context.Context, v any) (*int, error) {
 	if v == nil {
 		return nil, nil
@@ -8154,6 +8257,13 @@ var (
 		db.StatusDone:       "DONE",
 	}
 )
+
+func (ec *executionContext) marshalOUser2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐUser(ctx context.Context, sel ast.SelectionSet, v *db.User) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._User(ctx, sel, v)
+}
 
 func (ec *executionContext) unmarshalOUserFilter2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐUserFilter(ctx context.Context, v any) (*db.UserFilter, error) {
 	if v == nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/google/uuid"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/taskgraph/taskgraph/graph/model"
 	"github.com/taskgraph/taskgraph/internal/account"
 	"github.com/taskgraph/taskgraph/internal/apperr"
+	"github.com/taskgraph/taskgraph/internal/globalid"
 )
 
 // addError reports err for the list element at index i without failing the whole list.
@@ -72,6 +74,12 @@ func taskPatch(in model.UpdateTaskInput) (db.TaskPatch, *int32, error) {
 	if t, set := in.Tags.ValueOK(); set {
 		patch.Tags = db.Optional[[]string]{Set: true, Value: tags(&v, "input.tags", t)}
 	}
+	var unknownAssignee error
+	if a, set := in.AssigneeID.ValueOK(); set {
+		var id *uuid.UUID
+		id, unknownAssignee = assignee(&v, a)
+		patch.AssigneeID = db.Optional[*uuid.UUID]{Set: true, Value: id}
+	}
 	var expected *int32
 	if in.ExpectedVersion != nil {
 		var err error
@@ -79,7 +87,28 @@ func taskPatch(in model.UpdateTaskInput) (db.TaskPatch, *int32, error) {
 			v.Add("input.expectedVersion", "must be a positive version number")
 		}
 	}
-	return patch, expected, v.Err()
+	if err := v.Err(); err != nil {
+		return patch, expected, err
+	}
+	return patch, expected, unknownAssignee
+}
+
+// assignee decodes input.assigneeId: nil stays nil (unassigned). A malformed id is a violation; the
+// id of something other than a user is NOT_FOUND like a user that does not exist (which the store
+// reports, since only the write itself can tell without a race).
+func assignee(v *apperr.Violations, gid *string) (*uuid.UUID, error) {
+	if gid == nil {
+		return nil, nil
+	}
+	kind, id, err := globalid.Decode("input.assigneeId", *gid)
+	if err != nil {
+		v.Add("input.assigneeId", "is not a valid ID: pass back an id exactly as this server returned it")
+		return nil, nil
+	}
+	if kind != globalid.KindUser {
+		return nil, apperr.FieldError(apperr.NotFound, "input.assigneeId", "no user has this id")
+	}
+	return &id, nil
 }
 
 // authPayload maps a signed-in session to the GraphQL payload.

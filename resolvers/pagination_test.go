@@ -71,8 +71,14 @@ type sortRow struct {
 // sort key (missing due dates last in ASC), then by id, both in the requested direction.
 func expectedOrder(t *testing.T, env *testsupport.Env, owner uuid.UUID, field db.TaskOrderField, dir db.Direction) []string {
 	t.Helper()
+	return expectedOrderOf(t, env, "owner_id", owner, field, dir)
+}
+
+// expectedOrderOf is expectedOrder for the tasks whose column (owner_id or assignee_id) is user.
+func expectedOrderOf(t *testing.T, env *testsupport.Env, column string, user uuid.UUID, field db.TaskOrderField, dir db.Direction) []string {
+	t.Helper()
 	rows, err := env.DB.Pool.Query(context.Background(),
-		`SELECT id, created_at, updated_at, due_at, priority FROM tasks WHERE owner_id = $1`, owner)
+		`SELECT id, created_at, updated_at, due_at, priority FROM tasks WHERE `+column+` = $1`, user)
 	if err != nil {
 		t.Fatal(err)
 	}

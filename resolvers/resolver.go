@@ -46,14 +46,15 @@ func viewer(ctx context.Context) (auth.Viewer, error) {
 	return v, nil
 }
 
-// loadOwnTask returns the viewer's task by id through the request's loader. Another user's task is
-// answered exactly like a missing one.
-func (r *Resolver) loadOwnTask(ctx context.Context, v auth.Viewer, id uuid.UUID) (*db.Task, error) {
+// loadVisibleTask returns a task the viewer owns or is assigned to, by id, through the request's loader.
+// Any other task is answered exactly like a missing one. The check runs on every read: the loader and
+// the cache hold rows, never decisions, and every reassignment invalidates the task's row.
+func (r *Resolver) loadVisibleTask(ctx context.Context, v auth.Viewer, id uuid.UUID) (*db.Task, error) {
 	t, err := loaders.For(ctx, r.DB).TaskByID.Load(ctx, id)()
 	if err != nil {
 		return nil, err
 	}
-	if t.OwnerID != v.UserID {
+	if !t.VisibleTo(v.UserID) {
 		return nil, apperr.New(apperr.NotFound, "task not found")
 	}
 	return t, nil
@@ -71,7 +72,7 @@ func (r *Resolver) loadNode(ctx context.Context, field, gid string) (db.Node, er
 	}
 	switch kind {
 	case globalid.KindTask:
-		return r.loadOwnTask(ctx, v, id)
+		return r.loadVisibleTask(ctx, v, id)
 	case globalid.KindUser:
 		return loaders.For(ctx, r.DB).UserByID.Load(ctx, id)()
 	}
@@ -101,12 +102,13 @@ func pageArgs(first *int, after *string, last *int, before *string) db.PageArgs 
 	return db.PageArgs{First: first, After: after, Last: last, Before: before}
 }
 
-// listTasks pages through ownerID's tasks and primes the task loader with the page.
-func (r *Resolver) listTasks(ctx context.Context, ownerID uuid.UUID, args db.PageArgs, filter *db.TaskFilter, orderBy *db.TaskOrder) (*db.TaskConnection, error) {
+// listTasks pages through the viewer's own tasks, or with filter.assignedToMe the tasks assigned to the
+// viewer, and primes the task loader with the page.
+func (r *Resolver) listTasks(ctx context.Context, viewerID uuid.UUID, args db.PageArgs, filter *db.TaskFilter, orderBy *db.TaskOrder) (*db.TaskConnection, error) {
 	if err := validateTaskFilter(filter); err != nil {
 		return nil, err
 	}
-	conn, err := r.DB.Reader(ctx).Tasks.List(ctx, ownerID, filter, orderBy, args)
+	conn, err := r.DB.Reader(ctx).Tasks.List(ctx, viewerID, filter, orderBy, args)
 	if err != nil {
 		return nil, err
 	}

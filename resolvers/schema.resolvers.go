@@ -153,7 +153,11 @@ func (r *mutationResolver) CreateTask(ctx context.Context, input model.CreateTas
 		nt.Priority = *input.Priority
 	}
 	dueAt(&violations, "input.dueAt", input.DueAt)
-	if err := violations.Err(); err != nil {
+	nt.AssigneeID, err = assignee(&violations, input.AssigneeID)
+	if verr := violations.Err(); verr != nil {
+		return nil, verr
+	}
+	if err != nil {
 		return nil, err
 	}
 	t, err := r.DB.Stores().Tasks.Create(ctx, v.UserID, nt)
@@ -246,7 +250,7 @@ func (r *queryResolver) Task(ctx context.Context, id string) (*db.Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.loadOwnTask(ctx, v, taskID)
+	return r.loadVisibleTask(ctx, v, taskID)
 }
 
 func (r *queryResolver) Tasks(ctx context.Context, first *int, after *string, last *int, before *string, filter *db.TaskFilter, orderBy *db.TaskOrder) (*db.TaskConnection, error) {

@@ -7,9 +7,11 @@ package resolvers
 
 import (
 	"context"
+	"errors"
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/graph"
+	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/loaders"
 )
@@ -20,6 +22,19 @@ func (r *taskResolver) ID(ctx context.Context, obj *db.Task) (string, error) {
 
 func (r *taskResolver) Owner(ctx context.Context, obj *db.Task) (*db.User, error) {
 	return loaders.For(ctx, r.DB).UserByID.Load(ctx, obj.OwnerID)()
+}
+
+func (r *taskResolver) Assignee(ctx context.Context, obj *db.Task) (*db.User, error) {
+	if obj.AssigneeID == nil {
+		return nil, nil
+	}
+	u, err := loaders.For(ctx, r.DB).UserByID.Load(ctx, *obj.AssigneeID)()
+	if errors.Is(err, apperr.ErrNotFound) {
+		// The assignee deleted their account: the row is unassigned now (ON DELETE SET NULL), though a
+		// cached copy of it may not know yet.
+		return nil, nil
+	}
+	return u, err
 }
 
 func (r *taskConnectionResolver) TotalCount(ctx context.Context, obj *db.TaskConnection) (int, error) {

@@ -35,6 +35,9 @@ func (r *userResolver) Tasks(ctx context.Context, obj *db.User, first *int, afte
 	if v.UserID != obj.ID {
 		return nil, apperr.New(apperr.Forbidden, "only the user themself can list their tasks")
 	}
+	if filter != nil && filter.AssignedToMe != nil && *filter.AssignedToMe {
+		return nil, apperr.Invalid("filter.assignedToMe", "User.tasks lists the user's own tasks: use Query.tasks for the tasks assigned to you")
+	}
 	return r.listTasks(ctx, obj.ID, pageArgs(first, after, last, before), filter, orderBy)
 }
 

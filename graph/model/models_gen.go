@@ -46,6 +46,8 @@ type CreateTaskInput struct {
 	DueAt *time.Time `json:"dueAt,omitempty"`
 	// At most 20 distinct tags, each 1..50 characters of letters, digits, '-', '_', ':' or '.'; stored lower-case.
 	Tags []string `json:"tags,omitempty"`
+	// Assigns the task to this user (yourself included); absent or null: unassigned.
+	AssigneeID *string `json:"assigneeId,omitempty"`
 }
 
 type CreateTaskPayload struct {
@@ -118,6 +120,8 @@ type UpdateTaskInput struct {
 	DueAt    graphql.Omittable[*time.Time]   `json:"dueAt,omitempty"`
 	// Replaces all tags; null clears them.
 	Tags graphql.Omittable[[]string] `json:"tags,omitempty"`
+	// Assigns the task to this user (yourself included); null unassigns it. Owner only.
+	AssigneeID graphql.Omittable[*string] `json:"assigneeId,omitempty"`
 	// Apply only if the task is at this version; otherwise CONFLICT.
 	ExpectedVersion *int `json:"expectedVersion,omitempty"`
 }
