@@ -246,9 +246,19 @@ func readHeaderTimeout(read time.Duration) time.Duration {
 // Run serves h on cfg.HTTPAddr until ctx ends, then drains in-flight requests for up to
 // cfg.ShutdownTimeout. ready, when non-nil, receives the bound address once listening.
 func Run(ctx context.Context, cfg config.Config, h http.Handler, logger *slog.Logger, ready chan<- net.Addr, onDrain ...func()) error {
+	// While draining, every answer carries "Connection: close", so clients and proxies (nginx's
+	// upstream keep-alive pool) open a new connection for their next request instead of reusing this
+	// one. Otherwise Shutdown, which closes idle keep-alive connections, races with requests already
+	// on their way over them: the client sees EOF or a reset and cannot tell whether its request ran.
+	var draining atomic.Bool
 	srv := &http.Server{
-		Addr:              cfg.HTTPAddr,
-		Handler:           h,
+		Addr: cfg.HTTPAddr,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if draining.Load() {
+				w.Header().Set("Connection", "close")
+			}
+			h.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: readHeaderTimeout(cfg.ReadTimeout),
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.WriteTimeout,
@@ -274,6 +284,7 @@ func Run(ctx context.Context, cfg config.Config, h http.Handler, logger *slog.Lo
 	case <-ctx.Done():
 	}
 	logger.Info("shutting down", "deadline", cfg.ShutdownTimeout.String(), "delay", cfg.ShutdownDelay.String())
+	draining.Store(true)
 	for _, f := range onDrain {
 		f()
 	}
