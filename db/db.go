@@ -38,6 +38,7 @@ type DB struct {
 	inv      Invalidator
 	replicas *replicaSet  // nil: every read on the primary
 	writes   WriteTracker // who wrote recently (read-your-writes); nil: nobody tracked
+	jobs     Enqueuer     // the job queue (internal/jobs); nil: Jobs.Enqueue fails
 }
 
 // WriteTracker remembers which users wrote recently, so their reads stay on the primary.
@@ -109,7 +110,9 @@ func (d *DB) Reader(ctx context.Context) Stores {
 	if r == nil {
 		return d.Stores()
 	}
-	return d.stores(failover{replica: r, primary: d.pool, logger: d.replicas.logger}, nil)
+	st := d.stores(failover{replica: r, primary: d.pool, logger: d.replicas.logger}, nil)
+	st.OnReplica = true
+	return st
 }
 
 // Pool exposes the pool for health checks.
@@ -120,6 +123,12 @@ type Stores struct {
 	Users    UserStore
 	Tasks    TaskStore
 	Sessions SessionStore
+	// Notifications are the in-app notifications background jobs write.
+	Notifications NotificationStore
+	// Jobs enqueues background jobs; inside InTx they commit or vanish with the transaction's writes.
+	Jobs JobStore
+	// OnReplica is true when these stores read from a replica (possibly a little behind).
+	OnReplica bool
 }
 
 func (d *DB) stores(q querier, changed *changeSet) Stores {
@@ -127,6 +136,9 @@ func (d *DB) stores(q querier, changed *changeSet) Stores {
 		Users:    UserStore{q: q, cursors: d.cursors, changed: changed},
 		Tasks:    TaskStore{q: q, cursors: d.cursors, changed: changed},
 		Sessions: SessionStore{q: q, changed: changed},
+		// The job queue and the notifications its workers write:
+		Notifications: NotificationStore{q: q, cursors: d.cursors, changed: changed},
+		Jobs:          JobStore{q: q, queue: d.jobs},
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"path"
 	"strconv"
@@ -18,6 +19,8 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivermigrate"
 
 	"github.com/taskgraph/taskgraph/migrations"
 )
@@ -137,8 +140,9 @@ func NewPool(databaseURL string, opts PoolOptions) (*pgxpool.Pool, error) {
 	return pool, nil
 }
 
-// Migrate applies every pending migration from package migrations. A PostgreSQL advisory lock makes
-// instances that start together wait for each other, so each migration runs exactly once.
+// Migrate applies every pending migration from package migrations, then River's migrations (the job
+// queue's tables, see internal/jobs). PostgreSQL advisory locks make instances that start together
+// wait for each other, so each migration runs exactly once.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	// Migrations get their own small pool without the request statement_timeout: building an index on
 	// a large table may legitimately take longer than 15s. Goose runs everything on one connection.
@@ -152,6 +156,47 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	defer migPool.Close()
 
+	if err := migrateSchema(ctx, migPool); err != nil {
+		return err
+	}
+	return migrateJobs(ctx, migPool)
+}
+
+// riverMigrationLock is the advisory lock key held while River's migrations run (River takes none of
+// its own): "tgriver" in ASCII.
+const riverMigrationLock int64 = 0x7467726976657200
+
+// migrateJobs applies River's pending migrations (river_job, river_leader, ...) under an advisory
+// lock on a connection of its own, so concurrent starts apply each exactly once.
+func migrateJobs(ctx context.Context, migPool *pgxpool.Pool) error {
+	conn, err := migPool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("db: job queue migrations: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", riverMigrationLock); err != nil {
+		return fmt.Errorf("db: job queue migration lock: %w", err)
+	}
+	defer func() {
+		// Unlock even when ctx has ended; if that fails, closing the pool ends the session and the lock.
+		unlockCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(unlockCtx, "SELECT pg_advisory_unlock($1)", riverMigrationLock); err != nil {
+			_ = conn.Conn().Close(unlockCtx) // the session, and with it the lock, ends either way
+		}
+	}()
+	migrator, err := rivermigrate.New(riverpgxv5.New(migPool), &rivermigrate.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return fmt.Errorf("db: job queue migrations: %w", err)
+	}
+	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		return fmt.Errorf("db: job queue migrations: %w", err)
+	}
+	return nil
+}
+
+// migrateSchema applies Taskgraph's own migrations (goose) under goose's session lock.
+func migrateSchema(ctx context.Context, migPool *pgxpool.Pool) error {
 	locker, err := lock.NewPostgresSessionLocker()
 	if err != nil {
 		return fmt.Errorf("db: create migration lock: %w", err)

@@ -106,7 +106,7 @@ func TestEnsureDatabaseOpenPoolMigrate(t *testing.T) {
 			t.Fatalf("Migrate run %d: %v", i+1, err)
 		}
 	}
-	for _, table := range []string{"users", "tasks", "sessions", "refresh_tokens"} {
+	for _, table := range []string{"users", "tasks", "sessions", "refresh_tokens", "notifications", "river_job", "river_leader"} {
 		var found *string
 		if err := pool.QueryRow(ctx, "SELECT to_regclass($1)::text", "public."+table).Scan(&found); err != nil {
 			t.Fatalf("look up table %s: %v", table, err)
@@ -121,11 +121,19 @@ func TestEnsureDatabaseOpenPoolMigrate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read goose_db_version: %v", err)
 	}
-	if fmt.Sprint(versions) != "[1 2]" {
-		t.Errorf("applied versions = %v, want [1 2] (each migration recorded exactly once)", versions)
+	if fmt.Sprint(versions) != "[1 2 3]" {
+		t.Errorf("applied versions = %v, want [1 2 3] (each migration recorded exactly once)", versions)
 	}
-	if v, err := MigrationStatus(ctx, pool); err != nil || v != 2 {
-		t.Errorf("MigrationStatus after Migrate = %d, %v; want 2, nil", v, err)
+	if v, err := MigrationStatus(ctx, pool); err != nil || v != 3 {
+		t.Errorf("MigrationStatus after Migrate = %d, %v; want 3, nil", v, err)
+	}
+	// River's migrations ran too, each recorded once.
+	var riverVersions, distinct int
+	if err := pool.QueryRow(ctx, "SELECT count(*), count(DISTINCT version) FROM river_migration").Scan(&riverVersions, &distinct); err != nil {
+		t.Fatalf("read river_migration: %v", err)
+	}
+	if riverVersions == 0 || riverVersions != distinct {
+		t.Errorf("river_migration has %d rows, %d distinct versions; want each River migration once", riverVersions, distinct)
 	}
 }
 
@@ -182,6 +190,13 @@ func TestMigrateConcurrent(t *testing.T) {
 	if n != 1 {
 		t.Errorf("version 1 recorded %d times, want once", n)
 	}
+	var riverVersions, distinct int
+	if err := pool.QueryRow(ctx, "SELECT count(*), count(DISTINCT version) FROM river_migration").Scan(&riverVersions, &distinct); err != nil {
+		t.Fatalf("read river_migration: %v", err)
+	}
+	if riverVersions == 0 || riverVersions != distinct {
+		t.Errorf("river_migration has %d rows, %d distinct versions; want each River migration once", riverVersions, distinct)
+	}
 }
 
 func TestOpenPoolBadPortHidesPassword(t *testing.T) {
@@ -216,8 +231,8 @@ func TestOpenPoolBadURLHidesPassword(t *testing.T) {
 	}
 }
 
-// TestAssigneeMigrationDownAndUp checks that migration 2 (task assignees) rolls back cleanly and
-// applies again, keeping the tasks.
+// TestAssigneeMigrationDownAndUp checks that migration 2 (task assignees) rolls back cleanly (with the
+// migrations after it) and applies again, keeping the tasks.
 func TestAssigneeMigrationDownAndUp(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -253,8 +268,8 @@ func TestAssigneeMigrationDownAndUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sqlDB.Close()
-	if _, err := provider.Down(ctx); err != nil {
-		t.Fatalf("Down: %v", err)
+	if _, err := provider.DownTo(ctx, 1); err != nil {
+		t.Fatalf("DownTo 1: %v", err)
 	}
 	if v, err := MigrationStatus(ctx, pool); err != nil || v != 1 || hasAssignee() {
 		t.Fatalf("after Down: version %d, %v, assignee_id present %v; want 1 without the column", v, err, hasAssignee())
@@ -266,8 +281,8 @@ func TestAssigneeMigrationDownAndUp(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT count(*), count(assignee_id) FROM tasks`).Scan(&tasks, &assigned); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := MigrationStatus(ctx, pool); err != nil || v != 2 || !hasAssignee() || tasks != 1 || assigned != 0 {
-		t.Fatalf("after Up: version %d, %v, column %v, tasks %d, assigned %d; want 2, the column, 1 task, none assigned",
+	if v, err := MigrationStatus(ctx, pool); err != nil || v != 3 || !hasAssignee() || tasks != 1 || assigned != 0 {
+		t.Fatalf("after Up: version %d, %v, column %v, tasks %d, assigned %d; want 3, the column, 1 task, none assigned",
 			v, err, hasAssignee(), tasks, assigned)
 	}
 }

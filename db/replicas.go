@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -156,16 +157,39 @@ type failover struct {
 	logger  *slog.Logger
 }
 
-// unreachable reports errors that mean "this server is gone", not "this query is wrong".
-func unreachable(err error) bool {
-	if err == nil {
+// unreachable reports errors that mean "this server is gone", not "this query is wrong": failed
+// connects and broken connections, and the server ending the session because it is shutting down,
+// crashed or not accepting connections (a replica being stopped or restarted answers a query on
+// an open connection with 57P01 rather than a network error). When the caller's context has ended
+// the error says nothing about the replica (the request ran out of time): no failover then.
+func unreachable(ctx context.Context, err error) bool {
+	if err == nil || ctx.Err() != nil {
 		return false
 	}
 	var connErr *pgconn.ConnectError
 	var netErr net.Error
-	return pgconn.SafeToRetry(err) || errors.As(err, &connErr) || errors.As(err, &netErr) ||
-		errors.Is(err, pgx.ErrTxClosed)
+	if pgconn.SafeToRetry(err) || errors.As(err, &connErr) || errors.As(err, &netErr) ||
+		errors.Is(err, pgx.ErrTxClosed) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"): // connection_exception
+			return true
+		case pgErr.Code == pgAdminShutdown, pgErr.Code == pgCrashShutdown, pgErr.Code == pgCannotConnectNow:
+			return true
+		}
+	}
+	return false
 }
+
+// PostgreSQL codes for a server that ends or refuses sessions (class 57P, operator intervention).
+const (
+	pgAdminShutdown    = "57P01"
+	pgCrashShutdown    = "57P02"
+	pgCannotConnectNow = "57P03"
+)
 
 func (f failover) demote(ctx context.Context, err error) {
 	if f.replica.healthy.Swap(false) {
@@ -175,7 +199,7 @@ func (f failover) demote(ctx context.Context, err error) {
 
 func (f failover) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	tag, err := f.replica.Pool.Exec(ctx, sql, args...)
-	if unreachable(err) {
+	if unreachable(ctx, err) {
 		f.demote(ctx, err)
 		return f.primary.Exec(ctx, sql, args...)
 	}
@@ -184,11 +208,62 @@ func (f failover) Exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 
 func (f failover) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	rows, err := f.replica.Pool.Query(ctx, sql, args...)
-	if unreachable(err) {
+	if unreachable(ctx, err) {
 		f.demote(ctx, err)
 		return f.primary.Query(ctx, sql, args...)
 	}
-	return rows, err
+	if err != nil {
+		return rows, err
+	}
+	return &failoverRows{Rows: rows, f: f, ctx: ctx, retry: func() (pgx.Rows, error) {
+		return f.primary.Query(ctx, sql, args...)
+	}}, nil
+}
+
+// failoverRows reruns a read on the primary when the replica's answer fails before its first row
+// for a reason that means the replica is gone. pgx reports most such failures (a connection the
+// server closed while it sat in the pool) through the rows, not from Query.
+type failoverRows struct {
+	pgx.Rows
+	f     failover
+	ctx   context.Context
+	retry func() (pgx.Rows, error)
+	done  bool  // a row arrived or the read was rerun: no more switching
+	err   error // the rerun's own failure
+}
+
+func (r *failoverRows) Next() bool {
+	if r.err != nil {
+		return false
+	}
+	if r.Rows.Next() {
+		r.done = true
+		return true
+	}
+	if r.done {
+		return false
+	}
+	r.done = true
+	err := r.Rows.Err()
+	if !unreachable(r.ctx, err) {
+		return false
+	}
+	r.Rows.Close()
+	r.f.demote(r.ctx, err)
+	rows, err := r.retry()
+	if err != nil {
+		r.err = err
+		return false
+	}
+	r.Rows = rows
+	return r.Rows.Next()
+}
+
+func (r *failoverRows) Err() error {
+	if r.err != nil {
+		return r.err
+	}
+	return r.Rows.Err()
 }
 
 func (f failover) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
@@ -204,7 +279,7 @@ type failoverRow struct {
 
 func (r failoverRow) Scan(dest ...any) error {
 	err := r.f.replica.Pool.QueryRow(r.ctx, r.sql, r.args...).Scan(dest...)
-	if unreachable(err) {
+	if unreachable(r.ctx, err) {
 		r.f.demote(r.ctx, err)
 		return r.f.primary.QueryRow(r.ctx, r.sql, r.args...).Scan(dest...)
 	}
@@ -212,23 +287,112 @@ func (r failoverRow) Scan(dest ...any) error {
 }
 
 func (f failover) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
-	// A batch cannot be replayed after partial reads, so check the replica is reachable first.
 	conn, err := f.replica.Pool.Acquire(ctx)
 	if err != nil {
-		f.demote(ctx, err)
+		if unreachable(ctx, err) {
+			f.demote(ctx, err)
+		}
 		return f.primary.SendBatch(ctx, b)
 	}
-	return &releasingBatch{BatchResults: conn.SendBatch(ctx, b), conn: conn}
+	// The replica gets a copy: sending a batch records per-connection prepared statements in it,
+	// so only an unsent batch can still go to the primary.
+	return &failoverBatch{f: f, ctx: ctx, batch: b,
+		BatchResults: conn.SendBatch(ctx, cloneBatch(b)), conn: conn}
 }
 
-type releasingBatch struct {
+func cloneBatch(b *pgx.Batch) *pgx.Batch {
+	c := &pgx.Batch{}
+	for _, q := range b.QueuedQueries {
+		c.Queue(q.SQL, q.Arguments...).Fn = q.Fn
+	}
+	return c
+}
+
+// failoverBatch reads a batch's results from the replica and, when the replica turns out to be gone
+// before the first result was read, sends the batch to the primary instead. Once a result came from
+// the replica the batch cannot be replayed, and a later failure is returned as is.
+type failoverBatch struct {
 	pgx.BatchResults
-	conn *pgxpool.Conn
+	f       failover
+	ctx     context.Context
+	batch   *pgx.Batch    // the unsent original, for the primary
+	conn    *pgxpool.Conn // the replica connection; nil once released
+	started bool          // a result was read: no more switching
 }
 
-func (b *releasingBatch) Close() error {
-	err := b.BatchResults.Close()
+// toPrimary abandons the replica's results and sends the batch to the primary.
+func (b *failoverBatch) toPrimary(err error) {
+	b.f.demote(b.ctx, err)
+	_ = b.BatchResults.Close()
 	b.conn.Release()
+	b.conn = nil
+	b.BatchResults = b.f.primary.SendBatch(b.ctx, b.batch)
+}
+
+func (b *failoverBatch) Exec() (pgconn.CommandTag, error) {
+	first := !b.started
+	b.started = true
+	tag, err := b.BatchResults.Exec()
+	if first && b.conn != nil && unreachable(b.ctx, err) {
+		b.toPrimary(err)
+		return b.BatchResults.Exec()
+	}
+	return tag, err
+}
+
+func (b *failoverBatch) Query() (pgx.Rows, error) {
+	first := !b.started
+	b.started = true
+	rows, err := b.BatchResults.Query()
+	if !first || b.conn == nil {
+		return rows, err
+	}
+	if unreachable(b.ctx, err) {
+		if rows != nil {
+			rows.Close()
+		}
+		b.toPrimary(err)
+		return b.BatchResults.Query()
+	}
+	if err != nil {
+		return rows, err
+	}
+	return &failoverRows{Rows: rows, f: b.f, ctx: b.ctx, retry: func() (pgx.Rows, error) {
+		b.toPrimary(rows.Err())
+		return b.BatchResults.Query()
+	}}, nil
+}
+
+func (b *failoverBatch) QueryRow() pgx.Row {
+	first := !b.started
+	b.started = true
+	row := b.BatchResults.QueryRow()
+	if !first || b.conn == nil {
+		return row
+	}
+	return batchRow{b: b, row: row}
+}
+
+type batchRow struct {
+	b   *failoverBatch
+	row pgx.Row
+}
+
+func (r batchRow) Scan(dest ...any) error {
+	err := r.row.Scan(dest...)
+	if r.b.conn != nil && unreachable(r.b.ctx, err) {
+		r.b.toPrimary(err)
+		return r.b.BatchResults.QueryRow().Scan(dest...)
+	}
+	return err
+}
+
+func (b *failoverBatch) Close() error {
+	err := b.BatchResults.Close()
+	if b.conn != nil {
+		b.conn.Release()
+		b.conn = nil
+	}
 	return err
 }
 

@@ -55,9 +55,7 @@ const (
 // subcommand test skips them (saying so) until they exist, then checks them like the others.
 var (
 	knownSubcommands   = []string{"serve", "migrate", "set-role", "healthcheck", "worker"}
-	pendingSubcommands = map[string]string{
-		"worker": "`taskgraph worker` arrives with the job queue (deploy/k8s/deployment-worker.yaml, compose profile worker)",
-	}
+	pendingSubcommands = map[string]string{}
 )
 
 // dashboardMetrics are the only metric names the dashboard may use, with their labels.

@@ -75,6 +75,8 @@ func (r *Resolver) loadNode(ctx context.Context, field, gid string) (db.Node, er
 		return r.loadVisibleTask(ctx, v, id)
 	case globalid.KindUser:
 		return loaders.For(ctx, r.DB).UserByID.Load(ctx, id)()
+	case globalid.KindNotification:
+		return r.DB.Reader(ctx).Notifications.Get(ctx, v.UserID, id)
 	}
 	return nil, apperr.New(apperr.NotFound, "object not found")
 }

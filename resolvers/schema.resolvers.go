@@ -160,7 +160,7 @@ func (r *mutationResolver) CreateTask(ctx context.Context, input model.CreateTas
 	if err != nil {
 		return nil, err
 	}
-	t, err := r.DB.Stores().Tasks.Create(ctx, v.UserID, nt)
+	t, err := r.createTaskNotifying(ctx, v.UserID, nt)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +180,7 @@ func (r *mutationResolver) UpdateTask(ctx context.Context, id string, input mode
 	if err != nil {
 		return nil, err
 	}
-	t, err := r.DB.Stores().Tasks.Update(ctx, v.UserID, taskID, patch, expected)
+	t, err := r.updateTaskNotifying(ctx, v.UserID, taskID, patch, expected)
 	if err != nil {
 		return nil, err
 	}

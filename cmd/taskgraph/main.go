@@ -1,6 +1,7 @@
 // Command taskgraph is the Taskgraph GraphQL task server.
 //
 //	taskgraph [serve]            run the server (creates and migrates the database first)
+//	taskgraph worker             run background job workers only
 //	taskgraph migrate            apply migrations and exit
 //	taskgraph set-role EMAIL ROLE  make a user USER or ADMIN
 //	taskgraph --help             list every setting with its default
@@ -29,6 +30,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/bench"
 	"github.com/taskgraph/taskgraph/internal/cache"
 	"github.com/taskgraph/taskgraph/internal/config"
+	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/observe"
 	"github.com/taskgraph/taskgraph/internal/redisx"
 	"github.com/taskgraph/taskgraph/internal/server"
@@ -51,7 +53,9 @@ var errUsage = errors.New("usage")
 const usageText = `Taskgraph: a GraphQL API server for task management.
 
 Usage:
-  taskgraph [serve]               run the server (creates and migrates the database on start)
+  taskgraph [serve]               run the server (creates and migrates the database on start); it also
+                                  works background jobs unless JOBS_IN_PROCESS=false
+  taskgraph worker                work background jobs only (run as many as you like, next to serve)
   taskgraph migrate               apply database migrations and exit
   taskgraph set-role EMAIL ROLE   set a user's role (USER or ADMIN)
   taskgraph healthcheck           exit 0 if the local server's /healthz answers 200 (for containers)
@@ -74,7 +78,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "healthcheck":
 		// For container health checks: no database, no secret, exit 1 on failure.
 		return healthcheck(ctx, getenv)
-	case "serve", "migrate", "set-role":
+	case "serve", "worker", "migrate", "set-role":
 	case "bench":
 		return bench.Main(ctx, args[1:], stdout, stderr)
 	default:
@@ -111,6 +115,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	case "set-role":
 		return setRole(ctx, cfg, pool, args[1:], stdout, logger)
+	case "worker":
+		return work(ctx, cfg, pool, logger, metrics)
 	}
 	return serve(ctx, cfg, pool, logger, server.Observability{Metrics: metrics, Gatherer: reg})
 }
@@ -139,6 +145,21 @@ func serve(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *s
 	defer app.Close()
 	go app.Background(ctx)
 	return server.Run(ctx, cfg, app.Handler, logger, nil, app.Draining.Start)
+}
+
+// work runs background job workers until ctx ends (SIGINT/SIGTERM), then lets running jobs finish
+// within SHUTDOWN_TIMEOUT (cancelling the rest: River retries them, here or on another process).
+// Workers, like serve's in-process ones, use a pool of their own with JOB_WORKERS+4 connections.
+func work(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, metrics *observe.Metrics) error {
+	opts := jobs.FromConfig(cfg, true)
+	opts.Logger, opts.Tracer = logger, metrics.PGXTracer()
+	q, err := jobs.New(pool, opts)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	logger.Info("worker running", "workers", cfg.JobWorkers)
+	return q.Run(ctx)
 }
 
 func setRole(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, args []string, stdout io.Writer, logger *slog.Logger) error {

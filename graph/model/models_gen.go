@@ -81,6 +81,20 @@ type LogoutPayload struct {
 	Ok bool `json:"ok"`
 }
 
+type MarkNotificationsReadInput struct {
+	// Your notifications to mark read (at most 100); ids that are not your notifications are ignored.
+	Ids []string `json:"ids,omitempty"`
+	// true: mark all your notifications read (ids is then ignored).
+	All *bool `json:"all,omitempty"`
+}
+
+type MarkNotificationsReadPayload struct {
+	// How many notifications changed from unread to read.
+	MarkedCount int `json:"markedCount"`
+	// Your unread notifications left.
+	UnreadCount int `json:"unreadCount"`
+}
+
 type Mutation struct {
 }
 

@@ -93,6 +93,10 @@ func TestQuickRun(t *testing.T) {
 	if r, _ := rep.Result(ScenarioPage, modeCached); r.CacheHitRatio < 0.5 {
 		t.Errorf("cached page: cache hit ratio %.2f, want most lookups answered by Redis", r.CacheHitRatio)
 	}
+	// The ceiling must run the server's SQL: a change to the stores' statements shows up here.
+	for sc, diff := range rep.SQLDrift() {
+		t.Errorf("%s: the ceiling's SQL (internal/bench/ceiling.go) differs from the server's:\n%s", sc, strings.Join(diff, "\n"))
+	}
 	for _, want := range []string{"## Machine and run", "## Results", "## Targets", "## Closing note", "PostgreSQL ", "Redis "} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report lacks %q", want)
@@ -216,24 +220,45 @@ func TestThousands(t *testing.T) {
 }
 
 func TestSampleCPU(t *testing.T) {
-	a, err := sampleCPU(os.Getpid())
+	a, err := sampleCPU(os.Getpid(), "taskgraph_bench")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for end := time.Now().Add(30 * time.Millisecond); time.Now().Before(end); { // burn a little CPU
 	}
 	time.Sleep(20 * time.Millisecond) // let the kernel's counters tick
-	b, err := sampleCPU(os.Getpid())
+	b, err := sampleCPU(os.Getpid(), "taskgraph_bench")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if busy := machineBusy(a, b); busy < 0 || busy > 1 {
 		t.Errorf("machine busy = %v, want 0..1", busy)
 	}
+	if others := othersBusy(a, b); others < 0 || others > 1 {
+		t.Errorf("others busy = %v, want 0..1", others)
+	}
+	if _, ok := b.ours[os.Getpid()]; !ok {
+		t.Error("this process is not among the benchmark's own processes")
+	}
 	if procCPU(a, b) < 0 || a.proc < 0 {
 		t.Errorf("process CPU = %s (first sample %d ticks)", procCPU(a, b), a.proc)
 	}
 	if rss, err := procStatusBytes(os.Getpid(), "VmHWM"); err != nil || rss <= 0 {
 		t.Errorf("VmHWM = %d, %v", rss, err)
+	}
+}
+
+func TestBreakdown(t *testing.T) {
+	top := `Showing nodes accounting for 1.50s, 100% of 1.50s total
+      flat  flat%   sum%        cum   cum%
+     0.50s 33.33% 33.33%      0.90s 60.00%  runtime.mallocgc
+     300ms 20.00% 53.33%      0.30s 20.00%  github.com/99designs/gqlgen/graphql.ResolveField[go.shape.*uint8]
+     0.40s 26.67% 80.00%      0.40s 26.67%  internal/runtime/syscall/linux.Syscall6
+     0.30s 20.00%   100%      0.30s 20.00%  main.somethingElse`
+	got := breakdown(top)
+	for _, want := range []string{"33.3%", "memory allocation", "gqlgen executor", "network system calls", "other", "1.5s  total"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("breakdown lacks %q:\n%s", want, got)
+		}
 	}
 }

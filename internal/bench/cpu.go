@@ -16,10 +16,15 @@ type cpuSample struct {
 	busy, total int64 // machine, in ticks: busy = everything but idle and iowait
 	proc        int64 // the process's user+system time, in ticks; -1 when not read
 	at          time.Time
+	// ours is the CPU time, by pid, of the processes the benchmark keeps busy: itself, the server,
+	// Redis, PostgreSQL's own processes and its backends serving the benchmark's database. What the
+	// machine spent beyond them is other people's work, which skews every number.
+	ours map[int]int64
 }
 
-// sampleCPU reads /proc/stat and, when pid > 0, /proc/<pid>/stat.
-func sampleCPU(pid int) (cpuSample, error) {
+// sampleCPU reads /proc/stat and, when pid > 0, /proc/<pid>/stat; with dbName, also the CPU time of
+// every process the benchmark keeps busy (see cpuSample.ours).
+func sampleCPU(pid int, dbName string) (cpuSample, error) {
 	s := cpuSample{proc: -1, at: time.Now()}
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -41,25 +46,82 @@ func sampleCPU(pid int) (cpuSample, error) {
 		}
 	}
 	if pid > 0 {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return s, fmt.Errorf("read process stat: %w", err)
+		if s.proc, err = procTicks(pid); err != nil {
+			return s, err
 		}
-		// The command name may contain spaces; fields are counted after its closing parenthesis,
-		// where field 3 (state) comes first: utime is field 14, stime field 15.
-		rest := string(b[strings.LastIndexByte(string(b), ')')+1:])
-		f := strings.Fields(rest)
-		if len(f) < 13 {
-			return s, fmt.Errorf("unexpected /proc/%d/stat", pid)
-		}
-		utime, err1 := strconv.ParseInt(f[11], 10, 64)
-		stime, err2 := strconv.ParseInt(f[12], 10, 64)
-		if err1 != nil || err2 != nil {
-			return s, fmt.Errorf("parse /proc/%d/stat", pid)
-		}
-		s.proc = utime + stime
+	}
+	if dbName != "" {
+		s.ours = ourProcesses(os.Getpid(), pid, dbName)
 	}
 	return s, nil
+}
+
+// procTicks is a process's user+system CPU time in ticks, from /proc/<pid>/stat.
+func procTicks(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read process stat: %w", err)
+	}
+	// The command name may contain spaces; fields are counted after its closing parenthesis, where
+	// field 3 (state) comes first: utime is field 14, stime field 15.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	return utime + stime, nil
+}
+
+// ourProcesses returns the CPU ticks of this process, the server, Redis, and PostgreSQL's
+// processes except backends of other databases (PostgreSQL names each backend
+// "postgres: <cluster>: <user> <database> <client> <state>").
+func ourProcesses(self, server int, dbName string) map[int]int64 {
+	out := map[int]int64{}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return out
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		ours := pid == self || pid == server
+		if !ours {
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+			switch strings.TrimSpace(string(comm)) {
+			case "redis-server":
+				ours = true
+			case "postgres":
+				cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+				title := string(cmdline)
+				ours = !strings.Contains(title, "(") || strings.Contains(title, " "+dbName+" ")
+			}
+		}
+		if ours {
+			if t, err := procTicks(pid); err == nil {
+				out[pid] = t
+			}
+		}
+	}
+	return out
+}
+
+// othersBusy is the share of all cores' time spent by processes that are not the benchmark's
+// between two samples (-1 if unknown). A process of ours that started in between counts from zero.
+func othersBusy(a, b cpuSample) float64 {
+	if b.total <= a.total || b.ours == nil {
+		return -1
+	}
+	var ours int64
+	for pid, t := range b.ours {
+		ours += t - a.ours[pid]
+	}
+	return max(float64(b.busy-a.busy-ours), 0) / float64(b.total-a.total)
 }
 
 // machineBusy is the share of all cores' time spent busy between two samples (-1 if unknown).

@@ -93,14 +93,22 @@ func serverSettings(c Config, m mode, addr string) map[string]string {
 	return s
 }
 
-// buildApp assembles the real server in this process (setup, statement counts, profiles).
-func buildApp(c Config, m mode, pool *pgxpool.Pool) (*server.App, error) {
+// buildApp assembles the real server in this process (setup, statement counts, profiles); obs is
+// its metrics (zero: none).
+func buildApp(c Config, m mode, pool *pgxpool.Pool, obs server.Observability) (*server.App, error) {
 	settings := serverSettings(c, m, "127.0.0.1:0")
 	cfg, err := config.Load(func(k string) string { return settings[k] })
 	if err != nil {
 		return nil, fmt.Errorf("server configuration: %w", err)
 	}
-	app, err := server.Build(cfg, pool, slog.New(slog.NewTextHandler(io.Discard, nil)), server.Observability{})
+	// The server's warnings and errors go to the benchmark's log: an INTERNAL answer names only a
+	// request id, and the reason is in this log line.
+	logTo := c.Log
+	if logTo == nil {
+		logTo = io.Discard
+	}
+	logger := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	app, err := server.Build(cfg, pool, logger, obs)
 	if err != nil {
 		return nil, fmt.Errorf("build server: %w", err)
 	}
@@ -133,7 +141,7 @@ func gqlBody(query string, vars map[string]any) []byte {
 // in-process server, so argon2id's memory never shows in the measured server's RSS), samples their
 // tasks and finds their deep-page cursors by paging through the API.
 func prepareUsers(ctx context.Context, c Config, pool *pgxpool.Pool) ([]*benchUser, error) {
-	app, err := buildApp(c, modeUncached, pool)
+	app, err := buildApp(c, modeUncached, pool, server.Observability{})
 	if err != nil {
 		return nil, err
 	}

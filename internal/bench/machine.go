@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -24,6 +26,7 @@ type Machine struct {
 	Redis      string
 	LoadBefore string // /proc/loadavg: other work on the machine skews every number
 	LoadAfter  string
+	Code       string // the commit the benchmark binary was built from, and whether the tree was modified
 }
 
 // describe fills in the machine and the versions of the servers.
@@ -37,6 +40,7 @@ func (m *Machine) describe(ctx context.Context, pool *pgxpool.Pool, rdb *redis.C
 		m.Kernel = "Linux " + strings.TrimSpace(string(b))
 	}
 	m.GoVersion = runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH
+	m.Code = buildRevision()
 	if err := pool.QueryRow(ctx, `SELECT 'PostgreSQL ' || current_setting('server_version') || ', shared_buffers ' ||
 		current_setting('shared_buffers')`).Scan(&m.Postgres); err != nil {
 		return fmt.Errorf("PostgreSQL version: %w", err)
@@ -51,6 +55,50 @@ func (m *Machine) describe(ctx context.Context, pool *pgxpool.Pool, rdb *redis.C
 		}
 	}
 	return nil
+}
+
+// buildRevision names the commit the running binary was built from (stamped by go build in a git
+// work tree), noting uncommitted changes: the server under test is this same binary.
+func buildRevision() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	var rev, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value
+		}
+	}
+	if rev == "" {
+		return workTreeRevision()
+	}
+	if modified == "true" {
+		return fmt.Sprintf("%.12s plus uncommitted changes in the work tree", rev)
+	}
+	return fmt.Sprintf("%.12s", rev)
+}
+
+// workTreeRevision asks git about the current directory's work tree, for binaries built without VCS
+// stamping (-buildvcs=false): the commit checked out and how many tracked files differ from it.
+func workTreeRevision() string {
+	head, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		return "unknown (no VCS stamp in the binary, and git could not say)"
+	}
+	status, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output()
+	if err != nil {
+		return strings.TrimSpace(string(head)) + " (work tree state unknown)"
+	}
+	lines := strings.TrimSpace(string(status))
+	if lines == "" {
+		return strings.TrimSpace(string(head)) + " (work tree clean at run time)"
+	}
+	return fmt.Sprintf("%s plus uncommitted changes to %d tracked files (work tree at run time)",
+		strings.TrimSpace(string(head)), strings.Count(lines, "\n")+1)
 }
 
 // procField returns the value of the first "name : value" line of a /proc file ("" if absent).

@@ -1,19 +1,27 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/observe"
+	"github.com/taskgraph/taskgraph/internal/server"
 )
 
 // profilePage serves the page scenario from an in-process server (the real handler from
@@ -25,12 +33,19 @@ func profilePage(ctx context.Context, c Config, m mode, users []*benchUser, path
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return prof, fmt.Errorf("profile directory: %w", err)
 	}
-	pool, err := db.OpenPool(ctx, c.DatabaseURL, db.PoolOptions{MaxConns: c.DBMaxConns})
+	// Wired as `taskgraph serve` wires it, metrics included (they cost CPU on every request and
+	// statement), so the profile shows what the measured server process does.
+	reg := prometheus.NewRegistry()
+	metrics, err := observe.New(reg)
+	if err != nil {
+		return prof, fmt.Errorf("metrics: %w", err)
+	}
+	pool, err := db.OpenPool(ctx, c.DatabaseURL, db.PoolOptions{MaxConns: c.DBMaxConns, Tracer: metrics.PGXTracer()})
 	if err != nil {
 		return prof, err
 	}
 	defer pool.Close()
-	app, err := buildApp(c, m, pool)
+	app, err := buildApp(c, m, pool, server.Observability{Metrics: metrics, Gatherer: reg})
 	if err != nil {
 		return prof, err
 	}
@@ -69,15 +84,15 @@ func profilePage(ctx context.Context, c Config, m mode, users []*benchUser, path
 		if errStart = pprof.StartCPUProfile(f); errStart != nil {
 			return
 		}
-		before, _ = sampleCPU(os.Getpid())
+		before, _ = sampleCPU(os.Getpid(), dbName(c.DatabaseURL))
 		res = runLoad(ctx, c.Concurrency, 0, c.Duration, op)
 		pprof.StopCPUProfile()
 	})
 	if errStart != nil {
 		return prof, fmt.Errorf("start CPU profile: %w", errStart)
 	}
-	if after, err := sampleCPU(os.Getpid()); err == nil {
-		prof.MachineCPU = machineBusy(before, after)
+	if after, err := sampleCPU(os.Getpid(), dbName(c.DatabaseURL)); err == nil {
+		prof.MachineCPU, prof.OthersCPU = machineBusy(before, after), othersBusy(before, after)
 		prof.ProcessCPU = float64(procCPU(before, after)) / float64(after.at.Sub(before.at))
 	}
 	if err := f.Close(); err != nil {
@@ -107,6 +122,11 @@ func summarizeProfile(ctx context.Context, path string) string {
 		{"Server side, flat, top 25:", []string{"-top", "-nodecount=25", serverSide}},
 	}
 	var b strings.Builder
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(cctx, goBin, "tool", "pprof", "-top", "-nodecount=1000000", serverSide, path).Output(); err == nil {
+		fmt.Fprintf(&b, "Server side, flat time by kind of work:\n%s\n", breakdown(string(out)))
+	}
 	for _, v := range views {
 		args := append([]string{"tool", "pprof"}, v.args...)
 		args = append(args, path)
@@ -137,4 +157,78 @@ func trimPprofHeader(out string) string {
 		keep = append(keep, line)
 	}
 	return strings.Join(keep, "\n")
+}
+
+// workKinds classify functions by what their time is spent on, first match wins.
+func workKinds() []struct {
+	kind string
+	re   *regexp.Regexp
+} {
+	kinds := []struct{ kind, re string }{
+		{"memory allocation", `^runtime\.(mallocgc|newobject|makeslice|growslice|makemap|nextFreeFast|memclrNoHeapPointers|heapSet|` +
+			`getMCache|makeSpanClass|spanClass|extractHeapBits|deductAssistCredit|roundupsize|rawstring|rawbyteslice|` +
+			`concatstring|slicebytetostring|stringtoslicebyte|\(\*mspan\)|\(\*mcache\)|\(\*mcentral\)|\(\*mheap\)|\(\*spanSet\))`},
+		{"garbage collection", `^runtime\.(gc|scan|greyobject|markBits|findObject|wbBuf|bulkBarrier|typePointers|tryDefer|` +
+			`spanOf|markroot|wbMove|\(\*gcWork\)|\(\*gcBits\)|\(\*mspan\)\.(init|typePointers)|\(\*spanInlineMarkBits\))|^internal/runtime/gc/`},
+		{"goroutine stacks (creation, growth)", `^runtime\.(pcvalue|step|funcdata|findfunc|newstack|copystack|adjust|` +
+			`\(\*unwinder\)|\(\*stkframe\)|stackpool|stackalloc|stackfree|stackcache|readvarint|morestack|getStackMap|` +
+			`gentraceback|newproc|gfget|gfput|malg|funcInfo|funcspdelta|pcdatavalue|gostartcall)`},
+		{"network system calls", `[Ss]yscall|^internal/poll\.|^net\.`},
+		{"other runtime (scheduling, channels, maps, locks)", `^runtime\.|^internal/runtime/`},
+		{"gqlgen executor", `99designs/gqlgen|vektah/gqlparser`},
+		{"generated resolvers (graph/)", `taskgraph/taskgraph/graph\.`},
+		{"pgx", `jackc/`},
+		{"JSON and number formatting", `^encoding/json|^strconv|^unicode`},
+		{"crypto (cursor HMAC, JWT)", `^crypto/|golang-jwt`},
+		{"Redis client", `redis/go-redis`},
+		{"dataloader", `graph-gophers/dataloader`},
+		{"net/http", `^net/http|^bufio|^net/textproto|klauspost/compress|rs/cors`},
+		{"Taskgraph's own code", `taskgraph/taskgraph/`},
+	}
+	out := make([]struct {
+		kind string
+		re   *regexp.Regexp
+	}, len(kinds))
+	for i, k := range kinds {
+		out[i].kind, out[i].re = k.kind, regexp.MustCompile(k.re)
+	}
+	return out
+}
+
+// breakdown sums the flat time of a `go tool pprof -top` listing by kind of work.
+func breakdown(top string) string {
+	// One row of `go tool pprof -top`: flat time first, function name last.
+	pprofTopLine := regexp.MustCompile(`^\s*([0-9.]+)(ns|us|µs|ms|s|m|h)\s+[0-9.]+%\s+[0-9.]+%\s+[0-9.]+(?:ns|us|µs|ms|s|m|h)\s+[0-9.]+%\s+(.+)$`)
+	kinds := workKinds()
+	sums := map[string]time.Duration{}
+	var total time.Duration
+	for line := range strings.SplitSeq(top, "\n") {
+		m := pprofTopLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		d, err := time.ParseDuration(m[1] + strings.Replace(m[2], "µs", "us", 1))
+		if err != nil {
+			continue
+		}
+		kind := "other"
+		for _, k := range kinds {
+			if k.re.MatchString(m[3]) {
+				kind = k.kind
+				break
+			}
+		}
+		sums[kind] += d
+		total += d
+	}
+	if total == 0 {
+		return "(no samples)"
+	}
+	names := slices.SortedFunc(maps.Keys(sums), func(a, b string) int { return cmp.Compare(sums[b], sums[a]) })
+	var b strings.Builder
+	for _, k := range names {
+		fmt.Fprintf(&b, "  %5.1f%%  %7s  %s\n", 100*float64(sums[k])/float64(total), sums[k].Round(10*time.Millisecond), k)
+	}
+	fmt.Fprintf(&b, "  100.0%%  %7s  total", total.Round(10*time.Millisecond))
+	return b.String()
 }

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -27,6 +28,7 @@ type Result struct {
 	Max        time.Duration
 
 	MachineCPU          float64       // share of the machine's cores busy during the run; -1: unknown
+	OthersCPU           float64       // of which, work that is not the benchmark's; -1: unknown
 	ServerCPUPerRequest time.Duration // the server process's CPU time per request; 0: not a server run
 
 	StatementsPerRequest float64
@@ -34,6 +36,8 @@ type Result struct {
 	AppCacheHitRatio     float64 // from the cache's own counters in the statement pass; -1: no cache
 	PeakRSS              int64   // server's peak resident set during the run, bytes; 0: not a server run
 	PeakRSSSinceStart    bool    // the peak could not be reset, so it covers the process's whole life
+
+	SQL []string // the distinct statements sent for this scenario (whitespace collapsed, sorted)
 }
 
 func newResult(sc scenario, m mode, r loadResult) Result {
@@ -41,7 +45,7 @@ func newResult(sc scenario, m mode, r loadResult) Result {
 		Scenario: sc.name, ScenarioTitle: sc.title, Mode: string(m), ModeTitle: m.title(),
 		Requests: r.requests, Errors: r.errors, FirstError: r.firstErr, Elapsed: r.elapsed, RPS: r.rps(),
 		P50: r.percentile(50), P95: r.percentile(95), P99: r.percentile(99), Max: r.percentile(100),
-		CacheHitRatio: -1, AppCacheHitRatio: -1, MachineCPU: -1,
+		CacheHitRatio: -1, AppCacheHitRatio: -1, MachineCPU: -1, OthersCPU: -1,
 	}
 	return out
 }
@@ -64,6 +68,7 @@ type Profile struct {
 	Result  Result // the load run while profiling
 
 	MachineCPU float64 // share of the machine's cores busy while profiling
+	OthersCPU  float64 // of which, work that is not the benchmark's
 	ProcessCPU float64 // cores the benchmark process (server and load generator) kept busy
 }
 
@@ -87,6 +92,33 @@ func (r *Report) Result(scenario string, m mode) (Result, bool) {
 		}
 	}
 	return Result{}, false
+}
+
+// SQLDrift lists, per scenario, the statements the ceiling and the uncached server do not share: the
+// ceiling copies the stores' SQL, and this is how a change in the stores shows up. Empty when they
+// send exactly the same statements.
+func (r *Report) SQLDrift() map[string][]string {
+	out := map[string][]string{}
+	for _, sql := range r.Results {
+		if sql.Mode != string(modeCeiling) {
+			continue
+		}
+		srv, ok := r.Result(sql.Scenario, modeUncached)
+		if !ok {
+			continue
+		}
+		for _, s := range sql.SQL {
+			if !slices.Contains(srv.SQL, s) {
+				out[sql.Scenario] = append(out[sql.Scenario], "only the ceiling: "+s)
+			}
+		}
+		for _, s := range srv.SQL {
+			if !slices.Contains(sql.SQL, s) {
+				out[sql.Scenario] = append(out[sql.Scenario], "only the server: "+s)
+			}
+		}
+	}
+	return out
 }
 
 // evaluate judges the issue's targets.
@@ -190,7 +222,7 @@ func ratio(v float64) string {
 // tableRows is the results table, shared by the Markdown and the text output.
 func (r *Report) tableRows() (header []string, rows [][]string) {
 	header = []string{"scenario", "mode", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors",
-		"SQL/req", "cache hits", "peak RSS MB", "CPU busy", "server CPU ms/req", "vs SQL"}
+		"SQL/req", "cache hits", "peak RSS MB", "CPU busy", "others' CPU", "server CPU ms/req", "vs SQL"}
 	for _, x := range r.Results {
 		vs := "–"
 		if sql, ok := r.Result(x.Scenario, modeCeiling); ok && sql.RPS > 0 {
@@ -209,7 +241,7 @@ func (r *Report) tableRows() (header []string, rows [][]string) {
 		}
 		rows = append(rows, []string{x.Scenario, x.ModeTitle, fmt.Sprint(x.Requests), fmt.Sprintf("%.0f", x.RPS),
 			msNum(x.P50), msNum(x.P95), msNum(x.P99), fmt.Sprint(x.Errors), fmt.Sprintf("%.2f", x.StatementsPerRequest),
-			ratio(x.CacheHitRatio), rss, ratio(x.MachineCPU), serverCPU, vs})
+			ratio(x.CacheHitRatio), rss, ratio(x.MachineCPU), ratio(x.OthersCPU), serverCPU, vs})
 	}
 	return header, rows
 }
@@ -273,6 +305,7 @@ func (r *Report) Markdown() string {
 	p("| Go | %s |", r.Machine.GoVersion)
 	p("| PostgreSQL | %s |", r.Machine.Postgres)
 	p("| Redis | %s |", r.Machine.Redis)
+	p("| code | %s |", r.Machine.Code)
 	p("| load average before / after | %s / %s |", r.Machine.LoadBefore, r.Machine.LoadAfter)
 	p("| data | %s users, %s tasks (%d bench users with %s tasks each; the rest skewed over the other users)%s |",
 		thousands(c.Users), thousands(c.Tasks), c.benchUsers(), thousands(c.TasksPerBenchUser()), seededNote(r.Reseeded))
@@ -304,7 +337,10 @@ func (r *Report) Markdown() string {
 	p("counted one by one); *cache hits* is the share of cache lookups Redis answered, from Redis's own")
 	p("`keyspace_hits`/`keyspace_misses` during the run; *peak RSS* is the server process's `VmHWM` during")
 	p("the scenario; *CPU busy* is the share of all %d cores busy during the run (`/proc/stat`: server,", r.Machine.CPUs)
-	p("PostgreSQL, Redis, load generator and anything else running); *server CPU ms/req* is the server")
+	p("PostgreSQL, Redis, load generator and anything else running); *others' CPU* is the part of that spent")
+	p("by processes that are not the benchmark's (not this process, the server, Redis, PostgreSQL's own")
+	p("processes or its backends for the benchmark database: other people's builds and tests on a shared")
+	p("machine), which takes cores from everything measured; *server CPU ms/req* is the server")
 	p("process's user+system time per request (`/proc/<pid>/stat`); *vs SQL* is throughput relative to the")
 	p("same scenario's direct-SQL ceiling.")
 	if appHits := r.appHitNote(); appHits != "" {
@@ -381,10 +417,21 @@ func (r *Report) writeMethod(b *strings.Builder) {
 	p("  The mix makes the same random choices in both.")
 	p("- **Statements per request.** The server process is not instrumented; instead the same handler is built")
 	p("  in-process (`server.Build`) on a pool whose pgx tracer counts statements, and %d requests of each", c.StmtSamples)
-	p("  scenario are sent one at a time after a few uncounted ones. The ceiling's count comes from the same")
-	p("  kind of tracer during its run.")
+	p("  scenario are sent one at a time right after the scenario's load (so a cache holds what the load put")
+	p("  there), after a few uncounted ones. The ceiling's count comes from the same kind of tracer during its")
+	p("  run.")
 	p("- **Cache hits.** Redis's server-wide counters, before and after each cached scenario. Every cache lookup")
 	p("  is one `MGET` that also reads the cache's epoch key, so one key per `MGET` is taken out of the count.")
+	if drift := r.SQLDrift(); len(drift) == 0 {
+		p("  Check: in every scenario the ceiling sent exactly the statements the uncached server sent (same text).")
+	} else {
+		p("  **Check failed**: the ceiling's SQL differs from the server's (update internal/bench/ceiling.go):")
+		for _, name := range slices.Sorted(maps.Keys(drift)) {
+			for _, d := range drift[name] {
+				p("  - %s, %s", name, strings.ReplaceAll(d, "|", "\\|"))
+			}
+		}
+	}
 	p("- **Memory.** `VmHWM` from `/proc/<pid>/status`, reset before each scenario through `/proc/<pid>/clear_refs`")
 	p("  (an asterisk marks a peak since the process started, where the reset was refused).")
 	p("")
@@ -411,15 +458,16 @@ func (r *Report) writeClosingNote(b *strings.Builder) {
 		return
 	}
 	p("Where the time goes: a CPU profile of the page scenario, taken with `runtime/pprof` while the same")
-	p("handler (`server.Build`) served it in the benchmark's own process at the same concurrency. The load")
-	p("generator shares that process, as it shares the machine in the measured runs; its goroutines and the")
-	p("server's are told apart below.")
+	p("handler (`server.Build`, with metrics, wired as `taskgraph serve` wires it) served it in the benchmark's")
+	p("own process at the same concurrency. The load generator shares that process, as it shares the machine")
+	p("in the measured runs; profiler labels tell its goroutines from the server's (unlabelled samples are the")
+	p("runtime's own, mostly garbage collection). The kinds of work sum the server side's flat time.")
 	for _, pr := range r.Profiles {
 		p("")
 		p("### %s", pr.Title)
 		p("")
-		p("During the profile: %.0f req/s, p50 %s, p99 %s; the machine's CPUs were %s busy, this process", pr.Result.RPS, ms(pr.Result.P50), ms(pr.Result.P99), ratio(pr.MachineCPU))
-		p("(server and load generator) used %.2f cores. Profile: `%s`.", pr.ProcessCPU, pr.Path)
+		p("During the profile: %.0f req/s, p50 %s, p99 %s; the machine's CPUs were %s busy (%s of it other", pr.Result.RPS, ms(pr.Result.P50), ms(pr.Result.P99), ratio(pr.MachineCPU), ratio(pr.OthersCPU))
+		p("people's work), this process (server and load generator) used %.2f cores. Profile: `%s`.", pr.ProcessCPU, pr.Path)
 		p("")
 		p("```")
 		p("%s", strings.TrimSpace(pr.Summary))

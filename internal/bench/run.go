@@ -122,12 +122,14 @@ func runCeiling(ctx context.Context, c Config, users []*benchUser, scenarios []s
 		}
 		logf("%-8s %-22s %d clients, %s + %s", sc.name, modeCeiling.title(), c.Concurrency, c.Warmup, c.Duration)
 		before := counter.count()
+		counter.takeTexts()
 		res, cpu, err := measure(ctx, c, op, 0)
 		if err != nil {
 			return nil, err
 		}
 		r := newResult(sc, modeCeiling, res)
-		r.MachineCPU = cpu.machine
+		r.MachineCPU, r.OthersCPU = cpu.machine, cpu.others
+		r.SQL = counter.takeTexts()
 		r.StatementsPerRequest = float64(counter.count()-before) / float64(max(res.total, 1))
 		out = append(out, r)
 	}
@@ -137,13 +139,15 @@ func runCeiling(ctx context.Context, c Config, users []*benchUser, scenarios []s
 // cpuUse is how busy the CPUs were during a run.
 type cpuUse struct {
 	machine    float64       // share of all cores busy (PostgreSQL, Redis, server, load generator, others)
+	others     float64       // share of all cores busy with work that is not the benchmark's
 	perRequest time.Duration // the server process's CPU time per request (0 when not measured)
 }
 
 // measure runs a scenario's load (warmup included) and samples the machine's CPU, and the server
 // process's when pid > 0, around it.
 func measure(ctx context.Context, c Config, op operation, pid int) (loadResult, cpuUse, error) {
-	before, err := sampleCPU(pid)
+	database := dbName(c.DatabaseURL)
+	before, err := sampleCPU(pid, database)
 	if err != nil {
 		return loadResult{}, cpuUse{}, err
 	}
@@ -151,11 +155,11 @@ func measure(ctx context.Context, c Config, op operation, pid int) (loadResult, 
 	if err := ctx.Err(); err != nil {
 		return res, cpuUse{}, err
 	}
-	after, err := sampleCPU(pid)
+	after, err := sampleCPU(pid, database)
 	if err != nil {
 		return res, cpuUse{}, err
 	}
-	use := cpuUse{machine: machineBusy(before, after)}
+	use := cpuUse{machine: machineBusy(before, after), others: othersBusy(before, after)}
 	if pid > 0 && res.total > 0 {
 		use.perRequest = procCPU(before, after) / time.Duration(res.total)
 	}
@@ -170,16 +174,21 @@ func probe(ctx context.Context, op operation) error {
 	return op(pctx, 0, rand.New(rand.NewPCG(1, 1)))
 }
 
-// runMode starts the server in mode m, runs every scenario against it over HTTP, stops it, then
-// counts the statements per request in-process.
+// runMode starts the server in mode m, runs every scenario against it over HTTP, each followed by
+// its statement count in-process (while the server process idles), and stops the server.
 func runMode(ctx context.Context, c Config, m mode, users []*benchUser, scenarios []scenario, rdb *redis.Client,
 	logf func(string, ...any)) ([]Result, error) {
 	if m.cache() {
-		// A cold cache for every run; the warmup fills it. The benchmark owns this Redis database.
+		// A cold cache for every run; the warmups fill it. The benchmark owns this Redis database.
 		if err := rdb.FlushDB(ctx).Err(); err != nil {
 			return nil, fmt.Errorf("flush the bench Redis database: %w", err)
 		}
 	}
+	passer, err := newStatementPasser(ctx, c, m)
+	if err != nil {
+		return nil, err
+	}
+	defer passer.close()
 	srv, err := startServer(ctx, c, m)
 	if err != nil {
 		return nil, err
@@ -212,7 +221,8 @@ func runMode(ctx context.Context, c Config, m mode, users []*benchUser, scenario
 			return nil, err
 		}
 		r := newResult(sc, m, res)
-		r.MachineCPU, r.ServerCPUPerRequest = cpu.machine, cpu.perRequest
+		r.MachineCPU, r.OthersCPU, r.ServerCPUPerRequest = cpu.machine, cpu.others, cpu.perRequest
+
 		if r.PeakRSS, err = srv.peakRSS(); err != nil {
 			return nil, err
 		}
@@ -224,21 +234,16 @@ func runMode(ctx context.Context, c Config, m mode, users []*benchUser, scenario
 			}
 			r.CacheHitRatio = cacheHitRatio(before, after)
 		}
+		pass, err := passer.count(c, users, sc)
+		if err != nil {
+			return nil, err
+		}
+		r.StatementsPerRequest, r.AppCacheHitRatio, r.SQL = pass.perRequest, pass.appHits, pass.texts
 		out = append(out, r)
 	}
 	stopped = true
 	if err := srv.stop(); err != nil {
 		return nil, err
-	}
-
-	logf("counting statements per request (%s, %d requests per scenario, in-process)", m.title(), c.StmtSamples)
-	counts, err := countStatements(ctx, c, m, users, scenarios)
-	if err != nil {
-		return nil, err
-	}
-	for i := range out {
-		p := counts[out[i].Scenario]
-		out[i].StatementsPerRequest, out[i].AppCacheHitRatio = p.perRequest, p.appHits
 	}
 	return out, nil
 }

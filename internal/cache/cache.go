@@ -254,7 +254,14 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 		return out, nil
 	}
 
-	loaded, err := c.flight.do(ctx, string(kind), missing, func(ids []uuid.UUID) (map[uuid.UUID]any, error) {
+	// Rows read from a replica may predate a write whose tombstone has already expired: they are
+	// served but never cached, and their loads are not shared with primary reads.
+	noFill := StaleSource(ctx)
+	flightKind := string(kind)
+	if noFill {
+		flightKind += "@replica"
+	}
+	loaded, err := c.flight.do(ctx, flightKind, missing, func(ids []uuid.UUID) (map[uuid.UUID]any, error) {
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loadTimeout)
 		defer cancel()
 		start := c.now()
@@ -270,7 +277,7 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 				fill[key(kind, idOf(rows[i]))] = string(b)
 			}
 		}
-		if age := c.now().Sub(start); useStore && len(fill) > 0 && age < maxFillDelay {
+		if age := c.now().Sub(start); useStore && !noFill && len(fill) > 0 && age < maxFillDelay {
 			fctx, cancel := context.WithTimeout(lctx, maxFillDelay-age)
 			defer cancel()
 			_ = c.do(fctx, func(ctx context.Context) error { return c.store.fill(ctx, gen, fill, ttlFor(kind)) })
@@ -284,4 +291,18 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 		out[id] = v.(*T)
 	}
 	return out, nil
+}
+
+type staleSourceKey struct{}
+
+// WithStaleSource marks loads under ctx as reading a source that may lag (a replica): Many serves
+// what they return but does not cache it.
+func WithStaleSource(ctx context.Context) context.Context {
+	return context.WithValue(ctx, staleSourceKey{}, true)
+}
+
+// StaleSource reports whether WithStaleSource marked ctx.
+func StaleSource(ctx context.Context) bool {
+	v, _ := ctx.Value(staleSourceKey{}).(bool)
+	return v
 }

@@ -66,6 +66,13 @@ type Config struct {
 	QueryMaxNodes    int64  // QUERY_MAX_NODES
 	QueryMaxDepth    int64  // QUERY_MAX_DEPTH
 	TrustedDocuments string // TRUSTED_DOCUMENTS
+
+	JobsInProcess       bool          // JOBS_IN_PROCESS
+	JobWorkers          int64         // JOB_WORKERS
+	JobTimeout          time.Duration // JOB_TIMEOUT
+	JobRescueAfter      time.Duration // JOB_RESCUE_AFTER
+	DueSoonWindow       time.Duration // DUE_SOON_WINDOW
+	DueReminderInterval time.Duration // DUE_REMINDER_INTERVAL
 }
 
 // Load reads every setting through getenv (os.Getenv in production code, a map in tests), applies
@@ -196,6 +203,16 @@ func settings() []setting {
 	graphiql := boolSetting("GRAPHIQL", "true", "serve the GraphiQL IDE at GET /",
 		func(c *Config) *bool { return &c.GraphiQL })
 	graphiql.prodDefault = "false"
+	rescueAfter := durationSetting("JOB_RESCUE_AFTER", "1h", 2*time.Second, 24*time.Hour,
+		"a job still running after this long (its worker died) is retried; must exceed JOB_TIMEOUT",
+		func(c *Config) *time.Duration { return &c.JobRescueAfter })
+	rescueAfter.check = both(rescueAfter.check, func(c Config) error {
+		if c.JobRescueAfter <= c.JobTimeout {
+			return fmt.Errorf("must be longer than JOB_TIMEOUT (%s), got %s",
+				formatDuration(c.JobTimeout), formatDuration(c.JobRescueAfter))
+		}
+		return nil
+	})
 
 	return []setting{
 		enumSetting("APP_ENV", EnvDevelopment,
@@ -377,6 +394,22 @@ func settings() []setting {
 			parse: func(c *Config, raw string) error { c.TrustedDocuments = raw; return nil },
 			show:  func(c Config) slog.Value { return slog.StringValue(c.TrustedDocuments) },
 		},
+		boolSetting("JOBS_IN_PROCESS", "true",
+			"serve also runs the background job workers; false: only `taskgraph worker` processes run them",
+			func(c *Config) *bool { return &c.JobsInProcess }),
+		intSetting("JOB_WORKERS", "10", 1, 1000,
+			"background jobs worked at once per process (serve in-process, or taskgraph worker); they use JOB_WORKERS+4 database connections of their own",
+			func(c *Config) *int64 { return &c.JobWorkers }),
+		durationSetting("JOB_TIMEOUT", "1m", time.Second, time.Hour,
+			"a background job running longer is cancelled and retried with backoff",
+			func(c *Config) *time.Duration { return &c.JobTimeout }),
+		rescueAfter,
+		durationSetting("DUE_SOON_WINDOW", "24h", time.Minute, 30*24*time.Hour,
+			"tasks due within this window get one TASK_DUE_SOON reminder per due date",
+			func(c *Config) *time.Duration { return &c.DueSoonWindow }),
+		durationSetting("DUE_REMINDER_INTERVAL", "1m", time.Second, 24*time.Hour,
+			"how often the periodic due-reminder job looks for tasks due soon",
+			func(c *Config) *time.Duration { return &c.DueReminderInterval }),
 	}
 }
 

@@ -52,6 +52,12 @@ func TestLoadDefaults(t *testing.T) {
 		ReplicaMaxLag:       time.Second,
 		ReadYourWritesFor:   5 * time.Second,
 		RequestTimeout:      15 * time.Second,
+		JobsInProcess:       true,
+		JobWorkers:          10,
+		JobTimeout:          time.Minute,
+		JobRescueAfter:      time.Hour,
+		DueSoonWindow:       24 * time.Hour,
+		DueReminderInterval: time.Minute,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -160,6 +166,12 @@ func TestLoadParsesOverrides(t *testing.T) {
 		"READ_YOUR_WRITES_WINDOW":         "10s",
 		"REQUEST_TIMEOUT":                 "5s",
 		"SHUTDOWN_DELAY":                  "3s",
+		"JOBS_IN_PROCESS":                 "false",
+		"JOB_WORKERS":                     "3",
+		"JOB_TIMEOUT":                     "30s",
+		"JOB_RESCUE_AFTER":                "2m",
+		"DUE_SOON_WINDOW":                 "2h",
+		"DUE_REMINDER_INTERVAL":           "5m",
 	}))
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -175,6 +187,8 @@ func TestLoadParsesOverrides(t *testing.T) {
 		TrustedDocuments: "/etc/taskgraph/documents.json",
 		DatabaseReadURLs: []string{"postgres://r1:5432/tg", "postgres://r2:5432/tg"}, ReplicaMaxLag: 500 * time.Millisecond,
 		ReadYourWritesFor: 10 * time.Second, RequestTimeout: 5 * time.Second, ShutdownDelay: 3 * time.Second,
+		JobWorkers: 3, JobTimeout: 30 * time.Second, JobRescueAfter: 2 * time.Minute, DueSoonWindow: 2 * time.Hour,
+		DueReminderInterval: 5 * time.Minute,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("overrides:\n got %+v\nwant %+v", c, want)
@@ -295,7 +309,8 @@ func TestUsageListsEverySetting(t *testing.T) {
 		"REDIS_URL", "CACHE_ENABLED", "CACHE_MAX_ENTRIES", "RATE_LIMIT_ENABLED", "RATE_LIMIT_POINTS_PER_HOUR",
 		"RATE_LIMIT_ANON_POINTS_PER_HOUR", "AUTH_RATE_LIMIT_PER_MINUTE", "TRUSTED_PROXIES", "QUERY_MAX_NODES",
 		"QUERY_MAX_DEPTH", "TRUSTED_DOCUMENTS", "DATABASE_READ_URLS", "REPLICA_MAX_LAG", "READ_YOUR_WRITES_WINDOW",
-		"REQUEST_TIMEOUT", "SHUTDOWN_DELAY",
+		"REQUEST_TIMEOUT", "SHUTDOWN_DELAY", "JOBS_IN_PROCESS", "JOB_WORKERS", "JOB_TIMEOUT", "JOB_RESCUE_AFTER",
+		"DUE_SOON_WINDOW", "DUE_REMINDER_INTERVAL",
 	}
 	for _, name := range names {
 		if !strings.Contains(out, "\n"+name+" ") {
@@ -335,5 +350,16 @@ func TestReadmeListsEverySetting(t *testing.T) {
 		if !strings.Contains(string(readme), "| `"+s.name+"` |") {
 			t.Errorf("README.md's settings table lacks a row for %s", s.name)
 		}
+	}
+}
+
+func TestJobRescueAfterMustExceedJobTimeout(t *testing.T) {
+	_, err := Load(env(map[string]string{"JOB_TIMEOUT": "10m", "JOB_RESCUE_AFTER": "5m"}))
+	if err == nil || !strings.Contains(err.Error(), "JOB_RESCUE_AFTER: must be longer than JOB_TIMEOUT (10m)") {
+		t.Errorf("JOB_RESCUE_AFTER below JOB_TIMEOUT: err = %v, want a JOB_RESCUE_AFTER problem", err)
+	}
+	c, err := Load(env(map[string]string{"JOB_TIMEOUT": "1s", "JOB_RESCUE_AFTER": "2s"}))
+	if err != nil || c.JobTimeout != time.Second || c.JobRescueAfter != 2*time.Second {
+		t.Errorf("JOB_TIMEOUT=1s JOB_RESCUE_AFTER=2s: %v, %v, %v", c.JobTimeout, c.JobRescueAfter, err)
 	}
 }

@@ -14,8 +14,9 @@ import (
 type Kind string
 
 const (
-	KindUser Kind = "User"
-	KindTask Kind = "Task"
+	KindUser         Kind = "User"
+	KindTask         Kind = "Task"
+	KindNotification Kind = "Notification"
 )
 
 // Encode returns the global ID of the object of kind with database id.
@@ -34,7 +35,7 @@ func Decode(field, gid string) (Kind, uuid.UUID, error) {
 		return "", uuid.Nil, bad
 	}
 	kind, rest, ok := strings.Cut(string(raw), ":")
-	if !ok || (Kind(kind) != KindUser && Kind(kind) != KindTask) {
+	if !ok || (Kind(kind) != KindUser && Kind(kind) != KindTask && Kind(kind) != KindNotification) {
 		return "", uuid.Nil, bad
 	}
 	id, err := uuid.Parse(rest)

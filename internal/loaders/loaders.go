@@ -31,20 +31,24 @@ const batchWait = 2 * time.Millisecond
 // read returns. read is asked at batch time, so a read after a write in the same request already
 // knows about that write (read-your-writes routing).
 func New(read func(context.Context) db.Stores, c *cache.Cache) *Loaders {
-	users := func(ctx context.Context, ids []uuid.UUID) ([]db.User, error) { return read(ctx).Users.ByIDs(ctx, ids) }
-	tasks := func(ctx context.Context, ids []uuid.UUID) ([]db.Task, error) { return read(ctx).Tasks.ByIDs(ctx, ids) }
-	counts := func(ctx context.Context, ids []uuid.UUID) ([]db.TaskCounts, error) {
-		return read(ctx).Tasks.CountsByOwners(ctx, ids)
+	users := func(st db.Stores, ctx context.Context, ids []uuid.UUID) ([]db.User, error) {
+		return st.Users.ByIDs(ctx, ids)
+	}
+	tasks := func(st db.Stores, ctx context.Context, ids []uuid.UUID) ([]db.Task, error) {
+		return st.Tasks.ByIDs(ctx, ids)
+	}
+	counts := func(st db.Stores, ctx context.Context, ids []uuid.UUID) ([]db.TaskCounts, error) {
+		return st.Tasks.CountsByOwners(ctx, ids)
 	}
 	return &Loaders{
 		UserByID: dataloader.NewBatchedLoader(
-			byID(c, db.EntityUser, users, func(u db.User) uuid.UUID { return u.ID }, notFound[db.User]("user")),
+			byID(c, db.EntityUser, read, users, func(u db.User) uuid.UUID { return u.ID }, notFound[db.User]("user")),
 			dataloader.WithWait[uuid.UUID, *db.User](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.User](db.MaxPageSize)),
 		TaskByID: dataloader.NewBatchedLoader(
-			byID(c, db.EntityTask, tasks, func(t db.Task) uuid.UUID { return t.ID }, notFound[db.Task]("task")),
+			byID(c, db.EntityTask, read, tasks, func(t db.Task) uuid.UUID { return t.ID }, notFound[db.Task]("task")),
 			dataloader.WithWait[uuid.UUID, *db.Task](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.Task](db.MaxPageSize)),
 		TaskCountsByUser: dataloader.NewBatchedLoader(
-			byID(c, db.EntityTaskCounts, counts, func(t db.TaskCounts) uuid.UUID { return t.UserID },
+			byID(c, db.EntityTaskCounts, read, counts, func(t db.TaskCounts) uuid.UUID { return t.UserID },
 				func(id uuid.UUID) (*db.TaskCounts, error) { return &db.TaskCounts{UserID: id}, nil }), // no tasks: zeros
 			dataloader.WithWait[uuid.UUID, *db.TaskCounts](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.TaskCounts](db.MaxPageSize)),
 	}
@@ -56,10 +60,16 @@ func notFound[T any](what string) func(uuid.UUID) (*T, error) {
 
 // byID adapts a "fetch these ids" store method to a batch function, reading through the cache: one
 // result per key, in key order; absent ids get whatever missing returns.
-func byID[T any](c *cache.Cache, kind db.EntityKind, fetch func(context.Context, []uuid.UUID) ([]T, error),
+func byID[T any](c *cache.Cache, kind db.EntityKind, read func(context.Context) db.Stores,
+	fetch func(db.Stores, context.Context, []uuid.UUID) ([]T, error),
 	idOf func(T) uuid.UUID, missing func(uuid.UUID) (*T, error)) dataloader.BatchFunc[uuid.UUID, *T] {
 	return func(ctx context.Context, keys []uuid.UUID) []*dataloader.Result[*T] {
-		found, err := cache.Many(ctx, c, kind, keys, fetch, idOf)
+		stores := read(ctx)
+		if stores.OnReplica {
+			ctx = cache.WithStaleSource(ctx)
+		}
+		load := func(ctx context.Context, ids []uuid.UUID) ([]T, error) { return fetch(stores, ctx, ids) }
+		found, err := cache.Many(ctx, c, kind, keys, load, idOf)
 		results := make([]*dataloader.Result[*T], len(keys))
 		for i, k := range keys {
 			r := &dataloader.Result[*T]{Error: err}

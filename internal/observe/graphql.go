@@ -44,7 +44,6 @@ var (
 	_ graphql.HandlerExtension     = graphqlExtension{}
 	_ graphql.OperationInterceptor = graphqlExtension{}
 	_ graphql.ResponseInterceptor  = graphqlExtension{}
-	_ graphql.FieldInterceptor     = graphqlExtension{}
 )
 
 func (graphqlExtension) ExtensionName() string                   { return "Observe" }
@@ -72,6 +71,8 @@ func (e graphqlExtension) InterceptOperation(ctx context.Context, next graphql.O
 	}
 	name, opType := operationName(opCtx.Operation), string(opCtx.Operation.Operation)
 	e.noteRequest(ctx, name, opType)
+	ctx = context.WithValue(ctx, operationStateKey{}, &operationState{headers: opCtx.Headers})
+	e.countDeprecated(ctx, opCtx.Operation)
 
 	start := opCtx.Stats.OperationStart
 	if start.IsZero() {
@@ -87,7 +88,6 @@ func (e graphqlExtension) InterceptOperation(ctx context.Context, next graphql.O
 		duration = func() { hist.Observe(time.Since(start).Seconds()) }
 	}
 
-	ctx = context.WithValue(ctx, operationStateKey{}, &operationState{headers: opCtx.Headers})
 	responses := next(ctx)
 	observed := false
 	return func(ctx context.Context) *graphql.Response {
@@ -122,15 +122,42 @@ func (e graphqlExtension) InterceptResponse(ctx context.Context, next graphql.Re
 	return resp
 }
 
-// InterceptField counts resolutions of fields whose definition carries @deprecated.
-func (e graphqlExtension) InterceptField(ctx context.Context, next graphql.Resolver) (any, error) {
-	if e.m != nil {
-		if fc := graphql.GetFieldContext(ctx); fc != nil && isDeprecated(fc.Field.Definition) {
-			name, version := e.m.clientLabels(ctx)
-			e.m.deprecatedUsage.WithLabelValues(fc.Object+"."+fc.Field.Name, name, version).Inc()
+// countDeprecated counts each selection of a field whose definition carries @deprecated, walking
+// the operation once (fragments included) instead of intercepting every resolved field, which would
+// cost a closure per field on every request.
+func (e graphqlExtension) countDeprecated(ctx context.Context, op *ast.OperationDefinition) {
+	if e.m == nil {
+		return
+	}
+	var name, version string
+	budget := 10_000 // selections visited; validated documents are far smaller
+	var walk func(set ast.SelectionSet, inFragment map[string]bool)
+	walk = func(set ast.SelectionSet, inFragment map[string]bool) {
+		for _, sel := range set {
+			if budget--; budget < 0 {
+				return
+			}
+			switch s := sel.(type) {
+			case *ast.Field:
+				if isDeprecated(s.Definition) && s.ObjectDefinition != nil {
+					if name == "" {
+						name, version = e.m.clientLabels(ctx)
+					}
+					e.m.deprecatedUsage.WithLabelValues(s.ObjectDefinition.Name+"."+s.Name, name, version).Inc()
+				}
+				walk(s.SelectionSet, inFragment)
+			case *ast.InlineFragment:
+				walk(s.SelectionSet, inFragment)
+			case *ast.FragmentSpread:
+				if s.Definition != nil && !inFragment[s.Name] {
+					inFragment[s.Name] = true
+					walk(s.Definition.SelectionSet, inFragment)
+					delete(inFragment, s.Name)
+				}
+			}
 		}
 	}
-	return next(ctx)
+	walk(op.SelectionSet, map[string]bool{})
 }
 
 // noteRequest puts the operation and viewer on the request's log line and marks the viewer active.

@@ -25,7 +25,9 @@ type Tracker struct {
 	guard  *redisx.Guard
 }
 
-// New returns a tracker remembering writes for window; rdb may be nil.
+// New returns a tracker remembering writes for window; rdb may be nil. A window of 0 (or less)
+// tracks nobody: every read may go to a replica. (The LRU and Redis would read a zero TTL as
+// "never expires" and pin every writer to the primary for good.)
 func New(window time.Duration, rdb *redis.Client, prefix string, logger *slog.Logger) *Tracker {
 	t := &Tracker{
 		window: window,
@@ -41,6 +43,9 @@ func New(window time.Duration, rdb *redis.Client, prefix string, logger *slog.Lo
 
 // MarkWrite records that userID just wrote.
 func (t *Tracker) MarkWrite(ctx context.Context, userID uuid.UUID) {
+	if t.window <= 0 {
+		return
+	}
 	t.local.Add(userID, struct{}{})
 	if t.rdb == nil {
 		return
@@ -53,6 +58,9 @@ func (t *Tracker) MarkWrite(ctx context.Context, userID uuid.UUID) {
 // RecentlyWrote reports whether userID wrote within the window, on any instance. When Redis cannot
 // answer it says yes: reading from the primary is always correct, only slower.
 func (t *Tracker) RecentlyWrote(ctx context.Context, userID uuid.UUID) bool {
+	if t.window <= 0 {
+		return false
+	}
 	if t.local.Contains(userID) {
 		return true
 	}

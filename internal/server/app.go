@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -16,6 +17,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/cache"
 	"github.com/taskgraph/taskgraph/internal/config"
+	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/observe"
 	"github.com/taskgraph/taskgraph/internal/ratelimit"
 	"github.com/taskgraph/taskgraph/internal/recency"
@@ -30,12 +32,20 @@ type App struct {
 	Redis   *redis.Client // nil without REDIS_URL
 	// Draining turns /readyz unready; pass its Start to Run as the drain hook.
 	Draining *Draining
+	// Jobs is the background job queue. Writes enqueue through it; with JOBS_IN_PROCESS it also works
+	// jobs (Background starts the workers, Close stops them).
+	Jobs *jobs.Queue
 
 	replicaPools []*db.Replica
+	logger       *slog.Logger
 }
 
-// Close releases what Build opened (not the primary pool, which the caller owns).
+// Close releases what Build opened (not the primary pool, which the caller owns). Running jobs get
+// SHUTDOWN_TIMEOUT to finish first.
 func (a *App) Close() {
+	if a.Jobs != nil {
+		a.Jobs.Close()
+	}
 	for _, r := range a.replicaPools {
 		r.Pool.Close()
 	}
@@ -47,9 +57,19 @@ func (a *App) Close() {
 // replicaCheckInterval is how often replica health and lag are measured.
 const replicaCheckInterval = 500 * time.Millisecond
 
-// Background runs the app's housekeeping (replica health checks) until ctx ends.
+// Background runs the app's housekeeping (replica health checks) and, with JOBS_IN_PROCESS, the job
+// workers until ctx ends; then it stops the workers (running jobs get SHUTDOWN_TIMEOUT to finish).
 func (a *App) Background(ctx context.Context) {
+	var wg sync.WaitGroup
+	if a.Jobs != nil && a.Jobs.Works() {
+		wg.Go(func() {
+			if err := a.Jobs.Run(ctx); err != nil {
+				a.logger.ErrorContext(ctx, "background jobs", "error", err.Error())
+			}
+		})
+	}
 	a.DB.RunReplicaChecks(ctx, replicaCheckInterval)
+	wg.Wait()
 }
 
 // openReplicas opens a pool per DATABASE_READ_URLS entry. A replica that is down at start is still
@@ -87,7 +107,7 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 	if err != nil {
 		return nil, fmt.Errorf("token issuer: %w", err)
 	}
-	app := &App{Draining: &Draining{}}
+	app := &App{Draining: &Draining{}, logger: logger}
 	if cfg.RedisURL != "" {
 		if app.Redis, err = redisx.NewClient(cfg.RedisURL); err != nil {
 			return nil, err
@@ -126,8 +146,20 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 	if len(replicas) > 0 {
 		opts = append(opts, db.WithReplicas(replicas, cfg.ReplicaMaxLag, logger))
 	}
+	// Jobs are enqueued in the transaction of the write that causes them; the workers, when they
+	// run in this process, use a pool of their own (JOB_WORKERS+4 connections).
+	jobOpts := jobs.FromConfig(cfg, cfg.JobsInProcess)
+	jobOpts.Logger, jobOpts.Tracer = logger, obs.Metrics.PGXTracer()
+	if app.Jobs, err = jobs.New(pool, jobOpts); err != nil {
+		app.Close()
+		return nil, err
+	}
+	opts = append(opts, db.WithEnqueuer(app.Jobs))
 	app.DB = db.New(pool, db.NewCursorCodec([]byte(cfg.JWTSecret)), opts...)
 	obs.Metrics.WatchPool("primary", pool)
+	if jp := app.Jobs.Pool(); jp != nil {
+		obs.Metrics.WatchPool("jobs", jp)
+	}
 	if c := app.Cache; c != nil {
 		obs.Metrics.WatchCache(func() (hits, misses, faults int64) {
 			s := c.Stats()

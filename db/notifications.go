@@ -1,0 +1,246 @@
+package db
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// NotificationKind is what a notification is about; the GraphQL NotificationKind enum is bound to it.
+type NotificationKind string
+
+const (
+	NotificationTaskAssigned      NotificationKind = "TASK_ASSIGNED"
+	NotificationTaskStatusChanged NotificationKind = "TASK_STATUS_CHANGED"
+	NotificationTaskDueSoon       NotificationKind = "TASK_DUE_SOON"
+)
+
+// Notification is a row of notifications: one in-app message to one user.
+type Notification struct {
+	ID        uuid.UUID           `db:"id"`
+	UserID    uuid.UUID           `db:"user_id"`
+	Kind      NotificationKind    `db:"kind"`
+	TaskID    *uuid.UUID          `db:"task_id"` // nil once the task is deleted
+	Payload   NotificationPayload `db:"payload"`
+	CreatedAt time.Time           `db:"created_at"`
+	ReadAt    *time.Time          `db:"read_at"`
+}
+
+// IsNode makes a notification a GraphQL Node.
+func (Notification) IsNode() {}
+
+// NotificationPayload is what the message is made of, as it was when the notification was written.
+type NotificationPayload struct {
+	Title     string     `json:"title"`
+	ActorName string     `json:"actorName,omitempty"` // who assigned the task or changed its status
+	Status    TaskStatus `json:"status,omitempty"`    // TASK_STATUS_CHANGED: the new status
+	DueAt     *time.Time `json:"dueAt,omitempty"`     // TASK_DUE_SOON: the due date reminded of
+}
+
+const notificationColumns = "id, user_id, kind, task_id, payload, created_at, read_at"
+
+// NotificationStore reads the viewer's notifications and writes them for the background jobs. Every
+// read and mark is scoped to one user: another user's notification answers like a missing one.
+type NotificationStore struct {
+	q       querier
+	cursors *CursorCodec
+	changed *changeSet
+}
+
+// NotificationEdge is one notification of a connection with its cursor.
+type NotificationEdge struct {
+	Cursor string
+	Node   *Notification
+}
+
+// NotificationConnection is a page of notifications, newest first.
+type NotificationConnection struct {
+	Edges    []NotificationEdge
+	PageInfo PageInfo
+	filter   where
+}
+
+// notificationSort: newest first, ties broken by id (notifications_user_created_at_idx, or the
+// partial notifications_user_unread_idx for unreadOnly).
+var notificationSort = sortKey[Notification]{
+	expr: "created_at", keyOf: func(n Notification) any { return timeKey(n.CreatedAt) }, param: timeParam,
+}
+
+// List returns one page of userID's notifications, newest first; unreadOnly keeps the unread ones.
+// Cursors are scoped to the user and to unreadOnly.
+func (s NotificationStore) List(ctx context.Context, userID uuid.UUID, unreadOnly bool, args PageArgs) (*NotificationConnection, error) {
+	scope := scopeOf("notifications", userID.String(), strconv.FormatBool(unreadOnly))
+	req, err := s.cursors.parsePage(args, scope)
+	if err != nil {
+		return nil, err
+	}
+	var w where
+	w.add("user_id = ?", userID)
+	if unreadOnly {
+		w.add("read_at IS NULL")
+	}
+	l := keysetList[Notification]{
+		table: "notifications", columns: notificationColumns, filter: w,
+		sort: notificationSort, desc: true, idOf: func(n Notification) uuid.UUID { return n.ID }, scope: scope,
+	}
+	p, err := fetchPage(ctx, s.q, s.cursors, l, req)
+	if err != nil {
+		return nil, mapError(err, "notifications")
+	}
+	conn := &NotificationConnection{PageInfo: p.info, filter: w, Edges: make([]NotificationEdge, len(p.rows))}
+	for i := range p.rows {
+		conn.Edges[i] = NotificationEdge{Cursor: p.cursors[i], Node: &p.rows[i]}
+	}
+	return conn, nil
+}
+
+// Count returns how many notifications match the connection's filter (its totalCount).
+func (s NotificationStore) Count(ctx context.Context, conn *NotificationConnection) (int, error) {
+	n, err := countRows(ctx, s.q, "notifications", conn.filter)
+	return n, mapError(err, "notifications")
+}
+
+// UnreadCount returns how many of userID's notifications are unread.
+func (s NotificationStore) UnreadCount(ctx context.Context, userID uuid.UUID) (int, error) {
+	var n int64
+	err := s.q.QueryRow(ctx, `SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL`, userID).Scan(&n)
+	return int(n), mapError(err, "notifications")
+}
+
+// Get returns userID's notification id, or NOT_FOUND (also for another user's notification).
+func (s NotificationStore) Get(ctx context.Context, userID, id uuid.UUID) (*Notification, error) {
+	rows, err := s.q.Query(ctx, `SELECT `+notificationColumns+` FROM notifications WHERE id = $1 AND user_id = $2`, id, userID)
+	if err != nil {
+		return nil, mapError(err, "notification")
+	}
+	n, err := pgx.CollectExactlyOneRow(rows, pgx.RowToAddrOfStructByName[Notification])
+	return n, mapError(err, "notification")
+}
+
+// MarkRead marks userID's unread notifications among ids as read (all of them with all) and returns
+// how many changed. Ids of other users' notifications, missing ones and read ones are ignored.
+func (s NotificationStore) MarkRead(ctx context.Context, userID uuid.UUID, ids []uuid.UUID, all bool) (int, error) {
+	if !all && len(ids) == 0 {
+		return 0, nil
+	}
+	sql := `UPDATE notifications SET read_at = now() WHERE user_id = $1 AND read_at IS NULL`
+	args := []any{userID}
+	if !all {
+		sql += ` AND id = ANY($2)`
+		args = append(args, ids)
+	}
+	tag, err := s.q.Exec(ctx, sql, args...)
+	if err != nil {
+		return 0, mapError(err, "notifications")
+	}
+	if tag.RowsAffected() > 0 {
+		// Nothing cached changes, but the user's next reads should see it (read-your-writes).
+		s.changed.add(ctx, EntityKey{EntityWriter, userID})
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// versionKey names one change of a task: its version after the change.
+func versionKey(version int32) string { return "v" + strconv.FormatInt(int64(version), 10) }
+
+// NotifyAssigned tells assigneeID that the task was assigned to them (at task version version),
+// if they are still its assignee. Idempotent: a retry of the same change inserts nothing. It reports
+// whether a notification was written.
+func (s NotificationStore) NotifyAssigned(ctx context.Context, taskID, assigneeID uuid.UUID, version int32) (bool, error) {
+	tag, err := s.q.Exec(ctx, `
+		INSERT INTO notifications (user_id, kind, task_id, dedupe_key, payload)
+		SELECT t.assignee_id, $1, t.id, $2, jsonb_build_object('title', t.title, 'actorName', o.name)
+		FROM tasks t JOIN users o ON o.id = t.owner_id
+		WHERE t.id = $3 AND t.assignee_id = $4
+		ON CONFLICT ON CONSTRAINT notifications_dedupe_key DO NOTHING`,
+		string(NotificationTaskAssigned), versionKey(version), taskID, assigneeID)
+	if err != nil {
+		return false, mapError(err, "notification")
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// NotifyStatusChanged tells the task's owner that actorID moved it to status (at task version
+// version). Idempotent like NotifyAssigned; nothing is written once the task is gone.
+func (s NotificationStore) NotifyStatusChanged(ctx context.Context, taskID, ownerID, actorID uuid.UUID, status TaskStatus, version int32) (bool, error) {
+	tag, err := s.q.Exec(ctx, `
+		INSERT INTO notifications (user_id, kind, task_id, dedupe_key, payload)
+		SELECT t.owner_id, $1, t.id, $2, jsonb_strip_nulls(jsonb_build_object('title', t.title, 'status', $3::text, 'actorName', a.name))
+		FROM tasks t LEFT JOIN users a ON a.id = $4
+		WHERE t.id = $5 AND t.owner_id = $6
+		ON CONFLICT ON CONSTRAINT notifications_dedupe_key DO NOTHING`,
+		string(NotificationTaskStatusChanged), versionKey(version), string(status), actorID, taskID, ownerID)
+	if err != nil {
+		return false, mapError(err, "notification")
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// DueReminderChunk is how many tasks RemindDueSoon handles per statement.
+const DueReminderChunk = 500
+
+// RemindDueSoon writes a TASK_DUE_SOON notification, for the owner and for the assignee (if any), of
+// every task not DONE that is due within window from now and has not been reminded of for this due
+// date. Each reminder is written once per task and due date, however often this runs (and
+// concurrently with itself); a new due date earns a new reminder. It works through the tasks in
+// chunks of chunk (DueReminderChunk when 0), each its own short statement, and returns how many
+// notifications it wrote.
+func (s NotificationStore) RemindDueSoon(ctx context.Context, window time.Duration, chunk int) (int, error) {
+	if chunk <= 0 {
+		chunk = DueReminderChunk
+	}
+	// One snapshot of "now" for every chunk, so the window does not slide while it runs.
+	var now time.Time
+	if err := s.q.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
+		return 0, mapError(err, "due reminders")
+	}
+	var (
+		total    int
+		afterDue = now
+		afterID  uuid.UUID // the nil UUID sorts first
+	)
+	for {
+		var (
+			inserted, scanned int64
+			lastDue           *time.Time
+			lastID            *uuid.UUID
+		)
+		err := s.q.QueryRow(ctx, `
+			WITH due AS (
+				SELECT t.id, t.owner_id, t.assignee_id, t.title, t.due_at,
+				       'due:' || (extract(epoch FROM t.due_at) * 1000000)::bigint AS dedupe_key
+				FROM tasks t
+				WHERE t.due_at IS NOT NULL AND t.status <> 'DONE'
+				  AND (t.due_at, t.id) > ($1, $2) AND t.due_at <= $3
+				  AND NOT EXISTS (
+				      SELECT 1 FROM notifications n
+				      WHERE n.user_id = t.owner_id AND n.kind = $4 AND n.task_id = t.id
+				        AND n.dedupe_key = 'due:' || (extract(epoch FROM t.due_at) * 1000000)::bigint)
+				ORDER BY t.due_at, t.id
+				LIMIT $5
+			), ins AS (
+				INSERT INTO notifications (user_id, kind, task_id, dedupe_key, payload)
+				SELECT r.user_id, $4, d.id, d.dedupe_key, jsonb_build_object('title', d.title, 'dueAt', d.due_at)
+				FROM due d CROSS JOIN LATERAL (VALUES (d.owner_id), (d.assignee_id)) AS r (user_id)
+				WHERE r.user_id IS NOT NULL
+				ON CONFLICT ON CONSTRAINT notifications_dedupe_key DO NOTHING
+				RETURNING 1
+			)
+			SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM due), last.due_at, last.id
+			FROM (SELECT 1) AS one
+			LEFT JOIN LATERAL (SELECT due_at, id FROM due ORDER BY due_at DESC, id DESC LIMIT 1) AS last ON true`,
+			afterDue, afterID, now.Add(window), string(NotificationTaskDueSoon), chunk,
+		).Scan(&inserted, &scanned, &lastDue, &lastID)
+		if err != nil {
+			return total, mapError(err, "due reminders")
+		}
+		total += int(inserted)
+		if scanned < int64(chunk) || lastDue == nil || lastID == nil {
+			return total, nil
+		}
+		afterDue, afterID = *lastDue, *lastID
+	}
+}

@@ -1,0 +1,216 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/config"
+)
+
+// Options configure a Queue. FromConfig fills them from the settings.
+type Options struct {
+	// Work makes the queue work jobs (and, as River's leader, schedule the periodic ones and rescue
+	// jobs whose process died); false: insert only.
+	Work bool
+	// Workers is how many jobs this process works at once (JOB_WORKERS).
+	Workers int
+	// JobTimeout cancels a job's context after this long (JOB_TIMEOUT); the job is then retried.
+	JobTimeout time.Duration
+	// RescueAfter: a job still marked running after this long is retried (JOB_RESCUE_AFTER).
+	RescueAfter time.Duration
+	// DueSoonWindow and DueReminderInterval drive the due-reminder sweep.
+	DueSoonWindow       time.Duration
+	DueReminderInterval time.Duration
+	// StopTimeout is how long Stop lets running jobs finish before cancelling them.
+	StopTimeout time.Duration
+	Logger      *slog.Logger    // nil: discard
+	Tracer      pgx.QueryTracer // for the queue's own pool (metrics); nil: none
+	// AfterWrite, when set, runs in every worker after its write (tests inject failures with it).
+	AfterWrite AfterWriteHook
+}
+
+// FromConfig returns the options the settings ask for; work says whether this process works jobs.
+func FromConfig(cfg config.Config, work bool) Options {
+	return Options{
+		Work:                work,
+		Workers:             int(cfg.JobWorkers),
+		JobTimeout:          cfg.JobTimeout,
+		RescueAfter:         cfg.JobRescueAfter,
+		DueSoonWindow:       cfg.DueSoonWindow,
+		DueReminderInterval: cfg.DueReminderInterval,
+		StopTimeout:         cfg.ShutdownTimeout,
+	}
+}
+
+// extraConns are the queue pool's connections beyond one per worker: River's LISTEN connection,
+// leader election and maintenance, fetching and completing jobs.
+const extraConns = 4
+
+// Queue is the River client: it inserts jobs (EnqueueTx, for db.WithEnqueuer) and, with Options.Work,
+// works them on a pool of its own, so a burst of jobs never takes connections from API requests.
+type Queue struct {
+	client      *river.Client[pgx.Tx]
+	pool        *pgxpool.Pool // nil for an insert-only queue
+	work        bool
+	stopTimeout time.Duration
+	logger      *slog.Logger
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	stop    sync.Once
+	stopErr error
+}
+
+// New builds the queue. With o.Work it opens its own pool, configured like primary (minus its
+// tracer: o.Tracer instead) with o.Workers+4 connections, used by River and by the workers' writes.
+// Nothing connects until Start.
+func New(primary *pgxpool.Pool, o Options) (*Queue, error) {
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	q := &Queue{work: o.Work, stopTimeout: o.StopTimeout, logger: logger}
+	var store *db.DB
+	if o.Work {
+		if o.Workers < 1 {
+			return nil, errors.New("jobs: Workers must be at least 1")
+		}
+		cfg := primary.Config()
+		cfg.MaxConns = int32(o.Workers + extraConns)
+		cfg.MinConns = 0
+		cfg.ConnConfig.Tracer = o.Tracer
+		cfg.ConnConfig.RuntimeParams["application_name"] = "taskgraph-jobs"
+		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+		if err != nil {
+			return nil, fmt.Errorf("jobs: create pool: %w", err)
+		}
+		q.pool = pool
+		store = db.New(pool, nil)
+	}
+
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &NotifyAssignedWorker{Store: store, AfterWrite: o.AfterWrite})
+	river.AddWorker(workers, &NotifyStatusChangedWorker{Store: store, AfterWrite: o.AfterWrite})
+	river.AddWorker(workers, &DueRemindersWorker{Store: store, Window: o.DueSoonWindow, Logger: logger, AfterWrite: o.AfterWrite})
+
+	rc := &river.Config{
+		Logger:               logger.With("component", "river"),
+		Workers:              workers,
+		JobTimeout:           o.JobTimeout,
+		RescueStuckJobsAfter: o.RescueAfter,
+	}
+	if o.Work {
+		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: o.Workers}}
+		interval := o.DueReminderInterval
+		if interval <= 0 {
+			interval = time.Minute
+		}
+		rc.PeriodicJobs = []*river.PeriodicJob{river.NewPeriodicJob(
+			river.PeriodicInterval(interval),
+			func() (river.JobArgs, *river.InsertOpts) { return DueRemindersArgs{}, dueRemindersInsertOpts(interval) },
+			&river.PeriodicJobOpts{ID: KindDueReminders, RunOnStart: true},
+		)}
+	}
+	client, err := river.NewClient(riverpgxv5.New(q.pool), rc)
+	if err != nil {
+		if q.pool != nil {
+			q.pool.Close()
+		}
+		return nil, fmt.Errorf("jobs: %w", err)
+	}
+	q.client = client
+	return q, nil
+}
+
+// Pool is the queue's own pool (for pool metrics); nil for an insert-only queue.
+func (q *Queue) Pool() *pgxpool.Pool { return q.pool }
+
+// Works reports whether this queue works jobs (rather than only inserting them).
+func (q *Queue) Works() bool { return q.work }
+
+// EnqueueTx inserts jobs with tx: they become visible to workers when tx commits, and vanish if it
+// rolls back. It implements db.Enqueuer.
+func (q *Queue) EnqueueTx(ctx context.Context, tx pgx.Tx, jobs []db.Job) error {
+	params := make([]river.InsertManyParams, len(jobs))
+	for i, j := range jobs {
+		params[i] = river.InsertManyParams{Args: j}
+	}
+	_, err := q.client.InsertManyTx(ctx, tx, params)
+	return err
+}
+
+// Start starts working jobs (a no-op for an insert-only queue, or after Close). The workers keep
+// running until Stop or Close, whatever becomes of ctx.
+func (q *Queue) Start(ctx context.Context) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.work || q.started || q.closed {
+		return nil
+	}
+	if err := q.client.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("jobs: start: %w", err)
+	}
+	q.started = true
+	q.logger.InfoContext(ctx, "job workers started")
+	return nil
+}
+
+// Run works jobs until ctx ends, then stops (see Stop).
+func (q *Queue) Run(ctx context.Context) error {
+	if err := q.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return q.Stop()
+}
+
+// Stop stops working: no new jobs are fetched, running ones get StopTimeout to finish and are then
+// cancelled (River retries them later, on any process). It is safe to call more than once and from
+// several goroutines; every call returns once the workers have stopped.
+func (q *Queue) Stop() error {
+	q.mu.Lock()
+	q.closed = true // no Start after a Stop
+	started := q.started
+	q.mu.Unlock()
+	if !started {
+		return nil
+	}
+	q.stop.Do(func() {
+		timeout := q.stopTimeout
+		if timeout <= 0 {
+			timeout = 10 * time.Second
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		if err := q.client.Stop(ctx); err == nil {
+			q.logger.Info("job workers stopped")
+			return
+		}
+		q.logger.Warn("job workers did not finish within the stop timeout: cancelling running jobs", "timeout", timeout.String())
+		hard, cancelHard := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancelHard()
+		q.stopErr = q.client.StopAndCancel(hard)
+	})
+	return q.stopErr
+}
+
+// Close stops the workers (see Stop) and closes the queue's pool.
+func (q *Queue) Close() {
+	if err := q.Stop(); err != nil {
+		q.logger.Error("job workers did not stop", "error", err.Error())
+	}
+	if q.pool != nil {
+		q.pool.Close()
+	}
+}

@@ -1,0 +1,79 @@
+package jobs
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/taskgraph/taskgraph/db"
+)
+
+// AfterWriteHook runs after a worker's write and before it reports success; an error fails the
+// attempt (River retries it). Tests use it to fail an attempt whose write already happened.
+type AfterWriteHook func(ctx context.Context, job *rivertype.JobRow) error
+
+func runHook(ctx context.Context, h AfterWriteHook, job *rivertype.JobRow) error {
+	if h == nil {
+		return nil
+	}
+	return h(ctx, job)
+}
+
+// NotifyAssignedWorker writes the TASK_ASSIGNED notification, unless the task is gone or no longer
+// assigned to that user by the time the job runs.
+type NotifyAssignedWorker struct {
+	river.WorkerDefaults[NotifyAssignedArgs]
+	Store      *db.DB
+	AfterWrite AfterWriteHook // nil in production
+}
+
+// Work implements river.Worker.
+func (w *NotifyAssignedWorker) Work(ctx context.Context, job *river.Job[NotifyAssignedArgs]) error {
+	a := job.Args
+	if _, err := w.Store.Stores().Notifications.NotifyAssigned(ctx, a.TaskID, a.AssigneeID, a.Version); err != nil {
+		return err
+	}
+	return runHook(ctx, w.AfterWrite, job.JobRow)
+}
+
+// NotifyStatusChangedWorker writes the TASK_STATUS_CHANGED notification for the task's owner,
+// unless the task is gone.
+type NotifyStatusChangedWorker struct {
+	river.WorkerDefaults[NotifyStatusChangedArgs]
+	Store      *db.DB
+	AfterWrite AfterWriteHook // nil in production
+}
+
+// Work implements river.Worker.
+func (w *NotifyStatusChangedWorker) Work(ctx context.Context, job *river.Job[NotifyStatusChangedArgs]) error {
+	a := job.Args
+	if _, err := w.Store.Stores().Notifications.NotifyStatusChanged(ctx, a.TaskID, a.OwnerID, a.ActorID, a.Status, a.Version); err != nil {
+		return err
+	}
+	return runHook(ctx, w.AfterWrite, job.JobRow)
+}
+
+// DueRemindersWorker writes TASK_DUE_SOON reminders for tasks due within Window (see
+// db.NotificationStore.RemindDueSoon: once per task and due date, in chunks).
+type DueRemindersWorker struct {
+	river.WorkerDefaults[DueRemindersArgs]
+	Store      *db.DB
+	Window     time.Duration
+	Logger     *slog.Logger
+	AfterWrite AfterWriteHook // nil in production
+}
+
+// Work implements river.Worker.
+func (w *DueRemindersWorker) Work(ctx context.Context, job *river.Job[DueRemindersArgs]) error {
+	n, err := w.Store.Stores().Notifications.RemindDueSoon(ctx, w.Window, 0)
+	if n > 0 && w.Logger != nil {
+		w.Logger.InfoContext(ctx, "due reminders written", "count", n, "window", w.Window.String())
+	}
+	if err != nil {
+		return err
+	}
+	return runHook(ctx, w.AfterWrite, job.JobRow)
+}
