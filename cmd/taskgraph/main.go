@@ -158,7 +158,6 @@ func work(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *sl
 		return err
 	}
 	defer q.Close()
-	logger.Info("worker running", "workers", cfg.JobWorkers)
 	return q.Run(ctx)
 }
 

@@ -43,11 +43,11 @@ func (m *Machine) describe(ctx context.Context, pool *pgxpool.Pool, rdb *redis.C
 	m.Code = buildRevision()
 	if err := pool.QueryRow(ctx, `SELECT 'PostgreSQL ' || current_setting('server_version') || ', shared_buffers ' ||
 		current_setting('shared_buffers')`).Scan(&m.Postgres); err != nil {
-		return fmt.Errorf("PostgreSQL version: %w", err)
+		return fmt.Errorf("read the PostgreSQL version: %w", err)
 	}
 	info, err := rdb.Info(ctx, "server").Result()
 	if err != nil {
-		return fmt.Errorf("Redis version: %w", err)
+		return fmt.Errorf("read the Redis version: %w", err)
 	}
 	for line := range strings.SplitSeq(info, "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {

@@ -62,6 +62,7 @@ type Queue struct {
 	client      *river.Client[pgx.Tx]
 	pool        *pgxpool.Pool // nil for an insert-only queue
 	work        bool
+	workers     int
 	stopTimeout time.Duration
 	logger      *slog.Logger
 
@@ -80,7 +81,7 @@ func New(primary *pgxpool.Pool, o Options) (*Queue, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	q := &Queue{work: o.Work, stopTimeout: o.StopTimeout, logger: logger}
+	q := &Queue{work: o.Work, workers: o.Workers, stopTimeout: o.StopTimeout, logger: logger}
 	var store *db.DB
 	if o.Work {
 		if o.Workers < 1 {
@@ -91,6 +92,9 @@ func New(primary *pgxpool.Pool, o Options) (*Queue, error) {
 		cfg.MinConns = 0
 		cfg.ConnConfig.Tracer = o.Tracer
 		cfg.ConnConfig.RuntimeParams["application_name"] = "taskgraph-jobs"
+		// No server-side statement limit here: a job's statements are bounded by JOB_TIMEOUT (its
+		// context), River's maintenance by its own timeouts (a reindex may take minutes).
+		cfg.ConnConfig.RuntimeParams["statement_timeout"] = "0"
 		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 		if err != nil {
 			return nil, fmt.Errorf("jobs: create pool: %w", err)
@@ -162,7 +166,7 @@ func (q *Queue) Start(ctx context.Context) error {
 		return fmt.Errorf("jobs: start: %w", err)
 	}
 	q.started = true
-	q.logger.InfoContext(ctx, "job workers started")
+	q.logger.InfoContext(ctx, "job workers started", "workers", q.workers)
 	return nil
 }
 
