@@ -6,6 +6,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/globalid"
 )
 
 // User is a row of users. PasswordHash never leaves the server.
@@ -75,3 +76,9 @@ type Node interface{ IsNode() }
 
 func (User) IsNode() {}
 func (Task) IsNode() {}
+
+// GlobalID is the user's opaque Node ID (the GraphQL id field).
+func (u User) GlobalID() string { return globalid.Encode(globalid.KindUser, u.ID) }
+
+// GlobalID is the task's opaque Node ID (the GraphQL id field).
+func (t Task) GlobalID() string { return globalid.Encode(globalid.KindTask, t.ID) }

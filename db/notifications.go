@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/taskgraph/taskgraph/internal/globalid"
 )
 
 // NotificationKind is what a notification is about; the GraphQL NotificationKind enum is bound to it.
@@ -244,3 +246,6 @@ func (s NotificationStore) RemindDueSoon(ctx context.Context, window time.Durati
 		afterDue, afterID = *lastDue, *lastID
 	}
 }
+
+// GlobalID is the notification's opaque Node ID (the GraphQL id field).
+func (n Notification) GlobalID() string { return globalid.Encode(globalid.KindNotification, n.ID) }

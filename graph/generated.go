@@ -96,7 +96,7 @@ type ComplexityRoot struct {
 
 	Notification struct {
 		CreatedAt func(childComplexity int) int
-		ID        func(childComplexity int) int
+		GlobalID  func(childComplexity int) int
 		Kind      func(childComplexity int) int
 		Message   func(childComplexity int) int
 		ReadAt    func(childComplexity int) int
@@ -137,7 +137,7 @@ type ComplexityRoot struct {
 		CreatedAt   func(childComplexity int) int
 		Description func(childComplexity int) int
 		DueAt       func(childComplexity int) int
-		ID          func(childComplexity int) int
+		GlobalID    func(childComplexity int) int
 		Owner       func(childComplexity int) int
 		Priority    func(childComplexity int) int
 		Status      func(childComplexity int) int
@@ -177,7 +177,7 @@ type ComplexityRoot struct {
 	User struct {
 		CreatedAt               func(childComplexity int) int
 		Email                   func(childComplexity int) int
-		ID                      func(childComplexity int) int
+		GlobalID                func(childComplexity int) int
 		Name                    func(childComplexity int) int
 		Role                    func(childComplexity int) int
 		TaskCounts              func(childComplexity int) int
@@ -215,8 +215,6 @@ type MutationResolver interface {
 	MarkNotificationsRead(ctx context.Context, input model.MarkNotificationsReadInput) (*model.MarkNotificationsReadPayload, error)
 }
 type NotificationResolver interface {
-	ID(ctx context.Context, obj *db.Notification) (string, error)
-
 	Task(ctx context.Context, obj *db.Notification) (*db.Task, error)
 	Message(ctx context.Context, obj *db.Notification) (string, error)
 }
@@ -234,8 +232,6 @@ type QueryResolver interface {
 	Notifications(ctx context.Context, first *int, after *string, last *int, before *string, unreadOnly *bool) (*db.NotificationConnection, error)
 }
 type TaskResolver interface {
-	ID(ctx context.Context, obj *db.Task) (string, error)
-
 	Owner(ctx context.Context, obj *db.Task) (*db.User, error)
 	Assignee(ctx context.Context, obj *db.Task) (*db.User, error)
 }
@@ -243,8 +239,6 @@ type TaskConnectionResolver interface {
 	TotalCount(ctx context.Context, obj *db.TaskConnection) (int, error)
 }
 type UserResolver interface {
-	ID(ctx context.Context, obj *db.User) (string, error)
-
 	Email(ctx context.Context, obj *db.User) (*string, error)
 
 	Tasks(ctx context.Context, obj *db.User, first *int, after *string, last *int, before *string, filter *db.TaskFilter, orderBy *db.TaskOrder) (*db.TaskConnection, error)
@@ -470,11 +464,11 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Notification.CreatedAt(childComplexity), true
 	case "Notification.id":
-		if e.ComplexityRoot.Notification.ID == nil {
+		if e.ComplexityRoot.Notification.GlobalID == nil {
 			break
 		}
 
-		return e.ComplexityRoot.Notification.ID(childComplexity), true
+		return e.ComplexityRoot.Notification.GlobalID(childComplexity), true
 	case "Notification.kind":
 		if e.ComplexityRoot.Notification.Kind == nil {
 			break
@@ -662,11 +656,11 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Task.DueAt(childComplexity), true
 	case "Task.id":
-		if e.ComplexityRoot.Task.ID == nil {
+		if e.ComplexityRoot.Task.GlobalID == nil {
 			break
 		}
 
-		return e.ComplexityRoot.Task.ID(childComplexity), true
+		return e.ComplexityRoot.Task.GlobalID(childComplexity), true
 	case "Task.owner":
 		if e.ComplexityRoot.Task.Owner == nil {
 			break
@@ -800,11 +794,11 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.User.Email(childComplexity), true
 	case "User.id":
-		if e.ComplexityRoot.User.ID == nil {
+		if e.ComplexityRoot.User.GlobalID == nil {
 			break
 		}
 
-		return e.ComplexityRoot.User.ID(childComplexity), true
+		return e.ComplexityRoot.User.GlobalID(childComplexity), true
 	case "User.name":
 		if e.ComplexityRoot.User.Name == nil {
 			break
@@ -3142,7 +3136,7 @@ func (ec *executionContext) _Notification_id(ctx context.Context, field graphql.
 			return ec.fieldContext_Notification_id(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Notification().ID(ctx, obj)
+			return obj.GlobalID(), nil
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
@@ -3153,7 +3147,7 @@ func (ec *executionContext) _Notification_id(ctx context.Context, field graphql.
 	)
 }
 func (ec *executionContext) fieldContext_Notification_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("Notification", field, true, true, "ID")
+	return graphql.NewScalarFieldContext("Notification", field, true, false, "ID")
 }
 
 func (ec *executionContext) _Notification_kind(ctx context.Context, field graphql.CollectedField, obj *db.Notification) (ret graphql.Marshaler) {
@@ -4014,7 +4008,7 @@ func (ec *executionContext) _Task_id(ctx context.Context, field graphql.Collecte
 			return ec.fieldContext_Task_id(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Task().ID(ctx, obj)
+			return obj.GlobalID(), nil
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
@@ -4025,7 +4019,7 @@ func (ec *executionContext) _Task_id(ctx context.Context, field graphql.Collecte
 	)
 }
 func (ec *executionContext) fieldContext_Task_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("Task", field, true, true, "ID")
+	return graphql.NewScalarFieldContext("Task", field, true, false, "ID")
 }
 
 func (ec *executionContext) _Task_title(ctx context.Context, field graphql.CollectedField, obj *db.Task) (ret graphql.Marshaler) {
@@ -4629,7 +4623,7 @@ func (ec *executionContext) _User_id(ctx context.Context, field graphql.Collecte
 			return ec.fieldContext_User_id(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.User().ID(ctx, obj)
+			return obj.GlobalID(), nil
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
@@ -4640,7 +4634,7 @@ func (ec *executionContext) _User_id(ctx context.Context, field graphql.Collecte
 	)
 }
 func (ec *executionContext) fieldContext_User_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("User", field, true, true, "ID")
+	return graphql.NewScalarFieldContext("User", field, true, false, "ID")
 }
 
 func (ec *executionContext) _User_name(ctx context.Context, field graphql.CollectedField, obj *db.User) (ret graphql.Marshaler) {
@@ -7251,11 +7245,10 @@ func (ec *executionContext) _Notification(ctx context.Context, sel ast.Selection
 		case "__typename":
 			out.Values[i] = graphql.MarshalString("Notification")
 		case "id":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._Notification_id(ctx, field, obj)
-				})
+			out.Values[i] = ec._Notification_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		case "kind":
 			out.Values[i] = ec._Notification_kind(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
@@ -7540,11 +7533,10 @@ func (ec *executionContext) _Task(ctx context.Context, sel ast.SelectionSet, obj
 		case "__typename":
 			out.Values[i] = graphql.MarshalString("Task")
 		case "id":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._Task_id(ctx, field, obj)
-				})
+			out.Values[i] = ec._Task_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		case "title":
 			out.Values[i] = ec._Task_title(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
@@ -7832,11 +7824,10 @@ func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj
 		case "__typename":
 			out.Values[i] = graphql.MarshalString("User")
 		case "id":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._User_id(ctx, field, obj)
-				})
+			out.Values[i] = ec._User_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		case "name":
 			out.Values[i] = ec._User_name(ctx, field, obj)
 			if out.Values[i] == graphql.Null {

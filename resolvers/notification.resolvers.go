@@ -12,7 +12,6 @@ import (
 	"github.com/taskgraph/taskgraph/graph"
 	"github.com/taskgraph/taskgraph/graph/model"
 	"github.com/taskgraph/taskgraph/internal/apperr"
-	"github.com/taskgraph/taskgraph/internal/globalid"
 )
 
 func (r *mutationResolver) MarkNotificationsRead(ctx context.Context, input model.MarkNotificationsReadInput) (*model.MarkNotificationsReadPayload, error) {
@@ -34,10 +33,6 @@ func (r *mutationResolver) MarkNotificationsRead(ctx context.Context, input mode
 		return nil, err
 	}
 	return &model.MarkNotificationsReadPayload{MarkedCount: marked, UnreadCount: unread}, nil
-}
-
-func (r *notificationResolver) ID(ctx context.Context, obj *db.Notification) (string, error) {
-	return globalid.Encode(globalid.KindNotification, obj.ID), nil
 }
 
 func (r *notificationResolver) Task(ctx context.Context, obj *db.Notification) (*db.Task, error) {

@@ -12,13 +12,8 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/graph"
 	"github.com/taskgraph/taskgraph/internal/apperr"
-	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/loaders"
 )
-
-func (r *taskResolver) ID(ctx context.Context, obj *db.Task) (string, error) {
-	return globalid.Encode(globalid.KindTask, obj.ID), nil
-}
 
 func (r *taskResolver) Owner(ctx context.Context, obj *db.Task) (*db.User, error) {
 	return loaders.For(ctx, r.DB).UserByID.Load(ctx, obj.OwnerID)()

@@ -11,13 +11,8 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/graph"
 	"github.com/taskgraph/taskgraph/internal/apperr"
-	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/loaders"
 )
-
-func (r *userResolver) ID(ctx context.Context, obj *db.User) (string, error) {
-	return globalid.Encode(globalid.KindUser, obj.ID), nil
-}
 
 func (r *userResolver) Email(ctx context.Context, obj *db.User) (*string, error) {
 	if !canSeePrivate(ctx, obj) {
