@@ -249,3 +249,29 @@ func (s NotificationStore) RemindDueSoon(ctx context.Context, window time.Durati
 
 // GlobalID is the notification's opaque Node ID (the GraphQL id field).
 func (n Notification) GlobalID() string { return globalid.Encode(globalid.KindNotification, n.ID) }
+
+// Latest returns the position (created_at, id) of userID's newest notification; zero values when
+// there is none. Subscriptions start after it.
+func (s NotificationStore) Latest(ctx context.Context, userID uuid.UUID) (time.Time, uuid.UUID, error) {
+	var (
+		at time.Time
+		id uuid.UUID
+	)
+	err := s.q.QueryRow(ctx, `SELECT created_at, id FROM notifications WHERE user_id = $1
+		ORDER BY created_at DESC, id DESC LIMIT 1`, userID).Scan(&at, &id)
+	if err == pgx.ErrNoRows {
+		return time.Time{}, uuid.Nil, nil
+	}
+	return at, id, mapError(err, "notifications")
+}
+
+// After returns userID's notifications positioned after (at, id), oldest first, at most limit.
+func (s NotificationStore) After(ctx context.Context, userID uuid.UUID, at time.Time, id uuid.UUID, limit int) ([]Notification, error) {
+	rows, err := s.q.Query(ctx, `SELECT `+notificationColumns+` FROM notifications
+		WHERE user_id = $1 AND (created_at, id) > ($2, $3) ORDER BY created_at, id LIMIT $4`, userID, at, id, limit)
+	if err != nil {
+		return nil, mapError(err, "notifications")
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByName[Notification])
+	return out, mapError(err, "notifications")
+}

@@ -232,7 +232,8 @@ func (s TaskStore) Create(ctx context.Context, ownerID uuid.UUID, t NewTask) (*T
 	}
 	task, err := pgx.CollectExactlyOneRow(rows, pgx.RowToAddrOfStructByName[Task])
 	if err == nil {
-		s.changed.add(ctx, EntityKey{EntityTaskCounts, ownerID})
+		// The task key is new to caches; live subscriptions hear of the creation through it.
+		s.changed.add(ctx, EntityKey{EntityTask, task.ID}, EntityKey{EntityTaskCounts, ownerID})
 	}
 	return task, mapTaskWriteError(err)
 }

@@ -36,6 +36,7 @@ type ResolverRoot interface {
 	Notification() NotificationResolver
 	NotificationConnection() NotificationConnectionResolver
 	Query() QueryResolver
+	Subscription() SubscriptionResolver
 	Task() TaskResolver
 	TaskConnection() TaskConnectionResolver
 	User() UserResolver
@@ -132,6 +133,11 @@ type ComplexityRoot struct {
 		Users         func(childComplexity int, first *int, after *string, last *int, before *string, filter *db.UserFilter, orderBy *db.UserOrder) int
 	}
 
+	Subscription struct {
+		NotificationReceived func(childComplexity int) int
+		TaskChanged          func(childComplexity int, id *string) int
+	}
+
 	Task struct {
 		Assignee    func(childComplexity int) int
 		CreatedAt   func(childComplexity int) int
@@ -145,6 +151,12 @@ type ComplexityRoot struct {
 		Title       func(childComplexity int) int
 		UpdatedAt   func(childComplexity int) int
 		Version     func(childComplexity int) int
+	}
+
+	TaskChangedEvent struct {
+		DeletedTaskID func(childComplexity int) int
+		Kind          func(childComplexity int) int
+		Task          func(childComplexity int) int
 	}
 
 	TaskConnection struct {
@@ -230,6 +242,10 @@ type QueryResolver interface {
 	Tasks(ctx context.Context, first *int, after *string, last *int, before *string, filter *db.TaskFilter, orderBy *db.TaskOrder) (*db.TaskConnection, error)
 	Users(ctx context.Context, first *int, after *string, last *int, before *string, filter *db.UserFilter, orderBy *db.UserOrder) (*db.UserConnection, error)
 	Notifications(ctx context.Context, first *int, after *string, last *int, before *string, unreadOnly *bool) (*db.NotificationConnection, error)
+}
+type SubscriptionResolver interface {
+	TaskChanged(ctx context.Context, id *string) (<-chan *model.TaskChangedEvent, error)
+	NotificationReceived(ctx context.Context) (<-chan *db.Notification, error)
 }
 type TaskResolver interface {
 	Owner(ctx context.Context, obj *db.Task) (*db.User, error)
@@ -631,6 +647,24 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Query.Users(childComplexity, args["first"].(*int), args["after"].(*string), args["last"].(*int), args["before"].(*string), args["filter"].(*db.UserFilter), args["orderBy"].(*db.UserOrder)), true
 
+	case "Subscription.notificationReceived":
+		if e.ComplexityRoot.Subscription.NotificationReceived == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Subscription.NotificationReceived(childComplexity), true
+	case "Subscription.taskChanged":
+		if e.ComplexityRoot.Subscription.TaskChanged == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_taskChanged_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.TaskChanged(childComplexity, args["id"].(*string)), true
+
 	case "Task.assignee":
 		if e.ComplexityRoot.Task.Assignee == nil {
 			break
@@ -703,6 +737,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Task.Version(childComplexity), true
+
+	case "TaskChangedEvent.deletedTaskId":
+		if e.ComplexityRoot.TaskChangedEvent.DeletedTaskID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskChangedEvent.DeletedTaskID(childComplexity), true
+	case "TaskChangedEvent.kind":
+		if e.ComplexityRoot.TaskChangedEvent.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskChangedEvent.Kind(childComplexity), true
+	case "TaskChangedEvent.task":
+		if e.ComplexityRoot.TaskChangedEvent.Task == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskChangedEvent.Task(childComplexity), true
 
 	case "TaskConnection.edges":
 		if e.ComplexityRoot.TaskConnection.Edges == nil {
@@ -940,6 +993,23 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 				Data: buf.Bytes(),
 			}
 		}
+	case ast.Subscription:
+		next := ec._Subscription(ctx, opCtx.Operation.SelectionSet)
+
+		var buf bytes.Buffer
+		return func(ctx context.Context) *graphql.Response {
+			buf.Reset()
+			data := next(ctx)
+
+			if data == nil {
+				return nil
+			}
+			data.MarshalGQL(&buf)
+
+			return &graphql.Response{
+				Data: buf.Bytes(),
+			}
+		}
 
 	default:
 		return graphql.OneShot(graphql.ErrorResponse(ctx, "unsupported GraphQL operation"))
@@ -1062,6 +1132,7 @@ Every error carries ` + "`" + `extensions.code` + "`" + `, one of the values of 
 schema {
   query: Query
   mutation: Mutation
+  subscription: Subscription
 }
 
 "The field requires a signed-in user (a valid ` + "`" + `Authorization: Bearer <accessToken>` + "`" + ` header)."
@@ -1148,6 +1219,35 @@ type Mutation {
   updateTask(id: ID!, input: UpdateTaskInput!): UpdateTaskPayload! @auth
   "Deletes a task. Owner only (the assignee gets FORBIDDEN)."
   deleteTask(id: ID!, input: DeleteTaskInput): DeleteTaskPayload! @auth
+}
+`, BuiltIn: false},
+	{Name: "../schema/subscription.graphqls", Input: `"""
+Live updates, over the graphql-transport-ws websocket protocol (authenticate in ` + "`" + `connection_init` + "`" + ` with
+` + "`" + `{"Authorization": "Bearer <accessToken>"}` + "`" + ` or ` + "`" + `{"authToken": "<accessToken>"}` + "`" + `) or over SSE (POST with
+` + "`" + `Accept: text/event-stream` + "`" + ` and the usual Authorization header). Events reach every instance. Who may
+see what is checked again for every event, and a subscription ends when its session does (logout).
+"""
+type Subscription {
+  "Changes to tasks you own or are assigned to; with ` + "`" + `id` + "`" + `, to that one task only."
+  taskChanged(id: ID): TaskChangedEvent! @auth
+  "Your new notifications, as background jobs write them."
+  notificationReceived: Notification! @auth
+}
+
+"What happened to a task."
+enum TaskChangeKind {
+  CREATED
+  UPDATED
+  "The task was deleted or is no longer visible to you (for example unassigned from you)."
+  DELETED
+}
+
+type TaskChangedEvent {
+  kind: TaskChangeKind!
+  "The task as it is now; null when DELETED."
+  task: Task
+  "The id of the task that went away; set when DELETED."
+  deletedTaskId: ID
 }
 `, BuiltIn: false},
 	{Name: "../schema/task.graphqls", Input: `enum TaskStatus {
@@ -1547,6 +1647,18 @@ func (ec *executionContext) childFields_Task(ctx context.Context, field graphql.
 		return ec.fieldContext_Task_version(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Task", field.Name)
+}
+
+func (ec *executionContext) childFields_TaskChangedEvent(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "kind":
+		return ec.fieldContext_TaskChangedEvent_kind(ctx, field)
+	case "task":
+		return ec.fieldContext_TaskChangedEvent_task(ctx, field)
+	case "deletedTaskId":
+		return ec.fieldContext_TaskChangedEvent_deletedTaskId(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TaskChangedEvent", field.Name)
 }
 
 func (ec *executionContext) childFields_TaskConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2140,6 +2252,20 @@ func (ec *executionContext) field_Query_users_args(ctx context.Context, rawArgs 
 		return nil, err
 	}
 	args["orderBy"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_taskChanged_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOID2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
 	return args, nil
 }
 
@@ -3999,6 +4125,108 @@ func (ec *executionContext) fieldContext_Query___schema(_ context.Context, field
 	return fc, nil
 }
 
+func (ec *executionContext) _Subscription_taskChanged(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_taskChanged(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().TaskChanged(ctx, fc.Args["id"].(*string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Auth == nil {
+					var zeroVal *model.TaskChangedEvent
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.TaskChangedEvent) graphql.Marshaler {
+			return ec.marshalNTaskChangedEvent2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋgraphᚋmodelᚐTaskChangedEvent(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_taskChanged(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TaskChangedEvent(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_taskChanged_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_notificationReceived(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_notificationReceived(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Subscription().NotificationReceived(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Auth == nil {
+					var zeroVal *db.Notification
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *db.Notification) graphql.Marshaler {
+			return ec.marshalNNotification2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐNotification(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_notificationReceived(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Notification(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Task_id(ctx context.Context, field graphql.CollectedField, obj *db.Task) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -4291,6 +4519,84 @@ func (ec *executionContext) _Task_version(ctx context.Context, field graphql.Col
 }
 func (ec *executionContext) fieldContext_Task_version(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Task", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TaskChangedEvent_kind(ctx context.Context, field graphql.CollectedField, obj *model.TaskChangedEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskChangedEvent_kind(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Kind, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.TaskChangeKind) graphql.Marshaler {
+			return ec.marshalNTaskChangeKind2githubᚗcomᚋtaskgraphᚋtaskgraphᚋgraphᚋmodelᚐTaskChangeKind(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskChangedEvent_kind(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskChangedEvent", field, false, false, "TaskChangeKind")
+}
+
+func (ec *executionContext) _TaskChangedEvent_task(ctx context.Context, field graphql.CollectedField, obj *model.TaskChangedEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskChangedEvent_task(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Task, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *db.Task) graphql.Marshaler {
+			return ec.marshalOTask2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTask(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TaskChangedEvent_task(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "TaskChangedEvent",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Task(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _TaskChangedEvent_deletedTaskId(ctx context.Context, field graphql.CollectedField, obj *model.TaskChangedEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskChangedEvent_deletedTaskId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DeletedTaskID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TaskChangedEvent_deletedTaskId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskChangedEvent", field, false, false, "ID")
 }
 
 func (ec *executionContext) _TaskConnection_edges(ctx context.Context, field graphql.CollectedField, obj *db.TaskConnection) (ret graphql.Marshaler) {
@@ -7521,6 +7827,28 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 	return out
 }
 
+var subscriptionImplementors = []string{"Subscription"}
+
+func (ec *executionContext) _Subscription(ctx context.Context, sel ast.SelectionSet) func(ctx context.Context) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, subscriptionImplementors)
+	ctx = graphql.WithFieldContext(ctx, &graphql.FieldContext{
+		Object: "Subscription",
+	})
+	if len(fields) != 1 {
+		graphql.AddErrorf(ctx, "must subscribe to exactly one stream")
+		return nil
+	}
+
+	switch fields[0].Name {
+	case "taskChanged":
+		return ec._Subscription_taskChanged(ctx, fields[0])
+	case "notificationReceived":
+		return ec._Subscription_notificationReceived(ctx, fields[0])
+	default:
+		panic("unknown field " + strconv.Quote(fields[0].Name))
+	}
+}
+
 var taskImplementors = []string{"Task", "Node"}
 
 func (ec *executionContext) _Task(ctx context.Context, sel ast.SelectionSet, obj *db.Task) graphql.Marshaler {
@@ -7593,6 +7921,49 @@ func (ec *executionContext) _Task(ctx context.Context, sel ast.SelectionSet, obj
 			out.Values[i] = ec._Task_version(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var taskChangedEventImplementors = []string{"TaskChangedEvent"}
+
+func (ec *executionContext) _TaskChangedEvent(ctx context.Context, sel ast.SelectionSet, obj *model.TaskChangedEvent) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, taskChangedEventImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("TaskChangedEvent")
+		case "kind":
+			out.Values[i] = ec._TaskChangedEvent_kind(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "task":
+			out.Values[i] = ec._TaskChangedEvent_task(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "deletedTaskId":
+			out.Values[i] = ec._TaskChangedEvent_deletedTaskId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
 			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -8697,6 +9068,24 @@ func (ec *executionContext) marshalNTask2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraph
 		return graphql.Null
 	}
 	return ec._Task(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNTaskChangeKind2githubᚗcomᚋtaskgraphᚋtaskgraphᚋgraphᚋmodelᚐTaskChangeKind(ctx context.Context, v any) (model.TaskChangeKind, error) {
+	var res model.TaskChangeKind
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNTaskChangeKind2githubᚗcomᚋtaskgraphᚋtaskgraphᚋgraphᚋmodelᚐTaskChangeKind(ctx context.Context, sel ast.SelectionSet, v model.TaskChangeKind) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNTaskChangedEvent2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋgraphᚋmodelᚐTaskChangedEvent(ctx context.Context, sel ast.SelectionSet, v *model.TaskChangedEvent) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "TaskChangedEvent!")
+		return graphql.Null
+	}
+	return ec._TaskChangedEvent(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNTaskConnection2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTaskConnection(ctx context.Context, sel ast.SelectionSet, v *db.TaskConnection) graphql.Marshaler {

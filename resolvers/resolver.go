@@ -4,6 +4,8 @@ package resolvers
 
 import (
 	"context"
+	"log/slog"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/google/uuid"
@@ -12,6 +14,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/account"
 	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/loaders"
 )
@@ -21,6 +24,13 @@ type Resolver struct {
 	DB       *db.DB
 	Accounts *account.Service
 	SignIn   SignInLimiter // nil: no limit
+
+	// Live subscriptions: Events delivers the changes (nil: subscriptions are refused); SessionCheck
+	// confirms the subscriber's session is still live, on every event and every SessionCheckEvery.
+	Events            *events.Bus
+	SessionCheck      auth.SessionLookup
+	SessionCheckEvery time.Duration
+	Logger            *slog.Logger
 }
 
 // SignInLimiter throttles login and register attempts (per client and per email).

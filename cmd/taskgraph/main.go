@@ -30,6 +30,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/bench"
 	"github.com/taskgraph/taskgraph/internal/cache"
 	"github.com/taskgraph/taskgraph/internal/config"
+	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/observe"
 	"github.com/taskgraph/taskgraph/internal/redisx"
@@ -144,7 +145,7 @@ func serve(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *s
 	}
 	defer app.Close()
 	go app.Background(ctx)
-	return server.Run(ctx, cfg, app.Handler, logger, nil, app.Draining.Start)
+	return server.Run(ctx, cfg, app.Handler, logger, nil, app.Draining.Start, app.EndSubscriptions)
 }
 
 // work runs background job workers until ctx ends (SIGINT/SIGTERM), then lets running jobs finish
@@ -153,6 +154,8 @@ func serve(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *s
 func work(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, metrics *observe.Metrics) error {
 	opts := jobs.FromConfig(cfg, true)
 	opts.Logger, opts.Tracer = logger, metrics.PGXTracer()
+	// New notifications reach live subscriptions on the API instances (publishing needs no listener).
+	opts.Notified = events.New(pool, logger).PublishNotification
 	q, err := jobs.New(pool, opts)
 	if err != nil {
 		return err

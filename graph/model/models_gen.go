@@ -114,6 +114,21 @@ type RegisterInput struct {
 	Password string `json:"password"`
 }
 
+// Live updates, over the graphql-transport-ws websocket protocol (authenticate in `connection_init` with
+// `{"Authorization": "Bearer <accessToken>"}` or `{"authToken": "<accessToken>"}`) or over SSE (POST with
+// `Accept: text/event-stream` and the usual Authorization header). Events reach every instance. Who may
+// see what is checked again for every event, and a subscription ends when its session does (logout).
+type Subscription struct {
+}
+
+type TaskChangedEvent struct {
+	Kind TaskChangeKind `json:"kind"`
+	// The task as it is now; null when DELETED.
+	Task *db.Task `json:"task,omitempty"`
+	// The id of the task that went away; set when DELETED.
+	DeletedTaskID *string `json:"deletedTaskId,omitempty"`
+}
+
 type UpdateMeInput struct {
 	Name  *string `json:"name,omitempty"`
 	Email *string `json:"email,omitempty"`
@@ -220,6 +235,65 @@ func (e *ErrorCode) UnmarshalJSON(b []byte) error {
 }
 
 func (e ErrorCode) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// What happened to a task.
+type TaskChangeKind string
+
+const (
+	TaskChangeKindCreated TaskChangeKind = "CREATED"
+	TaskChangeKindUpdated TaskChangeKind = "UPDATED"
+	// The task was deleted or is no longer visible to you (for example unassigned from you).
+	TaskChangeKindDeleted TaskChangeKind = "DELETED"
+)
+
+var AllTaskChangeKind = []TaskChangeKind{
+	TaskChangeKindCreated,
+	TaskChangeKindUpdated,
+	TaskChangeKindDeleted,
+}
+
+func (e TaskChangeKind) IsValid() bool {
+	switch e {
+	case TaskChangeKindCreated, TaskChangeKindUpdated, TaskChangeKindDeleted:
+		return true
+	}
+	return false
+}
+
+func (e TaskChangeKind) String() string {
+	return string(e)
+}
+
+func (e *TaskChangeKind) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = TaskChangeKind(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid TaskChangeKind", str)
+	}
+	return nil
+}
+
+func (e TaskChangeKind) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *TaskChangeKind) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e TaskChangeKind) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

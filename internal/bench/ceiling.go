@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/events"
 )
 
 // The statements below are copied from the stores (db/sessions.go Lookup, db/keyset.go fetchPage for
@@ -43,6 +45,8 @@ const (
 		`FOR NO KEY UPDATE`
 	sqlUpdateTask = `UPDATE tasks SET status = $1, priority = $2, version = version + 1, updated_at = now() ` +
 		`WHERE id = $3 AND owner_id = $4 RETURNING ` + taskColumns
+	// After commit, the write is announced to live subscriptions (internal/events).
+	sqlNotify = `SELECT pg_notify($1, $2)`
 )
 
 // ceilingOperation runs scenario sc's requests as SQL only: the statements the server runs for the
@@ -103,6 +107,18 @@ func (s step) direct(ctx context.Context, pool *pgxpool.Pool, u *benchUser) erro
 // updateTask changes a task's status and priority as updateTask does: in one transaction, the row
 // is read and locked first (a status change may notify the assignee), then updated.
 func updateTask(ctx context.Context, pool *pgxpool.Pool, userID, taskID uuid.UUID, s step) error {
+	if err := updateTaskTx(ctx, pool, userID, taskID, s); err != nil {
+		return err
+	}
+	payload, err := json.Marshal(events.Event{Kind: events.KindTask, ID: taskID, UserIDs: []uuid.UUID{userID}})
+	if err != nil {
+		return err
+	}
+	_, err = pool.Exec(ctx, sqlNotify, events.Channel, string(payload))
+	return err
+}
+
+func updateTaskTx(ctx context.Context, pool *pgxpool.Pool, userID, taskID uuid.UUID, s step) error {
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		var (
 			owner    uuid.UUID

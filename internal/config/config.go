@@ -63,6 +63,9 @@ type Config struct {
 	RequestTimeout    time.Duration // REQUEST_TIMEOUT
 	ShutdownDelay     time.Duration // SHUTDOWN_DELAY
 
+	SubscriptionsPerConnection int64         // SUBSCRIPTIONS_PER_CONNECTION
+	SubscriptionSessionCheck   time.Duration // SUBSCRIPTION_SESSION_CHECK
+
 	QueryMaxNodes    int64  // QUERY_MAX_NODES
 	QueryMaxDepth    int64  // QUERY_MAX_DEPTH
 	TrustedDocuments string // TRUSTED_DOCUMENTS
@@ -382,6 +385,12 @@ func settings() []setting {
 		durationSetting("SHUTDOWN_DELAY", "0s", 0, time.Minute,
 			"on SIGTERM, answer /readyz with 503 for this long before closing the listener (lets load balancers drain)",
 			func(c *Config) *time.Duration { return &c.ShutdownDelay }),
+		intSetting("SUBSCRIPTIONS_PER_CONNECTION", "10", 1, 1000,
+			"live subscriptions one websocket connection may hold at once",
+			func(c *Config) *int64 { return &c.SubscriptionsPerConnection }),
+		durationSetting("SUBSCRIPTION_SESSION_CHECK", "30s", 100*time.Millisecond, time.Hour,
+			"how often a live subscription re-checks its session (besides on every event); a signed-out session ends it",
+			func(c *Config) *time.Duration { return &c.SubscriptionSessionCheck }),
 		intSetting("QUERY_MAX_NODES", "5000", 100, 1_000_000,
 			"most nodes one query may ask for: each connection counts its page size times its children",
 			func(c *Config) *int64 { return &c.QueryMaxNodes }),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/google/uuid"
 	"log/slog"
 	"sync"
 	"time"
@@ -37,6 +38,9 @@ type Options struct {
 	Tracer      pgx.QueryTracer // for the queue's own pool (metrics); nil: none
 	// AfterWrite, when set, runs in every worker after its write (tests inject failures with it).
 	AfterWrite AfterWriteHook
+	// Notified, when set, hears of every notification a worker wrote, by recipient, after the write
+	// (live subscriptions publish it to every instance).
+	Notified func(ctx context.Context, userID uuid.UUID)
 }
 
 // FromConfig returns the options the settings ask for; work says whether this process works jobs.
@@ -104,8 +108,8 @@ func New(primary *pgxpool.Pool, o Options) (*Queue, error) {
 	}
 
 	workers := river.NewWorkers()
-	river.AddWorker(workers, &NotifyAssignedWorker{Store: store, AfterWrite: o.AfterWrite})
-	river.AddWorker(workers, &NotifyStatusChangedWorker{Store: store, AfterWrite: o.AfterWrite})
+	river.AddWorker(workers, &NotifyAssignedWorker{Store: store, AfterWrite: o.AfterWrite, Notified: o.Notified})
+	river.AddWorker(workers, &NotifyStatusChangedWorker{Store: store, AfterWrite: o.AfterWrite, Notified: o.Notified})
 	river.AddWorker(workers, &DueRemindersWorker{Store: store, Window: o.DueSoonWindow, Logger: logger, AfterWrite: o.AfterWrite})
 
 	rc := &river.Config{

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"github.com/google/uuid"
 	"log/slog"
 	"time"
 
@@ -28,13 +29,18 @@ type NotifyAssignedWorker struct {
 	river.WorkerDefaults[NotifyAssignedArgs]
 	Store      *db.DB
 	AfterWrite AfterWriteHook // nil in production
+	Notified   func(ctx context.Context, userID uuid.UUID)
 }
 
 // Work implements river.Worker.
 func (w *NotifyAssignedWorker) Work(ctx context.Context, job *river.Job[NotifyAssignedArgs]) error {
 	a := job.Args
-	if _, err := w.Store.Stores().Notifications.NotifyAssigned(ctx, a.TaskID, a.AssigneeID, a.Version); err != nil {
+	wrote, err := w.Store.Stores().Notifications.NotifyAssigned(ctx, a.TaskID, a.AssigneeID, a.Version)
+	if err != nil {
 		return err
+	}
+	if wrote && w.Notified != nil {
+		w.Notified(ctx, a.AssigneeID)
 	}
 	return runHook(ctx, w.AfterWrite, job.JobRow)
 }
@@ -45,13 +51,18 @@ type NotifyStatusChangedWorker struct {
 	river.WorkerDefaults[NotifyStatusChangedArgs]
 	Store      *db.DB
 	AfterWrite AfterWriteHook // nil in production
+	Notified   func(ctx context.Context, userID uuid.UUID)
 }
 
 // Work implements river.Worker.
 func (w *NotifyStatusChangedWorker) Work(ctx context.Context, job *river.Job[NotifyStatusChangedArgs]) error {
 	a := job.Args
-	if _, err := w.Store.Stores().Notifications.NotifyStatusChanged(ctx, a.TaskID, a.OwnerID, a.ActorID, a.Status, a.Version); err != nil {
+	wrote, err := w.Store.Stores().Notifications.NotifyStatusChanged(ctx, a.TaskID, a.OwnerID, a.ActorID, a.Status, a.Version)
+	if err != nil {
 		return err
+	}
+	if wrote && w.Notified != nil {
+		w.Notified(ctx, a.OwnerID)
 	}
 	return runHook(ctx, w.AfterWrite, job.JobRow)
 }

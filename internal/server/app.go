@@ -17,6 +17,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/cache"
 	"github.com/taskgraph/taskgraph/internal/config"
+	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/observe"
 	"github.com/taskgraph/taskgraph/internal/ratelimit"
@@ -35,7 +36,11 @@ type App struct {
 	// Jobs is the background job queue. Writes enqueue through it; with JOBS_IN_PROCESS it also works
 	// jobs (Background starts the workers, Close stops them).
 	Jobs *jobs.Queue
+	// Events fans changes out to live subscriptions on every instance (PostgreSQL LISTEN/NOTIFY);
+	// Background runs its listener.
+	Events *events.Bus
 
+	endStreams   context.CancelFunc
 	replicaPools []*db.Replica
 	logger       *slog.Logger
 }
@@ -43,6 +48,7 @@ type App struct {
 // Close releases what Build opened (not the primary pool, which the caller owns). Running jobs get
 // SHUTDOWN_TIMEOUT to finish first.
 func (a *App) Close() {
+	a.EndSubscriptions()
 	if a.Jobs != nil {
 		a.Jobs.Close()
 	}
@@ -51,6 +57,15 @@ func (a *App) Close() {
 	}
 	if a.Redis != nil {
 		_ = a.Redis.Close()
+	}
+}
+
+// EndSubscriptions ends every live subscription (websocket connections are closed, SSE streams
+// end): http.Server.Shutdown does not wait for or close hijacked connections. Pass it to Run as a
+// drain hook.
+func (a *App) EndSubscriptions() {
+	if a.endStreams != nil {
+		a.endStreams()
 	}
 }
 
@@ -68,6 +83,7 @@ func (a *App) Background(ctx context.Context) {
 			}
 		})
 	}
+	wg.Go(func() { a.Events.Run(ctx) })
 	a.DB.RunReplicaChecks(ctx, replicaCheckInterval)
 	wg.Wait()
 }
@@ -107,7 +123,8 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 	if err != nil {
 		return nil, fmt.Errorf("token issuer: %w", err)
 	}
-	app := &App{Draining: &Draining{}, logger: logger}
+	streams, endStreams := context.WithCancel(context.Background())
+	app := &App{Draining: &Draining{}, logger: logger, endStreams: endStreams, Events: events.New(pool, logger)}
 	if cfg.RedisURL != "" {
 		if app.Redis, err = redisx.NewClient(cfg.RedisURL); err != nil {
 			return nil, err
@@ -136,7 +153,7 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 	}
 	// Every committed write tells the cache what to drop and the tracker who wrote (read-your-writes).
 	writes := recency.New(cfg.ReadYourWritesFor, app.Redis, RedisPrefix+"wrote:", logger)
-	opts := []db.Option{db.WithInvalidator(db.Invalidators{app.Cache, writes}), db.WithWriteTracker(writes)}
+	opts := []db.Option{db.WithInvalidator(db.Invalidators{app.Cache, writes, app.Events}), db.WithWriteTracker(writes)}
 	replicas, err := openReplicas(cfg, obs)
 	if err != nil {
 		app.Close()
@@ -150,6 +167,7 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 	// run in this process, use a pool of their own (JOB_WORKERS+4 connections).
 	jobOpts := jobs.FromConfig(cfg, cfg.JobsInProcess)
 	jobOpts.Logger, jobOpts.Tracer = logger, obs.Metrics.PGXTracer()
+	jobOpts.Notified = app.Events.PublishNotification
 	if app.Jobs, err = jobs.New(pool, jobOpts); err != nil {
 		app.Close()
 		return nil, err
@@ -179,6 +197,8 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 		Gatherer:  obs.Gatherer,
 		Redis:     app.Redis,
 		Draining:  app.Draining,
+		Events:    app.Events,
+		Shutdown:  streams,
 	})
 	if err != nil {
 		app.Close()

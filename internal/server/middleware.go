@@ -110,6 +110,12 @@ func writeError(w http.ResponseWriter, status int, code apperr.Code, message str
 // never echoed back.
 func guardGraphQL(maxBody int64, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isWebsocket(r) {
+			// A websocket upgrade: its operations arrive as messages (graphql-transport-ws), read
+			// with the transport's own size limit.
+			next.ServeHTTP(w, r)
+			return
+		}
 		switch r.Method {
 		case http.MethodPost:
 			mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))

@@ -31,6 +31,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/cache"
 	"github.com/taskgraph/taskgraph/internal/config"
+	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/gqllimits"
 	"github.com/taskgraph/taskgraph/internal/loaders"
 	"github.com/taskgraph/taskgraph/internal/observe"
@@ -56,6 +57,10 @@ type Deps struct {
 	Gatherer  prometheus.Gatherer
 	Redis     *redis.Client // for readiness; nil without REDIS_URL
 	Draining  *Draining     // set by Run on shutdown
+	// Events feeds live subscriptions (nil: subscriptions are refused).
+	Events *events.Bus
+	// Shutdown ends every live subscription (websocket and SSE) when it is done; nil: never.
+	Shutdown context.Context
 }
 
 // NewHandler builds the whole HTTP handler.
@@ -65,9 +70,11 @@ func NewHandler(d Deps) (http.Handler, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	graphqlChain := withDeadline(d.Config.RequestTimeout, withThrottleStatus(guardGraphQL(d.Config.MaxBodyBytes,
+	inner := withThrottleStatus(guardGraphQL(d.Config.MaxBodyBytes,
 		auth.Middleware(d.Tokens, sessionLookup(d.DB, d.Cache), d.Logger)(
-			loaders.Middleware(d.DB, d.Cache)(gql)))))
+			loaders.Middleware(d.DB, d.Cache)(withFlusher(gql)))))
+	// Websocket upgrades and SSE streams live as long as their subscriptions: no request deadline.
+	graphqlChain := withStreaming(d.Shutdown, inner, withDeadline(d.Config.RequestTimeout, inner))
 	m := d.Metrics
 	mux.Handle("/graphql", m.HTTP("/graphql", graphqlChain))
 	// Clients that pin a versioned path get the same endpoint.
@@ -96,12 +103,24 @@ func NewHandler(d Deps) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gzip: %w", err)
 	}
+	// Streams are not compressed: gzip would buffer events (and cannot hijack for a websocket).
+	compressed, plain := gzip(c.Handler(mux)), c.Handler(mux)
+	body := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isStreaming(r) {
+			plain.ServeHTTP(w, r)
+			return
+		}
+		compressed.ServeHTTP(w, r)
+	})
 	return withRequestID(withRecover(d.Logger, withAccessLog(d.Logger,
-		withClientIP(parsePrefixes(d.Config.TrustedProxies), gzip(c.Handler(mux)))))), nil
+		withClientIP(parsePrefixes(d.Config.TrustedProxies), body)))), nil
 }
 
 func newGraphQL(d Deps) (*handler.Server, error) {
-	r := &resolvers.Resolver{DB: d.DB, Accounts: d.Accounts}
+	r := &resolvers.Resolver{DB: d.DB, Accounts: d.Accounts, Events: d.Events, Logger: d.Logger,
+		// Uncached: a logout on another instance must end this instance's subscriptions even when
+		// the cache is in-process.
+		SessionCheck: d.DB.Stores().Sessions.Lookup, SessionCheckEvery: d.Config.SubscriptionSessionCheck}
 	if d.Limiter != nil {
 		r.SignIn = newSignInLimiter(d.Limiter, int(d.Config.AuthRateLimit), d.Metrics)
 	}
@@ -115,7 +134,9 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 	gqllimits.Complexity(&cfg.Complexity)
 	srv := handler.New(graph.NewExecutableSchema(cfg))
 	srv.AddTransport(transport.Options{})
+	srv.AddTransport(websocketTransport(d))
 	srv.AddTransport(transport.GET{})
+	srv.AddTransport(transport.SSE{}) // before POST: both accept POSTs of JSON
 	srv.AddTransport(transport.POST{})
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	srv.SetParserTokenLimit(parserTokenLimit)

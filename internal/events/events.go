@@ -1,0 +1,298 @@
+// Package events fans change events out to live subscriptions on every instance, over PostgreSQL
+// LISTEN/NOTIFY (always available, unlike Redis).
+//
+// Publishing is `SELECT pg_notify('taskgraph_events', payload)` on the pool, after the write has
+// committed (so it is not transactional: a crash between commit and notify loses the event). The
+// payload is small JSON naming ids only ({kind, id, userIds}), never row data: subscribers reload
+// what they need and check who may see it at delivery time.
+//
+// Each instance keeps one dedicated listener connection (Run). When it breaks, Run reconnects with
+// backoff; events published while it was down are lost and subscribers are not told (there is no
+// lost-event detection: clients that need completeness re-query after reconnecting).
+//
+// In the process a broker hands events to subscribers through bounded buffers: when a slow
+// subscriber's buffer is full the event is dropped for it and counted (Dropped).
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/taskgraph/taskgraph/db"
+)
+
+// Channel is the PostgreSQL notification channel.
+const Channel = "taskgraph_events"
+
+// Kind is what an event is about.
+type Kind string
+
+const (
+	// KindTask: a task was created, changed or deleted (ID is the task; UserIDs may name its owner).
+	KindTask Kind = "task"
+	// KindNotification: a notification was written for UserIDs (ID unset).
+	KindNotification Kind = "notification"
+	// KindSession: a session was revoked or rotated (ID is the session).
+	KindSession Kind = "session"
+)
+
+// Event is one change, by ids only.
+type Event struct {
+	Kind    Kind        `json:"kind"`
+	ID      uuid.UUID   `json:"id,omitzero"`
+	UserIDs []uuid.UUID `json:"userIds,omitempty"`
+}
+
+// HasUser reports whether the event names user.
+func (e Event) HasUser(user uuid.UUID) bool {
+	for _, u := range e.UserIDs {
+		if u == user {
+			return true
+		}
+	}
+	return false
+}
+
+// DefaultBuffer is a subscriber's buffer when Subscribe is given 0.
+const DefaultBuffer = 64
+
+// Bus publishes events and delivers the ones it hears to local subscribers. A nil *Bus publishes
+// nothing.
+type Bus struct {
+	pool   *pgxpool.Pool
+	logger *slog.Logger
+
+	mu   sync.Mutex
+	subs map[*Subscription]struct{}
+
+	dropped   atomic.Int64
+	readyOnce sync.Once
+	ready     chan struct{}
+}
+
+// New builds a bus publishing on pool; Run listens.
+func New(pool *pgxpool.Pool, logger *slog.Logger) *Bus {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Bus{pool: pool, logger: logger, subs: map[*Subscription]struct{}{}, ready: make(chan struct{})}
+}
+
+// Ready is closed once the listener has been listening (tests wait for it).
+func (b *Bus) Ready() <-chan struct{} { return b.ready }
+
+// Dropped counts events dropped because a subscriber's buffer was full.
+func (b *Bus) Dropped() int64 { return b.dropped.Load() }
+
+// publishTimeout bounds one pg_notify.
+const publishTimeout = 2 * time.Second
+
+// Publish sends ev to every instance (this one included, through its listener).
+func (b *Bus) Publish(ctx context.Context, evs ...Event) {
+	if b == nil || len(evs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
+	defer cancel()
+	for _, ev := range evs {
+		payload, err := json.Marshal(ev)
+		if err != nil {
+			continue
+		}
+		if _, err := b.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, Channel, string(payload)); err != nil {
+			b.logger.WarnContext(ctx, "events: publish failed", "kind", string(ev.Kind), "error", err.Error())
+		}
+	}
+}
+
+// PublishNotification tells userID's subscriptions that a notification was written for them.
+func (b *Bus) PublishNotification(ctx context.Context, userID uuid.UUID) {
+	b.Publish(ctx, Event{Kind: KindNotification, UserIDs: []uuid.UUID{userID}})
+}
+
+// Invalidate implements db.Invalidator: after a commit it publishes the task and session changes.
+// A task event names the owner when the write changed exactly one owner's counts (every single-task
+// write does), so the owner hears of a deletion.
+func (b *Bus) Invalidate(ctx context.Context, keys []db.EntityKey) {
+	if b == nil {
+		return
+	}
+	var owners []uuid.UUID
+	for _, k := range keys {
+		if k.Kind == db.EntityTaskCounts {
+			owners = append(owners, k.ID)
+		}
+	}
+	if len(owners) != 1 {
+		owners = nil
+	}
+	var evs []Event
+	seen := map[db.EntityKey]bool{}
+	for _, k := range keys {
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		switch k.Kind {
+		case db.EntityTask:
+			evs = append(evs, Event{Kind: KindTask, ID: k.ID, UserIDs: owners})
+		case db.EntitySession:
+			evs = append(evs, Event{Kind: KindSession, ID: k.ID})
+		}
+	}
+	b.Publish(ctx, evs...)
+}
+
+// Subscription receives the events its filter accepts on C until Close.
+type Subscription struct {
+	C      <-chan Event
+	c      chan Event
+	filter func(Event) bool
+	bus    *Bus
+	once   sync.Once
+}
+
+// Subscribe registers a subscriber; buffer 0 means DefaultBuffer.
+func (b *Bus) Subscribe(filter func(Event) bool, buffer int) *Subscription {
+	if buffer <= 0 {
+		buffer = DefaultBuffer
+	}
+	c := make(chan Event, buffer)
+	s := &Subscription{C: c, c: c, filter: filter, bus: b}
+	b.mu.Lock()
+	b.subs[s] = struct{}{}
+	b.mu.Unlock()
+	return s
+}
+
+// Close unregisters the subscriber (C is not closed).
+func (s *Subscription) Close() {
+	s.once.Do(func() {
+		s.bus.mu.Lock()
+		delete(s.bus.subs, s)
+		s.bus.mu.Unlock()
+	})
+}
+
+// deliver hands ev to every matching subscriber without ever blocking.
+func (b *Bus) deliver(ev Event) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for s := range b.subs {
+		if s.filter != nil && !s.filter(ev) {
+			continue
+		}
+		select {
+		case s.c <- ev:
+		default:
+			b.dropped.Add(1)
+		}
+	}
+}
+
+// Backoff bounds of the listener's reconnects.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 10 * time.Second
+)
+
+// Run keeps a listener connection until ctx ends, reconnecting with backoff.
+func (b *Bus) Run(ctx context.Context) {
+	if b == nil {
+		return
+	}
+	backoff := minBackoff
+	for ctx.Err() == nil {
+		started := time.Now()
+		err := b.listen(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(started) > time.Minute {
+			backoff = minBackoff
+		}
+		b.logger.WarnContext(ctx, "events: listener lost; reconnecting (events published meanwhile are lost)",
+			"error", fmt.Sprint(err), "backoff", backoff.String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+func (b *Bus) listen(ctx context.Context) error {
+	cfg := b.pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["application_name"] = "taskgraph-events"
+	cfg.RuntimeParams["statement_timeout"] = "0"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{Channel}.Sanitize()); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	b.readyOnce.Do(func() { close(b.ready) })
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		var ev Event
+		if err := json.Unmarshal([]byte(n.Payload), &ev); err != nil {
+			b.logger.WarnContext(ctx, "events: bad payload", "error", err.Error())
+			continue
+		}
+		b.deliver(ev)
+	}
+}
+
+// connLimit counts the live subscriptions of one connection.
+type connLimit struct {
+	max int
+	n   atomic.Int64
+}
+
+type connLimitKey struct{}
+
+// WithConnLimit returns ctx allowing at most max concurrent subscriptions for the connection it
+// stands for (max <= 0: no limit).
+func WithConnLimit(ctx context.Context, max int) context.Context {
+	if max <= 0 {
+		return ctx
+	}
+	return context.WithValue(ctx, connLimitKey{}, &connLimit{max: max})
+}
+
+// ErrTooManySubscriptions is Acquire's answer beyond the connection's limit.
+var ErrTooManySubscriptions = fmt.Errorf("too many subscriptions on this connection")
+
+// Acquire takes one subscription slot of the connection; release gives it back. Without a limit in
+// ctx it always succeeds.
+func Acquire(ctx context.Context) (release func(), max int, err error) {
+	l, ok := ctx.Value(connLimitKey{}).(*connLimit)
+	if !ok {
+		return func() {}, 0, nil
+	}
+	if l.n.Add(1) > int64(l.max) {
+		l.n.Add(-1)
+		return nil, l.max, ErrTooManySubscriptions
+	}
+	var once sync.Once
+	return func() { once.Do(func() { l.n.Add(-1) }) }, l.max, nil
+}
