@@ -125,6 +125,8 @@ type Stores struct {
 	Sessions SessionStore
 	// Notifications are the in-app notifications background jobs write.
 	Notifications NotificationStore
+	// Webhooks are the users' webhook endpoints notifications are delivered to.
+	Webhooks WebhookStore
 	// Jobs enqueues background jobs; inside InTx they commit or vanish with the transaction's writes.
 	Jobs JobStore
 	// OnReplica is true when these stores read from a replica (possibly a little behind).
@@ -138,6 +140,7 @@ func (d *DB) stores(q querier, changed *changeSet) Stores {
 		Sessions: SessionStore{q: q, changed: changed},
 		// The job queue and the notifications its workers write:
 		Notifications: NotificationStore{q: q, cursors: d.cursors, changed: changed},
+		Webhooks:      WebhookStore{q: q},
 		Jobs:          JobStore{q: q, queue: d.jobs},
 	}
 }

@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -152,33 +153,76 @@ func versionKey(version int32) string { return "v" + strconv.FormatInt(int64(ver
 // if they are still its assignee. Idempotent: a retry of the same change inserts nothing. It reports
 // whether a notification was written.
 func (s NotificationStore) NotifyAssigned(ctx context.Context, taskID, assigneeID uuid.UUID, version int32) (bool, error) {
-	tag, err := s.q.Exec(ctx, `
+	id, err := s.NotifyAssignedID(ctx, taskID, assigneeID, version)
+	return id != nil, err
+}
+
+// NotifyAssignedID is NotifyAssigned answering the id of the notification written (nil: none).
+func (s NotificationStore) NotifyAssignedID(ctx context.Context, taskID, assigneeID uuid.UUID, version int32) (*uuid.UUID, error) {
+	return s.insertReturningID(ctx, `
 		INSERT INTO notifications (user_id, kind, task_id, dedupe_key, payload)
 		SELECT t.assignee_id, $1, t.id, $2, jsonb_build_object('title', t.title, 'actorName', o.name)
 		FROM tasks t JOIN users o ON o.id = t.owner_id
 		WHERE t.id = $3 AND t.assignee_id = $4
-		ON CONFLICT ON CONSTRAINT notifications_dedupe_key DO NOTHING`,
+		ON CONFLICT ON CONSTRAINT notifications_dedupe_key DO NOTHING
+		RETURNING id`,
 		string(NotificationTaskAssigned), versionKey(version), taskID, assigneeID)
-	if err != nil {
-		return false, mapError(err, "notification")
-	}
-	return tag.RowsAffected() == 1, nil
 }
 
 // NotifyStatusChanged tells the task's owner that actorID moved it to status (at task version
 // version). Idempotent like NotifyAssigned; nothing is written once the task is gone.
 func (s NotificationStore) NotifyStatusChanged(ctx context.Context, taskID, ownerID, actorID uuid.UUID, status TaskStatus, version int32) (bool, error) {
-	tag, err := s.q.Exec(ctx, `
+	id, err := s.NotifyStatusChangedID(ctx, taskID, ownerID, actorID, status, version)
+	return id != nil, err
+}
+
+// NotifyStatusChangedID is NotifyStatusChanged answering the id of the notification written (nil: none).
+func (s NotificationStore) NotifyStatusChangedID(ctx context.Context, taskID, ownerID, actorID uuid.UUID, status TaskStatus, version int32) (*uuid.UUID, error) {
+	return s.insertReturningID(ctx, `
 		INSERT INTO notifications (user_id, kind, task_id, dedupe_key, payload)
 		SELECT t.owner_id, $1, t.id, $2, jsonb_strip_nulls(jsonb_build_object('title', t.title, 'status', $3::text, 'actorName', a.name))
 		FROM tasks t LEFT JOIN users a ON a.id = $4
 		WHERE t.id = $5 AND t.owner_id = $6
-		ON CONFLICT ON CONSTRAINT notifications_dedupe_key DO NOTHING`,
+		ON CONFLICT ON CONSTRAINT notifications_dedupe_key DO NOTHING
+		RETURNING id`,
 		string(NotificationTaskStatusChanged), versionKey(version), string(status), actorID, taskID, ownerID)
-	if err != nil {
-		return false, mapError(err, "notification")
+}
+
+func (s NotificationStore) insertReturningID(ctx context.Context, sql string, args ...any) (*uuid.UUID, error) {
+	var id uuid.UUID
+	err := s.q.QueryRow(ctx, sql, args...).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
 	}
-	return tag.RowsAffected() == 1, nil
+	if err != nil {
+		return nil, mapError(err, "notification")
+	}
+	return &id, nil
+}
+
+// Message renders the notification's one-line summary from what was recorded when it was written
+// (so it stays true to that moment, even after the task changed or was deleted).
+func (n *Notification) Message() string {
+	p := n.Payload
+	title := "“" + p.Title + "”"
+	switch n.Kind {
+	case NotificationTaskAssigned:
+		if p.ActorName == "" {
+			return "You were assigned " + title
+		}
+		return p.ActorName + " assigned you " + title
+	case NotificationTaskStatusChanged:
+		if p.ActorName == "" {
+			return title + " moved to " + string(p.Status)
+		}
+		return p.ActorName + " moved " + title + " to " + string(p.Status)
+	case NotificationTaskDueSoon:
+		if p.DueAt == nil {
+			return title + " is due soon"
+		}
+		return title + " is due " + p.DueAt.UTC().Format(time.RFC3339)
+	}
+	return title
 }
 
 // DueReminderChunk is how many tasks RemindDueSoon handles per statement.

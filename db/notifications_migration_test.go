@@ -42,12 +42,13 @@ func TestNotificationsMigrationDownAndUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sqlDB.Close()
-	if _, err := provider.Down(ctx); err != nil {
-		t.Fatalf("Down: %v", err)
+	// Down to 2 rolls back 00004 (webhooks) too.
+	if _, err := provider.DownTo(ctx, 2); err != nil {
+		t.Fatalf("DownTo 2: %v", err)
 	}
-	if v, err := MigrationStatus(ctx, pool); err != nil || v != 2 || exists("notifications") || exists("tasks_open_due_at_idx") {
-		t.Fatalf("after Down: version %d, %v, notifications %v, due index %v; want 2 without either",
-			v, err, exists("notifications"), exists("tasks_open_due_at_idx"))
+	if v, err := MigrationStatus(ctx, pool); err != nil || v != 2 || exists("notifications") || exists("tasks_open_due_at_idx") || exists("webhooks") {
+		t.Fatalf("after Down: version %d, %v, notifications %v, due index %v, webhooks %v; want 2 without any",
+			v, err, exists("notifications"), exists("tasks_open_due_at_idx"), exists("webhooks"))
 	}
 	if !exists("river_job") {
 		t.Fatal("rolling back migration 3 dropped River's tables")
@@ -59,7 +60,7 @@ func TestNotificationsMigrationDownAndUp(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM tasks), (SELECT count(*) FROM notifications)`).Scan(&tasks, &notifications); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := MigrationStatus(ctx, pool); err != nil || v != 3 || tasks != 1 || notifications != 0 {
-		t.Fatalf("after Up: version %d, %v, %d tasks, %d notifications; want 3, 1 task, none", v, err, tasks, notifications)
+	if v, err := MigrationStatus(ctx, pool); err != nil || v != 4 || tasks != 1 || notifications != 0 || !exists("webhooks") {
+		t.Fatalf("after Up: version %d, %v, %d tasks, %d notifications; want 4, 1 task, none, webhooks", v, err, tasks, notifications)
 	}
 }

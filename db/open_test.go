@@ -106,7 +106,7 @@ func TestEnsureDatabaseOpenPoolMigrate(t *testing.T) {
 			t.Fatalf("Migrate run %d: %v", i+1, err)
 		}
 	}
-	for _, table := range []string{"users", "tasks", "sessions", "refresh_tokens", "notifications", "river_job", "river_leader"} {
+	for _, table := range []string{"users", "tasks", "sessions", "refresh_tokens", "notifications", "webhooks", "river_job", "river_leader"} {
 		var found *string
 		if err := pool.QueryRow(ctx, "SELECT to_regclass($1)::text", "public."+table).Scan(&found); err != nil {
 			t.Fatalf("look up table %s: %v", table, err)
@@ -121,11 +121,11 @@ func TestEnsureDatabaseOpenPoolMigrate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read goose_db_version: %v", err)
 	}
-	if fmt.Sprint(versions) != "[1 2 3]" {
-		t.Errorf("applied versions = %v, want [1 2 3] (each migration recorded exactly once)", versions)
+	if fmt.Sprint(versions) != "[1 2 3 4]" {
+		t.Errorf("applied versions = %v, want [1 2 3 4] (each migration recorded exactly once)", versions)
 	}
-	if v, err := MigrationStatus(ctx, pool); err != nil || v != 3 {
-		t.Errorf("MigrationStatus after Migrate = %d, %v; want 3, nil", v, err)
+	if v, err := MigrationStatus(ctx, pool); err != nil || v != 4 {
+		t.Errorf("MigrationStatus after Migrate = %d, %v; want 4, nil", v, err)
 	}
 	// River's migrations ran too, each recorded once.
 	var riverVersions, distinct int
@@ -281,8 +281,8 @@ func TestAssigneeMigrationDownAndUp(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT count(*), count(assignee_id) FROM tasks`).Scan(&tasks, &assigned); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := MigrationStatus(ctx, pool); err != nil || v != 3 || !hasAssignee() || tasks != 1 || assigned != 0 {
-		t.Fatalf("after Up: version %d, %v, column %v, tasks %d, assigned %d; want 3, the column, 1 task, none assigned",
+	if v, err := MigrationStatus(ctx, pool); err != nil || v != 4 || !hasAssignee() || tasks != 1 || assigned != 0 {
+		t.Fatalf("after Up: version %d, %v, column %v, tasks %d, assigned %d; want 4, the column, 1 task, none assigned",
 			v, err, hasAssignee(), tasks, assigned)
 	}
 }

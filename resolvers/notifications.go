@@ -3,7 +3,6 @@ package resolvers
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -117,27 +116,5 @@ func (r *Resolver) notificationTask(ctx context.Context, n *db.Notification) (*d
 	return t, nil
 }
 
-// notificationMessage renders a notification's one-line summary from what was recorded when it was
-// written (so it stays true to that moment, even after the task changed or was deleted).
-func notificationMessage(n *db.Notification) string {
-	p := n.Payload
-	title := "“" + p.Title + "”"
-	switch n.Kind {
-	case db.NotificationTaskAssigned:
-		if p.ActorName == "" {
-			return "You were assigned " + title
-		}
-		return p.ActorName + " assigned you " + title
-	case db.NotificationTaskStatusChanged:
-		if p.ActorName == "" {
-			return title + " moved to " + string(p.Status)
-		}
-		return p.ActorName + " moved " + title + " to " + string(p.Status)
-	case db.NotificationTaskDueSoon:
-		if p.DueAt == nil {
-			return title + " is due soon"
-		}
-		return title + " is due " + p.DueAt.UTC().Format(time.RFC3339)
-	}
-	return title
-}
+// notificationMessage renders a notification's one-line summary (see db.Notification.Message).
+func notificationMessage(n *db.Notification) string { return n.Message() }

@@ -31,6 +31,9 @@ type Resolver struct {
 	SessionCheck      auth.SessionLookup
 	SessionCheckEvery time.Duration
 	Logger            *slog.Logger
+
+	// WebhookAllowPrivate accepts http:// and private-address webhook URLs (WEBHOOK_ALLOW_PRIVATE).
+	WebhookAllowPrivate bool
 }
 
 // SignInLimiter throttles login and register attempts (per client and per email).

@@ -71,6 +71,11 @@ type DeleteTaskPayload struct {
 	DeletedTaskID string `json:"deletedTaskId"`
 }
 
+type DeleteWebhookPayload struct {
+	// The id of the deleted webhook.
+	DeletedWebhookID string `json:"deletedWebhookId"`
+}
+
 type LoginInput struct {
 	Email    string `json:"email"`
 	Password string `json:"password"`
@@ -112,6 +117,19 @@ type RegisterInput struct {
 	Email string `json:"email"`
 	// 8..128 characters.
 	Password string `json:"password"`
+}
+
+type RegisterWebhookInput struct {
+	// Where to POST: an https URL (at most 2048 characters, no credentials) that does not point at a
+	// loopback, private or link-local address.
+	URL string `json:"url"`
+}
+
+type RegisterWebhookPayload struct {
+	Webhook *db.Webhook `json:"webhook"`
+	// The signing secret: 32 random bytes, hex-encoded. The HMAC key is the 32 bytes (hex-decode it).
+	// Shown this once only: store it now to verify deliveries.
+	Secret string `json:"secret"`
 }
 
 // Live updates, over the graphql-transport-ws websocket protocol (authenticate in `connection_init` with

@@ -76,6 +76,9 @@ type Config struct {
 	JobRescueAfter      time.Duration // JOB_RESCUE_AFTER
 	DueSoonWindow       time.Duration // DUE_SOON_WINDOW
 	DueReminderInterval time.Duration // DUE_REMINDER_INTERVAL
+
+	WebhookAllowPrivate bool          // WEBHOOK_ALLOW_PRIVATE
+	WebhookRetryBase    time.Duration // WEBHOOK_RETRY_BASE
 }
 
 // Load reads every setting through getenv (os.Getenv in production code, a map in tests), applies
@@ -216,6 +219,16 @@ func settings() []setting {
 		}
 		return nil
 	})
+
+	webhookAllowPrivate := boolSetting("WEBHOOK_ALLOW_PRIVATE", "false",
+		"webhooks may use http and reach loopback, private, link-local and metadata addresses (development and tests only)",
+		func(c *Config) *bool { return &c.WebhookAllowPrivate })
+	webhookAllowPrivate.check = func(c Config) error {
+		if c.WebhookAllowPrivate && c.Production() {
+			return errors.New("must be false in production")
+		}
+		return nil
+	}
 
 	return []setting{
 		enumSetting("APP_ENV", EnvDevelopment,
@@ -419,6 +432,10 @@ func settings() []setting {
 		durationSetting("DUE_REMINDER_INTERVAL", "1m", time.Second, 24*time.Hour,
 			"how often the periodic due-reminder job looks for tasks due soon",
 			func(c *Config) *time.Duration { return &c.DueReminderInterval }),
+		webhookAllowPrivate,
+		durationSetting("WEBHOOK_RETRY_BASE", "1s", 0, time.Minute,
+			"a failed webhook delivery is retried after WEBHOOK_RETRY_BASE × attempt⁴ (0: at once, for tests)",
+			func(c *Config) *time.Duration { return &c.WebhookRetryBase }),
 	}
 }
 

@@ -60,6 +60,7 @@ func TestLoadDefaults(t *testing.T) {
 		JobRescueAfter:             time.Hour,
 		DueSoonWindow:              24 * time.Hour,
 		DueReminderInterval:        time.Minute,
+		WebhookRetryBase:           time.Second,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -193,6 +194,7 @@ func TestLoadParsesOverrides(t *testing.T) {
 		ReadYourWritesFor: 10 * time.Second, RequestTimeout: 5 * time.Second, ShutdownDelay: 3 * time.Second,
 		SubscriptionsPerConnection: 4, SubscriptionSessionCheck: 5 * time.Second,
 		JobWorkers: 3, JobTimeout: 30 * time.Second, JobRescueAfter: 2 * time.Minute, DueSoonWindow: 2 * time.Hour,
+		WebhookRetryBase:    time.Second,
 		DueReminderInterval: 5 * time.Minute,
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -316,6 +318,7 @@ func TestUsageListsEverySetting(t *testing.T) {
 		"QUERY_MAX_DEPTH", "TRUSTED_DOCUMENTS", "DATABASE_READ_URLS", "REPLICA_MAX_LAG", "READ_YOUR_WRITES_WINDOW",
 		"REQUEST_TIMEOUT", "SHUTDOWN_DELAY", "JOBS_IN_PROCESS", "JOB_WORKERS", "JOB_TIMEOUT", "JOB_RESCUE_AFTER",
 		"DUE_SOON_WINDOW", "DUE_REMINDER_INTERVAL", "SUBSCRIPTIONS_PER_CONNECTION", "SUBSCRIPTION_SESSION_CHECK",
+		"WEBHOOK_ALLOW_PRIVATE", "WEBHOOK_RETRY_BASE",
 	}
 	for _, name := range names {
 		if !strings.Contains(out, "\n"+name+" ") {

@@ -17,6 +17,7 @@ const (
 	KindUser         Kind = "User"
 	KindTask         Kind = "Task"
 	KindNotification Kind = "Notification"
+	KindWebhook      Kind = "Webhook"
 )
 
 // Encode returns the global ID of the object of kind with database id.
@@ -35,7 +36,7 @@ func Decode(field, gid string) (Kind, uuid.UUID, error) {
 		return "", uuid.Nil, bad
 	}
 	kind, rest, ok := strings.Cut(string(raw), ":")
-	if !ok || (Kind(kind) != KindUser && Kind(kind) != KindTask && Kind(kind) != KindNotification) {
+	if !ok || (Kind(kind) != KindUser && Kind(kind) != KindTask && Kind(kind) != KindNotification && Kind(kind) != KindWebhook) {
 		return "", uuid.Nil, bad
 	}
 	id, err := uuid.Parse(rest)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/config"
+	"github.com/taskgraph/taskgraph/internal/webhook"
 )
 
 // Options configure a Queue. FromConfig fills them from the settings.
@@ -41,6 +42,11 @@ type Options struct {
 	// Notified, when set, hears of every notification a worker wrote, by recipient, after the write
 	// (live subscriptions publish it to every instance).
 	Notified func(ctx context.Context, userID uuid.UUID)
+	// WebhookAllowPrivate lets deliveries reach loopback and private addresses (WEBHOOK_ALLOW_PRIVATE,
+	// development and tests only); WebhookRetryBase scales a failed delivery's backoff
+	// (WEBHOOK_RETRY_BASE × attempt⁴).
+	WebhookAllowPrivate bool
+	WebhookRetryBase    time.Duration
 }
 
 // FromConfig returns the options the settings ask for; work says whether this process works jobs.
@@ -53,6 +59,8 @@ func FromConfig(cfg config.Config, work bool) Options {
 		DueSoonWindow:       cfg.DueSoonWindow,
 		DueReminderInterval: cfg.DueReminderInterval,
 		StopTimeout:         cfg.ShutdownTimeout,
+		WebhookAllowPrivate: cfg.WebhookAllowPrivate,
+		WebhookRetryBase:    cfg.WebhookRetryBase,
 	}
 }
 
@@ -104,12 +112,15 @@ func New(primary *pgxpool.Pool, o Options) (*Queue, error) {
 			return nil, fmt.Errorf("jobs: create pool: %w", err)
 		}
 		q.pool = pool
-		store = db.New(pool, nil)
+		// The workers enqueue jobs too (webhook deliveries of the notifications they write).
+		store = db.New(pool, nil, db.WithEnqueuer(q))
 	}
 
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &NotifyAssignedWorker{Store: store, AfterWrite: o.AfterWrite, Notified: o.Notified})
 	river.AddWorker(workers, &NotifyStatusChangedWorker{Store: store, AfterWrite: o.AfterWrite, Notified: o.Notified})
+	river.AddWorker(workers, &DeliverWebhookWorker{Store: store, Client: webhook.NewClient(o.WebhookAllowPrivate),
+		RetryBase: o.WebhookRetryBase, Logger: logger.With("component", "webhooks")})
 	river.AddWorker(workers, &DueRemindersWorker{Store: store, Window: o.DueSoonWindow, Logger: logger, AfterWrite: o.AfterWrite})
 
 	rc := &river.Config{

@@ -35,7 +35,16 @@ type NotifyAssignedWorker struct {
 // Work implements river.Worker.
 func (w *NotifyAssignedWorker) Work(ctx context.Context, job *river.Job[NotifyAssignedArgs]) error {
 	a := job.Args
-	wrote, err := w.Store.Stores().Notifications.NotifyAssigned(ctx, a.TaskID, a.AssigneeID, a.Version)
+	// The notification and its webhook deliveries commit together.
+	wrote := false
+	err := w.Store.InTx(ctx, func(s db.Stores) error {
+		id, err := s.Notifications.NotifyAssignedID(ctx, a.TaskID, a.AssigneeID, a.Version)
+		if err != nil || id == nil {
+			return err
+		}
+		wrote = true
+		return enqueueDeliveries(ctx, s, a.AssigneeID, *id)
+	})
 	if err != nil {
 		return err
 	}
@@ -57,7 +66,15 @@ type NotifyStatusChangedWorker struct {
 // Work implements river.Worker.
 func (w *NotifyStatusChangedWorker) Work(ctx context.Context, job *river.Job[NotifyStatusChangedArgs]) error {
 	a := job.Args
-	wrote, err := w.Store.Stores().Notifications.NotifyStatusChanged(ctx, a.TaskID, a.OwnerID, a.ActorID, a.Status, a.Version)
+	wrote := false
+	err := w.Store.InTx(ctx, func(s db.Stores) error {
+		id, err := s.Notifications.NotifyStatusChangedID(ctx, a.TaskID, a.OwnerID, a.ActorID, a.Status, a.Version)
+		if err != nil || id == nil {
+			return err
+		}
+		wrote = true
+		return enqueueDeliveries(ctx, s, a.OwnerID, *id)
+	})
 	if err != nil {
 		return err
 	}

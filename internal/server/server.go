@@ -120,7 +120,8 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 	r := &resolvers.Resolver{DB: d.DB, Accounts: d.Accounts, Events: d.Events, Logger: d.Logger,
 		// Uncached: a logout on another instance must end this instance's subscriptions even when
 		// the cache is in-process.
-		SessionCheck: d.DB.Stores().Sessions.Lookup, SessionCheckEvery: d.Config.SubscriptionSessionCheck}
+		SessionCheck: d.DB.Stores().Sessions.Lookup, SessionCheckEvery: d.Config.SubscriptionSessionCheck,
+		WebhookAllowPrivate: d.Config.WebhookAllowPrivate}
 	if d.Limiter != nil {
 		r.SignIn = newSignInLimiter(d.Limiter, int(d.Config.AuthRateLimit), d.Metrics)
 	}
