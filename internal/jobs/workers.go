@@ -35,23 +35,35 @@ type NotifyAssignedWorker struct {
 // Work implements river.Worker.
 func (w *NotifyAssignedWorker) Work(ctx context.Context, job *river.Job[NotifyAssignedArgs]) error {
 	a := job.Args
-	// The notification and its webhook deliveries commit together.
-	wrote := false
-	err := w.Store.InTx(ctx, func(s db.Stores) error {
-		id, err := s.Notifications.NotifyAssignedID(ctx, a.TaskID, a.AssigneeID, a.Version)
-		if err != nil || id == nil {
-			return err
-		}
-		wrote = true
-		return enqueueDeliveries(ctx, s, a.AssigneeID, *id)
+	err := notify(ctx, w.Store, w.Notified, a.AssigneeID, func(s db.Stores) (*uuid.UUID, error) {
+		return s.Notifications.NotifyAssignedID(ctx, a.TaskID, a.AssigneeID, a.Version)
 	})
 	if err != nil {
 		return err
 	}
-	if wrote && w.Notified != nil {
-		w.Notified(ctx, a.AssigneeID)
-	}
 	return runHook(ctx, w.AfterWrite, job.JobRow)
+}
+
+// notify writes one notification for userID with write (which returns nil when there is nothing to
+// write) and its webhook deliveries in one transaction, then tells the Notified hook.
+func notify(ctx context.Context, store *db.DB, notified func(context.Context, uuid.UUID), userID uuid.UUID,
+	write func(db.Stores) (*uuid.UUID, error)) error {
+	wrote := false
+	err := store.InTx(ctx, func(s db.Stores) error {
+		id, err := write(s)
+		if err != nil || id == nil {
+			return err
+		}
+		wrote = true
+		return enqueueDeliveries(ctx, s, userID, *id)
+	})
+	if err != nil {
+		return err
+	}
+	if wrote && notified != nil {
+		notified(ctx, userID)
+	}
+	return nil
 }
 
 // NotifyStatusChangedWorker writes the TASK_STATUS_CHANGED notification for the task's owner,
@@ -66,20 +78,11 @@ type NotifyStatusChangedWorker struct {
 // Work implements river.Worker.
 func (w *NotifyStatusChangedWorker) Work(ctx context.Context, job *river.Job[NotifyStatusChangedArgs]) error {
 	a := job.Args
-	wrote := false
-	err := w.Store.InTx(ctx, func(s db.Stores) error {
-		id, err := s.Notifications.NotifyStatusChangedID(ctx, a.TaskID, a.OwnerID, a.ActorID, a.Status, a.Version)
-		if err != nil || id == nil {
-			return err
-		}
-		wrote = true
-		return enqueueDeliveries(ctx, s, a.OwnerID, *id)
+	err := notify(ctx, w.Store, w.Notified, a.OwnerID, func(s db.Stores) (*uuid.UUID, error) {
+		return s.Notifications.NotifyStatusChangedID(ctx, a.TaskID, a.OwnerID, a.ActorID, a.Status, a.Version)
 	})
 	if err != nil {
 		return err
-	}
-	if wrote && w.Notified != nil {
-		w.Notified(ctx, a.OwnerID)
 	}
 	return runHook(ctx, w.AfterWrite, job.JobRow)
 }
