@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -225,70 +226,155 @@ func (n *Notification) Message() string {
 	return title
 }
 
-// DueReminderChunk is how many tasks RemindDueSoon handles per statement.
+// NotificationRef names a notification just written and its recipient: what its deliveries
+// (webhooks, email, live subscriptions) start from.
+type NotificationRef struct {
+	ID     uuid.UUID
+	UserID uuid.UUID
+}
+
+// WebhookDelivery is one notification to send to one webhook.
+type WebhookDelivery struct {
+	WebhookID      uuid.UUID
+	NotificationID uuid.UUID
+}
+
+// WebhookDeliveries lists what notifications just written fan out to: one delivery per webhook of
+// each one's recipient, in one statement however many there are (webhooks_user_id_idx).
+func (s NotificationStore) WebhookDeliveries(ctx context.Context, written []NotificationRef) ([]WebhookDelivery, error) {
+	if len(written) == 0 {
+		return nil, nil
+	}
+	ids, users := make([]uuid.UUID, len(written)), make([]uuid.UUID, len(written))
+	for i, w := range written {
+		ids[i], users[i] = w.ID, w.UserID
+	}
+	rows, err := s.q.Query(ctx, `
+		SELECT w.id, r.id
+		FROM unnest($1::uuid[], $2::uuid[]) AS r (id, user_id)
+		JOIN webhooks w ON w.user_id = r.user_id
+		ORDER BY r.id, w.created_at, w.id`, ids, users)
+	if err != nil {
+		return nil, mapError(err, "webhooks")
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (WebhookDelivery, error) {
+		var d WebhookDelivery
+		err := row.Scan(&d.WebhookID, &d.NotificationID)
+		return d, err
+	})
+	return out, mapError(err, "webhooks")
+}
+
+// DueReminderChunk is how many tasks one step of the due-reminder sweep handles.
 const DueReminderChunk = 500
 
-// RemindDueSoon writes a TASK_DUE_SOON notification, for the owner and for the assignee (if any), of
-// every task not DONE that is due within window from now and has not been reminded of for this due
-// date. Each reminder is written once per task and due date, however often this runs (and
-// concurrently with itself); a new due date earns a new reminder. It works through the tasks in
-// chunks of chunk (DueReminderChunk when 0), each its own short statement, and returns how many
-// notifications it wrote.
-func (s NotificationStore) RemindDueSoon(ctx context.Context, window time.Duration, chunk int) (int, error) {
+// DueSweep is one run of the due-reminder sweep: its "now", fixed when it starts so that the window
+// does not slide while it runs, and the (due_at, id) position after which its next chunk starts.
+type DueSweep struct {
+	until    time.Time
+	afterDue time.Time
+	afterID  uuid.UUID // the nil UUID sorts first
+	chunk    int
+	done     bool
+}
+
+// Done reports whether the sweep has been through every task due within its window.
+func (w *DueSweep) Done() bool { return w.done }
+
+// StartDueSweep begins a sweep of the tasks due within window from now, chunk at a time
+// (DueReminderChunk when 0). Step through it with RemindDueChunk.
+func (s NotificationStore) StartDueSweep(ctx context.Context, window time.Duration, chunk int) (*DueSweep, error) {
 	if chunk <= 0 {
 		chunk = DueReminderChunk
 	}
-	// One snapshot of "now" for every chunk, so the window does not slide while it runs.
 	var now time.Time
 	if err := s.q.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
-		return 0, mapError(err, "due reminders")
+		return nil, mapError(err, "due reminders")
+	}
+	return &DueSweep{until: now.Add(window), afterDue: now, chunk: chunk}, nil
+}
+
+// RemindDueChunk writes the TASK_DUE_SOON reminders of the sweep's next chunk of tasks and advances
+// the sweep: for the owner and the assignee (if any) of every task not DONE, due within the window,
+// that has not been reminded of for this due date. Each reminder is written once per task and due
+// date, however often sweeps run and even concurrently (the notifications_dedupe_key constraint); a
+// new due date earns a new reminder. It answers the reminders it wrote, so that the caller can
+// deliver them: inside InTx, in the same transaction as the write.
+func (s NotificationStore) RemindDueChunk(ctx context.Context, w *DueSweep) ([]NotificationRef, error) {
+	if w.done {
+		return nil, nil
 	}
 	var (
-		total    int
-		afterDue = now
-		afterID  uuid.UUID // the nil UUID sorts first
+		scanned      int64
+		lastDue      *time.Time
+		lastID       *uuid.UUID
+		ids, userIDs []uuid.UUID
 	)
-	for {
-		var (
-			inserted, scanned int64
-			lastDue           *time.Time
-			lastID            *uuid.UUID
+	// tasks_open_due_at_idx serves the range and an index of notifications (by task, or the unique
+	// key) the anti-join, so tasks reminded already cost one index probe each per run, no write. A
+	// run still reads every open task due within the window: about 0.2 s for 64,000 of them.
+	err := s.q.QueryRow(ctx, `
+		WITH due AS (
+			SELECT t.id, t.owner_id, t.assignee_id, t.title, t.due_at,
+			       'due:' || (extract(epoch FROM t.due_at) * 1000000)::bigint AS dedupe_key
+			FROM tasks t
+			WHERE t.due_at IS NOT NULL AND t.status <> 'DONE'
+			  AND (t.due_at, t.id) > ($1, $2) AND t.due_at <= $3
+			  AND NOT EXISTS (
+			      SELECT 1 FROM notifications n
+			      WHERE n.user_id = t.owner_id AND n.kind = $4 AND n.task_id = t.id
+			        AND n.dedupe_key = 'due:' || (extract(epoch FROM t.due_at) * 1000000)::bigint)
+			ORDER BY t.due_at, t.id
+			LIMIT $5
+		), ins AS (
+			INSERT INTO notifications (user_id, kind, task_id, dedupe_key, payload)
+			SELECT r.user_id, $4, d.id, d.dedupe_key, jsonb_build_object('title', d.title, 'dueAt', d.due_at)
+			FROM due d CROSS JOIN LATERAL (VALUES (d.owner_id), (d.assignee_id)) AS r (user_id)
+			WHERE r.user_id IS NOT NULL
+			ON CONFLICT ON CONSTRAINT notifications_dedupe_key DO NOTHING
+			RETURNING id, user_id
 		)
-		err := s.q.QueryRow(ctx, `
-			WITH due AS (
-				SELECT t.id, t.owner_id, t.assignee_id, t.title, t.due_at,
-				       'due:' || (extract(epoch FROM t.due_at) * 1000000)::bigint AS dedupe_key
-				FROM tasks t
-				WHERE t.due_at IS NOT NULL AND t.status <> 'DONE'
-				  AND (t.due_at, t.id) > ($1, $2) AND t.due_at <= $3
-				  AND NOT EXISTS (
-				      SELECT 1 FROM notifications n
-				      WHERE n.user_id = t.owner_id AND n.kind = $4 AND n.task_id = t.id
-				        AND n.dedupe_key = 'due:' || (extract(epoch FROM t.due_at) * 1000000)::bigint)
-				ORDER BY t.due_at, t.id
-				LIMIT $5
-			), ins AS (
-				INSERT INTO notifications (user_id, kind, task_id, dedupe_key, payload)
-				SELECT r.user_id, $4, d.id, d.dedupe_key, jsonb_build_object('title', d.title, 'dueAt', d.due_at)
-				FROM due d CROSS JOIN LATERAL (VALUES (d.owner_id), (d.assignee_id)) AS r (user_id)
-				WHERE r.user_id IS NOT NULL
-				ON CONFLICT ON CONSTRAINT notifications_dedupe_key DO NOTHING
-				RETURNING 1
-			)
-			SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM due), last.due_at, last.id
-			FROM (SELECT 1) AS one
-			LEFT JOIN LATERAL (SELECT due_at, id FROM due ORDER BY due_at DESC, id DESC LIMIT 1) AS last ON true`,
-			afterDue, afterID, now.Add(window), string(NotificationTaskDueSoon), chunk,
-		).Scan(&inserted, &scanned, &lastDue, &lastID)
-		if err != nil {
-			return total, mapError(err, "due reminders")
-		}
-		total += int(inserted)
-		if scanned < int64(chunk) || lastDue == nil || lastID == nil {
-			return total, nil
-		}
-		afterDue, afterID = *lastDue, *lastID
+		SELECT (SELECT count(*) FROM due), last.due_at, last.id,
+		       (SELECT array_agg(id ORDER BY id) FROM ins), (SELECT array_agg(user_id ORDER BY id) FROM ins)
+		FROM (SELECT 1) AS one
+		LEFT JOIN LATERAL (SELECT due_at, id FROM due ORDER BY due_at DESC, id DESC LIMIT 1) AS last ON true`,
+		w.afterDue, w.afterID, w.until, string(NotificationTaskDueSoon), w.chunk,
+	).Scan(&scanned, &lastDue, &lastID, &ids, &userIDs)
+	if err != nil {
+		return nil, mapError(err, "due reminders")
 	}
+	if len(ids) != len(userIDs) {
+		return nil, fmt.Errorf("due reminders: %d ids for %d recipients", len(ids), len(userIDs))
+	}
+	if scanned < int64(w.chunk) || lastDue == nil || lastID == nil {
+		w.done = true
+	} else {
+		w.afterDue, w.afterID = *lastDue, *lastID
+	}
+	out := make([]NotificationRef, len(ids))
+	for i := range ids {
+		out[i] = NotificationRef{ID: ids[i], UserID: userIDs[i]}
+	}
+	return out, nil
+}
+
+// RemindDueSoon runs a whole due-reminder sweep (see RemindDueChunk), each chunk its own short
+// statement, and answers every reminder it wrote. It does not deliver them: the due_reminders job
+// steps through the sweep itself, delivering each chunk's reminders in the chunk's transaction.
+func (s NotificationStore) RemindDueSoon(ctx context.Context, window time.Duration, chunk int) ([]NotificationRef, error) {
+	w, err := s.StartDueSweep(ctx, window, chunk)
+	if err != nil {
+		return nil, err
+	}
+	var all []NotificationRef
+	for !w.Done() {
+		written, err := s.RemindDueChunk(ctx, w)
+		if err != nil {
+			return all, err
+		}
+		all = append(all, written...)
+	}
+	return all, nil
 }
 
 // GlobalID is the notification's opaque Node ID (the GraphQL id field).

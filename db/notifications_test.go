@@ -47,12 +47,27 @@ func TestRemindDueSoonOncePerDueDate(t *testing.T) {
 		t.Fatal(err)
 	}
 	reminders := store.Stores().Notifications
-	n, err := reminders.RemindDueSoon(ctx, time.Hour, 2)
-	if err != nil || n != 7+3 {
-		t.Fatalf("first sweep wrote %d, %v; want 10 (7 owners, 3 assignees)", n, err)
+	written, err := reminders.RemindDueSoon(ctx, time.Hour, 2)
+	if err != nil || len(written) != 7+3 {
+		t.Fatalf("first sweep wrote %d, %v; want 10 (7 owners, 3 assignees)", len(written), err)
 	}
-	if n, err := reminders.RemindDueSoon(ctx, time.Hour, 2); err != nil || n != 0 {
-		t.Fatalf("second sweep wrote %d, %v; want 0", n, err)
+	// The sweep answers each reminder it wrote with its recipient, as stored.
+	perUser := map[uuid.UUID]int{}
+	for _, w := range written {
+		var userID uuid.UUID
+		if err := pool.QueryRow(ctx, `SELECT user_id FROM notifications WHERE id = $1 AND kind = 'TASK_DUE_SOON'`, w.ID).Scan(&userID); err != nil {
+			t.Fatalf("reminder %s: %v", w.ID, err)
+		}
+		if userID != w.UserID {
+			t.Errorf("reminder %s answered for %s, stored for %s", w.ID, w.UserID, userID)
+		}
+		perUser[w.UserID]++
+	}
+	if perUser[owner.ID] != 7 || perUser[assignee.ID] != 3 {
+		t.Errorf("reminders per user %v; want 7 for the owner, 3 for the assignee", perUser)
+	}
+	if again, err := reminders.RemindDueSoon(ctx, time.Hour, 2); err != nil || len(again) != 0 {
+		t.Fatalf("second sweep wrote %d, %v; want 0", len(again), err)
 	}
 
 	// Moving two due dates earns two new reminders each (owner and, for one, assignee), however many
@@ -61,22 +76,23 @@ func TestRemindDueSoonOncePerDueDate(t *testing.T) {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	written := make([]int, 6)
-	for i := range written {
+	counts := make([]int, 6)
+	for i := range counts {
 		wg.Go(func() {
-			var err error
-			if written[i], err = store.Stores().Notifications.RemindDueSoon(ctx, time.Hour, 1); err != nil {
+			w, err := store.Stores().Notifications.RemindDueSoon(ctx, time.Hour, 1)
+			if err != nil {
 				t.Error(err)
 			}
+			counts[i] = len(w)
 		})
 	}
 	wg.Wait()
 	sum := 0
-	for _, w := range written {
-		sum += w
+	for _, n := range counts {
+		sum += n
 	}
 	if sum != 3 {
-		t.Fatalf("concurrent sweeps wrote %v (total %d), want 3 in all", written, sum)
+		t.Fatalf("concurrent sweeps wrote %v (total %d), want 3 in all", counts, sum)
 	}
 	var total, perTaskMax int
 	if err := pool.QueryRow(ctx, `
@@ -224,5 +240,57 @@ func TestNotificationQueriesUseTheirIndexes(t *testing.T) {
 				t.Fatalf("plan for %q does not use %s:\n%s", sql, tc.index, plan)
 			}
 		})
+	}
+}
+
+// TestWebhookDeliveriesFanOut: every webhook of each recipient, and nothing for users without one.
+func TestWebhookDeliveriesFanOut(t *testing.T) {
+	database := testsupport.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := db.New(database.Pool, nil).Stores()
+	var users [3]*db.User
+	for i := range users {
+		u, err := s.Users.Create(ctx, db.NewUser{Name: "U", Email: uuid.NewString() + "@example.com", PasswordHash: "x"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		users[i] = u
+	}
+	secret := make([]byte, 32)
+	hooks := map[uuid.UUID]uuid.UUID{} // webhook -> user
+	for i, n := range []int{2, 1, 0} {
+		for range n {
+			h, err := s.Webhooks.Create(ctx, users[i].ID, "https://example.com/"+uuid.NewString(), secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hooks[h.ID] = users[i].ID
+		}
+	}
+	written := []db.NotificationRef{
+		{ID: uuid.New(), UserID: users[0].ID}, {ID: uuid.New(), UserID: users[0].ID},
+		{ID: uuid.New(), UserID: users[1].ID}, {ID: uuid.New(), UserID: users[2].ID},
+	}
+	got, err := s.Notifications.WebhookDeliveries(ctx, written)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recipient := map[uuid.UUID]uuid.UUID{}
+	for _, w := range written {
+		recipient[w.ID] = w.UserID
+	}
+	seen := map[db.WebhookDelivery]bool{}
+	for _, d := range got {
+		if hooks[d.WebhookID] != recipient[d.NotificationID] || seen[d] {
+			t.Errorf("delivery %+v: webhook of %s, notification for %s (or twice)", d, hooks[d.WebhookID], recipient[d.NotificationID])
+		}
+		seen[d] = true
+	}
+	if len(got) != 2+2+1 {
+		t.Fatalf("%d deliveries, want 5 (2 notifications × 2 webhooks, 1 × 1, none for the user without webhooks)", len(got))
+	}
+	if none, err := s.Notifications.WebhookDeliveries(ctx, nil); err != nil || len(none) != 0 {
+		t.Fatalf("no notifications: %v, %v", none, err)
 	}
 }

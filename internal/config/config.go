@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	netmail "net/mail"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -17,6 +18,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/taskgraph/taskgraph/internal/email"
 )
 
 // Values of APP_ENV.
@@ -79,6 +82,12 @@ type Config struct {
 
 	WebhookAllowPrivate bool          // WEBHOOK_ALLOW_PRIVATE
 	WebhookRetryBase    time.Duration // WEBHOOK_RETRY_BASE
+
+	SMTPURL  string // SMTP_URL (a secret: it may hold a password)
+	SMTPFrom string // SMTP_FROM
+	SMTPTLS  string // SMTP_TLS
+
+	WorkerHTTPAddr string // WORKER_HTTP_ADDR
 }
 
 // Load reads every setting through getenv (os.Getenv in production code, a map in tests), applies
@@ -436,10 +445,75 @@ func settings() []setting {
 		durationSetting("WEBHOOK_RETRY_BASE", "1s", 0, time.Minute,
 			"a failed webhook delivery is retried after WEBHOOK_RETRY_BASE × attempt⁴ (0: at once, for tests)",
 			func(c *Config) *time.Duration { return &c.WebhookRetryBase }),
+		smtpURLSetting(),
+		{
+			name: "SMTP_FROM", devDefault: defaultSMTPFrom, prodDefault: defaultSMTPFrom,
+			desc:  "sender of notification emails, an address with an optional display name",
+			parse: func(c *Config, raw string) error { c.SMTPFrom = raw; return nil },
+			check: func(c Config) error {
+				if _, err := netmail.ParseAddress(c.SMTPFrom); err != nil {
+					return fmt.Errorf("must be an address such as \"Taskgraph <noreply@example.com>\", got %q", c.SMTPFrom)
+				}
+				return nil
+			},
+			show: func(c Config) slog.Value { return slog.StringValue(c.SMTPFrom) },
+		},
+		enumSetting("SMTP_TLS", email.TLSStartTLS,
+			"TLS for smtp:// URLs (smtps:// is TLS from the start): starttls requires STARTTLS; none sends in the clear "+
+				"(a development mail catcher or a relay on a trusted network; never with credentials)",
+			func(c *Config) *string { return &c.SMTPTLS }, email.TLSStartTLS, email.TLSNone),
+		{
+			name: "WORKER_HTTP_ADDR", devDefault: ":8081", prodDefault: ":8081",
+			desc:  "address `taskgraph worker` serves /healthz, /readyz and /metrics on, host:port (port 0: any free port)",
+			parse: func(c *Config, raw string) error { c.WorkerHTTPAddr = raw; return nil },
+			check: func(c Config) error {
+				if _, port, err := net.SplitHostPort(c.WorkerHTTPAddr); err != nil || port == "" {
+					return fmt.Errorf("must be host:port or :port, got %q", c.WorkerHTTPAddr)
+				}
+				return nil
+			},
+			show: func(c Config) slog.Value { return slog.StringValue(c.WorkerHTTPAddr) },
+		},
 	}
 }
 
 const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/taskgraph?sslmode=disable"
+
+const defaultSMTPFrom = "Taskgraph <noreply@localhost>"
+
+// smtpURLSetting: empty turns email off. The URL may hold a password: it is shown redacted and no
+// problem report quotes it.
+func smtpURLSetting() setting {
+	return setting{
+		name: "SMTP_URL",
+		desc: "SMTP server for notification emails, smtp://[user:password@]host[:port] (default port 587, STARTTLS) or " +
+			"smtps://... (default port 465, TLS); empty: no email",
+		parse: func(c *Config, raw string) error { c.SMTPURL = raw; return nil },
+		check: func(c Config) error {
+			if c.SMTPURL == "" {
+				return nil
+			}
+			// The email package's own parser, so that a URL accepted here is one it can use. A bad
+			// SMTP_TLS or SMTP_FROM is reported under its own name, not here too.
+			mode := c.SMTPTLS
+			if mode != email.TLSStartTLS && mode != email.TLSNone {
+				mode = ""
+			}
+			_, err := email.ParseConfig(c.SMTPURL, defaultSMTPFrom, mode)
+			return err
+		},
+		show: func(c Config) slog.Value {
+			if c.SMTPURL == "" {
+				return slog.StringValue("(empty)")
+			}
+			u, err := url.Parse(c.SMTPURL)
+			if err != nil {
+				return slog.StringValue("(invalid URL, hidden)")
+			}
+			return slog.StringValue(u.Redacted())
+		},
+	}
+}
 
 func checkJWTSecret(c Config) error {
 	// Report lengths only: the value itself must never reach a log.

@@ -61,6 +61,9 @@ func TestLoadDefaults(t *testing.T) {
 		DueSoonWindow:              24 * time.Hour,
 		DueReminderInterval:        time.Minute,
 		WebhookRetryBase:           time.Second,
+		SMTPFrom:                   "Taskgraph <noreply@localhost>",
+		SMTPTLS:                    "starttls",
+		WorkerHTTPAddr:             ":8081",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -177,6 +180,10 @@ func TestLoadParsesOverrides(t *testing.T) {
 		"JOB_RESCUE_AFTER":                "2m",
 		"DUE_SOON_WINDOW":                 "2h",
 		"DUE_REMINDER_INTERVAL":           "5m",
+		"SMTP_URL":                        "smtp://relay.internal:25",
+		"SMTP_FROM":                       "Tasks <tasks@example.com>",
+		"SMTP_TLS":                        "none",
+		"WORKER_HTTP_ADDR":                "127.0.0.1:9100",
 	}))
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -196,6 +203,8 @@ func TestLoadParsesOverrides(t *testing.T) {
 		JobWorkers: 3, JobTimeout: 30 * time.Second, JobRescueAfter: 2 * time.Minute, DueSoonWindow: 2 * time.Hour,
 		WebhookRetryBase:    time.Second,
 		DueReminderInterval: 5 * time.Minute,
+		SMTPURL:             "smtp://relay.internal:25", SMTPFrom: "Tasks <tasks@example.com>", SMTPTLS: "none",
+		WorkerHTTPAddr: "127.0.0.1:9100",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("overrides:\n got %+v\nwant %+v", c, want)
@@ -319,6 +328,7 @@ func TestUsageListsEverySetting(t *testing.T) {
 		"REQUEST_TIMEOUT", "SHUTDOWN_DELAY", "JOBS_IN_PROCESS", "JOB_WORKERS", "JOB_TIMEOUT", "JOB_RESCUE_AFTER",
 		"DUE_SOON_WINDOW", "DUE_REMINDER_INTERVAL", "SUBSCRIPTIONS_PER_CONNECTION", "SUBSCRIPTION_SESSION_CHECK",
 		"WEBHOOK_ALLOW_PRIVATE", "WEBHOOK_RETRY_BASE",
+		"SMTP_URL", "SMTP_FROM", "SMTP_TLS", "WORKER_HTTP_ADDR",
 	}
 	for _, name := range names {
 		if !strings.Contains(out, "\n"+name+" ") {
@@ -369,5 +379,61 @@ func TestJobRescueAfterMustExceedJobTimeout(t *testing.T) {
 	c, err := Load(env(map[string]string{"JOB_TIMEOUT": "1s", "JOB_RESCUE_AFTER": "2s"}))
 	if err != nil || c.JobTimeout != time.Second || c.JobRescueAfter != 2*time.Second {
 		t.Errorf("JOB_TIMEOUT=1s JOB_RESCUE_AFTER=2s: %v, %v, %v", c.JobTimeout, c.JobRescueAfter, err)
+	}
+}
+
+// The SMTP password is a secret: masked when the config is logged, never quoted by a problem report.
+func TestSMTPURLPasswordNeverShown(t *testing.T) {
+	const password = "smtp-hunter2-pw"
+	c, err := Load(env(map[string]string{"SMTP_URL": "smtp://mailer:" + password + "@mail.example.com:587"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", c)
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("config", "config", c)
+	out := buf.String()
+	if strings.Contains(out, password) || !strings.Contains(out, "mailer:xxxxx@mail.example.com:587") {
+		t.Fatalf("log = %s; want the SMTP URL without its password", out)
+	}
+	for _, vars := range []map[string]string{
+		{"SMTP_URL": "smtp://mailer:" + password + "@mail.example.com:99999"},
+		{"SMTP_URL": "smtp://mailer:" + password + "@mail.example.com:abc"},
+		{"SMTP_URL": "ftp://mailer:" + password + "@mail.example.com"},
+		{"SMTP_URL": "smtp://mailer:" + password + "@127.0.0.1:1025", "SMTP_TLS": "none"},
+	} {
+		_, err := Load(env(vars))
+		if err == nil || !strings.Contains(err.Error(), "SMTP_URL: ") {
+			t.Errorf("%v: err = %v, want an SMTP_URL problem", vars, err)
+			continue
+		}
+		if strings.Contains(err.Error(), password) {
+			t.Errorf("the problem report shows the password: %v", err)
+		}
+	}
+}
+
+func TestSMTPSettingsAreChecked(t *testing.T) {
+	for _, tc := range []struct {
+		vars map[string]string
+		want string // "" for no problem
+	}{
+		{map[string]string{}, ""},
+		{map[string]string{"SMTP_URL": "smtp://127.0.0.1:1025", "SMTP_TLS": "none"}, ""},
+		{map[string]string{"SMTP_URL": "smtps://u:p@mail.example.com", "APP_ENV": "production", "JWT_SECRET": prodSecret}, ""},
+		{map[string]string{"SMTP_URL": "smtps://mail.example.com", "SMTP_TLS": "none"}, "SMTP_URL: SMTP_TLS=none contradicts smtps://"},
+		{map[string]string{"SMTP_TLS": "opportunistic", "SMTP_URL": "smtp://mail.example.com"}, `SMTP_TLS: must be one of starttls, none, got "opportunistic"`},
+		{map[string]string{"SMTP_FROM": "nobody"}, `SMTP_FROM: must be an address`},
+		{map[string]string{"WORKER_HTTP_ADDR": "9090"}, `WORKER_HTTP_ADDR: must be host:port or :port, got "9090"`},
+	} {
+		_, err := Load(env(tc.vars))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%v: %v", tc.vars, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%v: err = %v, want %q", tc.vars, err, tc.want)
+		case tc.want != "" && strings.Contains(err.Error(), "; "): // problems are joined with "; "
+			t.Errorf("%v: more than one problem reported: %v", tc.vars, err)
+		}
 	}
 }

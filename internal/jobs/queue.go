@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"github.com/google/uuid"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/config"
+	"github.com/taskgraph/taskgraph/internal/email"
 	"github.com/taskgraph/taskgraph/internal/webhook"
 )
 
@@ -47,6 +49,12 @@ type Options struct {
 	// (WEBHOOK_RETRY_BASE × attempt⁴).
 	WebhookAllowPrivate bool
 	WebhookRetryBase    time.Duration
+	// SMTPURL, SMTPFrom and SMTPTLS turn on email delivery of notifications (SMTP_URL, SMTP_FROM,
+	// SMTP_TLS; an empty URL: no email). EmailRootCAs, when set, replaces the system's roots (tests);
+	// EmailRetryBase scales a failed send's backoff (× attempt⁴).
+	SMTPURL, SMTPFrom, SMTPTLS string
+	EmailRootCAs               *x509.CertPool
+	EmailRetryBase             time.Duration
 }
 
 // FromConfig returns the options the settings ask for; work says whether this process works jobs.
@@ -61,6 +69,10 @@ func FromConfig(cfg config.Config, work bool) Options {
 		StopTimeout:         cfg.ShutdownTimeout,
 		WebhookAllowPrivate: cfg.WebhookAllowPrivate,
 		WebhookRetryBase:    cfg.WebhookRetryBase,
+		SMTPURL:             cfg.SMTPURL,
+		SMTPFrom:            cfg.SMTPFrom,
+		SMTPTLS:             cfg.SMTPTLS,
+		EmailRetryBase:      time.Second,
 	}
 }
 
@@ -94,6 +106,12 @@ func New(primary *pgxpool.Pool, o Options) (*Queue, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	q := &Queue{work: o.Work, workers: o.Workers, stopTimeout: o.StopTimeout, logger: logger}
+	sender, err := emailSender(o)
+	if err != nil {
+		return nil, err
+	}
+	// Notification workers enqueue deliveries with the notifications they write.
+	deliveries := Deliveries{Email: sender != nil}
 	var store *db.DB
 	if o.Work {
 		if o.Workers < 1 {
@@ -117,11 +135,14 @@ func New(primary *pgxpool.Pool, o Options) (*Queue, error) {
 	}
 
 	workers := river.NewWorkers()
-	river.AddWorker(workers, &NotifyAssignedWorker{Store: store, AfterWrite: o.AfterWrite, Notified: o.Notified})
-	river.AddWorker(workers, &NotifyStatusChangedWorker{Store: store, AfterWrite: o.AfterWrite, Notified: o.Notified})
+	river.AddWorker(workers, &NotifyAssignedWorker{Store: store, AfterWrite: o.AfterWrite, Notified: o.Notified, Deliveries: deliveries})
+	river.AddWorker(workers, &NotifyStatusChangedWorker{Store: store, AfterWrite: o.AfterWrite, Notified: o.Notified, Deliveries: deliveries})
+	river.AddWorker(workers, &DeliverEmailWorker{Store: store, Sender: sender, RetryBase: o.EmailRetryBase,
+		Logger: logger.With("component", "email")})
 	river.AddWorker(workers, &DeliverWebhookWorker{Store: store, Client: webhook.NewClient(o.WebhookAllowPrivate),
 		RetryBase: o.WebhookRetryBase, Logger: logger.With("component", "webhooks")})
-	river.AddWorker(workers, &DueRemindersWorker{Store: store, Window: o.DueSoonWindow, Logger: logger, AfterWrite: o.AfterWrite})
+	river.AddWorker(workers, &DueRemindersWorker{Store: store, Window: o.DueSoonWindow, Logger: logger, AfterWrite: o.AfterWrite,
+		Notified: o.Notified, Deliveries: deliveries})
 
 	rc := &river.Config{
 		Logger:               logger.With("component", "river"),
@@ -157,6 +178,42 @@ func (q *Queue) Pool() *pgxpool.Pool { return q.pool }
 
 // Works reports whether this queue works jobs (rather than only inserting them).
 func (q *Queue) Works() bool { return q.work }
+
+// Running reports whether the workers are working: started, not stopping, and River's client not
+// stopped on its own (worker readiness).
+func (q *Queue) Running() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.started || q.closed {
+		return false
+	}
+	select {
+	case <-q.client.Stopped():
+		return false
+	default:
+		return true
+	}
+}
+
+// emailSender is the sender o's SMTP settings ask for; nil without SMTPURL.
+func emailSender(o Options) (*email.Sender, error) {
+	if o.SMTPURL == "" {
+		return nil, nil
+	}
+	cfg, err := email.ParseConfig(o.SMTPURL, o.SMTPFrom, o.SMTPTLS)
+	if err != nil {
+		return nil, fmt.Errorf("jobs: SMTP_URL: %w", err)
+	}
+	cfg.RootCAs = o.EmailRootCAs
+	s, err := email.NewSender(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("jobs: %w", err)
+	}
+	if o.Work && o.Logger != nil {
+		o.Logger.Info("notification emails on", "smtp", cfg) // Config's LogValue masks the password
+	}
+	return s, nil
+}
 
 // EnqueueTx inserts jobs with tx: they become visible to workers when tx commits, and vanish if it
 // rolls back. It implements db.Enqueuer.

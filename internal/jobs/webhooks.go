@@ -42,16 +42,31 @@ func (DeliverWebhookArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{MaxAttempts: webhookMaxAttempts, UniqueOpts: river.UniqueOpts{ByArgs: true}}
 }
 
-// enqueueDeliveries enqueues, with s (inside the transaction that wrote the notification), one
-// delivery of notificationID per webhook of userID.
-func enqueueDeliveries(ctx context.Context, s db.Stores, userID, notificationID uuid.UUID) error {
-	ids, err := s.Webhooks.IDsOf(ctx, userID)
-	if err != nil || len(ids) == 0 {
+// Deliveries enqueues what written notifications go out as besides the in-app list: a
+// deliver_webhook job per webhook of each recipient and, when email is configured, a deliver_email
+// job per notification.
+type Deliveries struct {
+	Email bool // SMTP_URL is set
+}
+
+// Enqueue enqueues, with s (inside the transaction that wrote them), the deliveries of written: they
+// exist if and only if the notifications do.
+func (d Deliveries) Enqueue(ctx context.Context, s db.Stores, written []db.NotificationRef) error {
+	if len(written) == 0 {
+		return nil
+	}
+	hooks, err := s.Notifications.WebhookDeliveries(ctx, written)
+	if err != nil {
 		return err
 	}
-	out := make([]db.Job, len(ids))
-	for i, id := range ids {
-		out[i] = DeliverWebhookArgs{WebhookID: id, NotificationID: notificationID}
+	out := make([]db.Job, 0, len(hooks)+len(written))
+	for _, h := range hooks {
+		out = append(out, DeliverWebhookArgs{WebhookID: h.WebhookID, NotificationID: h.NotificationID})
+	}
+	if d.Email {
+		for _, w := range written {
+			out = append(out, DeliverEmailArgs{NotificationID: w.ID, UserID: w.UserID})
+		}
 	}
 	return s.Jobs.Enqueue(ctx, out...)
 }

@@ -30,12 +30,13 @@ type NotifyAssignedWorker struct {
 	Store      *db.DB
 	AfterWrite AfterWriteHook // nil in production
 	Notified   func(ctx context.Context, userID uuid.UUID)
+	Deliveries Deliveries
 }
 
 // Work implements river.Worker.
 func (w *NotifyAssignedWorker) Work(ctx context.Context, job *river.Job[NotifyAssignedArgs]) error {
 	a := job.Args
-	err := notify(ctx, w.Store, w.Notified, a.AssigneeID, func(s db.Stores) (*uuid.UUID, error) {
+	err := notify(ctx, w.Store, w.Deliveries, w.Notified, a.AssigneeID, func(s db.Stores) (*uuid.UUID, error) {
 		return s.Notifications.NotifyAssignedID(ctx, a.TaskID, a.AssigneeID, a.Version)
 	})
 	if err != nil {
@@ -45,25 +46,37 @@ func (w *NotifyAssignedWorker) Work(ctx context.Context, job *river.Job[NotifyAs
 }
 
 // notify writes one notification for userID with write (which returns nil when there is nothing to
-// write) and its webhook deliveries in one transaction, then tells the Notified hook.
-func notify(ctx context.Context, store *db.DB, notified func(context.Context, uuid.UUID), userID uuid.UUID,
+// write) and its deliveries in one transaction, then tells the Notified hook.
+func notify(ctx context.Context, store *db.DB, d Deliveries, notified func(context.Context, uuid.UUID), userID uuid.UUID,
 	write func(db.Stores) (*uuid.UUID, error)) error {
-	wrote := false
+	var written []db.NotificationRef
 	err := store.InTx(ctx, func(s db.Stores) error {
 		id, err := write(s)
 		if err != nil || id == nil {
 			return err
 		}
-		wrote = true
-		return enqueueDeliveries(ctx, s, userID, *id)
+		written = []db.NotificationRef{{ID: *id, UserID: userID}}
+		return d.Enqueue(ctx, s, written)
 	})
 	if err != nil {
 		return err
 	}
-	if wrote && notified != nil {
-		notified(ctx, userID)
-	}
+	tell(ctx, notified, written)
 	return nil
+}
+
+// tell calls notified once per recipient of written (after they committed).
+func tell(ctx context.Context, notified func(context.Context, uuid.UUID), written []db.NotificationRef) {
+	if notified == nil {
+		return
+	}
+	seen := make(map[uuid.UUID]bool, len(written))
+	for _, w := range written {
+		if !seen[w.UserID] {
+			seen[w.UserID] = true
+			notified(ctx, w.UserID)
+		}
+	}
 }
 
 // NotifyStatusChangedWorker writes the TASK_STATUS_CHANGED notification for the task's owner,
@@ -73,12 +86,13 @@ type NotifyStatusChangedWorker struct {
 	Store      *db.DB
 	AfterWrite AfterWriteHook // nil in production
 	Notified   func(ctx context.Context, userID uuid.UUID)
+	Deliveries Deliveries
 }
 
 // Work implements river.Worker.
 func (w *NotifyStatusChangedWorker) Work(ctx context.Context, job *river.Job[NotifyStatusChangedArgs]) error {
 	a := job.Args
-	err := notify(ctx, w.Store, w.Notified, a.OwnerID, func(s db.Stores) (*uuid.UUID, error) {
+	err := notify(ctx, w.Store, w.Deliveries, w.Notified, a.OwnerID, func(s db.Stores) (*uuid.UUID, error) {
 		return s.Notifications.NotifyStatusChangedID(ctx, a.TaskID, a.OwnerID, a.ActorID, a.Status, a.Version)
 	})
 	if err != nil {
@@ -88,23 +102,50 @@ func (w *NotifyStatusChangedWorker) Work(ctx context.Context, job *river.Job[Not
 }
 
 // DueRemindersWorker writes TASK_DUE_SOON reminders for tasks due within Window (see
-// db.NotificationStore.RemindDueSoon: once per task and due date, in chunks).
+// db.NotificationStore.RemindDueChunk: once per task and due date), a chunk of tasks per
+// transaction that also enqueues the chunk's deliveries; after each commit it tells Notified.
 type DueRemindersWorker struct {
 	river.WorkerDefaults[DueRemindersArgs]
 	Store      *db.DB
 	Window     time.Duration
+	Chunk      int // tasks per transaction; 0: db.DueReminderChunk
 	Logger     *slog.Logger
 	AfterWrite AfterWriteHook // nil in production
+	Notified   func(ctx context.Context, userID uuid.UUID)
+	Deliveries Deliveries
 }
 
 // Work implements river.Worker.
 func (w *DueRemindersWorker) Work(ctx context.Context, job *river.Job[DueRemindersArgs]) error {
-	n, err := w.Store.Stores().Notifications.RemindDueSoon(ctx, w.Window, 0)
-	if n > 0 && w.Logger != nil {
-		w.Logger.InfoContext(ctx, "due reminders written", "count", n, "window", w.Window.String())
-	}
+	sweep, err := w.Store.Stores().Notifications.StartDueSweep(ctx, w.Window, w.Chunk)
 	if err != nil {
 		return err
 	}
+	total := 0
+	for !sweep.Done() {
+		var written []db.NotificationRef
+		err := w.Store.InTx(ctx, func(s db.Stores) error {
+			var err error
+			if written, err = s.Notifications.RemindDueChunk(ctx, sweep); err != nil {
+				return err
+			}
+			return w.Deliveries.Enqueue(ctx, s, written)
+		})
+		if err != nil {
+			// The chunks before this one are committed with their deliveries; the retry (or the next
+			// sweep) finds only what is left.
+			w.logWritten(ctx, total)
+			return err
+		}
+		total += len(written)
+		tell(ctx, w.Notified, written)
+	}
+	w.logWritten(ctx, total)
 	return runHook(ctx, w.AfterWrite, job.JobRow)
+}
+
+func (w *DueRemindersWorker) logWritten(ctx context.Context, n int) {
+	if n > 0 && w.Logger != nil {
+		w.Logger.InfoContext(ctx, "due reminders written", "count", n, "window", w.Window.String())
+	}
 }

@@ -1,0 +1,194 @@
+package jobs_test
+
+// Due-soon reminders go out like every other notification: by webhook, by email and to live
+// subscriptions (the Notified hook), each once, however many sweeps run.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/email/emailtest"
+	"github.com/taskgraph/taskgraph/internal/jobs"
+	"github.com/taskgraph/taskgraph/internal/testsupport"
+)
+
+// hookReceiver is a loopback webhook endpoint recording the bodies it gets.
+type hookReceiver struct {
+	*httptest.Server
+	mu     sync.Mutex
+	bodies [][]byte
+}
+
+func newHookReceiver(t *testing.T) *hookReceiver {
+	r := &hookReceiver{}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		r.mu.Lock()
+		r.bodies = append(r.bodies, body)
+		r.mu.Unlock()
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *hookReceiver) payloads(t *testing.T) []jobs.WebhookPayload {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]jobs.WebhookPayload, len(r.bodies))
+	for i, b := range r.bodies {
+		if err := json.Unmarshal(b, &out[i]); err != nil {
+			t.Fatalf("delivery %d: %v: %s", i, err, b)
+		}
+	}
+	return out
+}
+
+func TestDueSoonReminderGoesOutOnceEverywhere(t *testing.T) {
+	t.Parallel()
+	srv := emailtest.NewServer(t, emailtest.Options{})
+	e := ntfStart(t, smtpOn(srv))
+	ctx := context.Background()
+	owner, ada := e.user(t, "Owner"), e.user(t, "Ada")
+	hooks := newHookReceiver(t)
+	if _, err := e.store.Stores().Webhooks.Create(ctx, owner.ID, hooks.URL+"/hook", make([]byte, 32)); err != nil {
+		t.Fatal(err)
+	}
+	due := time.Now().Add(30 * time.Minute)
+	if _, err := e.store.Stores().Tasks.Create(ctx, owner.ID, db.NewTask{Title: "Pay rent", Status: db.StatusTodo,
+		AssigneeID: &ada.ID, DueAt: &due}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Two sweeps that see the task, besides the one the queue runs at start (which may or may not).
+	for range 2 {
+		if err := e.store.InTx(ctx, func(s db.Stores) error { return s.Jobs.Enqueue(ctx, jobs.DueRemindersArgs{}) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ntfWait(t, "three sweeps, one webhook delivery and two emails", func() bool {
+		return equal(e.jobStates(t, jobs.KindDueReminders), "completed/1", "completed/1", "completed/1") &&
+			equal(e.jobStates(t, jobs.KindDeliverWebhook), "completed/1") &&
+			equal(e.jobStates(t, jobs.KindDeliverEmail), "completed/1", "completed/1")
+	})
+	time.Sleep(200 * time.Millisecond) // room for a duplicate to show up
+
+	got := hooks.payloads(t)
+	if len(got) != 1 || got[0].Kind != db.NotificationTaskDueSoon || got[0].TaskID == nil {
+		t.Fatalf("webhook deliveries %+v; want one TASK_DUE_SOON with its task", got)
+	}
+	mails := srv.Received()
+	var to []string
+	for _, m := range mails {
+		to = append(to, m.To...)
+	}
+	slices.Sort(to)
+	if !equal(to, "ada@example.com", "owner@example.com") {
+		t.Fatalf("emails to %v; want one each to ada@ and owner@", to)
+	}
+	notified := e.notifiedUsers()
+	if len(notified) != 2 || !slices.Contains(notified, owner.ID) || !slices.Contains(notified, ada.ID) {
+		t.Fatalf("Notified %v; want the owner %s and the assignee %s once each", notified, owner.ID, ada.ID)
+	}
+}
+
+// The sweep, driven directly in chunks of one task, enqueues each chunk's deliveries with it, and a
+// repeat enqueues nothing; a chunk whose deliveries cannot be enqueued leaves no reminder behind.
+func TestDueReminderDeliveriesCommitWithTheirChunk(t *testing.T) {
+	t.Parallel()
+	database := testsupport.NewDatabase(t)
+	ctx := context.Background()
+	queue, err := jobs.New(database.Pool, jobs.Options{}) // insert-only: the jobs stay to be counted
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer queue.Close()
+	store := db.New(database.Pool, nil, db.WithEnqueuer(queue))
+	s := store.Stores()
+	owner, err := s.Users.Create(ctx, db.NewUser{Name: "O", Email: "o@example.com", PasswordHash: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ada, err := s.Users.Create(ctx, db.NewUser{Name: "A", Email: "a@example.com", PasswordHash: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := s.Webhooks.Create(ctx, owner.ID, "https://example.com/"+uuid.NewString(), make([]byte, 32)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 { // 3 tasks: the first assigned to Ada
+		due := time.Now().Add(time.Duration(10+i) * time.Minute)
+		nt := db.NewTask{Title: "t", Status: db.StatusTodo, DueAt: &due}
+		if i == 0 {
+			nt.AssigneeID = &ada.ID
+		}
+		if _, err := s.Tasks.Create(ctx, owner.ID, nt); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Without a job queue the first chunk's enqueue fails: its reminders roll back with it.
+	var calls []uuid.UUID
+	notified := func(_ context.Context, id uuid.UUID) { calls = append(calls, id) }
+	broken := &jobs.DueRemindersWorker{Store: db.New(database.Pool, nil), Window: time.Hour, Chunk: 1,
+		Deliveries: jobs.Deliveries{Email: true}, Notified: notified}
+	if err := broken.Work(ctx, sweepJob()); !errors.Is(err, db.ErrNoJobQueue) {
+		t.Fatalf("sweep without a queue: %v, want ErrNoJobQueue", err)
+	}
+	if n := count(t, database, `SELECT count(*) FROM notifications`); n != 0 || len(calls) != 0 {
+		t.Fatalf("%d reminders committed and %d Notified calls without their deliveries; want none", n, len(calls))
+	}
+
+	w := &jobs.DueRemindersWorker{Store: store, Window: time.Hour, Chunk: 1, Deliveries: jobs.Deliveries{Email: true}, Notified: notified}
+	for range 2 {
+		if err := w.Work(ctx, sweepJob()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 4 reminders (3 for the owner, 1 for Ada); 2 webhooks × 3 owner reminders; an email each.
+	if n := count(t, database, `SELECT count(*) FROM notifications WHERE kind = 'TASK_DUE_SOON'`); n != 4 {
+		t.Fatalf("%d reminders, want 4", n)
+	}
+	if n := count(t, database, `SELECT count(*) FROM river_job WHERE kind = 'deliver_webhook'`); n != 6 {
+		t.Errorf("%d webhook deliveries, want 6", n)
+	}
+	if n := count(t, database, `
+		SELECT count(*) FROM river_job j JOIN notifications n ON n.id = (j.args->>'notification_id')::uuid
+		WHERE j.kind = 'deliver_email' AND n.user_id = (j.args->>'user_id')::uuid`); n != 4 {
+		t.Errorf("%d email deliveries matching their notification's recipient, want 4", n)
+	}
+	// Once per recipient per chunk: the owner in each of the 3 chunks, Ada in the first.
+	slices.SortFunc(calls, func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) })
+	want := []uuid.UUID{owner.ID, owner.ID, owner.ID, ada.ID}
+	slices.SortFunc(want, func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) })
+	if !slices.Equal(calls, want) {
+		t.Errorf("Notified %v, want %v", calls, want)
+	}
+}
+
+func sweepJob() *river.Job[jobs.DueRemindersArgs] {
+	return &river.Job[jobs.DueRemindersArgs]{JobRow: &rivertype.JobRow{Attempt: 1}}
+}
+
+func count(t *testing.T, database *testsupport.Database, sql string) int {
+	t.Helper()
+	var n int
+	if err := database.Pool.QueryRow(context.Background(), sql).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
