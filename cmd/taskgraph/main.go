@@ -117,7 +117,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "set-role":
 		return setRole(ctx, cfg, pool, args[1:], stdout, logger)
 	case "worker":
-		return work(ctx, cfg, pool, logger, metrics)
+		return work(ctx, cfg, pool, logger, metrics, reg)
 	}
 	return serve(ctx, cfg, pool, logger, server.Observability{Metrics: metrics, Gatherer: reg})
 }
@@ -151,7 +151,8 @@ func serve(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *s
 // work runs background job workers until ctx ends (SIGINT/SIGTERM), then lets running jobs finish
 // within SHUTDOWN_TIMEOUT (cancelling the rest: River retries them, here or on another process).
 // Workers, like serve's in-process ones, use a pool of their own with JOB_WORKERS+4 connections.
-func work(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, metrics *observe.Metrics) error {
+func work(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, metrics *observe.Metrics,
+	gatherer prometheus.Gatherer) error {
 	opts := jobs.FromConfig(cfg, true)
 	opts.Logger, opts.Tracer = logger, metrics.PGXTracer()
 	// New notifications reach live subscriptions on the API instances (publishing needs no listener).
@@ -161,7 +162,7 @@ func work(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *sl
 		return err
 	}
 	defer q.Close()
-	return q.Run(ctx)
+	return runWorker(ctx, cfg, q, pool, logger, metrics, gatherer)
 }
 
 func setRole(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, args []string, stdout io.Writer, logger *slog.Logger) error {

@@ -39,7 +39,9 @@ func startWorker(t *testing.T, databaseURL string, extra map[string]string) *wor
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "worker")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "DATABASE_URL=" + databaseURL, "LOG_LEVEL=info"}
+	// Any free port for the health endpoints, so that workers can run side by side (extra may override).
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "DATABASE_URL=" + databaseURL, "LOG_LEVEL=info",
+		"WORKER_HTTP_ADDR=127.0.0.1:0"}
 	for k, v := range extra {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
