@@ -31,7 +31,8 @@ type ntfEnv struct {
 	logs  *testsupport.LogBuffer
 
 	mu       sync.Mutex
-	notified []uuid.UUID // Notified calls, in order
+	notified []uuid.UUID                             // Notified calls, in order
+	publish  func(ctx context.Context, id uuid.UUID) // also called by Notified when set
 }
 
 // ntfStart starts a queue working jobs on a fresh database; adjust tweaks its options (SMTP, ...).
@@ -44,10 +45,14 @@ func ntfStart(t *testing.T, adjust func(*jobs.Options)) *ntfEnv {
 		DueSoonWindow: time.Hour, DueReminderInterval: time.Hour,
 		Logger:              slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		WebhookAllowPrivate: true, SMTPFrom: "Taskgraph <noreply@taskgraph.test>",
-		Notified: func(_ context.Context, userID uuid.UUID) {
+		Notified: func(ctx context.Context, userID uuid.UUID) {
 			e.mu.Lock()
-			defer e.mu.Unlock()
 			e.notified = append(e.notified, userID)
+			publish := e.publish
+			e.mu.Unlock()
+			if publish != nil {
+				publish(ctx, userID)
+			}
 		},
 	}
 	if adjust != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/email/emailtest"
+	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
@@ -66,6 +67,19 @@ func TestDueSoonReminderGoesOutOnceEverywhere(t *testing.T) {
 	if _, err := e.store.Stores().Webhooks.Create(ctx, owner.ID, hooks.URL+"/hook", make([]byte, 32)); err != nil {
 		t.Fatal(err)
 	}
+	// Live subscriptions hear of notifications through the events bus (pg_notify, then LISTEN), as
+	// serve wires it: Ada's subscriber must hear of her reminder once.
+	bus := events.New(e.db.Pool, nil)
+	busCtx, stopBus := context.WithCancel(ctx)
+	defer stopBus()
+	go bus.Run(busCtx)
+	<-bus.Ready()
+	sub := bus.Subscribe(func(ev events.Event) bool { return ev.Kind == events.KindNotification && ev.HasUser(ada.ID) }, 16)
+	defer sub.Close()
+	e.mu.Lock()
+	e.publish = bus.PublishNotification
+	e.mu.Unlock()
+
 	due := time.Now().Add(30 * time.Minute)
 	if _, err := e.store.Stores().Tasks.Create(ctx, owner.ID, db.NewTask{Title: "Pay rent", Status: db.StatusTodo,
 		AssigneeID: &ada.ID, DueAt: &due}); err != nil {
@@ -83,7 +97,8 @@ func TestDueSoonReminderGoesOutOnceEverywhere(t *testing.T) {
 			equal(e.jobStates(t, jobs.KindDeliverWebhook), "completed/1") &&
 			equal(e.jobStates(t, jobs.KindDeliverEmail), "completed/1", "completed/1")
 	})
-	time.Sleep(200 * time.Millisecond) // room for a duplicate to show up
+	ntfWait(t, "Ada's subscriber to hear of her reminder", func() bool { return len(sub.C) > 0 })
+	time.Sleep(300 * time.Millisecond) // room for a duplicate to show up
 
 	got := hooks.payloads(t)
 	if len(got) != 1 || got[0].Kind != db.NotificationTaskDueSoon || got[0].TaskID == nil {
@@ -101,6 +116,9 @@ func TestDueSoonReminderGoesOutOnceEverywhere(t *testing.T) {
 	notified := e.notifiedUsers()
 	if len(notified) != 2 || !slices.Contains(notified, owner.ID) || !slices.Contains(notified, ada.ID) {
 		t.Fatalf("Notified %v; want the owner %s and the assignee %s once each", notified, owner.ID, ada.ID)
+	}
+	if n := len(sub.C); n != 1 {
+		t.Fatalf("Ada's subscriber heard of %d notifications, want 1", n)
 	}
 }
 
