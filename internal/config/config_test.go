@@ -200,11 +200,10 @@ func TestLoadParsesOverrides(t *testing.T) {
 		DatabaseReadURLs: []string{"postgres://r1:5432/tg", "postgres://r2:5432/tg"}, ReplicaMaxLag: 500 * time.Millisecond,
 		ReadYourWritesFor: 10 * time.Second, RequestTimeout: 5 * time.Second, ShutdownDelay: 3 * time.Second,
 		SubscriptionsPerConnection: 4, SubscriptionSessionCheck: 5 * time.Second,
+		SMTPURL: "smtp://relay.internal:25", SMTPFrom: "Tasks <tasks@example.com>", SMTPTLS: "none", WorkerHTTPAddr: "127.0.0.1:9100",
 		JobWorkers: 3, JobTimeout: 30 * time.Second, JobRescueAfter: 2 * time.Minute, DueSoonWindow: 2 * time.Hour,
 		WebhookRetryBase:    time.Second,
 		DueReminderInterval: 5 * time.Minute,
-		SMTPURL:             "smtp://relay.internal:25", SMTPFrom: "Tasks <tasks@example.com>", SMTPTLS: "none",
-		WorkerHTTPAddr: "127.0.0.1:9100",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("overrides:\n got %+v\nwant %+v", c, want)
