@@ -23,6 +23,11 @@ func TestNotificationsMigrationDownAndUp(t *testing.T) {
 	if err := Migrate(ctx, pool); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
+	// The latest version, whatever later migrations exist: Migrate must come back to it.
+	latest, err := MigrationStatus(ctx, pool)
+	if err != nil || latest < 4 {
+		t.Fatalf("MigrationStatus after Migrate = %d, %v; want at least 4", latest, err)
+	}
 	if _, err := pool.Exec(ctx, `
 		WITH u AS (INSERT INTO users (id, name, email, password_hash) VALUES (gen_random_uuid(), 'M', 'm@example.com', 'x') RETURNING id),
 		     t AS (INSERT INTO tasks (id, owner_id, title) SELECT gen_random_uuid(), id, 'kept' FROM u RETURNING id, owner_id)
@@ -42,7 +47,7 @@ func TestNotificationsMigrationDownAndUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sqlDB.Close()
-	// Down to 2 rolls back 00004 (webhooks) too.
+	// Down to 2 rolls back 00004 (webhooks) and anything later too.
 	if _, err := provider.DownTo(ctx, 2); err != nil {
 		t.Fatalf("DownTo 2: %v", err)
 	}
@@ -60,7 +65,7 @@ func TestNotificationsMigrationDownAndUp(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM tasks), (SELECT count(*) FROM notifications)`).Scan(&tasks, &notifications); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := MigrationStatus(ctx, pool); err != nil || v != 4 || tasks != 1 || notifications != 0 || !exists("webhooks") {
-		t.Fatalf("after Up: version %d, %v, %d tasks, %d notifications; want 4, 1 task, none, webhooks", v, err, tasks, notifications)
+	if v, err := MigrationStatus(ctx, pool); err != nil || v != latest || tasks != 1 || notifications != 0 || !exists("webhooks") {
+		t.Fatalf("after Up: version %d, %v, %d tasks, %d notifications; want %d, 1 task, none, webhooks", v, err, tasks, notifications, latest)
 	}
 }
