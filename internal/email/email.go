@@ -179,7 +179,9 @@ func (s *Sender) Send(ctx context.Context, m Message) error {
 	if err != nil {
 		return err
 	}
-	var held heldConn // what dial connected, so that it is closed whatever happens
+	// Whatever happens the connection gets closed: go-mail leaves it open when the greeting, TLS or
+	// login fails.
+	var held heldConn
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := s.dial(ctx, network, addr)
 		if err == nil {
