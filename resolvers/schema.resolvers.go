@@ -250,7 +250,7 @@ func (r *queryResolver) Task(ctx context.Context, id string) (*db.Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.loadVisibleTask(ctx, v, taskID)
+	return r.rootTask(ctx, v, taskID)
 }
 
 func (r *queryResolver) Tasks(ctx context.Context, first *int, after *string, last *int, before *string, filter *db.TaskFilter, orderBy *db.TaskOrder) (*db.TaskConnection, error) {

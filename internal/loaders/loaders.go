@@ -21,6 +21,11 @@ type Loaders struct {
 	UserByID         *dataloader.Loader[uuid.UUID, *db.User]
 	TaskByID         *dataloader.Loader[uuid.UUID, *db.Task]
 	TaskCountsByUser *dataloader.Loader[uuid.UUID, *db.TaskCounts]
+
+	// The batch functions behind the loaders, for Preload.
+	users  dataloader.BatchFunc[uuid.UUID, *db.User]
+	tasks  dataloader.BatchFunc[uuid.UUID, *db.Task]
+	counts dataloader.BatchFunc[uuid.UUID, *db.TaskCounts]
 }
 
 // batchWait is how long a loader collects keys before it queries: long enough for gqlgen's
@@ -40,16 +45,17 @@ func New(read func(context.Context) db.Stores, c *cache.Cache) *Loaders {
 	counts := func(st db.Stores, ctx context.Context, ids []uuid.UUID) ([]db.TaskCounts, error) {
 		return st.Tasks.CountsByOwners(ctx, ids)
 	}
+	userBatch := byID(c, db.EntityUser, read, users, func(u db.User) uuid.UUID { return u.ID }, notFound[db.User]("user"))
+	countBatch := byID(c, db.EntityTaskCounts, read, counts, func(t db.TaskCounts) uuid.UUID { return t.UserID },
+		func(id uuid.UUID) (*db.TaskCounts, error) { return &db.TaskCounts{UserID: id}, nil }) // no tasks: zeros
+	taskBatch := byID(c, db.EntityTask, read, tasks, func(t db.Task) uuid.UUID { return t.ID }, notFound[db.Task]("task"))
 	return &Loaders{
-		UserByID: dataloader.NewBatchedLoader(
-			byID(c, db.EntityUser, read, users, func(u db.User) uuid.UUID { return u.ID }, notFound[db.User]("user")),
+		users: userBatch, tasks: taskBatch, counts: countBatch,
+		UserByID: dataloader.NewBatchedLoader(userBatch,
 			dataloader.WithWait[uuid.UUID, *db.User](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.User](db.MaxPageSize)),
-		TaskByID: dataloader.NewBatchedLoader(
-			byID(c, db.EntityTask, read, tasks, func(t db.Task) uuid.UUID { return t.ID }, notFound[db.Task]("task")),
+		TaskByID: dataloader.NewBatchedLoader(taskBatch,
 			dataloader.WithWait[uuid.UUID, *db.Task](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.Task](db.MaxPageSize)),
-		TaskCountsByUser: dataloader.NewBatchedLoader(
-			byID(c, db.EntityTaskCounts, read, counts, func(t db.TaskCounts) uuid.UUID { return t.UserID },
-				func(id uuid.UUID) (*db.TaskCounts, error) { return &db.TaskCounts{UserID: id}, nil }), // no tasks: zeros
+		TaskCountsByUser: dataloader.NewBatchedLoader(countBatch,
 			dataloader.WithWait[uuid.UUID, *db.TaskCounts](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.TaskCounts](db.MaxPageSize)),
 	}
 }
@@ -110,5 +116,33 @@ func For(ctx context.Context, database *db.DB) *Loaders {
 func (l *Loaders) PrimeTasks(ctx context.Context, tasks []*db.Task) {
 	for _, t := range tasks {
 		l.TaskByID.Prime(ctx, t.ID, t)
+	}
+}
+
+// PreloadUsers reads the users ids (through the cache) at once and primes the user loader with
+// them, so the page's owner fields find them without waiting out a batch window each. A failed
+// read primes nothing: the fields then load (and report the error) as usual.
+func (l *Loaders) PreloadUsers(ctx context.Context, ids []uuid.UUID) {
+	preload(ctx, l.UserByID, l.users, ids)
+}
+
+// PreloadTasks does the same for tasks by id.
+func (l *Loaders) PreloadTasks(ctx context.Context, ids []uuid.UUID) {
+	preload(ctx, l.TaskByID, l.tasks, ids)
+}
+
+// PreloadTaskCounts does the same for task counts by user.
+func (l *Loaders) PreloadTaskCounts(ctx context.Context, ids []uuid.UUID) {
+	preload(ctx, l.TaskCountsByUser, l.counts, ids)
+}
+
+func preload[T any](ctx context.Context, loader *dataloader.Loader[uuid.UUID, *T], batch dataloader.BatchFunc[uuid.UUID, *T], ids []uuid.UUID) {
+	if len(ids) == 0 {
+		return
+	}
+	for i, r := range batch(ctx, ids) {
+		if r.Error == nil {
+			loader.Prime(ctx, ids[i], r.Data)
+		}
 	}
 }
