@@ -129,6 +129,8 @@ type Stores struct {
 	Webhooks WebhookStore
 	// Jobs enqueues background jobs; inside InTx they commit or vanish with the transaction's writes.
 	Jobs JobStore
+	// BackgroundJobs are the user-visible jobs (exports, reports, bulk operations) and export files.
+	BackgroundJobs BackgroundJobStore
 	// OnReplica is true when these stores read from a replica (possibly a little behind).
 	OnReplica bool
 }
@@ -142,6 +144,8 @@ func (d *DB) stores(q querier, changed *changeSet) Stores {
 		Notifications: NotificationStore{q: q, cursors: d.cursors, changed: changed},
 		Webhooks:      WebhookStore{q: q},
 		Jobs:          JobStore{q: q, queue: d.jobs},
+		// BackgroundJobs: what users follow of the exports, reports and bulk operations.
+		BackgroundJobs: BackgroundJobStore{q: q, cursors: d.cursors},
 	}
 }
 

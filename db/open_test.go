@@ -121,11 +121,11 @@ func TestEnsureDatabaseOpenPoolMigrate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read goose_db_version: %v", err)
 	}
-	if fmt.Sprint(versions) != "[1 2 3 4]" {
-		t.Errorf("applied versions = %v, want [1 2 3 4] (each migration recorded exactly once)", versions)
+	if fmt.Sprint(versions) != "[1 2 3 4 5]" {
+		t.Errorf("applied versions = %v, want [1 2 3 4 5] (each migration recorded exactly once)", versions)
 	}
-	if v, err := MigrationStatus(ctx, pool); err != nil || v != 4 {
-		t.Errorf("MigrationStatus after Migrate = %d, %v; want 4, nil", v, err)
+	if v, err := MigrationStatus(ctx, pool); err != nil || v != 5 {
+		t.Errorf("MigrationStatus after Migrate = %d, %v; want 5, nil", v, err)
 	}
 	// River's migrations ran too, each recorded once.
 	var riverVersions, distinct int
@@ -281,8 +281,8 @@ func TestAssigneeMigrationDownAndUp(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT count(*), count(assignee_id) FROM tasks`).Scan(&tasks, &assigned); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := MigrationStatus(ctx, pool); err != nil || v != 4 || !hasAssignee() || tasks != 1 || assigned != 0 {
-		t.Fatalf("after Up: version %d, %v, column %v, tasks %d, assigned %d; want 4, the column, 1 task, none assigned",
+	if v, err := MigrationStatus(ctx, pool); err != nil || v != 5 || !hasAssignee() || tasks != 1 || assigned != 0 {
+		t.Fatalf("after Up: version %d, %v, column %v, tasks %d, assigned %d; want 5, the column, 1 task, none assigned",
 			v, err, hasAssignee(), tasks, assigned)
 	}
 }

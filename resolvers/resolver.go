@@ -14,6 +14,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/account"
 	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/download"
 	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/loaders"
@@ -31,6 +32,11 @@ type Resolver struct {
 	SessionCheck      auth.SessionLookup
 	SessionCheckEvery time.Duration
 	Logger            *slog.Logger
+
+	// JobMaxActive caps a user's queued and running exports, reports and bulk operations (0: no cap);
+	// Downloads signs export download URLs (nil: exports have no URL).
+	JobMaxActive int
+	Downloads    *download.Signer
 
 	// WebhookAllowPrivate accepts http:// and private-address webhook URLs (WEBHOOK_ALLOW_PRIVATE).
 	WebhookAllowPrivate bool
@@ -105,6 +111,8 @@ func (r *Resolver) loadNode(ctx context.Context, field, gid string) (db.Node, er
 		return loaders.For(ctx, r.DB).UserByID.Load(ctx, id)()
 	case globalid.KindNotification:
 		return r.DB.Reader(ctx).Notifications.Get(ctx, v.UserID, id)
+	case globalid.KindJob:
+		return r.DB.Reader(ctx).BackgroundJobs.Get(ctx, v.UserID, id)
 	}
 	return nil, apperr.New(apperr.NotFound, "object not found")
 }

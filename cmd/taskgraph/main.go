@@ -155,8 +155,21 @@ func work(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *sl
 	gatherer prometheus.Gatherer) error {
 	opts := jobs.FromConfig(cfg, true)
 	opts.Logger, opts.Tracer = logger, metrics.PGXTracer()
-	// New notifications reach live subscriptions on the API instances (publishing needs no listener).
-	opts.Notified = events.New(pool, logger).PublishNotification
+	// New notifications, job progress and tasks changed by bulk operations reach live subscriptions
+	// on the API instances (publishing needs no listener); with Redis, the shared cache drops the
+	// changed tasks too. (An API instance's in-process cache cannot hear this process: use Redis.)
+	bus := events.New(pool, logger)
+	opts.Notified, opts.JobUpdated = bus.PublishNotification, bus.PublishJob
+	invalidators := db.Invalidators{bus}
+	if cfg.RedisURL != "" && cfg.CacheEnabled {
+		rdb, err := redisx.NewClient(cfg.RedisURL)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		invalidators = append(invalidators, cache.NewRedis(rdb, server.RedisPrefix+"cache:", logger))
+	}
+	opts.Invalidator = invalidators
 	q, err := jobs.New(pool, opts)
 	if err != nil {
 		return err

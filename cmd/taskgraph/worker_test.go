@@ -174,7 +174,7 @@ func TestWorkerKilledMidJobLosesNothingAndDuplicatesNothing(t *testing.T) {
 	time.Sleep(time.Until(killedAt.Add(2500 * time.Millisecond)))
 
 	second := startWorker(t, database.URL, map[string]string{
-		"JOB_WORKERS": "10", "JOB_TIMEOUT": "1s", "JOB_RESCUE_AFTER": "2s", "SHUTDOWN_TIMEOUT": "5s",
+		"JOB_WORKERS": "10", "JOB_TIMEOUT": "1s", "LONG_JOB_TIMEOUT": "1s", "JOB_RESCUE_AFTER": "2s", "SHUTDOWN_TIMEOUT": "5s",
 	})
 	waitUntil(t, 20*time.Second, fmt.Sprintf("all %d jobs to complete", n), func() bool {
 		return countJobs(t, pool, "state = 'completed'") == n

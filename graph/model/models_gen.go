@@ -13,6 +13,11 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 )
 
+// What a job produced, by kind: TASK_EXPORT → TaskExport, TASK_REPORT → TaskReport, bulk operations → BulkTasksResult.
+type JobResult interface {
+	IsJobResult()
+}
+
 // Returned by register, login and refreshToken.
 type AuthPayload struct {
 	// A JWT to send as `Authorization: Bearer <accessToken>`; valid until `expiresAt`.
@@ -22,6 +27,21 @@ type AuthPayload struct {
 	// When the access token expires.
 	ExpiresAt time.Time `json:"expiresAt"`
 	User      *db.User  `json:"user"`
+}
+
+// A change applied to many tasks; only the fields given change. At least one field is required.
+// Values are checked like updateTask's.
+type BulkTaskPatch struct {
+	Status   *db.TaskStatus `json:"status,omitempty"`
+	Priority *db.Priority   `json:"priority,omitempty"`
+	// null clears the due date.
+	DueAt graphql.Omittable[*time.Time] `json:"dueAt,omitempty"`
+	// Added to each task's tags (a task that would exceed 20 tags is left unchanged and not counted).
+	AddTags []string `json:"addTags,omitempty"`
+	// Removed from each task's tags.
+	RemoveTags []string `json:"removeTags,omitempty"`
+	// Assigns the tasks to this user; null unassigns them.
+	AssigneeID graphql.Omittable[*string] `json:"assigneeId,omitempty"`
 }
 
 type ChangePasswordInput struct {
@@ -74,6 +94,13 @@ type DeleteTaskPayload struct {
 type DeleteWebhookPayload struct {
 	// The id of the deleted webhook.
 	DeletedWebhookID string `json:"deletedWebhookId"`
+}
+
+type JobError struct {
+	// A stable code: BAD_USER_INPUT when the job's input cannot work (retrying will not help), INTERNAL otherwise.
+	Code ErrorCode `json:"code"`
+	// What went wrong, for people. Never contains internals.
+	Message string `json:"message"`
 }
 
 type LoginInput struct {

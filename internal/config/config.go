@@ -88,6 +88,13 @@ type Config struct {
 	SMTPTLS  string // SMTP_TLS
 
 	WorkerHTTPAddr string // WORKER_HTTP_ADDR
+
+	LongJobTimeout  time.Duration // LONG_JOB_TIMEOUT
+	JobMaxActive    int64         // JOB_MAX_ACTIVE
+	JobRetention    time.Duration // JOB_RETENTION
+	ExportRetention time.Duration // EXPORT_RETENTION
+	ExportURLTTL    time.Duration // EXPORT_URL_TTL
+	PublicURL       string        // PUBLIC_URL
 }
 
 // Load reads every setting through getenv (os.Getenv in production code, a map in tests), applies
@@ -225,6 +232,10 @@ func settings() []setting {
 		if c.JobRescueAfter <= c.JobTimeout {
 			return fmt.Errorf("must be longer than JOB_TIMEOUT (%s), got %s",
 				formatDuration(c.JobTimeout), formatDuration(c.JobRescueAfter))
+		}
+		if c.JobRescueAfter <= c.LongJobTimeout {
+			return fmt.Errorf("must be longer than LONG_JOB_TIMEOUT (%s), got %s",
+				formatDuration(c.LongJobTimeout), formatDuration(c.JobRescueAfter))
 		}
 		return nil
 	})
@@ -473,6 +484,37 @@ func settings() []setting {
 				return nil
 			},
 			show: func(c Config) slog.Value { return slog.StringValue(c.WorkerHTTPAddr) },
+		},
+		durationSetting("LONG_JOB_TIMEOUT", "30m", time.Second, 12*time.Hour,
+			"exports, reports and bulk operations get this long per attempt (a retry resumes at the last chunk)",
+			func(c *Config) *time.Duration { return &c.LongJobTimeout }),
+		intSetting("JOB_MAX_ACTIVE", "3", 1, 100,
+			"a user's exports, reports and bulk operations queued or running at once; more answer RATE_LIMITED",
+			func(c *Config) *int64 { return &c.JobMaxActive }),
+		durationSetting("JOB_RETENTION", "168h", time.Minute, 365*24*time.Hour,
+			"finished exports, reports and bulk operations are deleted this long after they finish",
+			func(c *Config) *time.Duration { return &c.JobRetention }),
+		durationSetting("EXPORT_RETENTION", "24h", time.Minute, 30*24*time.Hour,
+			"an export file is deleted this long after it was made",
+			func(c *Config) *time.Duration { return &c.ExportRetention }),
+		durationSetting("EXPORT_URL_TTL", "15m", time.Second, 7*24*time.Hour,
+			"a signed export download URL works this long after it was handed out",
+			func(c *Config) *time.Duration { return &c.ExportURLTTL }),
+		{
+			name: "PUBLIC_URL",
+			desc: "the API's public origin (e.g. https://api.example.com) for absolute export download URLs; empty: URLs relative to the API's origin",
+			parse: func(c *Config, raw string) error {
+				raw = strings.TrimRight(raw, "/")
+				if raw != "" {
+					u, err := url.Parse(raw)
+					if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
+						return errors.New("must be an http(s) origin such as https://api.example.com, optionally with a path prefix")
+					}
+				}
+				c.PublicURL = raw
+				return nil
+			},
+			show: func(c Config) slog.Value { return slog.StringValue(c.PublicURL) },
 		},
 	}
 }

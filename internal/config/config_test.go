@@ -64,6 +64,11 @@ func TestLoadDefaults(t *testing.T) {
 		SMTPFrom:                   "Taskgraph <noreply@localhost>",
 		SMTPTLS:                    "starttls",
 		WorkerHTTPAddr:             ":8081",
+		LongJobTimeout:             30 * time.Minute,
+		JobMaxActive:               3,
+		JobRetention:               168 * time.Hour,
+		ExportRetention:            24 * time.Hour,
+		ExportURLTTL:               15 * time.Minute,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -178,6 +183,12 @@ func TestLoadParsesOverrides(t *testing.T) {
 		"JOB_WORKERS":                     "3",
 		"JOB_TIMEOUT":                     "30s",
 		"JOB_RESCUE_AFTER":                "2m",
+		"LONG_JOB_TIMEOUT":                "90s",
+		"JOB_MAX_ACTIVE":                  "5",
+		"JOB_RETENTION":                   "48h",
+		"EXPORT_RETENTION":                "1h",
+		"EXPORT_URL_TTL":                  "5m",
+		"PUBLIC_URL":                      "https://api.example.com/",
 		"DUE_SOON_WINDOW":                 "2h",
 		"DUE_REMINDER_INTERVAL":           "5m",
 		"SMTP_URL":                        "smtp://relay.internal:25",
@@ -204,6 +215,8 @@ func TestLoadParsesOverrides(t *testing.T) {
 		JobWorkers: 3, JobTimeout: 30 * time.Second, JobRescueAfter: 2 * time.Minute, DueSoonWindow: 2 * time.Hour,
 		WebhookRetryBase:    time.Second,
 		DueReminderInterval: 5 * time.Minute,
+		LongJobTimeout:      90 * time.Second, JobMaxActive: 5, JobRetention: 48 * time.Hour,
+		ExportRetention: time.Hour, ExportURLTTL: 5 * time.Minute, PublicURL: "https://api.example.com",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("overrides:\n got %+v\nwant %+v", c, want)
@@ -328,6 +341,7 @@ func TestUsageListsEverySetting(t *testing.T) {
 		"DUE_SOON_WINDOW", "DUE_REMINDER_INTERVAL", "SUBSCRIPTIONS_PER_CONNECTION", "SUBSCRIPTION_SESSION_CHECK",
 		"WEBHOOK_ALLOW_PRIVATE", "WEBHOOK_RETRY_BASE",
 		"SMTP_URL", "SMTP_FROM", "SMTP_TLS", "WORKER_HTTP_ADDR",
+		"LONG_JOB_TIMEOUT", "JOB_MAX_ACTIVE", "JOB_RETENTION", "EXPORT_RETENTION", "EXPORT_URL_TTL", "PUBLIC_URL",
 	}
 	for _, name := range names {
 		if !strings.Contains(out, "\n"+name+" ") {
@@ -375,7 +389,11 @@ func TestJobRescueAfterMustExceedJobTimeout(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "JOB_RESCUE_AFTER: must be longer than JOB_TIMEOUT (10m)") {
 		t.Errorf("JOB_RESCUE_AFTER below JOB_TIMEOUT: err = %v, want a JOB_RESCUE_AFTER problem", err)
 	}
-	c, err := Load(env(map[string]string{"JOB_TIMEOUT": "1s", "JOB_RESCUE_AFTER": "2s"}))
+	_, err = Load(env(map[string]string{"LONG_JOB_TIMEOUT": "2h"}))
+	if err == nil || !strings.Contains(err.Error(), "JOB_RESCUE_AFTER: must be longer than LONG_JOB_TIMEOUT (2h)") {
+		t.Errorf("JOB_RESCUE_AFTER below LONG_JOB_TIMEOUT: err = %v, want a JOB_RESCUE_AFTER problem", err)
+	}
+	c, err := Load(env(map[string]string{"JOB_TIMEOUT": "1s", "LONG_JOB_TIMEOUT": "1s", "JOB_RESCUE_AFTER": "2s"}))
 	if err != nil || c.JobTimeout != time.Second || c.JobRescueAfter != 2*time.Second {
 		t.Errorf("JOB_TIMEOUT=1s JOB_RESCUE_AFTER=2s: %v, %v, %v", c.JobTimeout, c.JobRescueAfter, err)
 	}

@@ -43,6 +43,8 @@ const (
 	KindNotification Kind = "notification"
 	// KindSession: a session was revoked or rotated (ID is the session).
 	KindSession Kind = "session"
+	// KindJob: a background job changed status or progress (ID is the job; UserIDs its user).
+	KindJob Kind = "job"
 )
 
 // Event is one change, by ids only.
@@ -103,20 +105,28 @@ func (b *Bus) Publish(ctx context.Context, evs ...Event) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
 	defer cancel()
+	// One round trip for all of them: a bulk operation's chunk publishes hundreds.
+	batch := &pgx.Batch{}
 	for _, ev := range evs {
 		payload, err := json.Marshal(ev)
 		if err != nil {
 			continue
 		}
-		if _, err := b.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, Channel, string(payload)); err != nil {
-			b.logger.WarnContext(ctx, "events: publish failed", "kind", string(ev.Kind), "error", err.Error())
-		}
+		batch.Queue(`SELECT pg_notify($1, $2)`, Channel, string(payload))
+	}
+	if err := b.pool.SendBatch(ctx, batch).Close(); err != nil {
+		b.logger.WarnContext(ctx, "events: publish failed", "kind", string(evs[0].Kind), "events", len(evs), "error", err.Error())
 	}
 }
 
 // PublishNotification tells userID's subscriptions that a notification was written for them.
 func (b *Bus) PublishNotification(ctx context.Context, userID uuid.UUID) {
 	b.Publish(ctx, Event{Kind: KindNotification, UserIDs: []uuid.UUID{userID}})
+}
+
+// PublishJob tells userID's subscriptions that their job jobID changed status or progress.
+func (b *Bus) PublishJob(ctx context.Context, userID, jobID uuid.UUID) {
+	b.Publish(ctx, Event{Kind: KindJob, ID: jobID, UserIDs: []uuid.UUID{userID}})
 }
 
 // Invalidate implements db.Invalidator: after a commit it publishes the task and session changes.

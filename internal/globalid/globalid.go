@@ -18,6 +18,7 @@ const (
 	KindTask         Kind = "Task"
 	KindNotification Kind = "Notification"
 	KindWebhook      Kind = "Webhook"
+	KindJob          Kind = "Job"
 )
 
 // Encode returns the global ID of the object of kind with database id.
@@ -36,7 +37,7 @@ func Decode(field, gid string) (Kind, uuid.UUID, error) {
 		return "", uuid.Nil, bad
 	}
 	kind, rest, ok := strings.Cut(string(raw), ":")
-	if !ok || (Kind(kind) != KindUser && Kind(kind) != KindTask && Kind(kind) != KindNotification && Kind(kind) != KindWebhook) {
+	if !ok || (Kind(kind) != KindUser && Kind(kind) != KindTask && Kind(kind) != KindNotification && Kind(kind) != KindWebhook && Kind(kind) != KindJob) {
 		return "", uuid.Nil, bad
 	}
 	id, err := uuid.Parse(rest)

@@ -12,6 +12,8 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/graph"
+	"github.com/taskgraph/taskgraph/graph/model"
+	"github.com/taskgraph/taskgraph/internal/jobs"
 )
 
 const (
@@ -45,6 +47,29 @@ func Complexity(c *graph.ComplexityRoot) {
 	c.Query.Nodes = func(child int, ids []string) int {
 		return mulSat(max(len(ids), 1), max(child, 1))
 	}
+	c.Query.Notifications = func(child int, first *int, _ *string, last *int, _ *string, _ *bool) int {
+		return connectionCost(child, first, last)
+	}
+	c.Query.Jobs = func(child int, first *int, _ *string, last *int, _ *string) int {
+		return connectionCost(child, first, last)
+	}
+	// Requesting background work costs what its run may cost the server, so the hourly budget
+	// bounds it besides JOB_MAX_ACTIVE.
+	c.Mutation.RequestTaskExport = func(child int, _ jobs.ExportFormat, _ *db.TaskFilter) int { return addSat(child, jobCost) }
+	c.Mutation.RequestTaskReport = func(child int) int { return addSat(child, jobCost) }
+	c.Mutation.BulkUpdateTasks = func(child int, _ db.TaskFilter, _ model.BulkTaskPatch) int { return addSat(child, jobCost) }
+	c.Mutation.BulkDeleteTasks = func(child int, _ db.TaskFilter) int { return addSat(child, jobCost) }
+}
+
+// jobCost is the cost of requesting an export, report or bulk operation.
+const jobCost = 50
+
+// addSat is a+b for non-negative operands, saturated at maxInt.
+func addSat(a, b int) int {
+	if a > maxInt-b {
+		return maxInt
+	}
+	return a + b
 }
 
 // pageSize is the page a connection argument pair asks for, as costed.

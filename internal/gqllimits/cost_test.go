@@ -74,6 +74,10 @@ func TestConnectionCost(t *testing.T) {
 		{"nested", `query { me { tasks(first: 2) { edges { node { id } } } } }`, nil, 1 + 2*(1+3)},
 		{"nodes", `query { nodes(ids: ["a", "b", "c"]) { id ... on Task { title } } }`, nil, 3 * 2},
 		{"plain fields keep the default", `query { me { id name } }`, nil, 3},
+		{"notifications", `query { notifications(first: 7) { edges { node { id } } } }`, nil, 7 * (1 + 3)},
+		{"jobs", `query { jobs(last: 4) { edges { node { id status } } } }`, nil, 4 * (1 + 4)},
+		{"a requested job costs 50 more", `mutation { requestTaskReport { id } }`, nil, 50 + 1},
+		{"bulk", `mutation { bulkDeleteTasks(filter: {}) { id status } }`, nil, 50 + 2},
 		{"MyTasks", myTasks, nil, 10 * (1 + 1 + (1 + 1 + (1 + 3 + (1 + 1 + (1 + 3)))) + (1 + 2))},
 	}
 	for _, c := range cases {

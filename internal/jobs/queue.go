@@ -55,6 +55,30 @@ type Options struct {
 	SMTPURL, SMTPFrom, SMTPTLS string
 	EmailRootCAs               *x509.CertPool
 	EmailRetryBase             time.Duration
+
+	// LongJobTimeout is an attempt's limit for exports, reports and bulk operations
+	// (LONG_JOB_TIMEOUT); JobRetention and ExportRetention say when finished jobs and export files
+	// are deleted (JOB_RETENTION, EXPORT_RETENTION).
+	LongJobTimeout  time.Duration
+	JobRetention    time.Duration
+	ExportRetention time.Duration
+	// JobUpdated, when set, hears of every status or progress change of a user-visible job, after
+	// it committed (jobUpdated subscriptions on every instance).
+	JobUpdated func(ctx context.Context, userID, jobID uuid.UUID)
+	// Invalidator hears of the tasks the workers change (bulk operations), after commit, so caches
+	// and live subscriptions see them. nil: nobody.
+	Invalidator db.Invalidator
+	// AfterChunk, when set, runs after every committed chunk of a user-visible job (tests fail
+	// attempts there, as a crash would).
+	AfterChunk ChunkHook
+	// ExportChunkSize is about how many bytes of an export file each chunk holds (0: 1 MiB), and
+	// ExportMaxBytes the largest file (0: 2 GiB, what TaskExport.byteSize can count); tests set them
+	// small.
+	ExportChunkSize int
+	ExportMaxBytes  int64
+	// RetryPolicy, when set, replaces River's backoff (attempt⁴ seconds) for every job kind without
+	// its own NextRetry (tests retry at once with it).
+	RetryPolicy river.ClientRetryPolicy
 }
 
 // FromConfig returns the options the settings ask for; work says whether this process works jobs.
@@ -73,8 +97,14 @@ func FromConfig(cfg config.Config, work bool) Options {
 		SMTPFrom:            cfg.SMTPFrom,
 		SMTPTLS:             cfg.SMTPTLS,
 		EmailRetryBase:      time.Second,
+		LongJobTimeout:      cfg.LongJobTimeout,
+		JobRetention:        cfg.JobRetention,
+		ExportRetention:     cfg.ExportRetention,
 	}
 }
+
+// purgeInterval is how often finished jobs and expired export files are swept.
+const purgeInterval = 10 * time.Minute
 
 // extraConns are the queue pool's connections beyond one per worker: River's LISTEN connection,
 // leader election and maintenance, fetching and completing jobs.
@@ -131,7 +161,16 @@ func New(primary *pgxpool.Pool, o Options) (*Queue, error) {
 		}
 		q.pool = pool
 		// The workers enqueue jobs too (webhook deliveries of the notifications they write).
-		store = db.New(pool, nil, db.WithEnqueuer(q))
+		opts := []db.Option{db.WithEnqueuer(q)}
+		if o.Invalidator != nil {
+			opts = append(opts, db.WithInvalidator(o.Invalidator))
+		}
+		store = db.New(pool, nil, opts...)
+	}
+	tr := &tracker{store: store, updated: o.JobUpdated, afterChunk: o.AfterChunk, timeout: o.LongJobTimeout,
+		logger: logger.With("component", "jobs")}
+	if tr.timeout <= 0 {
+		tr.timeout = 30 * time.Minute
 	}
 
 	workers := river.NewWorkers()
@@ -141,6 +180,12 @@ func New(primary *pgxpool.Pool, o Options) (*Queue, error) {
 		Logger: logger.With("component", "email")})
 	river.AddWorker(workers, &DeliverWebhookWorker{Store: store, Client: webhook.NewClient(o.WebhookAllowPrivate),
 		RetryBase: o.WebhookRetryBase, Logger: logger.With("component", "webhooks")})
+	river.AddWorker(workers, &TaskReportWorker{tracker: tr})
+	river.AddWorker(workers, &ExportTasksWorker{tracker: tr, retention: o.ExportRetention,
+		chunkSize: o.ExportChunkSize, maxBytes: o.ExportMaxBytes})
+	river.AddWorker(workers, &BulkUpdateWorker{tracker: tr})
+	river.AddWorker(workers, &BulkDeleteWorker{tracker: tr})
+	river.AddWorker(workers, &PurgeJobsWorker{tracker: tr, Retention: o.JobRetention})
 	river.AddWorker(workers, &DueRemindersWorker{Store: store, Window: o.DueSoonWindow, Logger: logger, AfterWrite: o.AfterWrite,
 		Notified: o.Notified, Deliveries: deliveries})
 
@@ -149,6 +194,7 @@ func New(primary *pgxpool.Pool, o Options) (*Queue, error) {
 		Workers:              workers,
 		JobTimeout:           o.JobTimeout,
 		RescueStuckJobsAfter: o.RescueAfter,
+		RetryPolicy:          o.RetryPolicy,
 	}
 	if o.Work {
 		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: o.Workers}}
@@ -160,6 +206,12 @@ func New(primary *pgxpool.Pool, o Options) (*Queue, error) {
 			river.PeriodicInterval(interval),
 			func() (river.JobArgs, *river.InsertOpts) { return DueRemindersArgs{}, dueRemindersInsertOpts(interval) },
 			&river.PeriodicJobOpts{ID: KindDueReminders, RunOnStart: true},
+		), river.NewPeriodicJob(
+			river.PeriodicInterval(purgeInterval),
+			func() (river.JobArgs, *river.InsertOpts) {
+				return PurgeJobsArgs{}, &river.InsertOpts{MaxAttempts: 3, UniqueOpts: river.UniqueOpts{ByPeriod: purgeInterval}}
+			},
+			&river.PeriodicJobOpts{ID: KindPurgeJobs, RunOnStart: true},
 		)}
 	}
 	client, err := river.NewClient(riverpgxv5.New(q.pool), rc)

@@ -168,6 +168,10 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 	jobOpts := jobs.FromConfig(cfg, cfg.JobsInProcess)
 	jobOpts.Logger, jobOpts.Tracer = logger, obs.Metrics.PGXTracer()
 	jobOpts.Notified = app.Events.PublishNotification
+	jobOpts.JobUpdated = app.Events.PublishJob
+	// Bulk operations change tasks from the workers: caches, read-your-writes and live
+	// subscriptions hear of them like of any write.
+	jobOpts.Invalidator = db.Invalidators{app.Cache, writes, app.Events}
 	if app.Jobs, err = jobs.New(pool, jobOpts); err != nil {
 		app.Close()
 		return nil, err

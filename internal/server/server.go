@@ -31,6 +31,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/cache"
 	"github.com/taskgraph/taskgraph/internal/config"
+	"github.com/taskgraph/taskgraph/internal/download"
 	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/gqllimits"
 	"github.com/taskgraph/taskgraph/internal/loaders"
@@ -83,6 +84,9 @@ func NewHandler(d Deps) (http.Handler, error) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})))
 	mux.Handle("GET /readyz", m.HTTP("/readyz", readyz(d)))
+	// Export files: the signed URL is the credential (no Authorization), so the route stays outside
+	// the GraphQL chain; gzip and the request id below apply as to every route.
+	mux.Handle(download.Pattern, m.HTTP("/exports/{id}", &download.Handler{Signer: downloadSigner(d.Config), DB: d.DB, Logger: d.Logger}))
 	if d.Gatherer != nil {
 		// Scraped by Prometheus; deploy/nginx.conf keeps it off the public side.
 		mux.Handle("GET /metrics", m.Handler(d.Gatherer))
@@ -121,7 +125,9 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 		// Uncached: a logout on another instance must end this instance's subscriptions even when
 		// the cache is in-process.
 		SessionCheck: d.DB.Stores().Sessions.Lookup, SessionCheckEvery: d.Config.SubscriptionSessionCheck,
-		WebhookAllowPrivate: d.Config.WebhookAllowPrivate}
+		WebhookAllowPrivate: d.Config.WebhookAllowPrivate,
+		JobMaxActive:        int(d.Config.JobMaxActive),
+		Downloads:           downloadSigner(d.Config)}
 	if d.Limiter != nil {
 		r.SignIn = newSignInLimiter(d.Limiter, int(d.Config.AuthRateLimit), d.Metrics)
 	}
@@ -195,6 +201,11 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 		srv.Use(extension.Introspection{})
 	}
 	return srv, nil
+}
+
+// downloadSigner signs export download URLs (resolvers) and checks them (the download route).
+func downloadSigner(cfg config.Config) *download.Signer {
+	return download.NewSigner([]byte(cfg.JWTSecret), cfg.PublicURL, cfg.ExportURLTTL)
 }
 
 // Draining is set when shutdown begins: /readyz then answers 503 so load balancers stop sending

@@ -1,0 +1,14 @@
+package download_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/taskgraph/taskgraph/internal/testsupport"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testsupport.DropTemplate()
+	os.Exit(code)
+}
