@@ -1528,6 +1528,9 @@ func TestComposeServices(t *testing.T) {
 	if !slices.Equal(stringList(w.Command), []string{"worker"}) || !w.usesTaskgraphImage() {
 		t.Errorf("worker: want the taskgraph image with command [worker], got %v", w.Command)
 	}
+	if w.Healthcheck == nil || w.Healthcheck.Disable || !slices.Equal(stringList(w.Healthcheck.Test), []string{"CMD", "/taskgraph", "healthcheck", "worker"}) {
+		t.Errorf("worker: want healthcheck test [CMD, /taskgraph, healthcheck, worker]")
+	}
 	if _, pending := pendingSubcommands["worker"]; !pending && len(w.Profiles) > 0 {
 		t.Error("worker: the worker subcommand exists now: drop its `profiles` so it starts by default")
 	}
@@ -2312,6 +2315,15 @@ func checkHealthcheck(t *testing.T, bin string, codeWhenDown int, stderr string)
 		if code, stderr := runBinary(t, bin, map[string]string{"APP_ENV": "development", "HTTP_ADDR": addr}, "healthcheck"); code != 0 {
 			t.Errorf("healthcheck with HTTP_ADDR=%s and /healthz answering 200: exit %d, want 0\n%s", addr, code, stderr)
 		}
+	}
+	// The worker's variant reads WORKER_HTTP_ADDR, and only that.
+	if code, stderr := runBinary(t, bin, map[string]string{"APP_ENV": "development", "WORKER_HTTP_ADDR": ":" + port,
+		"HTTP_ADDR": closedAddr(t)}, "healthcheck", "worker"); code != 0 {
+		t.Errorf("healthcheck worker with WORKER_HTTP_ADDR=:%s answering 200: exit %d, want 0\n%s", port, code, stderr)
+	}
+	if code, _ := runBinary(t, bin, map[string]string{"APP_ENV": "development", "WORKER_HTTP_ADDR": closedAddr(t),
+		"HTTP_ADDR": ":" + port}, "healthcheck", "worker"); code != 1 {
+		t.Errorf("healthcheck worker with nothing on WORKER_HTTP_ADDR: exit %d, want 1", code)
 	}
 	mu.Lock()
 	defer mu.Unlock()

@@ -59,7 +59,8 @@ Usage:
   taskgraph worker                work background jobs only (run as many as you like, next to serve)
   taskgraph migrate               apply database migrations and exit
   taskgraph set-role EMAIL ROLE   set a user's role (USER or ADMIN)
-  taskgraph healthcheck           exit 0 if the local server's /healthz answers 200 (for containers)
+  taskgraph healthcheck [worker]  exit 0 if the local server's /healthz (on HTTP_ADDR; with worker,
+                                  the worker's, on WORKER_HTTP_ADDR) answers 200 (for containers)
   taskgraph bench [flags]         run the load benchmark (see docs/benchmarks.md)
   taskgraph --help                show this help
 
@@ -78,7 +79,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	case "healthcheck":
 		// For container health checks: no database, no secret, exit 1 on failure.
-		return healthcheck(ctx, getenv)
+		return healthcheck(ctx, getenv, args[1:])
 	case "serve", "worker", "migrate", "set-role":
 	case "bench":
 		return bench.Main(ctx, args[1:], stdout, stderr)
@@ -216,15 +217,23 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
-// healthcheck asks the server on HTTP_ADDR (this host) for /healthz.
-func healthcheck(ctx context.Context, getenv func(string) string) error {
-	addr := strings.TrimSpace(getenv("HTTP_ADDR"))
+// healthcheck asks the server on HTTP_ADDR (this host) for /healthz; `healthcheck worker` asks the
+// worker's listener on WORKER_HTTP_ADDR.
+func healthcheck(ctx context.Context, getenv func(string) string, args []string) error {
+	setting, def := "HTTP_ADDR", ":8080"
+	switch {
+	case len(args) == 1 && args[0] == "worker":
+		setting, def = "WORKER_HTTP_ADDR", ":8081"
+	case len(args) > 0:
+		return fmt.Errorf("%w: healthcheck takes nothing or `worker`, got %q", errUsage, strings.Join(args, " "))
+	}
+	addr := strings.TrimSpace(getenv(setting))
 	if addr == "" {
-		addr = ":8080"
+		addr = def
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("healthcheck: HTTP_ADDR %q: %w", addr, err)
+		return fmt.Errorf("healthcheck: %s %q: %w", setting, addr, err)
 	}
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "127.0.0.1"
