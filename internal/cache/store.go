@@ -170,10 +170,16 @@ func (s *redisStore) fill(ctx context.Context, epoch int64, values map[string]st
 // read), and a tombstone in a retired epoch would leave the live entry in place. The data keys are
 // built in the script, so this needs a non-cluster Redis (as MGET of many keys already does).
 // KEYS[1] = epoch key; ARGV = prefix, tombstone, ttl in ms, keys...
+//
+// It also gives each key a new version token (see Responses): the server's clock in microseconds and
+// a sequence number, so a token never repeats, even if Redis evicted the previous one.
 var invalidateScript = redis.NewScript(`
 local epoch = redis.call('GET', KEYS[1]) or '0'
+local t = redis.call('TIME')
+local token = t[1] .. t[2] .. ':' .. redis.call('INCR', ARGV[1] .. 'verseq')
 for i = 4, #ARGV do
   redis.call('SET', ARGV[1] .. epoch .. ':' .. ARGV[i], ARGV[2], 'PX', ARGV[3])
+  redis.call('SET', ARGV[1] .. epoch .. ':ver:' .. ARGV[i], token, 'PX', 86400000)
 end
 return epoch
 `)

@@ -95,6 +95,8 @@ type Config struct {
 	ExportRetention time.Duration // EXPORT_RETENTION
 	ExportURLTTL    time.Duration // EXPORT_URL_TTL
 	PublicURL       string        // PUBLIC_URL
+
+	ResponseCacheTTL time.Duration // RESPONSE_CACHE_TTL
 }
 
 // Load reads every setting through getenv (os.Getenv in production code, a map in tests), applies
@@ -485,6 +487,9 @@ func settings() []setting {
 			},
 			show: func(c Config) slog.Value { return slog.StringValue(c.WorkerHTTPAddr) },
 		},
+		durationSetting("RESPONSE_CACHE_TTL", "30s", 0, 5*time.Minute,
+			"with the Redis cache (and no read replicas): how long a whole answer to a query that reads only the viewer's own data may be reused while nothing it depends on changed; 0: off",
+			func(c *Config) *time.Duration { return &c.ResponseCacheTTL }),
 		durationSetting("LONG_JOB_TIMEOUT", "30m", time.Second, 12*time.Hour,
 			"exports, reports and bulk operations get this long per attempt (a retry resumes at the last chunk)",
 			func(c *Config) *time.Duration { return &c.LongJobTimeout }),

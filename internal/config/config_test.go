@@ -69,6 +69,7 @@ func TestLoadDefaults(t *testing.T) {
 		JobRetention:               168 * time.Hour,
 		ExportRetention:            24 * time.Hour,
 		ExportURLTTL:               15 * time.Minute,
+		ResponseCacheTTL:           30 * time.Second,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -184,6 +185,7 @@ func TestLoadParsesOverrides(t *testing.T) {
 		"JOB_TIMEOUT":                     "30s",
 		"JOB_RESCUE_AFTER":                "2m",
 		"LONG_JOB_TIMEOUT":                "90s",
+		"RESPONSE_CACHE_TTL":              "0",
 		"JOB_MAX_ACTIVE":                  "5",
 		"JOB_RETENTION":                   "48h",
 		"EXPORT_RETENTION":                "1h",
@@ -341,7 +343,7 @@ func TestUsageListsEverySetting(t *testing.T) {
 		"DUE_SOON_WINDOW", "DUE_REMINDER_INTERVAL", "SUBSCRIPTIONS_PER_CONNECTION", "SUBSCRIPTION_SESSION_CHECK",
 		"WEBHOOK_ALLOW_PRIVATE", "WEBHOOK_RETRY_BASE",
 		"SMTP_URL", "SMTP_FROM", "SMTP_TLS", "WORKER_HTTP_ADDR",
-		"LONG_JOB_TIMEOUT", "JOB_MAX_ACTIVE", "JOB_RETENTION", "EXPORT_RETENTION", "EXPORT_URL_TTL", "PUBLIC_URL",
+		"RESPONSE_CACHE_TTL", "LONG_JOB_TIMEOUT", "JOB_MAX_ACTIVE", "JOB_RETENTION", "EXPORT_RETENTION", "EXPORT_URL_TTL", "PUBLIC_URL",
 	}
 	for _, name := range names {
 		if !strings.Contains(out, "\n"+name+" ") {

@@ -200,6 +200,11 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 	} else {
 		srv.Use(extension.Introspection{})
 	}
+	// Last, so it is the innermost response interceptor. Not with replicas: an answer read from a
+	// lagging replica could be stored under tokens that a write has already replaced.
+	if responses := d.Cache.Responses(d.Config.ResponseCacheTTL); responses != nil && len(d.DB.Replicas()) == 0 {
+		srv.Use(responseCache{responses: responses})
+	}
 	return srv, nil
 }
 

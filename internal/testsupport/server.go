@@ -83,6 +83,8 @@ type Response struct {
 	Header http.Header
 	Data   json.RawMessage `json:"data"`
 	Errors []Error         `json:"errors"`
+	// Extensions are the answer's extensions (apiVersion, cost, ...).
+	Extensions map[string]any `json:"extensions"`
 }
 
 // Error is one GraphQL error.

@@ -1,0 +1,165 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/taskgraph/taskgraph/db"
+)
+
+// Responses caches whole GraphQL answers whose content depends only on a few cached entities (the
+// viewer's user row and task counts: every write to a user's tasks invalidates their counts). Each
+// such entity has a version token in Redis that every invalidation replaces; an answer is stored
+// with the tokens read before it was computed and served only while they are all still current.
+// A write that lands while an answer is being computed replaces a token the answer was stored
+// with, so that answer is never served.
+//
+// It needs Redis (the tokens must be shared by every instance) and shares the entity cache's
+// epoch: a lost invalidation bypasses it, and the epoch bump retires every answer too.
+type Responses struct {
+	c            *Cache
+	ttl          time.Duration
+	hits, misses atomic.Int64
+}
+
+// Responses returns the response cache with entries living ttl, or nil when the cache is not backed
+// by Redis (or ttl is 0).
+func (c *Cache) Responses(ttl time.Duration) *Responses {
+	if c == nil || c.redis == nil || ttl <= 0 {
+		return nil
+	}
+	return &Responses{c: c, ttl: ttl}
+}
+
+// cachedResponse is what Redis holds for one answer.
+type cachedResponse struct {
+	Tokens []string        `json:"t"`
+	Data   json.RawMessage `json:"d"`
+}
+
+// Lookup returns the stored answer for key if every dependency's token is still the one it was
+// computed with. Otherwise it returns the current tokens (creating missing ones) for Store; nil
+// tokens mean the answer must not be stored (Redis unusable).
+func (r *Responses) Lookup(ctx context.Context, key string, deps []db.EntityKey) (data json.RawMessage, tokens []string, hit bool) {
+	if r == nil || !r.c.usable(ctx) {
+		return nil, nil, false
+	}
+	s := r.c.redis
+	epoch := s.currentEpoch()
+	keys := make([]string, 0, len(deps)+1)
+	keys = append(keys, "resp:"+key)
+	for _, d := range deps {
+		keys = append(keys, "ver:"+string(d.Kind)+":"+d.ID.String())
+	}
+	var found map[string]string
+	if err := r.c.do(ctx, func(ctx context.Context) (err error) {
+		found, err = s.getMulti(ctx, keys)
+		return err
+	}); err != nil {
+		return nil, nil, false
+	}
+	if s.currentEpoch() != epoch {
+		return nil, nil, false // retired meanwhile: start over next time
+	}
+	tokens = make([]string, len(deps))
+	var missing []string
+	for i, k := range keys[1:] {
+		tokens[i] = found[k]
+		if tokens[i] == "" {
+			missing = append(missing, k)
+		}
+	}
+	if len(missing) == 0 {
+		if raw, ok := found[keys[0]]; ok {
+			var cr cachedResponse
+			if json.Unmarshal([]byte(raw), &cr) == nil && equalTokens(cr.Tokens, tokens) {
+				r.hits.Add(1)
+				return cr.Data, nil, true
+			}
+		}
+		r.misses.Add(1)
+		return nil, tokens, false
+	}
+	// No token yet (never written, expired or evicted): create one. Answers stored under an older
+	// token, if any, can never match it.
+	var created []string
+	if err := r.c.do(ctx, func(ctx context.Context) (err error) {
+		created, err = ensureTokensScript.Run(ctx, s.rdb, []string{s.epochKey}, append([]any{s.prefix}, toAny(missing)...)...).StringSlice()
+		return err
+	}); err != nil || len(created) != len(missing) {
+		return nil, nil, false
+	}
+	for i, j := 0, 0; i < len(tokens); i++ {
+		if tokens[i] == "" {
+			tokens[i] = created[j]
+			j++
+		}
+	}
+	r.misses.Add(1)
+	return nil, tokens, false
+}
+
+// Stats returns how many lookups found a current answer and how many did not.
+func (r *Responses) Stats() (hits, misses int64) {
+	if r == nil {
+		return 0, 0
+	}
+	return r.hits.Load(), r.misses.Load()
+}
+
+// Store keeps data as the answer for key, computed with tokens (from Lookup).
+func (r *Responses) Store(ctx context.Context, key string, tokens []string, data json.RawMessage) {
+	if r == nil || tokens == nil || !r.c.usable(ctx) {
+		return
+	}
+	raw, err := json.Marshal(cachedResponse{Tokens: tokens, Data: data})
+	if err != nil {
+		return
+	}
+	s := r.c.redis
+	_ = r.c.do(ctx, func(ctx context.Context) error {
+		return s.rdb.Set(ctx, s.full(s.currentEpoch(), "resp:"+key), raw, r.ttl).Err()
+	})
+}
+
+// ensureTokensScript returns the version token of each key, creating missing ones, under the epoch
+// Redis holds now. ARGV = prefix, keys... (each "ver:kind:id").
+var ensureTokensScript = redis.NewScript(`
+local epoch = redis.call('GET', KEYS[1]) or '0'
+local out = {}
+for i = 2, #ARGV do
+  local k = ARGV[1] .. epoch .. ':' .. ARGV[i]
+  local v = redis.call('GET', k)
+  if not v then
+    local t = redis.call('TIME')
+    v = t[1] .. t[2] .. ':' .. redis.call('INCR', ARGV[1] .. 'verseq')
+    redis.call('SET', k, v, 'PX', 86400000)
+  end
+  out[#out + 1] = v
+end
+return out
+`)
+
+func equalTokens(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}

@@ -1,0 +1,155 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
+
+	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/cache"
+)
+
+// responseCache serves repeated read-only queries from cache.Responses without executing them.
+// Only queries that read nothing but the viewer's own user row and own tasks qualify: every field
+// they select is on the allow-list below, so their answer can change only through a write that
+// invalidates the viewer's user row or task counts (every write to a user's tasks does, whoever
+// makes it). Anything else (another user's row through an assignee, notifications, jobs,
+// assignedToMe lists, admin lists) is executed as usual.
+//
+// It is the innermost interceptor: the outer ones (metrics, apiVersion) see a cached answer like
+// any other, and the cost budget was charged before it runs.
+type responseCache struct {
+	responses *cache.Responses
+}
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.OperationInterceptor
+	graphql.ResponseInterceptor
+} = responseCache{}
+
+func (responseCache) ExtensionName() string                   { return "ResponseCache" }
+func (responseCache) Validate(graphql.ExecutableSchema) error { return nil }
+
+// cacheableKey marks, in the context of an operation that qualifies, the answer's key.
+type cacheableKey struct{}
+
+type cacheable struct {
+	key  string
+	deps []db.EntityKey
+}
+
+// InterceptOperation implements graphql.OperationInterceptor. It only runs for operations that
+// were admitted (parsed, validated, within cost and budget): a refused request never reaches it,
+// so its errors can never be replaced by a cached answer.
+func (rc responseCache) InterceptOperation(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	oc := graphql.GetOperationContext(ctx)
+	v, ok := auth.ViewerFrom(ctx)
+	if !ok || oc.Operation == nil || oc.Operation.Operation != ast.Query || !ownDataOnly(oc, oc.Operation.SelectionSet, "Query") {
+		return next(ctx)
+	}
+	key, err := responseKey(v, oc)
+	if err != nil {
+		return next(ctx)
+	}
+	deps := []db.EntityKey{{Kind: db.EntityUser, ID: v.UserID}, {Kind: db.EntityTaskCounts, ID: v.UserID}}
+	return next(context.WithValue(ctx, cacheableKey{}, cacheable{key: key, deps: deps}))
+}
+
+// InterceptResponse implements graphql.ResponseInterceptor: for an operation marked cacheable, a
+// current stored answer replaces execution; otherwise the answer is computed and stored.
+func (rc responseCache) InterceptResponse(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+	c, ok := ctx.Value(cacheableKey{}).(cacheable)
+	if !ok {
+		return next(ctx)
+	}
+	data, tokens, hit := rc.responses.Lookup(ctx, c.key, c.deps)
+	if hit {
+		return &graphql.Response{Data: data, Extensions: graphql.GetExtensions(ctx)}
+	}
+	resp := next(ctx)
+	if resp != nil && len(resp.Errors) == 0 && len(resp.Data) > 0 {
+		rc.responses.Store(ctx, c.key, tokens, resp.Data)
+	}
+	return resp
+}
+
+// responseKey names one answer: the viewer (and role), the document, the operation and the
+// variables (json.Marshal sorts map keys, so equal variables give equal keys).
+func responseKey(v auth.Viewer, oc *graphql.OperationContext) (string, error) {
+	vars, err := json.Marshal(oc.Variables)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	for _, part := range []string{v.UserID.String(), string(v.Role), oc.RawQuery, oc.OperationName, string(vars)} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// ownDataFields are the fields, by type, whose values come only from the viewer's user row, the
+// viewer's own tasks and the viewer's task counts (when reached from Query.me or Query.tasks).
+var ownDataFields = map[string]map[string]bool{
+	"Query":          {"me": true, "tasks": true, "apiVersion": true},
+	"TaskConnection": {"edges": true, "pageInfo": true, "totalCount": true},
+	"TaskEdge":       {"cursor": true, "node": true},
+	"PageInfo":       {"hasNextPage": true, "hasPreviousPage": true, "startCursor": true, "endCursor": true},
+	"Task": {"id": true, "title": true, "description": true, "status": true, "priority": true, "dueAt": true,
+		"tags": true, "owner": true, "createdAt": true, "updatedAt": true, "version": true},
+	"User":       {"id": true, "name": true, "email": true, "role": true, "createdAt": true, "taskCounts": true, "tasks": true},
+	"TaskCounts": {"total": true, "todo": true, "inProgress": true, "done": true, "overdue": true},
+}
+
+// ownDataOnly reports whether every field the selection set (of a value of type typeName) selects
+// is on the allow-list, fragments included, and no task list asks for assignedToMe.
+func ownDataOnly(oc *graphql.OperationContext, set ast.SelectionSet, typeName string) bool {
+	for _, sel := range set {
+		switch s := sel.(type) {
+		case *ast.Field:
+			if s.Name == "__typename" {
+				continue
+			}
+			if !ownDataFields[typeName][s.Name] || s.Definition == nil {
+				return false
+			}
+			if s.Name == "tasks" && assignedToMe(oc, s) {
+				return false
+			}
+			if len(s.SelectionSet) > 0 && !ownDataOnly(oc, s.SelectionSet, s.Definition.Type.Name()) {
+				return false
+			}
+		case *ast.InlineFragment:
+			if s.TypeCondition != "" && s.TypeCondition != typeName {
+				return false
+			}
+			if !ownDataOnly(oc, s.SelectionSet, typeName) {
+				return false
+			}
+		case *ast.FragmentSpread:
+			if s.Definition == nil || (s.Definition.TypeCondition != "" && s.Definition.TypeCondition != typeName) {
+				return false
+			}
+			if !ownDataOnly(oc, s.Definition.SelectionSet, typeName) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// assignedToMe reports whether a tasks field's filter asks for the tasks assigned to the viewer
+// (their owners' rows are other users').
+func assignedToMe(oc *graphql.OperationContext, f *ast.Field) bool {
+	filter, _ := f.ArgumentMap(oc.Variables)["filter"].(map[string]any)
+	b, _ := filter["assignedToMe"].(bool)
+	return b
+}

@@ -1,0 +1,131 @@
+package resolvers_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/globalid"
+	"github.com/taskgraph/taskgraph/internal/testsupport"
+)
+
+const rcPage = `query Page($first: Int) { tasks(first: $first) { totalCount edges { cursor node { id title status
+	owner { id name taskCounts { total done } } } } pageInfo { hasNextPage endCursor } } }`
+
+// rcRun sends query as u and returns the raw data and how many SQL statements it took.
+func rcRun(t *testing.T, env *testsupport.Env, u *testsupport.User, query string, vars map[string]any) (string, int64) {
+	t.Helper()
+	before := env.DB.Counter.Count()
+	res := u.Do(t, query, vars)
+	if len(res.Errors) > 0 {
+		t.Fatalf("errors: %+v", res.Errors)
+	}
+	if res.Status != 200 {
+		t.Fatalf("status %d", res.Status)
+	}
+	return string(res.Data), env.DB.Counter.Count() - before
+}
+
+func TestResponseCacheServesRepeatsUntilTheViewersDataChanges(t *testing.T) {
+	t.Parallel()
+	env := testsupport.NewEnv(t, map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/0"})
+	alice, bob := env.Register(t, "Alice"), env.Register(t, "Bob")
+	ctx := context.Background()
+	var taskIDs []string
+	for i := range 3 {
+		task := env.CreateTask(t, alice.ID, db.NewTask{Title: fmt.Sprintf("a%d", i)})
+		taskIDs = append(taskIDs, globalid.Encode(globalid.KindTask, task.ID))
+	}
+	vars := map[string]any{"first": 10}
+
+	first, _ := rcRun(t, env, alice, rcPage, vars)
+	again, stmts := rcRun(t, env, alice, rcPage, vars)
+	if again != first || stmts != 0 {
+		t.Fatalf("repeat: %d statements (want 0: served whole from the cache), same answer %v", stmts, again == first)
+	}
+	// The cost budget and the API version still come with a cached answer.
+	res := alice.Do(t, rcPage, vars)
+	if _, ok := res.Extensions["apiVersion"]; !ok || res.Extensions["cost"] == nil {
+		t.Fatalf("cached answer's extensions = %v, want apiVersion and cost", res.Extensions)
+	}
+	// Other variables, another answer.
+	two, _ := rcRun(t, env, alice, rcPage, map[string]any{"first": 2})
+	if two == first || strings.Count(two, `"cursor"`) != 2 {
+		t.Fatalf("first: 2 answered %s", two)
+	}
+	// Another user asking the same document gets their own (empty) list.
+	if b, _ := rcRun(t, env, bob, rcPage, vars); strings.Contains(b, "a0") || !strings.Contains(b, `"totalCount":0`) {
+		t.Fatalf("Bob's answer: %s", b)
+	}
+
+	// Every kind of write that changes what Alice's page shows is seen on the next request.
+	writes := []struct {
+		name  string
+		write func()
+		want  string
+	}{
+		{"the owner renames a task", func() {
+			alice.Do(t, `mutation($id: ID!) { updateTask(id: $id, input: {title: "renamed"}) { task { id } } }`,
+				map[string]any{"id": taskIDs[0]}).Decode(t, &struct{}{})
+		}, `"title":"renamed"`},
+		{"the assignee changes the status", func() {
+			alice.Do(t, `mutation($id: ID!, $a: ID) { updateTask(id: $id, input: {assigneeId: $a}) { task { id } } }`,
+				map[string]any{"id": taskIDs[1], "a": bob.GlobalID}).Decode(t, &struct{}{})
+			rcRun(t, env, alice, rcPage, vars) // cache the answer after the assignment
+			bob.Do(t, `mutation($id: ID!) { updateTask(id: $id, input: {status: DONE}) { task { id } } }`,
+				map[string]any{"id": taskIDs[1]}).Decode(t, &struct{}{})
+		}, `"done":1`},
+		{"the owner renames themself", func() {
+			alice.Do(t, `mutation { updateMe(input: {name: "Alicia"}) { user { id } } }`, nil).Decode(t, &struct{}{})
+		}, `"name":"Alicia"`},
+		{"a task is created", func() {
+			alice.Do(t, `mutation { createTask(input: {title: "brand new"}) { task { id } } }`, nil).Decode(t, &struct{}{})
+		}, `"title":"brand new"`},
+		{"a task is changed behind the API's back, then through it", func() {
+			if _, err := env.DB.Pool.Exec(ctx, `UPDATE tasks SET title = 'sneaky' WHERE title = 'a2'`); err != nil {
+				t.Fatal(err)
+			}
+			alice.Do(t, `mutation($id: ID!) { updateTask(id: $id, input: {description: "x"}) { task { id } } }`,
+				map[string]any{"id": taskIDs[0]}).Decode(t, &struct{}{})
+		}, `"title":"sneaky"`},
+	}
+	for _, w := range writes {
+		rcRun(t, env, alice, rcPage, vars) // make sure an answer is cached
+		w.write()
+		got, stmts := rcRun(t, env, alice, rcPage, vars)
+		if !strings.Contains(got, w.want) || stmts == 0 {
+			t.Fatalf("after %s: %d statements, answer %s; want it recomputed with %s", w.name, stmts, got, w.want)
+		}
+	}
+}
+
+func TestResponseCacheLeavesOtherUsersDataAlone(t *testing.T) {
+	t.Parallel()
+	env := testsupport.NewEnv(t, map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/0"})
+	alice, bob := env.Register(t, "Alice"), env.Register(t, "Bob")
+	task := env.CreateTask(t, bob.ID, db.NewTask{Title: "for alice", AssigneeID: &alice.ID})
+	env.CreateTask(t, alice.ID, db.NewTask{Title: "mine", AssigneeID: &bob.ID})
+	queries := map[string]string{
+		"assignee's row":   `{ tasks(first: 5) { edges { node { id assignee { name } } } } }`,
+		"assigned to me":   `{ tasks(first: 5, filter: {assignedToMe: true}) { edges { node { id owner { name } } } } }`,
+		"notifications":    `{ me { unreadNotificationCount } }`,
+		"a task by id":     `query($id: ID!) { task(id: $id) { id title } }`,
+		"a fragment on an": `{ tasks(first: 5) { edges { node { ...T } } } } fragment T on Task { id assignee { id } }`,
+	}
+	vars := map[string]any{"id": globalid.Encode(globalid.KindTask, task.ID)}
+	for name, q := range queries {
+		rcRun(t, env, alice, q, vars)
+		if _, stmts := rcRun(t, env, alice, q, vars); stmts == 0 {
+			t.Errorf("%s: the repeat ran no SQL: served from the response cache, but it reads other users' data", name)
+		}
+	}
+	// A rename of the assignee shows at once in the owner's list.
+	q := queries["assignee's row"]
+	rcRun(t, env, alice, q, nil)
+	bob.Do(t, `mutation { updateMe(input: {name: "Robert"}) { user { id } } }`, nil).Decode(t, &struct{}{})
+	if got, _ := rcRun(t, env, alice, q, nil); !strings.Contains(got, "Robert") {
+		t.Fatalf("after Bob's rename Alice sees %s", got)
+	}
+}
