@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -125,4 +126,16 @@ func (s BackgroundJobStore) ReadChunkInto(ctx context.Context, jobID uuid.UUID, 
 	}
 	rows.Close()
 	return dst, true, mapError(rows.Err(), "export chunk")
+}
+
+// ChunkSizes returns the byte size of each chunk of job jobID's export file, in order (without
+// reading the data: PostgreSQL knows a value's size from its header), so a byte range can start
+// at the right chunk.
+func (s BackgroundJobStore) ChunkSizes(ctx context.Context, jobID uuid.UUID) ([]int, error) {
+	rows, err := s.q.Query(ctx, `SELECT octet_length(data) FROM export_chunks WHERE job_id = $1 ORDER BY seq`, jobID)
+	if err != nil {
+		return nil, mapError(err, "export chunks")
+	}
+	sizes, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	return sizes, mapError(err, "export chunks")
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -83,14 +84,31 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if res.Format == jobs.ExportJSON {
 		ext, ctype = "json", "application/json"
 	}
+	size := int64(res.ByteSize)
 	hdr.Set("Content-Type", ctype)
 	hdr.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="tasks-%s.%s"`, at.UTC().Format(time.DateOnly), ext))
-	hdr.Set("Content-Length", strconv.FormatInt(int64(res.ByteSize), 10))
-	w.WriteHeader(http.StatusOK)
+	// A file never changes once written, so its job id and size name it: an interrupted download
+	// resumes with Range (and If-Range) against the same bytes.
+	etag := fmt.Sprintf(`"%s-%d"`, id, size)
+	hdr.Set("ETag", etag)
+	hdr.Set("Accept-Ranges", "bytes")
+	span, partial, ok := byteRange(r, etag, size)
+	if !ok {
+		hdr.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		refuse(w, http.StatusRequestedRangeNotSatisfiable, apperr.BadUserInput, "the requested range is outside the file")
+		return
+	}
+	status := http.StatusOK
+	if partial {
+		status = http.StatusPartialContent
+		hdr.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", span.start, span.end-1, size))
+	}
+	hdr.Set("Content-Length", strconv.FormatInt(span.end-span.start, 10))
+	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
 		return
 	}
-	if err := h.stream(r.Context(), w, store, id, int(res.Chunks), int64(res.ByteSize)); err != nil {
+	if err := h.stream(r.Context(), w, store, id, int(res.Chunks), size, span); err != nil {
 		if r.Context().Err() != nil {
 			return // the client went away
 		}
@@ -126,16 +144,82 @@ func (h *Handler) file(ctx context.Context, store db.BackgroundJobStore, id uuid
 	return &res, at, nil
 }
 
-// stream writes chunks 0..chunks-1 in order, reading each into one reused buffer. Each chunk gets
-// its own write deadline, and the database connection is released before writing to the client,
-// so a slow client holds no connection.
-func (h *Handler) stream(ctx context.Context, w http.ResponseWriter, store db.BackgroundJobStore, id uuid.UUID, chunks int, size int64) error {
+// span is the half-open byte range [start, end) of the file being sent.
+type span struct{ start, end int64 }
+
+// byteRange reads a single-range Range header ("bytes=a-b", "bytes=a-", "bytes=-n") against a
+// file of size bytes. partial is false when the whole file is sent: no Range, a Range this
+// handler does not serve (several ranges, another unit), or an If-Range naming another version.
+// ok is false when the range lies outside the file (416).
+func byteRange(r *http.Request, etag string, size int64) (s span, partial, ok bool) {
+	whole := span{0, size}
+	spec, found := strings.CutPrefix(r.Header.Get("Range"), "bytes=")
+	if !found || strings.Contains(spec, ",") {
+		return whole, false, true
+	}
+	if ir := r.Header.Get("If-Range"); ir != "" && ir != etag {
+		return whole, false, true
+	}
+	first, last, found := strings.Cut(strings.TrimSpace(spec), "-")
+	if !found {
+		return whole, false, true
+	}
+	switch {
+	case first == "": // the last n bytes
+		n, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || n <= 0 {
+			return whole, false, true
+		}
+		if size == 0 {
+			return span{}, false, false
+		}
+		return span{max(0, size-n), size}, true, true
+	default:
+		a, err := strconv.ParseInt(first, 10, 64)
+		if err != nil || a < 0 {
+			return whole, false, true
+		}
+		end := size
+		if last != "" {
+			b, err := strconv.ParseInt(last, 10, 64)
+			if err != nil || b < a {
+				return whole, false, true
+			}
+			end = min(size, b+1)
+		}
+		if a >= size {
+			return span{}, false, false
+		}
+		return span{a, end}, true, true
+	}
+}
+
+// stream writes the bytes of want from chunks 0..chunks-1, reading each chunk it needs into one
+// reused buffer. Each chunk gets its own write deadline, and the database connection is released
+// before writing to the client, so a slow client holds no connection.
+func (h *Handler) stream(ctx context.Context, w http.ResponseWriter, store db.BackgroundJobStore, id uuid.UUID,
+	chunks int, size int64, want span) error {
 	rc := http.NewResponseController(w)
+	first, offset := 0, int64(0) // the chunk holding want.start, and where that chunk starts
+	if want.start > 0 {
+		sizes, err := func() ([]int, error) {
+			rctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+			defer cancel()
+			return store.ChunkSizes(rctx, id)
+		}()
+		if err != nil {
+			return fmt.Errorf("chunk sizes: %w", err)
+		}
+		for first < len(sizes) && offset+int64(sizes[first]) <= want.start {
+			offset += int64(sizes[first])
+			first++
+		}
+	}
 	var (
 		buf     []byte
 		written int64
 	)
-	for seq := range chunks {
+	for seq := first; seq < chunks && offset < want.end; seq++ {
 		var (
 			ok  bool
 			err error
@@ -151,14 +235,16 @@ func (h *Handler) stream(ctx context.Context, w http.ResponseWriter, store db.Ba
 		case !ok: // deleted meanwhile (expired and purged)
 			return fmt.Errorf("chunk %d of %d is missing", seq, chunks)
 		}
+		part := buf[max(0, want.start-offset):min(int64(len(buf)), want.end-offset)]
+		offset += int64(len(buf))
 		_ = rc.SetWriteDeadline(time.Now().Add(chunkWriteTimeout)) // not every writer supports it
-		if _, err := w.Write(buf); err != nil {
+		if _, err := w.Write(part); err != nil {
 			return fmt.Errorf("write chunk %d: %w", seq, err)
 		}
-		written += int64(len(buf))
+		written += int64(len(part))
 	}
-	if written != size {
-		return fmt.Errorf("chunks hold %d bytes, the result says %d", written, size)
+	if written != want.end-want.start {
+		return fmt.Errorf("sent %d bytes of the %d asked for (file of %d)", written, want.end-want.start, size)
 	}
 	return nil
 }
