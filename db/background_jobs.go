@@ -331,16 +331,3 @@ func (s BackgroundJobStore) DeleteChunksFrom(ctx context.Context, jobID uuid.UUI
 	_, err := s.q.Exec(ctx, `DELETE FROM export_chunks WHERE job_id = $1 AND seq >= $2`, jobID, seq)
 	return mapError(err, "export chunks")
 }
-
-// ReadChunk appends chunk seq of the export file to buf and returns it; ok false past the last one.
-func (s BackgroundJobStore) ReadChunk(ctx context.Context, jobID uuid.UUID, seq int, buf []byte) (_ []byte, ok bool, err error) {
-	var data []byte
-	err = s.q.QueryRow(ctx, `SELECT data FROM export_chunks WHERE job_id = $1 AND seq = $2`, jobID, seq).Scan(&data)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return buf, false, nil
-	}
-	if err != nil {
-		return buf, false, mapError(err, "export chunk")
-	}
-	return append(buf, data...), true, nil
-}
