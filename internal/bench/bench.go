@@ -181,6 +181,13 @@ func ParseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&maxConns, "db-max-conns", int(c.DBMaxConns), "pool size of the server and of the ceiling (DB_MAX_CONNS)")
 	fs.BoolVar(&c.Gzip, "gzip", c.Gzip, "clients accept gzip (the server compresses answers over 1 KiB)")
 	fs.StringVar(&c.ProfileDir, "profile-dir", c.ProfileDir, "where CPU profiles go when a target is missed (empty: no profile)")
+	fs.Func("server-env", "extra server setting KEY=VALUE, after the benchmark's own (repeatable; shown in the report)", func(kv string) error {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return fmt.Errorf("want KEY=VALUE, got %q", kv)
+		}
+		c.ServerEnv = append(c.ServerEnv, kv)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}

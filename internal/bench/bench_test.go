@@ -2,9 +2,12 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +87,25 @@ func TestQuickRun(t *testing.T) {
 			}
 		}
 	}
+	// The mix is split by kind (in every mode), single-kind scenarios are not.
+	for _, m := range []mode{modeCeiling, modeUncached, modeCached} {
+		mix, _ := rep.Result(ScenarioMix, m)
+		var n int64
+		var names []string
+		for _, k := range mix.Kinds {
+			n += k.Requests
+			names = append(names, k.Kind)
+		}
+		if strings.Join(names, ",") != "first page,task by id,updateTask" || n != mix.Requests {
+			t.Errorf("mix / %s: kinds %v with %d requests, want first page, task by id and updateTask with %d", m, names, n, mix.Requests)
+		}
+		if page, _ := rep.Result(ScenarioPage, m); page.Kinds != nil {
+			t.Errorf("page / %s: split by kind %+v", m, page.Kinds)
+		}
+		if row := "| mix | " + m.title() + " | updateTask | "; !strings.Contains(string(md), row) {
+			t.Errorf("report has no latency-by-kind row starting %q", row)
+		}
+	}
 	// The uncached page is exactly: session lookup, page, owners, task counts.
 	if r, _ := rep.Result(ScenarioPage, modeUncached); r.StatementsPerRequest != 4 {
 		t.Errorf("uncached page: %.2f statements per request, want 4", r.StatementsPerRequest)
@@ -98,11 +120,18 @@ func TestQuickRun(t *testing.T) {
 	if r, _ := rep.Result(ScenarioPage, modeCached); r.CacheHitRatio < 0.5 {
 		t.Errorf("cached page: cache hit ratio %.2f, want most lookups answered by Redis", r.CacheHitRatio)
 	}
+	// A p99 target names what the same scenario's SQL alone reached, so a reader can tell a miss
+	// the server causes from one the machine causes.
+	for _, tg := range rep.Targets {
+		if strings.Contains(tg.Goal, "p99") && tg.Judged && !strings.Contains(tg.Measured, "its direct SQL alone: ") {
+			t.Errorf("target %q measured %q: no direct-SQL p99 beside it", tg.Goal, tg.Measured)
+		}
+	}
 	// The ceiling must run the server's SQL: a change to the stores' statements shows up here.
 	for sc, diff := range rep.SQLDrift() {
 		t.Errorf("%s: the ceiling's SQL (internal/bench/ceiling.go) differs from the server's:\n%s", sc, strings.Join(diff, "\n"))
 	}
-	for _, want := range []string{"## Machine and run", "## Results", "## Targets", "## Closing note", "PostgreSQL ", "Redis "} {
+	for _, want := range []string{"## Machine and run", "## Results", "## Latency by request kind", "## Targets", "## Closing note", "PostgreSQL ", "Redis "} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report lacks %q", want)
 		}
@@ -133,7 +162,8 @@ func TestSeedRefusesForeignDatabase(t *testing.T) {
 }
 
 func TestParseFlags(t *testing.T) {
-	c, err := ParseFlags([]string{"-quick", "-users", "80", "-scenarios", "page, mix"}, io.Discard)
+	c, err := ParseFlags([]string{"-quick", "-users", "80", "-scenarios", "page, mix",
+		"-server-env", "GOGC=200", "-server-env", "DB_MAX_CONNS=10"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +173,9 @@ func TestParseFlags(t *testing.T) {
 	}
 	if strings.Join(c.Scenarios, ",") != "page,mix" {
 		t.Errorf("scenarios = %v", c.Scenarios)
+	}
+	if strings.Join(c.ServerEnv, " ") != "GOGC=200 DB_MAX_CONNS=10" {
+		t.Errorf("server env = %q", c.ServerEnv)
 	}
 	d, err := ParseFlags(nil, io.Discard)
 	if err != nil {
@@ -156,6 +189,8 @@ func TestParseFlags(t *testing.T) {
 		{"-redis", "redis://10.0.0.5:6379/0"},
 		{"-scenarios", "page,bogus"},
 		{"-tasks", "100"},
+		{"-server-env", "GOGC"},
+		{"-server-env", "=1"},
 	} {
 		if _, err := ParseFlags(args, io.Discard); err == nil {
 			t.Errorf("%v accepted", args)
@@ -179,6 +214,88 @@ func TestPercentileAndRate(t *testing.T) {
 	}
 	if (loadResult{}).percentile(50) != 0 {
 		t.Error("percentile of nothing should be 0")
+	}
+}
+
+// TestLatencyByKind feeds runLoad an operation whose clients alternate between a fast kind and a slow
+// one: every latency must be filed under the kind that produced it, and the report must show them.
+func TestLatencyByKind(t *testing.T) {
+	const (
+		concurrency = 2
+		fast        = time.Millisecond
+		slow        = 20 * time.Millisecond
+	)
+	sent := make([]int, concurrency) // requests per client; each client only touches its own
+	op := func(ctx context.Context, w int, _ *rand.Rand) (stepKind, error) {
+		kind, d := stepPage, fast
+		if sent[w]%2 == 1 {
+			kind, d = stepUpdate, slow
+		}
+		sent[w]++
+		time.Sleep(d)
+		return kind, nil
+	}
+	res := runLoad(context.Background(), concurrency, 30*time.Millisecond, 400*time.Millisecond, op)
+
+	if len(res.byKind) != 2 {
+		t.Fatalf("kinds: %d, want 2 (first page and updateTask): %v", len(res.byKind), res.byKind)
+	}
+	page, update := res.byKind[stepPage], res.byKind[stepUpdate]
+	if got := int64(len(page) + len(update)); got != res.requests || got != int64(len(res.latencies)) {
+		t.Errorf("%d + %d latencies by kind, want %d requests (%d latencies)", len(page), len(update), res.requests, len(res.latencies))
+	}
+	// Each client alternates, so the measured window holds as many of each kind, give or take one per client.
+	if diff := len(page) - len(update); diff < -concurrency || diff > concurrency || len(update) < 5 {
+		t.Errorf("%d first pages and %d updates, want about as many of each", len(page), len(update))
+	}
+	for k, l := range res.byKind {
+		if !slices.IsSorted(l) {
+			t.Errorf("%s latencies are not sorted", k)
+		}
+	}
+	if update[0] < slow {
+		t.Errorf("fastest updateTask took %s, less than its %s sleep: latencies filed under the wrong kind", update[0], slow)
+	}
+
+	r := newResult(scenarioByName(ScenarioMix, 100), modeUncached, res)
+	if len(r.Kinds) != 2 || r.Kinds[0].Kind != "first page" || r.Kinds[1].Kind != "updateTask" {
+		t.Fatalf("Kinds = %+v, want first page then updateTask", r.Kinds)
+	}
+	p, u := r.Kinds[0], r.Kinds[1]
+	if p.Requests != int64(len(page)) || u.Requests != int64(len(update)) {
+		t.Errorf("kind counts %d, %d; want %d, %d", p.Requests, u.Requests, len(page), len(update))
+	}
+	if !(p.P50 < u.P50) || u.P50 < slow || u.P99 < slow || p.P50 > p.P95 || p.P95 > p.P99 || u.P50 > u.P95 || u.P95 > u.P99 {
+		t.Errorf("first page p50/p95/p99 %s/%s/%s, updateTask %s/%s/%s: want the updates slower, each at least %s",
+			p.P50, p.P95, p.P99, u.P50, u.P95, u.P99, slow)
+	}
+	if share := p.Share(r) + u.Share(r); share < 0.999 || share > 1.001 {
+		t.Errorf("shares sum to %v, want 1", share)
+	}
+
+	// A single-kind scenario gets no breakdown, and the report shows one only when there is one.
+	single := newResult(scenarioByName(ScenarioPage, 100), modeUncached,
+		loadResult{requests: 2, latencies: []time.Duration{1, 2}, byKind: map[stepKind][]time.Duration{stepPage: {1, 2}}})
+	if single.Kinds != nil {
+		t.Errorf("single-kind result has Kinds %+v", single.Kinds)
+	}
+	rep := &Report{Config: QuickConfig(), Results: []Result{single}}
+	var text strings.Builder
+	rep.WriteText(&text)
+	if md := rep.Markdown(); strings.Contains(md, "Latency by request kind") || strings.Contains(text.String(), "Latency by request kind") {
+		t.Error("report shows latency by kind without a scenario that mixes kinds")
+	}
+	rep.Results = append(rep.Results, r)
+	text.Reset()
+	rep.WriteText(&text)
+	md := rep.Markdown()
+	row := fmt.Sprintf("| mix | %s | updateTask | %d | %.1f%% | %s | %s | %s |", modeUncached.title(), u.Requests, 100*u.Share(r),
+		msNum(u.P50), msNum(u.P95), msNum(u.P99))
+	if !strings.Contains(md, "## Latency by request kind") || !strings.Contains(md, row) {
+		t.Errorf("Markdown lacks the latency-by-kind section or its row %q", row)
+	}
+	if !strings.Contains(text.String(), "Latency by request kind:") || !strings.Contains(text.String(), "first page") {
+		t.Errorf("text output lacks the latency-by-kind table:\n%s", text.String())
 	}
 }
 

@@ -54,9 +54,10 @@ const (
 // scanned into the same structs. What it leaves out (HTTP, JSON, GraphQL, dataloader waits) is the
 // server's own cost.
 func ceilingOperation(pool *pgxpool.Pool, users []*benchUser, sc scenario) operation {
-	return func(ctx context.Context, w int, rng *rand.Rand) error {
+	return func(ctx context.Context, w int, rng *rand.Rand) (stepKind, error) {
 		u := users[w%len(users)]
-		return sc.next(u, rng).direct(ctx, pool, u)
+		s := sc.next(u, rng)
+		return s.kind, s.direct(ctx, pool, u)
 	}
 }
 

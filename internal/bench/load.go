@@ -16,8 +16,9 @@ import (
 // requestTimeout bounds one request of the load, HTTP or SQL.
 const requestTimeout = 10 * time.Second
 
-// operation performs one request for client w and reports whether it failed.
-type operation func(ctx context.Context, w int, rng *rand.Rand) error
+// operation performs one request for client w and reports which kind of request it sent and
+// whether it failed.
+type operation func(ctx context.Context, w int, rng *rand.Rand) (stepKind, error)
 
 // loadResult is what one measured run produced.
 type loadResult struct {
@@ -27,6 +28,10 @@ type loadResult struct {
 	elapsed   time.Duration   // from the start of the window until the last measured request ended
 	latencies []time.Duration // sorted, one per measured request
 	total     int64           // every request, warmup included
+
+	// byKind holds the same latencies split by the kind of request, each sorted; only the kinds
+	// that were sent have an entry.
+	byKind map[stepKind][]time.Duration
 }
 
 func (r loadResult) rps() float64 {
@@ -37,18 +42,35 @@ func (r loadResult) rps() float64 {
 }
 
 // percentile returns the nearest-rank percentile p (0..100) of the sorted latencies.
-func (r loadResult) percentile(p float64) time.Duration {
-	n := len(r.latencies)
+func (r loadResult) percentile(p float64) time.Duration { return percentile(r.latencies, p) }
+
+// percentile returns the nearest-rank percentile p (0..100) of sorted; 0 when it is empty.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	n := len(sorted)
 	if n == 0 {
 		return 0
 	}
 	i := int(math.Ceil(p/100*float64(n))) - 1
-	return r.latencies[min(max(i, 0), n-1)]
+	return sorted[min(max(i, 0), n-1)]
+}
+
+// latenciesByKind splits latencies by kinds[i], the kind of request latencies[i] measured, and sorts
+// each kind's share. Kinds without a request have no entry.
+func latenciesByKind(latencies []time.Duration, kinds []stepKind) map[stepKind][]time.Duration {
+	out := map[stepKind][]time.Duration{}
+	for i, d := range latencies {
+		out[kinds[i]] = append(out[kinds[i]], d)
+	}
+	for _, l := range out {
+		slices.Sort(l)
+	}
+	return out
 }
 
 // clientResult is one client's share of a run.
 type clientResult struct {
 	latencies []time.Duration
+	kinds     []stepKind // kinds[i] is the kind of request latencies[i] measured
 	errors    int64
 	firstErr  error
 	lastEnd   time.Time
@@ -69,6 +91,7 @@ func runLoad(ctx context.Context, concurrency int, warmup, duration time.Duratio
 		wg.Go(func() {
 			res := &results[w]
 			res.latencies = make([]time.Duration, 0, 4096)
+			res.kinds = make([]stepKind, 0, 4096)
 			rng := rand.New(rand.NewPCG(uint64(w)+1, 0x7a5c9))
 			for ctx.Err() == nil {
 				began := time.Now()
@@ -76,7 +99,7 @@ func runLoad(ctx context.Context, concurrency int, warmup, duration time.Duratio
 					break
 				}
 				rctx, cancel := context.WithTimeout(ctx, requestTimeout)
-				err := op(rctx, w, rng)
+				kind, err := op(rctx, w, rng)
 				cancel()
 				done := time.Now()
 				res.total++
@@ -84,6 +107,7 @@ func runLoad(ctx context.Context, concurrency int, warmup, duration time.Duratio
 					continue
 				}
 				res.latencies = append(res.latencies, done.Sub(began))
+				res.kinds = append(res.kinds, kind)
 				res.lastEnd = done
 				if err != nil {
 					res.errors++
@@ -97,9 +121,11 @@ func runLoad(ctx context.Context, concurrency int, warmup, duration time.Duratio
 	wg.Wait()
 
 	var out loadResult
+	var kinds []stepKind
 	lastEnd := measureFrom
 	for _, r := range results {
 		out.latencies = append(out.latencies, r.latencies...)
+		kinds = append(kinds, r.kinds...)
 		out.errors += r.errors
 		out.total += r.total
 		if r.firstErr != nil && out.firstErr == "" {
@@ -109,6 +135,7 @@ func runLoad(ctx context.Context, concurrency int, warmup, duration time.Duratio
 			lastEnd = r.lastEnd
 		}
 	}
+	out.byKind = latenciesByKind(out.latencies, kinds) // before sorting: kinds follows the clients' order
 	slices.Sort(out.latencies)
 	out.requests = int64(len(out.latencies))
 	out.elapsed = lastEnd.Sub(measureFrom)
@@ -138,27 +165,31 @@ func graphqlOperation(client *http.Client, url string, users []*benchUser, sc sc
 	// One reusable response buffer per client keeps the load generator's own garbage (and so its
 	// share of the two cores) small.
 	bufs := make([]bytes.Buffer, concurrency)
-	return func(ctx context.Context, w int, rng *rand.Rand) error {
+	return func(ctx context.Context, w int, rng *rand.Rand) (stepKind, error) {
 		u := users[w%len(users)]
-		body := sc.next(u, rng).body(u)
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-		if err != nil {
-			return fmt.Errorf("build request: %w", err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+u.token)
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		buf := &bufs[w]
-		buf.Reset()
-		if _, err := buf.ReadFrom(resp.Body); err != nil {
-			return fmt.Errorf("read answer: %w", err)
-		}
-		return checkAnswer(resp.StatusCode, buf.Bytes())
+		s := sc.next(u, rng)
+		return s.kind, sendGraphQL(ctx, client, url, u, s.body(u), &bufs[w])
 	}
+}
+
+// sendGraphQL posts one GraphQL request as user u and checks the answer, read into buf.
+func sendGraphQL(ctx context.Context, client *http.Client, url string, u *benchUser, body []byte, buf *bytes.Buffer) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+u.token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	buf.Reset()
+	if _, err := buf.ReadFrom(resp.Body); err != nil {
+		return fmt.Errorf("read answer: %w", err)
+	}
+	return checkAnswer(resp.StatusCode, buf.Bytes())
 }
 
 // checkAnswer accepts HTTP 200 with data and without errors. It looks at bytes rather than decoding:

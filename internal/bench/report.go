@@ -38,6 +38,27 @@ type Result struct {
 	PeakRSSSinceStart    bool    // the peak could not be reset, so it covers the process's whole life
 
 	SQL []string // the distinct statements sent for this scenario (whitespace collapsed, sorted)
+
+	// Kinds splits the latencies by kind of request, in the order the kinds are declared; only for
+	// scenarios that sent more than one kind (the mix), empty otherwise.
+	Kinds []KindResult
+}
+
+// KindResult is the latency of one kind of request within a Result.
+type KindResult struct {
+	Kind     string // as the schema names it: "first page", "deep page", "task by id", "updateTask"
+	Requests int64  // measured requests of this kind
+	P50      time.Duration
+	P95      time.Duration
+	P99      time.Duration
+}
+
+// Share is the kind's share of the result's requests (0..1).
+func (k KindResult) Share(of Result) float64 {
+	if of.Requests == 0 {
+		return 0
+	}
+	return float64(k.Requests) / float64(of.Requests)
 }
 
 func newResult(sc scenario, m mode, r loadResult) Result {
@@ -46,6 +67,22 @@ func newResult(sc scenario, m mode, r loadResult) Result {
 		Requests: r.requests, Errors: r.errors, FirstError: r.firstErr, Elapsed: r.elapsed, RPS: r.rps(),
 		P50: r.percentile(50), P95: r.percentile(95), P99: r.percentile(99), Max: r.percentile(100),
 		CacheHitRatio: -1, AppCacheHitRatio: -1, MachineCPU: -1, OthersCPU: -1,
+	}
+	out.Kinds = kindResults(r.byKind)
+	return out
+}
+
+// kindResults summarizes latencies split by kind, in the kinds' declared order; nil when fewer than
+// two kinds were sent (the scenario's own line already says everything).
+func kindResults(byKind map[stepKind][]time.Duration) []KindResult {
+	if len(byKind) < 2 {
+		return nil
+	}
+	var out []KindResult
+	for _, k := range slices.Sorted(maps.Keys(byKind)) {
+		l := byKind[k]
+		out = append(out, KindResult{Kind: k.String(), Requests: int64(len(l)),
+			P50: percentile(l, 50), P95: percentile(l, 95), P99: percentile(l, 99)})
 	}
 	return out
 }
@@ -164,6 +201,11 @@ func (r *Report) evaluate() {
 		if target.Judged {
 			target.Met = worst.P99 < 25*time.Millisecond
 			target.Measured = fmt.Sprintf("worst %s (%s)", ms(worst.P99), worst.Scenario)
+			// The same scenario's SQL alone, at the same concurrency, tells a target the server can
+			// approach from one that the machine cannot meet even without the server.
+			if sql, ok := r.Result(worst.Scenario, modeCeiling); ok {
+				target.Measured += fmt.Sprintf("; its direct SQL alone: %s", ms(sql.P99))
+			}
 		}
 		r.Targets = append(r.Targets, target)
 	}
@@ -246,6 +288,19 @@ func (r *Report) tableRows() (header []string, rows [][]string) {
 	return header, rows
 }
 
+// kindRows is the "latency by request kind" table, shared by the Markdown and the text output: one
+// row per kind of every result that sent more than one kind. No rows when there is none.
+func (r *Report) kindRows() (header []string, rows [][]string) {
+	header = []string{"scenario", "mode", "kind", "requests", "share", "p50 ms", "p95 ms", "p99 ms"}
+	for _, x := range r.Results {
+		for _, k := range x.Kinds {
+			rows = append(rows, []string{x.Scenario, x.ModeTitle, k.Kind, fmt.Sprint(k.Requests),
+				fmt.Sprintf("%.1f%%", 100*k.Share(x)), msNum(k.P50), msNum(k.P95), msNum(k.P99)})
+		}
+	}
+	return header, rows
+}
+
 // WriteText prints the results and targets as aligned text.
 func (r *Report) WriteText(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -256,6 +311,16 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+	if header, rows := r.kindRows(); len(rows) > 0 {
+		fmt.Fprintln(w, "Latency by request kind:")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.Join(header, "\t"))
+		for _, row := range rows {
+			fmt.Fprintln(tw, strings.Join(row, "\t"))
+		}
+		tw.Flush()
+		fmt.Fprintln(w)
+	}
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "target\tmeasured\tresult")
 	for _, t := range r.Targets {
@@ -311,7 +376,11 @@ func (r *Report) Markdown() string {
 		thousands(c.Users), thousands(c.Tasks), c.benchUsers(), thousands(c.TasksPerBenchUser()), seededNote(r.Reseeded))
 	p("| load | %d concurrent clients on the same machine, %s warmup + %s measured per scenario and mode |",
 		c.Concurrency, c.Warmup, c.Duration)
-	p("| server | separate process, `DB_MAX_CONNS=%d`, `RATE_LIMIT_ENABLED=false`, `LOG_LEVEL=warn`, %s |", c.DBMaxConns, gzipNote(c.Gzip))
+	extra := ""
+	for _, kv := range c.ServerEnv {
+		extra += " `" + kv + "`,"
+	}
+	p("| server | separate process, `DB_MAX_CONNS=%d`, `RATE_LIMIT_ENABLED=false`, `LOG_LEVEL=warn`,%s %s |", c.DBMaxConns, extra, gzipNote(c.Gzip))
 	p("| whole run | %s |", r.Took.Round(time.Second))
 	p("")
 	p("## Results")
@@ -347,6 +416,20 @@ func (r *Report) Markdown() string {
 		p("The cache's own hit ratio (its counters, in the statement pass: in-process, one request at a time): %s.", appHits)
 	}
 	p("")
+	if header, rows := r.kindRows(); len(rows) > 0 {
+		p("## Latency by request kind")
+		p("")
+		p("The scenarios that mix kinds of request, split by kind: which kind makes the tail. *share* is the")
+		p("kind's part of the scenario's measured requests; percentiles are nearest-rank, as above, over that")
+		p("kind's requests only.")
+		p("")
+		p("| %s |", strings.Join(header, " | "))
+		p("|%s", strings.Repeat("---|", len(header)))
+		for _, row := range rows {
+			p("| %s |", strings.Join(row, " | "))
+		}
+		p("")
+	}
 	p("## Targets")
 	p("")
 	p("| target | measured | result |")

@@ -171,7 +171,8 @@ func measure(ctx context.Context, c Config, op operation, pid int) (loadResult, 
 func probe(ctx context.Context, op operation) error {
 	pctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	return op(pctx, 0, rand.New(rand.NewPCG(1, 1)))
+	_, err := op(pctx, 0, rand.New(rand.NewPCG(1, 1)))
+	return err
 }
 
 // runMode starts the server in mode m, runs every scenario against it over HTTP, each followed by

@@ -31,7 +31,24 @@ const (
 	stepDeep                   // the page after DeepOffset rows
 	stepTask                   // one task by id, with its owner
 	stepUpdate                 // updateTask: new status and priority
+
+	numStepKinds = iota // how many kinds there are
 )
+
+// String names the kind as the schema does, for the report.
+func (k stepKind) String() string {
+	switch k {
+	case stepPage:
+		return "first page"
+	case stepDeep:
+		return "deep page"
+	case stepTask:
+		return "task by id"
+	case stepUpdate:
+		return "updateTask"
+	}
+	return fmt.Sprintf("stepKind(%d)", int(k))
+}
 
 // step is one request a client makes, decided before it is sent so that the GraphQL run and the
 // direct-SQL ceiling make exactly the same choices from the same random sequence.
