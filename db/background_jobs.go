@@ -171,6 +171,24 @@ func (s BackgroundJobStore) Get(ctx context.Context, userID, id uuid.UUID) (*Bac
 	return s.one(ctx, `SELECT `+backgroundJobColumns+` FROM jobs WHERE id = $1 AND user_id = $2`, id, userID)
 }
 
+// maxChangedJobs bounds ActiveOrFinishedSince: a user has at most JOB_MAX_ACTIVE active jobs, so the
+// rest are jobs that finished within a subscription's gap.
+const maxChangedJobs = 100
+
+// ActiveOrFinishedSince returns userID's jobs that are QUEUED or RUNNING or finished at or after
+// since, oldest first, at most 100: what may have changed unseen while a jobUpdated subscription
+// was missing events.
+func (s BackgroundJobStore) ActiveOrFinishedSince(ctx context.Context, userID uuid.UUID, since time.Time) ([]*BackgroundJob, error) {
+	rows, err := s.q.Query(ctx, `SELECT `+backgroundJobColumns+` FROM jobs
+		WHERE user_id = $1 AND (status IN ('QUEUED', 'RUNNING') OR finished_at >= $2)
+		ORDER BY created_at, id LIMIT $3`, userID, since, maxChangedJobs)
+	if err != nil {
+		return nil, mapError(err, "jobs")
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToAddrOfStructByName[BackgroundJob])
+	return out, mapError(err, "jobs")
+}
+
 // ByID returns the job id whoever owns it (for workers), or NOT_FOUND.
 func (s BackgroundJobStore) ByID(ctx context.Context, id uuid.UUID) (*BackgroundJob, error) {
 	return s.one(ctx, `SELECT `+backgroundJobColumns+` FROM jobs WHERE id = $1`, id)

@@ -1610,8 +1610,10 @@ enum ExportFormat {
   """
   RFC 4180 CSV (UTF-8, records end in CRLF) with a header row: id, title, description, status,
   priority, dueAt, tags (separated by ` + "`" + `;` + "`" + `), ownerId, assigneeId, createdAt, updatedAt, completedAt,
-  version. Times are RFC 3339 UTC; a null value is an empty field. Text is exported verbatim: a title
-  that starts with ` + "`" + `=` + "`" + `, ` + "`" + `+` + "`" + `, ` + "`" + `-` + "`" + ` or ` + "`" + `@` + "`" + ` is not escaped for spreadsheets.
+  version. Times are RFC 3339 UTC; a null value is an empty field. Text is safe to open in a
+  spreadsheet: a title, description or tags field that starts with ` + "`" + `=` + "`" + `, ` + "`" + `+` + "`" + `, ` + "`" + `-` + "`" + `, ` + "`" + `@` + "`" + `, a tab or a
+  carriage return has a single quote (` + "`" + `'` + "`" + `) put in front, so that Excel, LibreOffice and Google Sheets
+  read it as text rather than a formula. Use ` + "`" + `JSON` + "`" + ` for the exact text.
   """
   CSV
   "A JSON array of task objects with the same fields (tags as an array)."
@@ -1924,6 +1926,11 @@ Live updates, over the graphql-transport-ws websocket protocol (authenticate in 
 ` + "`" + `{"Authorization": "Bearer <accessToken>"}` + "`" + ` or ` + "`" + `{"authToken": "<accessToken>"}` + "`" + `) or over SSE (POST with
 ` + "`" + `Accept: text/event-stream` + "`" + ` and the usual Authorization header). Events reach every instance. Who may
 see what is checked again for every event, and a subscription ends when its session does (logout).
+
+Events can be missed: a subscriber that reads slower than changes arrive (a bulk update changes
+hundreds of tasks at once), or an instance that briefly loses its event feed from the database. The
+server notices both: ` + "`" + `taskChanged` + "`" + ` then sends a ` + "`" + `RESYNC` + "`" + ` event, ` + "`" + `notificationReceived` + "`" + ` and ` + "`" + `jobUpdated` + "`" + `
+catch up by themselves (they send what was written meanwhile, or the current state).
 """
 type Subscription {
   "Changes to tasks you own or are assigned to; with ` + "`" + `id` + "`" + `, to that one task only."
@@ -1938,11 +1945,16 @@ enum TaskChangeKind {
   UPDATED
   "The task was deleted or is no longer visible to you (for example unassigned from you)."
   DELETED
+  """
+  Events may have been missed since the last one (you read slower than changes arrived, or the server
+  briefly lost its event feed): re-query the tasks you show. ` + "`" + `task` + "`" + ` and ` + "`" + `deletedTaskId` + "`" + ` are null.
+  """
+  RESYNC
 }
 
 type TaskChangedEvent {
   kind: TaskChangeKind!
-  "The task as it is now; null when DELETED."
+  "The task as it is now; null when DELETED or RESYNC."
   task: Task
   "The id of the task that went away; set when DELETED."
   deletedTaskId: ID

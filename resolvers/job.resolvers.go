@@ -126,7 +126,8 @@ func (r *subscriptionResolver) JobUpdated(ctx context.Context, id *string) (<-ch
 	match := func(ev events.Event) bool {
 		return ev.Kind == events.KindJob && ev.HasUser(v.UserID) && (only == uuid.Nil || ev.ID == only)
 	}
-	return startSubscription(ctx, r.Resolver, v, match, r.jobSource)
+	src := &jobSource{r: r.Resolver, only: only, since: time.Now()}
+	return startSubscription(ctx, r.Resolver, v, match, src.next)
 }
 
 func (r *taskExportResolver) DownloadURL(ctx context.Context, obj *jobs.ExportResult) (*string, error) {

@@ -146,9 +146,32 @@ func (r *Resolver) exportURL(res *jobs.ExportResult, now time.Time) (string, tim
 	return u, exp, true
 }
 
-// jobSource sends the viewer's job as it is now for every event about it.
-func (r *Resolver) jobSource(ctx context.Context, v auth.Viewer, ev events.Event) ([]*db.BackgroundJob, error) {
-	j, err := r.DB.Stores().BackgroundJobs.Get(ctx, v.UserID, ev.ID)
+// gapClockMargin widens a job subscription's catch-up read after a gap: finished_at is the
+// database's clock, the read's start this process's.
+const gapClockMargin = time.Minute
+
+// jobSource sends the viewer's jobs (or the one job `only`) as they are now: for every event about
+// one, and after a gap in the events, every job that may have changed unseen.
+type jobSource struct {
+	r     *Resolver
+	only  uuid.UUID // uuid.Nil: all of the viewer's jobs
+	since time.Time // jobs that finished before it were sent (or were not missed)
+}
+
+func (s *jobSource) next(ctx context.Context, v auth.Viewer, ev events.Event) ([]*db.BackgroundJob, error) {
+	if ev.Kind == events.Gap.Kind {
+		if s.only == uuid.Nil {
+			now := time.Now()
+			changed, err := s.r.DB.Stores().BackgroundJobs.ActiveOrFinishedSince(ctx, v.UserID, s.since.Add(-gapClockMargin))
+			if err != nil {
+				return nil, fmt.Errorf("reload jobs after a gap: %w", err)
+			}
+			s.since = now
+			return changed, nil
+		}
+		ev.ID = s.only
+	}
+	j, err := s.r.DB.Stores().BackgroundJobs.Get(ctx, v.UserID, ev.ID)
 	if apperr.CodeOf(err) == apperr.NotFound {
 		return nil, nil // deleted meanwhile (retention): nothing to show
 	}

@@ -20,7 +20,9 @@ import (
 const defaultSessionCheckEvery = 30 * time.Second
 
 // startSubscription runs one live subscription: it takes a slot of the connection's limit, listens on
-// the bus for events accepted by match and turns each into zero or more values with load. The session
+// the bus for events accepted by match and turns each into zero or more values with load. When the bus
+// reports that events may have been lost (a full buffer, a listener reconnect), load is called with
+// events.Gap, so that the source can resend current state or tell the client to re-read. The session
 // is re-checked on every event and periodically; when it is no longer live (logout, password change,
 // user deleted) the stream ends. The stream also ends with ctx (client unsubscribed, connection closed,
 // shutdown).
@@ -63,24 +65,42 @@ func startSubscription[T any](ctx context.Context, r *Resolver, v auth.Viewer, m
 				if ev.Kind == events.KindSession {
 					continue
 				}
-				values, err := load(ctx, v, ev)
-				if err != nil {
-					if ctx.Err() == nil && r.Logger != nil {
-						r.Logger.WarnContext(ctx, "subscription: event not delivered", "kind", string(ev.Kind), "error", err.Error())
-					}
-					continue
+				if !deliverEvent(ctx, r, v, out, ev, load) {
+					return
 				}
-				for _, val := range values {
-					select {
-					case out <- val:
-					case <-ctx.Done():
-						return
-					}
+			case <-sub.Gaps:
+				// The lost events may include this session's revocation: check before anything else.
+				if !r.sessionLive(ctx, v) {
+					return
+				}
+				if !deliverEvent(ctx, r, v, out, events.Gap, load) {
+					return
 				}
 			}
 		}
 	}()
 	return out, nil
+}
+
+// deliverEvent turns ev into values with load and sends them on out. It reports false when ctx
+// ended; an event that could not be loaded is logged and skipped.
+func deliverEvent[T any](ctx context.Context, r *Resolver, v auth.Viewer, out chan<- T, ev events.Event,
+	load func(ctx context.Context, v auth.Viewer, ev events.Event) ([]T, error)) bool {
+	values, err := load(ctx, v, ev)
+	if err != nil {
+		if ctx.Err() == nil && r.Logger != nil {
+			r.Logger.WarnContext(ctx, "subscription: event not delivered", "kind", string(ev.Kind), "error", err.Error())
+		}
+		return ctx.Err() == nil
+	}
+	for _, val := range values {
+		select {
+		case out <- val:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 // sessionLive reports whether v's session is still active for v's user. A lookup fault (database
@@ -110,6 +130,10 @@ type taskChangeSource struct {
 }
 
 func (s *taskChangeSource) next(ctx context.Context, v auth.Viewer, ev events.Event) ([]*model.TaskChangedEvent, error) {
+	if ev.Kind == events.Gap.Kind {
+		// Which tasks changed meanwhile is unknown (events carry no history): the client re-reads.
+		return []*model.TaskChangedEvent{{Kind: model.TaskChangeKindResync}}, nil
+	}
 	task, err := s.r.DB.Stores().Tasks.GetVisible(ctx, v.UserID, ev.ID)
 	switch {
 	case errors.Is(err, apperr.ErrNotFound):
@@ -131,7 +155,8 @@ func (s *taskChangeSource) next(ctx context.Context, v auth.Viewer, ev events.Ev
 }
 
 // notificationSource sends the viewer's notifications written after the last one sent (or after the
-// newest one when the subscription started), oldest first.
+// newest one when the subscription started), oldest first. Every event, a gap included, reads from
+// that position, so a lost event delays nothing past the next read.
 type notificationSource struct {
 	r    *Resolver
 	user uuid.UUID

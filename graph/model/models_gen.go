@@ -163,12 +163,17 @@ type RegisterWebhookPayload struct {
 // `{"Authorization": "Bearer <accessToken>"}` or `{"authToken": "<accessToken>"}`) or over SSE (POST with
 // `Accept: text/event-stream` and the usual Authorization header). Events reach every instance. Who may
 // see what is checked again for every event, and a subscription ends when its session does (logout).
+//
+// Events can be missed: a subscriber that reads slower than changes arrive (a bulk update changes
+// hundreds of tasks at once), or an instance that briefly loses its event feed from the database. The
+// server notices both: `taskChanged` then sends a `RESYNC` event, `notificationReceived` and `jobUpdated`
+// catch up by themselves (they send what was written meanwhile, or the current state).
 type Subscription struct {
 }
 
 type TaskChangedEvent struct {
 	Kind TaskChangeKind `json:"kind"`
-	// The task as it is now; null when DELETED.
+	// The task as it is now; null when DELETED or RESYNC.
 	Task *db.Task `json:"task,omitempty"`
 	// The id of the task that went away; set when DELETED.
 	DeletedTaskID *string `json:"deletedTaskId,omitempty"`
@@ -293,17 +298,21 @@ const (
 	TaskChangeKindUpdated TaskChangeKind = "UPDATED"
 	// The task was deleted or is no longer visible to you (for example unassigned from you).
 	TaskChangeKindDeleted TaskChangeKind = "DELETED"
+	// Events may have been missed since the last one (you read slower than changes arrived, or the server
+	// briefly lost its event feed): re-query the tasks you show. `task` and `deletedTaskId` are null.
+	TaskChangeKindResync TaskChangeKind = "RESYNC"
 )
 
 var AllTaskChangeKind = []TaskChangeKind{
 	TaskChangeKindCreated,
 	TaskChangeKindUpdated,
 	TaskChangeKindDeleted,
+	TaskChangeKindResync,
 }
 
 func (e TaskChangeKind) IsValid() bool {
 	switch e {
-	case TaskChangeKindCreated, TaskChangeKindUpdated, TaskChangeKindDeleted:
+	case TaskChangeKindCreated, TaskChangeKindUpdated, TaskChangeKindDeleted, TaskChangeKindResync:
 		return true
 	}
 	return false

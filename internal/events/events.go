@@ -7,11 +7,13 @@
 // what they need and check who may see it at delivery time.
 //
 // Each instance keeps one dedicated listener connection (Run). When it breaks, Run reconnects with
-// backoff; events published while it was down are lost and subscribers are not told (there is no
-// lost-event detection: clients that need completeness re-query after reconnecting).
+// backoff; events published while it was down are lost.
 //
 // In the process a broker hands events to subscribers through bounded buffers: when a slow
 // subscriber's buffer is full the event is dropped for it and counted (Dropped).
+//
+// Either loss is reported to the subscribers it may have touched as a gap (Subscription.Gaps), so
+// that what they show can be re-read instead of silently drifting from the database.
 package events
 
 import (
@@ -47,6 +49,10 @@ const (
 	KindJob Kind = "job"
 )
 
+// Gap is the event a subscription's consumer hands itself when Gaps fires: it is never published,
+// and stands for "events may have been lost here".
+var Gap = Event{Kind: "gap"}
+
 // Event is one change, by ids only.
 type Event struct {
 	Kind    Kind        `json:"kind"`
@@ -77,6 +83,7 @@ type Bus struct {
 	subs map[*Subscription]struct{}
 
 	dropped   atomic.Int64
+	listened  atomic.Bool // a listener has listened once: the next LISTEN is a reconnect
 	readyOnce sync.Once
 	ready     chan struct{}
 }
@@ -164,11 +171,24 @@ func (b *Bus) Invalidate(ctx context.Context, keys []db.EntityKey) {
 
 // Subscription receives the events its filter accepts on C until Close.
 type Subscription struct {
-	C      <-chan Event
+	C <-chan Event
+	// Gaps receives when events meant for this subscriber may have been lost since it last read C:
+	// its buffer was full, or this instance's listener reconnected. The consumer should re-read
+	// what it shows. At most one signal is pending; the channel is never closed.
+	Gaps   <-chan struct{}
 	c      chan Event
+	gaps   chan struct{}
 	filter func(Event) bool
 	bus    *Bus
 	once   sync.Once
+}
+
+// markGap signals a gap without blocking (one pending signal covers any number of losses).
+func (s *Subscription) markGap() {
+	select {
+	case s.gaps <- struct{}{}:
+	default:
+	}
 }
 
 // Subscribe registers a subscriber; buffer 0 means DefaultBuffer.
@@ -176,8 +196,8 @@ func (b *Bus) Subscribe(filter func(Event) bool, buffer int) *Subscription {
 	if buffer <= 0 {
 		buffer = DefaultBuffer
 	}
-	c := make(chan Event, buffer)
-	s := &Subscription{C: c, c: c, filter: filter, bus: b}
+	c, gaps := make(chan Event, buffer), make(chan struct{}, 1)
+	s := &Subscription{C: c, c: c, Gaps: gaps, gaps: gaps, filter: filter, bus: b}
 	b.mu.Lock()
 	b.subs[s] = struct{}{}
 	b.mu.Unlock()
@@ -205,7 +225,18 @@ func (b *Bus) deliver(ev Event) {
 		case s.c <- ev:
 		default:
 			b.dropped.Add(1)
+			s.markGap()
 		}
+	}
+}
+
+// markGapAll signals a gap to every subscriber: events may have been published while the listener
+// was away.
+func (b *Bus) markGapAll() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for s := range b.subs {
+		s.markGap()
 	}
 }
 
@@ -230,7 +261,7 @@ func (b *Bus) Run(ctx context.Context) {
 		if time.Since(started) > time.Minute {
 			backoff = minBackoff
 		}
-		b.logger.WarnContext(ctx, "events: listener lost; reconnecting (events published meanwhile are lost)",
+		b.logger.WarnContext(ctx, "events: listener lost; reconnecting (subscribers will be told to re-read)",
 			"error", fmt.Sprint(err), "backoff", backoff.String())
 		select {
 		case <-ctx.Done():
@@ -258,6 +289,10 @@ func (b *Bus) listen(ctx context.Context) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	b.readyOnce.Do(func() { close(b.ready) })
+	if b.listened.Swap(true) {
+		// Listening again after a break: whatever was published in between is lost.
+		b.markGapAll()
+	}
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {

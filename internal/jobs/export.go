@@ -287,7 +287,7 @@ func byteSize(n int64) string {
 }
 
 // exportEncoder appends an export file's parts in one format to buf. It reuses its buffers across
-// rows.
+// rows. CSV text columns go through spreadsheetSafe; JSON keeps the exact text.
 type exportEncoder struct {
 	format  ExportFormat
 	buf     *bytes.Buffer
@@ -372,12 +372,12 @@ func (e *exportEncoder) row(t *db.ExportTask, first bool) error {
 	}
 	r := e.record
 	r[0] = globalid.Encode(globalid.KindTask, t.ID)
-	r[1] = t.Title
-	r[2] = deref(t.Description)
+	r[1] = spreadsheetSafe(t.Title)
+	r[2] = spreadsheetSafe(deref(t.Description))
 	r[3] = string(t.Status)
 	r[4] = priorityName(t.Priority)
 	r[5] = deref(optTime(t.DueAt))
-	r[6] = strings.Join(t.Tags, ";")
+	r[6] = spreadsheetSafe(strings.Join(t.Tags, ";"))
 	r[7] = globalid.Encode(globalid.KindUser, t.OwnerID)
 	r[8] = ""
 	if t.AssigneeID != nil {
@@ -388,6 +388,22 @@ func (e *exportEncoder) row(t *db.ExportTask, first bool) error {
 	r[11] = deref(optTime(t.CompletedAt))
 	r[12] = strconv.FormatInt(int64(t.Version), 10)
 	return e.csvRecord(r)
+}
+
+// spreadsheetSafe is s as a CSV cell of user text (title, description, tags), with a single quote
+// prepended when s starts with =, +, -, @, tab or carriage return (OWASP, "CSV Injection"):
+// spreadsheets run such a cell as a formula (=HYPERLINK(...) can send data away); the quote makes it
+// text. Only the first character counts, as in OWASP's rule. Ids, enums and times are the server's
+// and stay as they are; JSON exports keep the exact text (the lossless format).
+func spreadsheetSafe(s string) string {
+	if s == "" {
+		return s
+	}
+	switch s[0] {
+	case '=', '+', '-', '@', '\t', '\r':
+		return "'" + s
+	}
+	return s
 }
 
 // csvRecord writes one CSV record ending in CRLF (RFC 4180). csv.Writer's UseCRLF is not used: it
