@@ -158,8 +158,11 @@ func work(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *sl
 	opts.Logger, opts.Tracer = logger, metrics.PGXTracer()
 	// New notifications, job progress and tasks changed by bulk operations reach live subscriptions
 	// on the API instances (publishing needs no listener); with Redis, the shared cache drops the
-	// changed tasks too. (An API instance's in-process cache cannot hear this process: use Redis.)
+	// changed tasks too, and without it the API instances' in-process caches hear them on the bus.
 	bus := events.New(pool, logger)
+	if server.SharesInvalidations(cfg) {
+		bus.ShareInvalidations()
+	}
 	opts.Notified, opts.JobUpdated = bus.PublishNotification, bus.PublishJob
 	invalidators := db.Invalidators{bus}
 	if cfg.RedisURL != "" && cfg.CacheEnabled {
@@ -187,8 +190,8 @@ func setRole(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, args []
 	if !role.Valid() {
 		return fmt.Errorf("%w: role must be USER or ADMIN, got %q", errUsage, args[1])
 	}
-	// Running servers cache users (and take roles from them): with a shared Redis cache, invalidate
-	// it so the change applies at once; an in-process cache picks it up within its TTL.
+	// Running servers cache users (and take roles from them): invalidate the shared Redis cache, or
+	// tell the servers' in-process caches over the event bus, so the change applies at once.
 	var opts []db.Option
 	if cfg.RedisURL != "" && cfg.CacheEnabled {
 		rdb, err := redisx.NewClient(cfg.RedisURL)
@@ -198,14 +201,16 @@ func setRole(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, args []
 		defer rdb.Close()
 		opts = append(opts, db.WithInvalidator(cache.NewRedis(rdb, server.RedisPrefix+"cache:", logger)))
 	}
+	if server.SharesInvalidations(cfg) {
+		bus := events.New(pool, logger)
+		bus.ShareInvalidations()
+		opts = append(opts, db.WithInvalidator(bus))
+	}
 	u, err := db.New(pool, nil, opts...).Stores().Users.SetRole(ctx, args[0], role)
 	if err != nil {
 		return fmt.Errorf("set role of %s: %w", args[0], err)
 	}
 	fmt.Fprintf(stdout, "%s is now %s\n", u.Email, u.Role)
-	if cfg.RedisURL == "" {
-		fmt.Fprintln(stdout, "note: without REDIS_URL, running servers apply the change within 5 minutes (their cache TTL)")
-	}
 	return nil
 }
 

@@ -151,6 +151,22 @@ func (c *Cache) Invalidate(ctx context.Context, keys []db.EntityKey) {
 	}
 }
 
+// Purge empties an in-process cache, and makes loads already running not fill it: for when this
+// process may have missed other processes' invalidations. A Redis-backed cache is shared and
+// invalidated by every process directly, so it is left alone.
+func (c *Cache) Purge() {
+	if c == nil || c.redis != nil {
+		return
+	}
+	if local, ok := c.store.(*localStore); ok {
+		c.flight.forgetAll()
+		local.purge()
+	}
+}
+
+// Local reports whether the cache lives in this process's memory (no Redis).
+func (c *Cache) Local() bool { return c != nil && c.redis == nil }
+
 // suspect reports whether an invalidation was lost since the last epoch bump.
 func (c *Cache) suspect() bool { return c.lost.Load() != c.repaired.Load() }
 

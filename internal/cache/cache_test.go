@@ -361,3 +361,58 @@ func TestReadAfterInvalidationDoesNotJoinOlderLoad(t *testing.T) {
 		}
 	})
 }
+
+// TestPurgeEmptiesLocalCacheAndDropsOlderFills: after Purge (events from other processes may have
+// been missed) every entry is read again, and a load that started before the purge does not put
+// its possibly stale rows back.
+func TestPurgeEmptiesLocalCacheAndDropsOlderFills(t *testing.T) {
+	c, err := NewLocal(100, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := newTable()
+	a, b := uuid.New(), uuid.New()
+	tb.set(a, "a1")
+	tb.set(b, "b1")
+	many(t, c, tb, a)
+
+	// Another process changed a; its invalidation was lost, then the purge came.
+	tb.set(a, "a2")
+	c.Purge()
+	if got := many(t, c, tb, a); value(got, a) != "a2" {
+		t.Fatalf("after Purge: a = %s, want a2 (read again)", value(got, a))
+	}
+
+	// A load of b reads "b1", then b changes elsewhere and the purge runs before the load fills.
+	var once sync.Once
+	tb.before = func([]uuid.UUID) {
+		once.Do(func() {
+			tb.set(b, "b2")
+			c.Purge()
+		})
+	}
+	many(t, c, tb, b)
+	tb.before = nil
+	if v := stored(t, c, b); v != "<absent>" {
+		t.Fatalf("store holds %q for b: a load older than the purge filled it", v)
+	}
+	if got := many(t, c, tb, b); value(got, b) != "b2" {
+		t.Fatalf("b = %s, want b2", value(got, b))
+	}
+}
+
+// A Redis-backed cache is shared and never purged by one process.
+func TestPurgeLeavesRedisCacheAlone(t *testing.T) {
+	c := NewRedis(newRedisClient(t), "purge-"+uuid.NewString()+":", discardLogger())
+	tb := newTable()
+	a := uuid.New()
+	tb.set(a, "a1")
+	many(t, c, tb, a)
+	c.Purge()
+	if v := stored(t, c, a); v == "<absent>" {
+		t.Fatal("Purge emptied the shared Redis cache")
+	}
+	if c.Local() {
+		t.Error("a Redis-backed cache reports Local")
+	}
+}

@@ -85,6 +85,13 @@ func (g *flightGroup) forget(keys []string) {
 	}
 }
 
+// forgetAll detaches every running load from later callers (see forget).
+func (g *flightGroup) forgetAll() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	clear(g.calls)
+}
+
 // safeLoad turns a panic in load into an error, so waiters are always released.
 func safeLoad(load func([]uuid.UUID) (map[uuid.UUID]any, error), ids []uuid.UUID) (vals map[uuid.UUID]any, err error) {
 	defer func() {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -37,6 +38,7 @@ type localStore struct {
 	mu  sync.Mutex
 	lru *lru.Cache[string, localEntry]
 	now func() time.Time
+	gen atomic.Int64 // bumped by purge, so fills of loads that started before it are dropped
 }
 
 type localEntry struct {
@@ -65,12 +67,15 @@ func (s *localStore) getMulti(_ context.Context, keys []string) (map[string]stri
 	return out, nil
 }
 
-// generation is constant: a local store is never retired.
-func (s *localStore) generation() int64 { return 0 }
+// generation changes only when purge empties the store.
+func (s *localStore) generation() int64 { return s.gen.Load() }
 
-func (s *localStore) fill(_ context.Context, _ int64, values map[string]string, ttl time.Duration) error {
+func (s *localStore) fill(_ context.Context, gen int64, values map[string]string, ttl time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if gen != s.gen.Load() {
+		return nil // loaded before a purge: may predate a write whose invalidation was lost
+	}
 	now := s.now()
 	for k, v := range values {
 		if e, ok := s.lru.Peek(k); ok && now.Before(e.expires) {
@@ -79,6 +84,14 @@ func (s *localStore) fill(_ context.Context, _ int64, values map[string]string, 
 		s.lru.Add(k, localEntry{value: v, expires: now.Add(ttl)})
 	}
 	return nil
+}
+
+// purge drops every entry and retires fills still in flight.
+func (s *localStore) purge() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen.Add(1)
+	s.lru.Purge()
 }
 
 func (s *localStore) invalidate(_ context.Context, keys []string) error {

@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +48,9 @@ const (
 	KindSession Kind = "session"
 	// KindJob: a background job changed status or progress (ID is the job; UserIDs its user).
 	KindJob Kind = "job"
+	// KindInvalidate: a committed write made these cache entries stale (Keys). Sent only by
+	// processes that keep an in-process cache (no Redis), so that the others drop them too.
+	KindInvalidate Kind = "invalidate"
 )
 
 // Gap is the event a subscription's consumer hands itself when Gaps fires: it is never published,
@@ -58,7 +62,31 @@ type Event struct {
 	Kind    Kind        `json:"kind"`
 	ID      uuid.UUID   `json:"id,omitzero"`
 	UserIDs []uuid.UUID `json:"userIds,omitempty"`
+	// KindInvalidate only: the changed entities as "kind:id", and the process that wrote them.
+	Keys   []string `json:"keys,omitempty"`
+	Origin string   `json:"origin,omitempty"`
 }
+
+// EntityKeys parses an invalidate event's Keys, skipping any that do not parse.
+func (e Event) EntityKeys() []db.EntityKey {
+	out := make([]db.EntityKey, 0, len(e.Keys))
+	for _, k := range e.Keys {
+		kind, id, ok := strings.Cut(k, ":")
+		if !ok {
+			continue
+		}
+		u, err := uuid.Parse(id)
+		if err != nil {
+			continue
+		}
+		out = append(out, db.EntityKey{Kind: db.EntityKind(kind), ID: u})
+	}
+	return out
+}
+
+// keysPerEvent keeps an invalidate event's payload (about 45 bytes a key) well under pg_notify's
+// 8000-byte limit.
+const keysPerEvent = 100
 
 // HasUser reports whether the event names user.
 func (e Event) HasUser(user uuid.UUID) bool {
@@ -82,10 +110,15 @@ type Bus struct {
 	mu   sync.Mutex
 	subs map[*Subscription]struct{}
 
-	dropped   atomic.Int64
-	listened  atomic.Bool // a listener has listened once: the next LISTEN is a reconnect
-	readyOnce sync.Once
-	ready     chan struct{}
+	dropped  atomic.Int64
+	listened atomic.Bool // a listener has listened once: the next LISTEN is a reconnect
+
+	// origin names this process in the invalidate events it publishes; shareInvalidations is set
+	// when it publishes them at all (ShareInvalidations).
+	origin             string
+	shareInvalidations atomic.Bool
+	readyOnce          sync.Once
+	ready              chan struct{}
 }
 
 // New builds a bus publishing on pool; Run listens.
@@ -93,8 +126,21 @@ func New(pool *pgxpool.Pool, logger *slog.Logger) *Bus {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Bus{pool: pool, logger: logger, subs: map[*Subscription]struct{}{}, ready: make(chan struct{})}
+	return &Bus{pool: pool, logger: logger, subs: map[*Subscription]struct{}{}, ready: make(chan struct{}),
+		origin: uuid.NewString()}
 }
+
+// ShareInvalidations makes Invalidate also publish every changed entity's key (KindInvalidate), for
+// processes whose caches live in process memory and so cannot see each other's invalidations.
+func (b *Bus) ShareInvalidations() {
+	if b != nil {
+		b.shareInvalidations.Store(true)
+	}
+}
+
+// FromElsewhere reports whether ev was published by another process (or by nobody in particular):
+// an invalidate event's own writes were already applied to this process's cache.
+func (b *Bus) FromElsewhere(ev Event) bool { return ev.Origin != b.origin }
 
 // Ready is closed once the listener has been listening (tests wait for it).
 func (b *Bus) Ready() <-chan struct{} { return b.ready }
@@ -164,6 +210,20 @@ func (b *Bus) Invalidate(ctx context.Context, keys []db.EntityKey) {
 			evs = append(evs, Event{Kind: KindTask, ID: k.ID, UserIDs: owners})
 		case db.EntitySession:
 			evs = append(evs, Event{Kind: KindSession, ID: k.ID})
+		}
+	}
+	if b.shareInvalidations.Load() {
+		// In the same batch as the events above: one round trip for the whole write.
+		var chunk []string
+		for k := range seen {
+			chunk = append(chunk, string(k.Kind)+":"+k.ID.String())
+			if len(chunk) == keysPerEvent {
+				evs = append(evs, Event{Kind: KindInvalidate, Keys: chunk, Origin: b.origin})
+				chunk = nil
+			}
+		}
+		if len(chunk) > 0 {
+			evs = append(evs, Event{Kind: KindInvalidate, Keys: chunk, Origin: b.origin})
 		}
 	}
 	b.Publish(ctx, evs...)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
@@ -113,4 +114,78 @@ func TestListenerReconnectIsAGap(t *testing.T) {
 			t.Fatal("no event after the reconnect")
 		}
 	}
+}
+
+// A process with an in-process cache publishes the keys its writes changed, in events small enough
+// for pg_notify; other processes hear them, and know their own.
+func TestInvalidateSharesKeysWithOtherProcesses(t *testing.T) {
+	writer, database := runBus(t)
+	reader := events.New(database.Pool, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); reader.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-reader.Ready()
+
+	isInvalidate := func(ev events.Event) bool { return ev.Kind == events.KindInvalidate }
+	heard := reader.Subscribe(isInvalidate, 100)
+	defer heard.Close()
+	own := writer.Subscribe(isInvalidate, 100)
+	defer own.Close()
+
+	owner := uuid.New()
+	keys := []db.EntityKey{{Kind: db.EntityTaskCounts, ID: owner}, {Kind: db.EntityUser, ID: owner}}
+	for range 248 { // 250 keys: three events of at most 100
+		keys = append(keys, db.EntityKey{Kind: db.EntityTask, ID: uuid.New()})
+	}
+	// Without ShareInvalidations nothing is shared.
+	writer.Invalidate(ctx, keys[:2])
+	writer.ShareInvalidations()
+	writer.Invalidate(ctx, keys)
+
+	var got []db.EntityKey
+	for n := 0; len(got) < len(keys); n++ {
+		select {
+		case ev := <-heard.C:
+			if !reader.FromElsewhere(ev) {
+				t.Fatal("the reader takes the writer's event for its own")
+			}
+			if len(ev.Keys) > 100 {
+				t.Errorf("one event carries %d keys", len(ev.Keys))
+			}
+			got = append(got, ev.EntityKeys()...)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("heard %d of %d keys in %d events", len(got), len(keys), n)
+		}
+	}
+	if !sameKeys(got, keys) {
+		t.Errorf("heard keys differ from the written ones:\n got %v\nwant %v", got, keys)
+	}
+	select {
+	case ev := <-own.C:
+		if writer.FromElsewhere(ev) {
+			t.Error("the writer takes its own invalidate event for another process's")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the writer did not hear its own event")
+	}
+}
+
+func sameKeys(a, b []db.EntityKey) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	set := map[db.EntityKey]int{}
+	for _, k := range a {
+		set[k]++
+	}
+	for _, k := range b {
+		set[k]--
+	}
+	for _, n := range set {
+		if n != 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -43,6 +43,35 @@ type App struct {
 	endStreams   context.CancelFunc
 	replicaPools []*db.Replica
 	logger       *slog.Logger
+	// peerInvalidations hears other processes' writes for the in-process cache (nil with Redis).
+	peerInvalidations *events.Subscription
+}
+
+// SharesInvalidations reports whether processes with cfg keep their caches in their own memory and
+// so must tell each other, over the event bus, which entries their writes made stale. Every process
+// of a deployment (serve, worker, set-role) must agree, as they agree on REDIS_URL.
+func SharesInvalidations(cfg config.Config) bool { return cfg.CacheEnabled && cfg.RedisURL == "" }
+
+// peerInvalidationBuffer is generous: an invalidate event is small, and a full buffer empties the
+// whole cache.
+const peerInvalidationBuffer = 4096
+
+// relayInvalidations applies other processes' invalidations to the in-process cache until ctx ends.
+// Events that may have been lost (a full buffer, a listener reconnect) empty it: any entry could be
+// stale.
+func relayInvalidations(ctx context.Context, sub *events.Subscription, c *cache.Cache, logger *slog.Logger) {
+	defer sub.Close()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-sub.C:
+			c.Invalidate(ctx, ev.EntityKeys())
+		case <-sub.Gaps:
+			c.Purge()
+			logger.WarnContext(ctx, "cache emptied: invalidations from other processes may have been missed")
+		}
+	}
 }
 
 // Close releases what Build opened (not the primary pool, which the caller owns). Running jobs get
@@ -84,6 +113,9 @@ func (a *App) Background(ctx context.Context) {
 		})
 	}
 	wg.Go(func() { a.Events.Run(ctx) })
+	if a.peerInvalidations != nil && a.Cache != nil {
+		wg.Go(func() { relayInvalidations(ctx, a.peerInvalidations, a.Cache, a.logger) })
+	}
 	a.DB.RunReplicaChecks(ctx, replicaCheckInterval)
 	wg.Wait()
 }
@@ -137,6 +169,15 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 			app.Close()
 			return nil, err
 		}
+	}
+	if SharesInvalidations(cfg) {
+		// Without Redis each instance (and worker) caches in its own memory: they tell each other
+		// what their writes changed, over the same LISTEN/NOTIFY channel as live updates.
+		app.Events.ShareInvalidations()
+		bus := app.Events
+		app.peerInvalidations = bus.Subscribe(func(ev events.Event) bool {
+			return ev.Kind == events.KindInvalidate && bus.FromElsewhere(ev)
+		}, peerInvalidationBuffer)
 	}
 	documents, err := cache.NewDocuments(app.Redis, RedisPrefix+"apq:", 10_000, logger)
 	if err != nil {
