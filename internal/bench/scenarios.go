@@ -31,8 +31,6 @@ const (
 	stepDeep                   // the page after DeepOffset rows
 	stepTask                   // one task by id, with its owner
 	stepUpdate                 // updateTask: new status and priority
-
-	numStepKinds = iota // how many kinds there are
 )
 
 // String names the kind as the schema does, for the report.
