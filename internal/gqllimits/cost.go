@@ -146,7 +146,7 @@ func CostFrom(ctx context.Context) (Cost, bool) {
 }
 
 // AddCostInfo adds key to the "cost" response extension that CostLimit writes (a rate limiter adds
-// "remaining" and "resetAt"). It does nothing when no cost was computed for the operation of ctx.
+// "limit", "remaining" and "resetAt": its budget, as GitHub's rateLimit names them). It does nothing when no cost was computed for the operation of ctx.
 func AddCostInfo(ctx context.Context, key string, value any) {
 	st := stateFrom(ctx)
 	if st == nil {
@@ -163,7 +163,7 @@ func AddCostInfo(ctx context.Context, key string, value any) {
 // SetCostExtension sets the response extension "cost" to {"requestedNodes", "points"} of the operation of
 // ctx merged with fields (fields win). If "cost" is already registered it is merged into. ctx must carry
 // a response context (an AroundResponses / InterceptResponse ctx); call it before next(ctx) so the
-// extension reaches the response. CostLimit adds "limit" and AddCostInfo's extras afterwards.
+// extension reaches the response. CostLimit adds "maxNodes" and AddCostInfo's extras afterwards.
 func SetCostExtension(ctx context.Context, fields map[string]any) {
 	m := map[string]any{}
 	if c, ok := CostFrom(ctx); ok {
@@ -181,7 +181,7 @@ func SetCostExtension(ctx context.Context, fields map[string]any) {
 
 // CostLimit is a gqlgen handler extension that computes each operation's cost after validation, refuses
 // operations above the limit with QUERY_TOO_COMPLEX before any resolver runs, and reports
-// {"requestedNodes", "points", "limit", ...AddCostInfo extras} in the response extension "cost".
+// {"requestedNodes", "points", "maxNodes", ...AddCostInfo extras} in the response extension "cost".
 // The executable schema must have been built with Complexity installed.
 type CostLimit struct {
 	maxNodes int
@@ -251,7 +251,8 @@ func (c *CostLimit) InterceptResponse(ctx context.Context, next graphql.Response
 		"points":         st.cost.Points,
 	}
 	if st.limit > 0 {
-		fields["limit"] = st.limit
+		// Not "limit": that is the hourly budget a rate limiter reports next to "remaining".
+		fields["maxNodes"] = st.limit
 	}
 	st.mu.Lock()
 	maps.Copy(fields, st.extras)

@@ -182,7 +182,7 @@ func TestThroughTheHandler(t *testing.T) {
 	if len(expensive.Errors) != 1 || expensive.Errors[0].Extensions["code"] != "QUERY_TOO_COMPLEX" {
 		t.Fatalf("expensive: %+v", expensive)
 	}
-	want := map[string]any{"requestedNodes": 40400.0, "points": 404.0, "limit": 5000.0, "remaining": 42.0}
+	want := map[string]any{"requestedNodes": 40400.0, "points": 404.0, "maxNodes": 5000.0, "remaining": 42.0}
 	if got, _ := expensive.Extensions["cost"].(map[string]any); !equal(got, want) {
 		t.Fatalf("cost extension = %v, want %v", expensive.Extensions["cost"], want)
 	}
@@ -191,7 +191,7 @@ func TestThroughTheHandler(t *testing.T) {
 	if len(cheap.Errors) != 0 || cheap.Data["__typename"] != "Query" {
 		t.Fatalf("cheap: %+v", cheap)
 	}
-	want = map[string]any{"requestedNodes": 1.0, "points": 1.0, "limit": 5000.0, "remaining": 42.0}
+	want = map[string]any{"requestedNodes": 1.0, "points": 1.0, "maxNodes": 5000.0, "remaining": 42.0}
 	if got, _ := cheap.Extensions["cost"].(map[string]any); !equal(got, want) {
 		t.Fatalf("cost extension = %v, want %v", cheap.Extensions["cost"], want)
 	}
@@ -203,7 +203,7 @@ func TestSetCostExtension(t *testing.T) {
 		return next(ctx)
 	})
 	got := post(t, ts, `query { __typename }`)
-	want := map[string]any{"requestedNodes": 1.0, "points": 1.0, "limit": 5000.0, "remaining": 7.0, "resetAt": "soon"}
+	want := map[string]any{"requestedNodes": 1.0, "points": 1.0, "maxNodes": 5000.0, "remaining": 7.0, "resetAt": "soon"}
 	if cost, _ := got.Extensions["cost"].(map[string]any); !equal(cost, want) {
 		t.Fatalf("cost extension = %v, want %v", got.Extensions["cost"], want)
 	}

@@ -41,7 +41,7 @@ func redisDB(t *testing.T, n int) string {
 
 // costInfo is the "cost" response extension.
 type costInfo struct {
-	RequestedNodes, Points, Limit, Remaining int
+	RequestedNodes, Points, MaxNodes, Limit, Remaining int
 	ResetAt                                  time.Time
 }
 
@@ -63,7 +63,8 @@ func costOf(t *testing.T, r hresp) costInfo {
 	if err != nil {
 		t.Fatalf("cost.resetAt = %q, want RFC 3339: %v", s, err)
 	}
-	return costInfo{RequestedNodes: num("requestedNodes"), Points: num("points"), Limit: num("limit"), Remaining: num("remaining"), ResetAt: reset}
+	return costInfo{RequestedNodes: num("requestedNodes"), Points: num("points"), MaxNodes: num("maxNodes"),
+		Limit: num("limit"), Remaining: num("remaining"), ResetAt: reset}
 }
 
 // wantThrottled checks a 429 RATE_LIMITED answer with a positive Retry-After that matches
@@ -99,8 +100,8 @@ func TestCostExtension(t *testing.T) {
 	first := gqlPost(t, env, u.Token, `{ me { id } }`, nil)
 	wantOK(t, first)
 	c1 := costOf(t, first)
-	if c1.RequestedNodes != 2 || c1.Points != 1 || c1.Limit != int(env.Config.QueryMaxNodes) || c1.Remaining != 99 {
-		t.Errorf("cost of { me { id } } = %+v, want 2 nodes, 1 point, limit %d, 99 remaining", c1, env.Config.QueryMaxNodes)
+	if c1.RequestedNodes != 2 || c1.Points != 1 || c1.MaxNodes != int(env.Config.QueryMaxNodes) || c1.Limit != 100 || c1.Remaining != 99 {
+		t.Errorf("cost of { me { id } } = %+v, want 2 nodes, 1 point, maxNodes %d, limit 100, 99 remaining", c1, env.Config.QueryMaxNodes)
 	}
 	if now := time.Now(); c1.ResetAt.Before(now.Add(-time.Second)) || c1.ResetAt.After(now.Add(time.Hour+time.Second)) {
 		t.Errorf("resetAt = %s, want within the hour", c1.ResetAt)
@@ -118,6 +119,12 @@ func TestCostExtension(t *testing.T) {
 	}
 	if c2.ResetAt.Before(c1.ResetAt) {
 		t.Errorf("resetAt moved back: %s → %s", c1.ResetAt, c2.ResetAt)
+	}
+	// An anonymous client is charged against its IP's budget, and told that budget's size.
+	anon := gqlPost(t, env, "", `{ apiVersion }`, nil)
+	wantOK(t, anon)
+	if c := costOf(t, anon); c.Limit != int(env.Config.AnonRateLimitPoints) || c.Remaining > c.Limit-c.Points {
+		t.Errorf("anonymous cost = %+v, want limit %d (the anonymous budget)", c, env.Config.AnonRateLimitPoints)
 	}
 	// A mutation is costed too.
 	third := gqlPost(t, env, u.Token, hostileCreateTask, createVars("costed"))

@@ -131,6 +131,7 @@ func (b costBudget) MutateOperationContext(ctx context.Context, _ *graphql.Opera
 	if err != nil {
 		return nil // only invalid arguments reach here; never fail a request over its budget bookkeeping
 	}
+	gqllimits.AddCostInfo(ctx, "limit", limit.Burst)
 	gqllimits.AddCostInfo(ctx, "remaining", res.Remaining)
 	gqllimits.AddCostInfo(ctx, "resetAt", time.Now().Add(res.ResetAfter).UTC().Format(time.RFC3339))
 	if !res.Allowed {
