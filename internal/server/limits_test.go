@@ -42,7 +42,7 @@ func redisDB(t *testing.T, n int) string {
 // costInfo is the "cost" response extension.
 type costInfo struct {
 	RequestedNodes, Points, MaxNodes, Limit, Remaining int
-	ResetAt                                  time.Time
+	ResetAt                                            time.Time
 }
 
 func costOf(t *testing.T, r hresp) costInfo {

@@ -170,3 +170,16 @@ func (c *StatementCounter) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx
 }
 
 func (c *StatementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+// CutEventListeners terminates the event bus listener connections (application_name
+// taskgraph-events) on this database, as a PostgreSQL restart or a network fault would, and fails
+// the test unless exactly want were cut.
+func (d *Database) CutEventListeners(t testing.TB, want int) {
+	t.Helper()
+	var cut int
+	err := d.Pool.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = 'taskgraph-events'`).Scan(&cut)
+	if err != nil || cut != want {
+		t.Fatalf("terminated %d event listeners (err %v), want %d", cut, err, want)
+	}
+}
