@@ -110,8 +110,9 @@ type Bus struct {
 	mu   sync.Mutex
 	subs map[*Subscription]struct{}
 
-	dropped  atomic.Int64
-	listened atomic.Bool // a listener has listened once: the next LISTEN is a reconnect
+	dropped    atomic.Int64
+	reconnects atomic.Int64
+	listened   atomic.Bool // a listener has listened once: the next LISTEN is a reconnect
 
 	// origin names this process in the invalidate events it publishes; shareInvalidations is set
 	// when it publishes them at all (ShareInvalidations).
@@ -147,6 +148,9 @@ func (b *Bus) Ready() <-chan struct{} { return b.ready }
 
 // Dropped counts events dropped because a subscriber's buffer was full.
 func (b *Bus) Dropped() int64 { return b.dropped.Load() }
+
+// Stats returns the events dropped for slow subscribers and the listener's reconnects, since start.
+func (b *Bus) Stats() (dropped, reconnects int64) { return b.dropped.Load(), b.reconnects.Load() }
 
 // publishTimeout bounds one pg_notify.
 const publishTimeout = 2 * time.Second
@@ -351,6 +355,7 @@ func (b *Bus) listen(ctx context.Context) error {
 	b.readyOnce.Do(func() { close(b.ready) })
 	if b.listened.Swap(true) {
 		// Listening again after a break: whatever was published in between is lost.
+		b.reconnects.Add(1)
 		b.markGapAll()
 	}
 	for {

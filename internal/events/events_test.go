@@ -94,6 +94,9 @@ func TestListenerReconnectIsAGap(t *testing.T) {
 	if !waitGap(t, sub, 10*time.Second) {
 		t.Fatal("no gap signalled after the listener reconnected")
 	}
+	if _, reconnects := bus.Stats(); reconnects != 1 {
+		t.Errorf("Stats reports %d reconnects, want 1", reconnects)
+	}
 	// Listening again: events flow as before.
 	user := uuid.New()
 	deadline := time.Now().Add(5 * time.Second)

@@ -58,6 +58,7 @@ type Metrics struct {
 	pools             *poolCollector
 
 	cacheStats atomic.Pointer[func() (hits, misses, faults int64)]
+	eventStats atomic.Pointer[func() (dropped, reconnects int64)]
 
 	rateLimited *prometheus.CounterVec
 
@@ -124,6 +125,15 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			return float64(pick((*stats)()))
 		}
 	}
+	eventStat := func(pick func(dropped, reconnects int64) int64) func() float64 {
+		return func() float64 {
+			stats := m.eventStats.Load()
+			if stats == nil {
+				return 0
+			}
+			return float64(pick((*stats)()))
+		}
+	}
 	own := []prometheus.Collector{
 		m.httpRequests, m.httpDuration, m.httpInFlight,
 		m.operationDuration, m.graphqlErrors, m.deprecatedUsage,
@@ -142,6 +152,14 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "taskgraph_cache_faults_total",
 			Help: "Read-cache store faults (each one served from PostgreSQL instead).",
 		}, cacheStat(func(_, _, f int64) int64 { return f })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "taskgraph_events_dropped_total",
+			Help: "Live-update events dropped for subscribers that read too slowly (each is told to re-read).",
+		}, eventStat(func(d, _ int64) int64 { return d })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "taskgraph_events_listener_reconnects_total",
+			Help: "Reconnects of the live-update listener; events published meanwhile were lost (subscribers are told).",
+		}, eventStat(func(_, r int64) int64 { return r })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "taskgraph_active_users",
 			Help: "Distinct signed-in users seen in the last 5 minutes.",
@@ -199,6 +217,15 @@ func (m *Metrics) WatchCache(stats func() (hits, misses, faults int64)) {
 		return
 	}
 	m.cacheStats.Store(&stats)
+}
+
+// WatchEvents makes scrapes report the event bus's counters, read from stats at scrape time
+// (events.Bus.Stats). Until it is called they read 0.
+func (m *Metrics) WatchEvents(stats func() (dropped, reconnects int64)) {
+	if m == nil || stats == nil {
+		return
+	}
+	m.eventStats.Store(&stats)
 }
 
 // boundedLabels admits at most max distinct label values; later new values map to "other".

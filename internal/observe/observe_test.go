@@ -55,6 +55,7 @@ func TestNilMetricsIsNoOp(t *testing.T) {
 	m.RateLimited(LimitCost)
 	m.SawUser(uuid.New())
 	m.WatchCache(func() (int64, int64, int64) { return 1, 2, 3 })
+	m.WatchEvents(func() (int64, int64) { return 1, 2 })
 	m.WatchPool("primary", nil)
 	if m.PGXTracer() != nil {
 		t.Error("nil Metrics returned a tracer")
@@ -92,6 +93,22 @@ func TestRateLimited(t *testing.T) {
 		if v := mustValue(t, reg, "taskgraph_rate_limit_refusals_total", map[string]string{"limit": limit}); v != want {
 			t.Errorf("limit=%s: %v, want %v", limit, v, want)
 		}
+	}
+}
+
+func TestWatchEvents(t *testing.T) {
+	m, reg := newTestMetrics(t)
+	if v := mustValue(t, reg, "taskgraph_events_dropped_total", nil); v != 0 {
+		t.Fatalf("dropped before WatchEvents: %v", v)
+	}
+	var dropped, reconnects int64 = 4, 1
+	m.WatchEvents(func() (int64, int64) { return dropped, reconnects })
+	dropped = 6 // read at scrape time
+	if v := mustValue(t, reg, "taskgraph_events_dropped_total", nil); v != 6 {
+		t.Errorf("dropped %v, want 6", v)
+	}
+	if v := mustValue(t, reg, "taskgraph_events_listener_reconnects_total", nil); v != 1 {
+		t.Errorf("reconnects %v, want 1", v)
 	}
 }
 

@@ -220,6 +220,7 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 	opts = append(opts, db.WithEnqueuer(app.Jobs))
 	app.DB = db.New(pool, db.NewCursorCodec([]byte(cfg.JWTSecret)), opts...)
 	obs.Metrics.WatchPool("primary", pool)
+	obs.Metrics.WatchEvents(app.Events.Stats)
 	if jp := app.Jobs.Pool(); jp != nil {
 		obs.Metrics.WatchPool("jobs", jp)
 	}
