@@ -159,7 +159,7 @@ type jobSource struct {
 }
 
 func (s *jobSource) next(ctx context.Context, v auth.Viewer, ev events.Event) ([]*db.BackgroundJob, error) {
-	if ev.Kind == events.Gap.Kind {
+	if ev.Kind == events.KindGap {
 		if s.only == uuid.Nil {
 			now := time.Now()
 			changed, err := s.r.DB.Stores().BackgroundJobs.ActiveOrFinishedSince(ctx, v.UserID, s.since.Add(-gapClockMargin))

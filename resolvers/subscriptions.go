@@ -22,7 +22,7 @@ const defaultSessionCheckEvery = 30 * time.Second
 // startSubscription runs one live subscription: it takes a slot of the connection's limit, listens on
 // the bus for events accepted by match and turns each into zero or more values with load. When the bus
 // reports that events may have been lost (a full buffer, a listener reconnect), load is called with
-// events.Gap, so that the source can resend current state or tell the client to re-read. The session
+// an event of kind events.KindGap, so that the source can resend current state or tell the client to re-read. The session
 // is re-checked on every event and periodically; when it is no longer live (logout, password change,
 // user deleted) the stream ends. The stream also ends with ctx (client unsubscribed, connection closed,
 // shutdown).
@@ -73,7 +73,7 @@ func startSubscription[T any](ctx context.Context, r *Resolver, v auth.Viewer, m
 				if !r.sessionLive(ctx, v) {
 					return
 				}
-				if !deliverEvent(ctx, r, v, out, events.Gap, load) {
+				if !deliverEvent(ctx, r, v, out, events.Event{Kind: events.KindGap}, load) {
 					return
 				}
 			}
@@ -130,7 +130,7 @@ type taskChangeSource struct {
 }
 
 func (s *taskChangeSource) next(ctx context.Context, v auth.Viewer, ev events.Event) ([]*model.TaskChangedEvent, error) {
-	if ev.Kind == events.Gap.Kind {
+	if ev.Kind == events.KindGap {
 		// Which tasks changed meanwhile is unknown (events carry no history): the client re-reads.
 		return []*model.TaskChangedEvent{{Kind: model.TaskChangeKindResync}}, nil
 	}

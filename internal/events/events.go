@@ -53,9 +53,9 @@ const (
 	KindInvalidate Kind = "invalidate"
 )
 
-// Gap is the event a subscription's consumer hands itself when Gaps fires: it is never published,
-// and stands for "events may have been lost here".
-var Gap = Event{Kind: "gap"}
+// KindGap is never published: a subscription's consumer hands itself an Event of this kind when
+// Gaps fires, standing for "events may have been lost here".
+const KindGap Kind = "gap"
 
 // Event is one change, by ids only.
 type Event struct {
