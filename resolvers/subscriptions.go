@@ -21,11 +21,11 @@ const defaultSessionCheckEvery = 30 * time.Second
 
 // startSubscription runs one live subscription: it takes a slot of the connection's limit, listens on
 // the bus for events accepted by match and turns each into zero or more values with load. When the bus
-// reports that events may have been lost (a full buffer, a listener reconnect), load is called with
-// an event of kind events.KindGap, so that the source can resend current state or tell the client to re-read. The session
-// is re-checked on every event and periodically; when it is no longer live (logout, password change,
-// user deleted) the stream ends. The stream also ends with ctx (client unsubscribed, connection closed,
-// shutdown).
+// reports that events may have been lost (a full buffer, a listener reconnect), load gets an event of
+// kind events.KindGap, so that the source can resend current state or tell the client to re-read.
+// The session is re-checked on every event and periodically; when it is no longer live (logout,
+// password change, user deleted) the stream ends. The stream also ends with ctx (client unsubscribed,
+// connection closed, shutdown).
 func startSubscription[T any](ctx context.Context, r *Resolver, v auth.Viewer, match func(events.Event) bool,
 	load func(ctx context.Context, v auth.Viewer, ev events.Event) ([]T, error)) (<-chan T, error) {
 	if r.Events == nil {
