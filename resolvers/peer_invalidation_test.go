@@ -22,11 +22,7 @@ func TestInProcessCachesHearOtherInstances(t *testing.T) {
 		if !e.App.Cache.Local() {
 			t.Fatal("the test needs in-process caches (no REDIS_URL)")
 		}
-		select {
-		case <-e.App.Events.Ready():
-		case <-time.After(10 * time.Second):
-			t.Fatal("event listener never became ready")
-		}
+		e.WaitEventsReady(t)
 	}
 	u := a.Register(t, "Ada")
 	task := a.CreateTask(t, u.ID, db.NewTask{Title: "first"})

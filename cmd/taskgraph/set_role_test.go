@@ -19,11 +19,7 @@ func TestSetRoleReachesARunningServersCacheWithoutRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := testsupport.NewEnv(t, nil)
-	select {
-	case <-env.App.Events.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("event listener never became ready")
-	}
+	env.WaitEventsReady(t)
 	u := env.Register(t, "Op")
 	c := &testsupport.Client{Env: env, Token: u.Token}
 	role := func() string {

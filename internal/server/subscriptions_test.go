@@ -128,11 +128,7 @@ const taskChangedSub = `subscription($id: ID) { taskChanged(id: $id) { kind dele
 func waitForReady(t *testing.T, envs ...*testsupport.Env) {
 	t.Helper()
 	for _, e := range envs {
-		select {
-		case <-e.App.Events.Ready():
-		case <-time.After(10 * time.Second):
-			t.Fatal("event listener never became ready")
-		}
+		e.WaitEventsReady(t)
 	}
 }
 

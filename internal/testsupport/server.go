@@ -249,3 +249,14 @@ func (e *Env) CountRows(t testing.TB, table string) int {
 	}
 	return n
 }
+
+// WaitEventsReady waits until the instance's event listener listens (live updates and, without
+// Redis, cache invalidations from other processes reach it only from then on).
+func (e *Env) WaitEventsReady(t testing.TB) {
+	t.Helper()
+	select {
+	case <-e.App.Events.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("event listener never became ready")
+	}
+}
