@@ -23,6 +23,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -84,7 +85,7 @@ func lbFlushRedis(t *testing.T) string {
 	lbWait(t, 45*time.Second, fmt.Sprintf("another test run to release Redis database %d (%s)", lbRedisDB, lock.Name()), func() bool {
 		return syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil
 	})
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", DB: lbRedisDB})
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(), DB: lbRedisDB})
 	flush := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -100,7 +101,7 @@ func lbFlushRedis(t *testing.T) string {
 		}
 		_ = rdb.Close()
 	})
-	return fmt.Sprintf("redis://127.0.0.1:6379/%d", lbRedisDB)
+	return testenv.RedisURL(lbRedisDB)
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -9,41 +9,20 @@ package resolvers_test
 // 8..14 (internal/bench flushes 15, internal/ratelimit uses 0 with its own prefixes).
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/taskgraph/taskgraph/internal/globalid"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
-const caRedisAddr = "127.0.0.1:6379"
-
 // caRedisDB empties Redis logical database n for this test (now and when it ends) and returns its URL.
-func caRedisDB(t *testing.T, n int) string {
-	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: caRedisAddr, DB: n})
-	flush := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return rdb.FlushDB(ctx).Err()
-	}
-	if err := flush(); err != nil {
-		t.Fatalf("Redis at %s (db %d) unavailable: %v", caRedisAddr, n, err)
-	}
-	t.Cleanup(func() { // registered before the servers, so it runs after they have stopped
-		if err := flush(); err != nil {
-			t.Errorf("flush Redis db %d: %v", n, err)
-		}
-		_ = rdb.Close()
-	})
-	return fmt.Sprintf("redis://%s/%d", caRedisAddr, n)
-}
+func caRedisDB(t *testing.T, n int) string { return testenv.FlushedRedisDB(t, n) }
 
 const (
 	caReadQuery = `query($id: ID!) {
@@ -258,7 +237,7 @@ func TestCacheRedisFailingAnswersFromPostgres(t *testing.T) {
 			t.Parallel()
 			n := 10 + i
 			caRedisDB(t, n)
-			proxy := testsupport.NewProxy(t, caRedisAddr)
+			proxy := testsupport.NewProxy(t, testenv.RedisAddr())
 			if tc.fromStart {
 				proxy.Set(tc.mode)
 			}
@@ -320,7 +299,7 @@ func TestCacheNoStaleValueAfterRedisReturns(t *testing.T) {
 	t.Parallel()
 	const n = 14
 	caRedisDB(t, n)
-	proxy := testsupport.NewProxy(t, caRedisAddr)
+	proxy := testsupport.NewProxy(t, testenv.RedisAddr())
 	url := fmt.Sprintf("redis://%s/%d", proxy.Addr(), n) // Redis as both instances see it
 	a := testsupport.NewEnv(t, map[string]string{"REDIS_URL": url})
 	b := testsupport.NewEnvOn(t, a.DB, map[string]string{"REDIS_URL": url})

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -26,7 +27,7 @@ func BenchmarkTaskPage(b *testing.B) {
 		env  map[string]string
 	}{
 		{"cache-off", map[string]string{"CACHE_ENABLED": "false", "RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "warn"}},
-		{"redis-cache", map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/0", "RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "warn"}},
+		{"redis-cache", map[string]string{"REDIS_URL": testenv.RedisURL(0), "RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "warn"}},
 	} {
 		b.Run(mode.name, func(b *testing.B) {
 			env := testsupport.NewEnv(b, mode.env)

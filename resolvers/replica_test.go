@@ -19,8 +19,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/redis/go-redis/v9"
 
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -76,26 +76,7 @@ func (c *rpCluster) another(t *testing.T) *testsupport.Env {
 }
 
 // rpRedisDB empties Redis logical database n (now and when the test ends) and returns its URL.
-func rpRedisDB(t *testing.T, n int) string {
-	t.Helper()
-	const addr = "127.0.0.1:6379"
-	rdb := redis.NewClient(&redis.Options{Addr: addr, DB: n})
-	flush := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return rdb.FlushDB(ctx).Err()
-	}
-	if err := flush(); err != nil {
-		t.Fatalf("Redis at %s (db %d) unavailable: %v", addr, n, err)
-	}
-	t.Cleanup(func() { // registered before the servers, so it runs after they have stopped
-		if err := flush(); err != nil {
-			t.Errorf("flush Redis db %d: %v", n, err)
-		}
-		_ = rdb.Close()
-	})
-	return fmt.Sprintf("redis://%s/%d", addr, n)
-}
+func rpRedisDB(t *testing.T, n int) string { return testenv.FlushedRedisDB(t, n) }
 
 // rpDumpLogs shows the end of the server's warnings and errors when the test failed.
 func rpDumpLogs(t *testing.T, env *testsupport.Env) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/globalid"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -30,7 +31,7 @@ func rcRun(t *testing.T, env *testsupport.Env, u *testsupport.User, query string
 
 func TestResponseCacheServesRepeatsUntilTheViewersDataChanges(t *testing.T) {
 	t.Parallel()
-	env := testsupport.NewEnv(t, map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/0"})
+	env := testsupport.NewEnv(t, map[string]string{"REDIS_URL": testenv.RedisURL(0)})
 	alice, bob := env.Register(t, "Alice"), env.Register(t, "Bob")
 	ctx := context.Background()
 	var taskIDs []string
@@ -103,7 +104,7 @@ func TestResponseCacheServesRepeatsUntilTheViewersDataChanges(t *testing.T) {
 
 func TestResponseCacheLeavesOtherUsersDataAlone(t *testing.T) {
 	t.Parallel()
-	env := testsupport.NewEnv(t, map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/0"})
+	env := testsupport.NewEnv(t, map[string]string{"REDIS_URL": testenv.RedisURL(0)})
 	alice, bob := env.Register(t, "Alice"), env.Register(t, "Bob")
 	task := env.CreateTask(t, bob.ID, db.NewTask{Title: "for alice", AssigneeID: &alice.ID})
 	env.CreateTask(t, alice.ID, db.NewTask{Title: "mine", AssigneeID: &bob.ID})

@@ -12,12 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
 // testRedisURL keeps the test's cache apart from a real benchmark's (database 15) and from the other
 // tests' (database 0).
-const testRedisURL = "redis://127.0.0.1:6379/14"
+var testRedisURL = testenv.RedisURL(14)
 
 // logWriter sends the benchmark's progress lines to the test log.
 type logWriter struct{ t *testing.T }

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
-	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/redisx"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 )
 
 // row is what the tests cache: an id and a value that changes when the "database" is written.
@@ -125,14 +125,9 @@ func sameIDs(a, b []uuid.UUID) bool {
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// redisURL is the Redis the tests use; TEST_REDIS_URL overrides it. Every test works under its own
+// redisURL is the Redis the tests use (TEST_REDIS_ADDR overrides it). Every test works under its own
 // key prefix, so tests (and other packages' tests) can share the logical database.
-func redisURL() string {
-	if u := os.Getenv("TEST_REDIS_URL"); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379/0"
-}
+func redisURL() string { return testenv.RedisURL(0) }
 
 // newRedisClient returns a tight-timeout client to the test Redis, closed when the test ends.
 func newRedisClient(t *testing.T, hooks ...redis.Hook) *redis.Client {
@@ -145,7 +140,7 @@ func newRedisClient(t *testing.T, hooks ...redis.Hook) *redis.Client {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Fatalf("test Redis at %s unreachable (set TEST_REDIS_URL): %v", redisURL(), err)
+		t.Fatalf("test Redis at %s unreachable (set TEST_REDIS_ADDR): %v", redisURL(), err)
 	}
 	for _, h := range hooks {
 		rdb.AddHook(h)

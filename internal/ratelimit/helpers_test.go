@@ -5,22 +5,17 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskgraph/taskgraph/internal/redisx"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 )
 
-// redisURL is the Redis the tests use; TEST_REDIS_URL overrides it.
-func redisURL() string {
-	if u := os.Getenv("TEST_REDIS_URL"); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379/0"
-}
+// redisURL is the Redis the tests use (TEST_REDIS_ADDR overrides it).
+func redisURL() string { return testenv.RedisURL(0) }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
@@ -35,7 +30,7 @@ func newRedisClient(t *testing.T) *redis.Client {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Fatalf("test Redis at %s unreachable (set TEST_REDIS_URL): %v", redisURL(), err)
+		t.Fatalf("test Redis at %s unreachable (set TEST_REDIS_ADDR): %v", redisURL(), err)
 	}
 	return rdb
 }

@@ -5,7 +5,6 @@ package server_test
 // TRUSTED_PROXIES.
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"net/http"
@@ -14,30 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
 // redisDB returns the URL of Redis logical database n, flushed now and when the test ends. Tests here
 // use 8..15, one number per test.
-func redisDB(t *testing.T, n int) string {
-	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", DB: n})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := rdb.FlushDB(ctx).Err(); err != nil {
-		_ = rdb.Close()
-		t.Fatalf("redis db %d: %v", n, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = rdb.FlushDB(ctx).Err()
-		_ = rdb.Close()
-	})
-	return fmt.Sprintf("redis://127.0.0.1:6379/%d", n)
-}
+func redisDB(t *testing.T, n int) string { return testenv.FlushedRedisDB(t, n) }
 
 // costInfo is the "cost" response extension.
 type costInfo struct {

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -19,15 +18,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 )
 
-// serverURL is the PostgreSQL server tests create databases on; TEST_POSTGRES_URL overrides it.
-func serverURL() string {
-	if u := os.Getenv("TEST_POSTGRES_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432"
-}
+// serverURL is the PostgreSQL server tests create databases on (TEST_POSTGRES_URL overrides it).
+func serverURL() string { return testenv.PostgresURL() }
 
 func dbURL(name string) string { return serverURL() + "/" + name + "?sslmode=disable" }
 
