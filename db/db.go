@@ -103,7 +103,7 @@ func (d *DB) Reader(ctx context.Context) Stores {
 	if d.replicas == nil {
 		return d.Stores()
 	}
-	if v, ok := auth.ViewerFrom(ctx); ok && d.writes != nil && d.writes.RecentlyWrote(ctx, v.UserID) {
+	if v, ok := auth.ActorFrom(ctx); ok && d.writes != nil && d.writes.RecentlyWrote(ctx, v.UserID) {
 		return d.Stores()
 	}
 	r := d.replicas.pick()

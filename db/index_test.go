@@ -14,7 +14,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/apperr"
-	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/policy"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -97,7 +97,7 @@ func TestEveryTaskQueryPathHasAnIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	tag, search, due := "work", "report", time.Date(2031, 1, 2, 0, 0, 0, 0, time.UTC)
-	role := auth.RoleAdmin
+	role := policy.RoleAdmin
 	assigned := &db.TaskFilter{AssignedToMe: new(true)}
 	var anyTask uuid.UUID
 	if err := pool.QueryRow(ctx, `SELECT id FROM tasks LIMIT 1`).Scan(&anyTask); err != nil {

@@ -5,19 +5,19 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/globalid"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 // User is a row of users. PasswordHash never leaves the server.
 type User struct {
-	ID           uuid.UUID `db:"id"`
-	Name         string    `db:"name"`
-	Email        string    `db:"email"`
-	Role         auth.Role `db:"role"`
-	PasswordHash string    `db:"password_hash" json:"-"` // never cached or serialized
-	CreatedAt    time.Time `db:"created_at"`
-	UpdatedAt    time.Time `db:"updated_at"`
+	ID           uuid.UUID   `db:"id"`
+	Name         string      `db:"name"`
+	Email        string      `db:"email"`
+	Role         policy.Role `db:"role"`
+	PasswordHash string      `db:"password_hash" json:"-"` // never cached or serialized
+	CreatedAt    time.Time   `db:"created_at"`
+	UpdatedAt    time.Time   `db:"updated_at"`
 }
 
 // TaskStatus is a task's workflow state, stored as text with a CHECK constraint.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 // SessionStore keeps sign-in sessions and their refresh-token families. Only token hashes are stored.
@@ -116,10 +117,10 @@ func (s SessionStore) Rotate(ctx context.Context, oldHash, newHash []byte, expir
 // Lookup returns the user and current role of a live session, or an error wrapping
 // auth.ErrSessionInactive. The auth middleware calls it on every authenticated request, so that
 // logout and revocation end access tokens at once and role changes apply at once.
-func (s SessionStore) Lookup(ctx context.Context, sessionID uuid.UUID) (uuid.UUID, auth.Role, error) {
+func (s SessionStore) Lookup(ctx context.Context, sessionID uuid.UUID) (uuid.UUID, policy.Role, error) {
 	var (
 		userID uuid.UUID
-		role   auth.Role
+		role   policy.Role
 	)
 	err := s.q.QueryRow(ctx, `
 		SELECT u.id, u.role FROM sessions s JOIN users u ON u.id = s.user_id

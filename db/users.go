@@ -6,8 +6,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-
-	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 // UserStore reads and writes users.
@@ -104,7 +103,7 @@ func (s UserStore) SetPasswordHash(ctx context.Context, id uuid.UUID, hash strin
 }
 
 // SetRole changes a user's role (operators use `taskgraph set-role`).
-func (s UserStore) SetRole(ctx context.Context, email string, role auth.Role) (*User, error) {
+func (s UserStore) SetRole(ctx context.Context, email string, role policy.Role) (*User, error) {
 	rows, err := s.q.Query(ctx, `UPDATE users SET role = $2, updated_at = now() WHERE lower(email) = lower($1)
 		RETURNING `+userColumns, email, string(role))
 	u, err := collectUser(rows, err)
@@ -150,7 +149,7 @@ func (s UserStore) Delete(ctx context.Context, id uuid.UUID) error {
 // UserFilter narrows the admin user list.
 type UserFilter struct {
 	Search *string
-	Role   *auth.Role
+	Role   *policy.Role
 }
 
 // UserOrderField is what the user list is sorted by; the GraphQL UserOrderField enum is bound to it.

@@ -16,9 +16,9 @@ import (
 	"github.com/99designs/gqlgen/graphql/introspection"
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/graph/model"
-	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/gqlscalar"
 	"github.com/taskgraph/taskgraph/internal/jobs"
+	"github.com/taskgraph/taskgraph/internal/policy"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
 )
@@ -49,7 +49,7 @@ type ResolverRoot interface {
 
 type DirectiveRoot struct {
 	Auth    func(ctx context.Context, obj any, next graphql.Resolver) (res any, err error)
-	HasRole func(ctx context.Context, obj any, next graphql.Resolver, role auth.Role) (res any, err error)
+	HasRole func(ctx context.Context, obj any, next graphql.Resolver, role policy.Role) (res any, err error)
 }
 
 type ComplexityRoot struct {
@@ -2759,8 +2759,8 @@ func (ec *executionContext) dir_hasRole_args(ctx context.Context, rawArgs map[st
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "role",
-		func(ctx context.Context, v any) (auth.Role, error) {
-			return ec.unmarshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋauthᚐRole(ctx, v)
+		func(ctx context.Context, v any) (policy.Role, error) {
+			return ec.unmarshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -5907,7 +5907,7 @@ func (ec *executionContext) _Query_users(ctx context.Context, field graphql.Coll
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				role, err := ec.unmarshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋauthᚐRole(ctx, "ADMIN")
+				role, err := ec.unmarshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole(ctx, "ADMIN")
 				if err != nil {
 					var zeroVal *db.UserConnection
 					return zeroVal, err
@@ -7571,8 +7571,8 @@ func (ec *executionContext) _User_role(ctx context.Context, field graphql.Collec
 			return obj.Role, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v auth.Role) graphql.Marshaler {
-			return ec.marshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋauthᚐRole(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v policy.Role) graphql.Marshaler {
+			return ec.marshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole(ctx, selections, v)
 		},
 		true,
 		true,
@@ -9866,7 +9866,7 @@ func (ec *executionContext) unmarshalInputUserFilter(ctx context.Context, obj an
 			it.Search = data
 		case "role":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("role"))
-			data, err := ec.unmarshalORole2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋauthᚐRole(ctx, v)
+			data, err := ec.unmarshalORole2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole(ctx, v)
 			if err != nil {
 				return it, err
 			}
@@ -12669,15 +12669,15 @@ func (ec *executionContext) marshalNRegisterWebhookPayload2ᚖgithubᚗcomᚋtas
 	return ec._RegisterWebhookPayload(ctx, sel, v)
 }
 
-func (ec *executionContext) unmarshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋauthᚐRole(ctx context.Context, v any) (auth.Role, error) {
+func (ec *executionContext) unmarshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole(ctx context.Context, v any) (policy.Role, error) {
 	tmp, err := graphql.UnmarshalString(v)
-	res := unmarshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋauthᚐRole[tmp]
+	res := unmarshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole[tmp]
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋauthᚐRole(ctx context.Context, sel ast.SelectionSet, v auth.Role) graphql.Marshaler {
+func (ec *executionContext) marshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole(ctx context.Context, sel ast.SelectionSet, v policy.Role) graphql.Marshaler {
 	_ = sel
-	res := graphql.MarshalString(marshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋauthᚐRole[v])
+	res := graphql.MarshalString(marshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole[v])
 	if res == graphql.Null {
 		graphql.AddInvalidNullFromMarshaler(ctx, "Role!")
 	}
@@ -12685,13 +12685,13 @@ func (ec *executionContext) marshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋ
 }
 
 var (
-	unmarshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋauthᚐRole = map[string]auth.Role{
-		"USER":  auth.RoleUser,
-		"ADMIN": auth.RoleAdmin,
+	unmarshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole = map[string]policy.Role{
+		"USER":  policy.RoleUser,
+		"ADMIN": policy.RoleAdmin,
 	}
-	marshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋauthᚐRole = map[auth.Role]string{
-		auth.RoleUser:  "USER",
-		auth.RoleAdmin: "ADMIN",
+	marshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole = map[policy.Role]string{
+		policy.RoleUser:  "USER",
+		policy.RoleAdmin: "ADMIN",
 	}
 )
 
@@ -13377,33 +13377,33 @@ func (ec *executionContext) marshalONode2githubᚗcomᚋtaskgraphᚋtaskgraphᚋ
 	return ec._Node(ctx, sel, v)
 }
 
-func (ec *executionContext) unmarshalORole2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋauthᚐRole(ctx context.Context, v any) (*auth.Role, error) {
+func (ec *executionContext) unmarshalORole2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole(ctx context.Context, v any) (*policy.Role, error) {
 	if v == nil {
 		return nil, nil
 	}
 	tmp, err := graphql.UnmarshalString(v)
-	res := unmarshalORole2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋauthᚐRole[tmp]
+	res := unmarshalORole2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole[tmp]
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalORole2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋauthᚐRole(ctx context.Context, sel ast.SelectionSet, v *auth.Role) graphql.Marshaler {
+func (ec *executionContext) marshalORole2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole(ctx context.Context, sel ast.SelectionSet, v *policy.Role) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
 	}
 	_ = sel
 	_ = ctx
-	res := graphql.MarshalString(marshalORole2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋauthᚐRole[*v])
+	res := graphql.MarshalString(marshalORole2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole[*v])
 	return res
 }
 
 var (
-	unmarshalORole2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋauthᚐRole = map[string]auth.Role{
-		"USER":  auth.RoleUser,
-		"ADMIN": auth.RoleAdmin,
+	unmarshalORole2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole = map[string]policy.Role{
+		"USER":  policy.RoleUser,
+		"ADMIN": policy.RoleAdmin,
 	}
-	marshalORole2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋauthᚐRole = map[auth.Role]string{
-		auth.RoleUser:  "USER",
-		auth.RoleAdmin: "ADMIN",
+	marshalORole2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole = map[policy.Role]string{
+		policy.RoleUser:  "USER",
+		policy.RoleAdmin: "ADMIN",
 	}
 )
 

@@ -9,8 +9,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/taskgraph/taskgraph/db"
-	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/globalid"
+	"github.com/taskgraph/taskgraph/internal/policy"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -261,7 +261,7 @@ func TestUsersQueryIsAdminOnly(t *testing.T) {
 	}
 
 	// And so does a demotion.
-	if _, err := env.Store.Stores().Users.SetRole(t.Context(), b.Email, auth.RoleUser); err != nil {
+	if _, err := env.Store.Stores().Users.SetRole(t.Context(), b.Email, policy.RoleUser); err != nil {
 		t.Fatal(err)
 	}
 	res = b.Do(t, users, nil)

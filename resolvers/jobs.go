@@ -12,10 +12,10 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/graph/model"
 	"github.com/taskgraph/taskgraph/internal/apperr"
-	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/jobs"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 // startJob records a user-visible job and enqueues its queue entry in one transaction (both or
@@ -158,7 +158,7 @@ type jobSource struct {
 	since time.Time // jobs that finished before it were sent (or were not missed)
 }
 
-func (s *jobSource) next(ctx context.Context, v auth.Viewer, ev events.Event) ([]*db.BackgroundJob, error) {
+func (s *jobSource) next(ctx context.Context, v policy.Actor, ev events.Event) ([]*db.BackgroundJob, error) {
 	if ev.Kind == events.KindGap {
 		if s.only == uuid.Nil {
 			now := time.Now()

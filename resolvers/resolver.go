@@ -18,6 +18,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/loaders"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 // Resolver is the dependency-injection root: everything a resolver may use is a field here.
@@ -57,10 +58,10 @@ func (r *Resolver) allowSignIn(ctx context.Context, email string) error {
 
 // viewer returns the signed-in user. The @auth directive has already run on every field that calls
 // this; the check here keeps a missing directive from becoming a nil dereference.
-func viewer(ctx context.Context) (auth.Viewer, error) {
-	v, ok := auth.ViewerFrom(ctx)
+func viewer(ctx context.Context) (policy.Actor, error) {
+	v, ok := auth.ActorFrom(ctx)
 	if !ok {
-		return auth.Viewer{}, apperr.New(apperr.Unauthenticated, "sign in first: this field needs a valid access token")
+		return policy.Actor{}, apperr.New(apperr.Unauthenticated, "sign in first: this field needs a valid access token")
 	}
 	return v, nil
 }
@@ -68,7 +69,7 @@ func viewer(ctx context.Context) (auth.Viewer, error) {
 // loadVisibleTask returns a task the viewer owns or is assigned to, by id, through the request's loader.
 // Any other task is answered exactly like a missing one. The check runs on every read: the loader and
 // the cache hold rows, never decisions, and every reassignment invalidates the task's row.
-func (r *Resolver) loadVisibleTask(ctx context.Context, v auth.Viewer, id uuid.UUID) (*db.Task, error) {
+func (r *Resolver) loadVisibleTask(ctx context.Context, v policy.Actor, id uuid.UUID) (*db.Task, error) {
 	t, err := loaders.For(ctx, r.DB).TaskByID.Load(ctx, id)()
 	if err != nil {
 		return nil, err
@@ -81,7 +82,7 @@ func (r *Resolver) loadVisibleTask(ctx context.Context, v auth.Viewer, id uuid.U
 
 // rootTask is loadVisibleTask for a root field (task(id)): nothing else in the request batches with
 // it, so the task (and its owner, when selected) is read at once instead of after a batch window.
-func (r *Resolver) rootTask(ctx context.Context, v auth.Viewer, id uuid.UUID) (*db.Task, error) {
+func (r *Resolver) rootTask(ctx context.Context, v policy.Actor, id uuid.UUID) (*db.Task, error) {
 	l := loaders.For(ctx, r.DB)
 	l.PreloadTasks(ctx, []uuid.UUID{id})
 	t, err := r.loadVisibleTask(ctx, v, id)
@@ -121,7 +122,7 @@ func (r *Resolver) loadNode(ctx context.Context, field, gid string) (db.Node, er
 // The user of an AuthPayload (register, login, refreshToken) is the one who just signed in with
 // this very response, though the request itself carries no viewer yet.
 func canSeePrivate(ctx context.Context, u *db.User) bool {
-	if v, ok := auth.ViewerFrom(ctx); ok && (v.UserID == u.ID || v.Role.Includes(auth.RoleAdmin)) {
+	if v, ok := auth.ActorFrom(ctx); ok && (v.UserID == u.ID || v.Role.Includes(policy.RoleAdmin)) {
 		return true
 	}
 	return inAuthPayload(ctx)
@@ -166,7 +167,7 @@ func (r *Resolver) preloadOwners(ctx context.Context, l *loaders.Loaders, conn *
 	}
 	seen := make(map[uuid.UUID]bool, 1)
 	var ids, countIDs []uuid.UUID
-	v, _ := auth.ViewerFrom(ctx)
+	v, _ := auth.ActorFrom(ctx)
 	for _, e := range conn.Edges {
 		id := e.Node.OwnerID
 		if seen[id] {
@@ -174,7 +175,7 @@ func (r *Resolver) preloadOwners(ctx context.Context, l *loaders.Loaders, conn *
 		}
 		seen[id] = true
 		ids = append(ids, id)
-		if id == v.UserID || v.Role.Includes(auth.RoleAdmin) {
+		if id == v.UserID || v.Role.Includes(policy.RoleAdmin) {
 			countIDs = append(countIDs, id)
 		}
 	}

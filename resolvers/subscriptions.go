@@ -14,6 +14,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/globalid"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 // defaultSessionCheckEvery applies when the resolver was built without SessionCheckEvery.
@@ -26,8 +27,8 @@ const defaultSessionCheckEvery = 30 * time.Second
 // The session is re-checked on every event and periodically; when it is no longer live (logout,
 // password change, user deleted) the stream ends. The stream also ends with ctx (client unsubscribed,
 // connection closed, shutdown).
-func startSubscription[T any](ctx context.Context, r *Resolver, v auth.Viewer, match func(events.Event) bool,
-	load func(ctx context.Context, v auth.Viewer, ev events.Event) ([]T, error)) (<-chan T, error) {
+func startSubscription[T any](ctx context.Context, r *Resolver, v policy.Actor, match func(events.Event) bool,
+	load func(ctx context.Context, v policy.Actor, ev events.Event) ([]T, error)) (<-chan T, error) {
 	if r.Events == nil {
 		return nil, apperr.New(apperr.Internal, "live updates are not available")
 	}
@@ -84,8 +85,8 @@ func startSubscription[T any](ctx context.Context, r *Resolver, v auth.Viewer, m
 
 // deliverEvent turns ev into values with load and sends them on out. It reports false when ctx
 // ended; an event that could not be loaded is logged and skipped.
-func deliverEvent[T any](ctx context.Context, r *Resolver, v auth.Viewer, out chan<- T, ev events.Event,
-	load func(ctx context.Context, v auth.Viewer, ev events.Event) ([]T, error)) bool {
+func deliverEvent[T any](ctx context.Context, r *Resolver, v policy.Actor, out chan<- T, ev events.Event,
+	load func(ctx context.Context, v policy.Actor, ev events.Event) ([]T, error)) bool {
 	values, err := load(ctx, v, ev)
 	if err != nil {
 		if ctx.Err() == nil && r.Logger != nil {
@@ -105,7 +106,7 @@ func deliverEvent[T any](ctx context.Context, r *Resolver, v auth.Viewer, out ch
 
 // sessionLive reports whether v's session is still active for v's user. A lookup fault (database
 // unreachable) keeps the subscription: it is checked again on the next event or tick.
-func (r *Resolver) sessionLive(ctx context.Context, v auth.Viewer) bool {
+func (r *Resolver) sessionLive(ctx context.Context, v policy.Actor) bool {
 	if r.SessionCheck == nil {
 		return true
 	}
@@ -129,7 +130,7 @@ type taskChangeSource struct {
 	seen map[uuid.UUID]bool
 }
 
-func (s *taskChangeSource) next(ctx context.Context, v auth.Viewer, ev events.Event) ([]*model.TaskChangedEvent, error) {
+func (s *taskChangeSource) next(ctx context.Context, v policy.Actor, ev events.Event) ([]*model.TaskChangedEvent, error) {
 	if ev.Kind == events.KindGap {
 		// Which tasks changed meanwhile is unknown (events carry no history): the client re-reads.
 		return []*model.TaskChangedEvent{{Kind: model.TaskChangeKindResync}}, nil
@@ -167,7 +168,7 @@ type notificationSource struct {
 // notificationBatch bounds one event's catch-up read.
 const notificationBatch = 100
 
-func (s *notificationSource) next(ctx context.Context, _ auth.Viewer, _ events.Event) ([]*db.Notification, error) {
+func (s *notificationSource) next(ctx context.Context, _ policy.Actor, _ events.Event) ([]*db.Notification, error) {
 	rows, err := s.r.DB.Stores().Notifications.After(ctx, s.user, s.at, s.id, notificationBatch)
 	if err != nil {
 		return nil, err

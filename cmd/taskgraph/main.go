@@ -26,13 +26,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/taskgraph/taskgraph/db"
-	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/bench"
 	"github.com/taskgraph/taskgraph/internal/cache"
 	"github.com/taskgraph/taskgraph/internal/config"
 	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/observe"
+	"github.com/taskgraph/taskgraph/internal/policy"
 	"github.com/taskgraph/taskgraph/internal/redisx"
 	"github.com/taskgraph/taskgraph/internal/server"
 )
@@ -186,7 +186,7 @@ func setRole(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, args []
 	if len(args) != 2 {
 		return fmt.Errorf("%w: set-role needs EMAIL and ROLE", errUsage)
 	}
-	role := auth.Role(strings.ToUpper(args[1]))
+	role := policy.Role(strings.ToUpper(args[1]))
 	if !role.Valid() {
 		return fmt.Errorf("%w: role must be USER or ADMIN, got %q", errUsage, args[1])
 	}

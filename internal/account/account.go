@@ -13,6 +13,7 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 // Service runs the account flows.
@@ -127,13 +128,13 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Session, e
 }
 
 // Logout revokes the viewer's session; its refresh tokens and access tokens stop working at once.
-func (s *Service) Logout(ctx context.Context, v auth.Viewer) (bool, error) {
+func (s *Service) Logout(ctx context.Context, v policy.Actor) (bool, error) {
 	return s.db.Stores().Sessions.Revoke(ctx, v.SessionID)
 }
 
 // ChangePassword replaces the password after checking the current one, and signs out every other
 // session of the user in the same transaction.
-func (s *Service) ChangePassword(ctx context.Context, v auth.Viewer, current, next string) (*db.User, error) {
+func (s *Service) ChangePassword(ctx context.Context, v policy.Actor, current, next string) (*db.User, error) {
 	user, err := s.verifyPassword(ctx, v, "currentPassword", current)
 	if err != nil {
 		return nil, err
@@ -155,7 +156,7 @@ func (s *Service) ChangePassword(ctx context.Context, v auth.Viewer, current, ne
 }
 
 // DeleteAccount removes the viewer and, by cascade, their sessions and tasks, after checking the password.
-func (s *Service) DeleteAccount(ctx context.Context, v auth.Viewer, password string) error {
+func (s *Service) DeleteAccount(ctx context.Context, v policy.Actor, password string) error {
 	user, err := s.verifyPassword(ctx, v, "password", password)
 	if err != nil {
 		return err
@@ -163,7 +164,7 @@ func (s *Service) DeleteAccount(ctx context.Context, v auth.Viewer, password str
 	return s.db.Stores().Users.Delete(ctx, user.ID)
 }
 
-func (s *Service) verifyPassword(ctx context.Context, v auth.Viewer, field, password string) (*db.User, error) {
+func (s *Service) verifyPassword(ctx context.Context, v policy.Actor, field, password string) (*db.User, error) {
 	user, err := s.db.Stores().Users.ByID(ctx, v.UserID)
 	if err != nil {
 		return nil, err

@@ -38,6 +38,8 @@ type Error struct {
 	Violations []Violation
 	// RetryAfter, on RATE_LIMITED errors, is how long the client should wait (HTTP Retry-After).
 	RetryAfter time.Duration
+	// listed: Message is the violations joined ("field: message; …"), so Under rebuilds it.
+	listed bool
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
@@ -73,7 +75,37 @@ func FieldError(code Code, field, message string) *Error {
 	if field != "" {
 		text = field + ": " + message
 	}
-	return &Error{Code: code, Message: text, Violations: []Violation{{Field: field, Message: message}}}
+	return &Error{Code: code, Message: text, Violations: []Violation{{Field: field, Message: message}}, listed: true}
+}
+
+// Whole, as a violation's field, names the validated value itself (e.g. a patch that changes
+// nothing); Under turns it into the prefix.
+const Whole = "."
+
+// Under places err's field names under an input path: a domain names the fields of what it
+// validates ("title", "tags[2]"), the transport says where that value came from ("input"), so
+// clients see "input.title". Errors that are not *Error, or name no fields, pass unchanged.
+func Under(prefix string, err error) error {
+	var e *Error
+	if prefix == "" || !errors.As(err, &e) || len(e.Violations) == 0 {
+		return err
+	}
+	out := *e
+	out.Violations = make([]Violation, len(e.Violations))
+	for i, v := range e.Violations {
+		switch v.Field {
+		case "":
+		case Whole:
+			v.Field = prefix
+		default:
+			v.Field = prefix + "." + v.Field
+		}
+		out.Violations[i] = v
+	}
+	if e.listed {
+		out.Message = joinViolations(out.Violations)
+	}
+	return &out
 }
 
 // Throttled is a RATE_LIMITED error telling the client when to retry.
@@ -105,6 +137,11 @@ func (v Violations) Err() error {
 	if len(v) == 0 {
 		return nil
 	}
+	return &Error{Code: BadUserInput, Message: joinViolations(v), Violations: v, listed: true}
+}
+
+// joinViolations is the message of an error that lists its violations.
+func joinViolations(v []Violation) string {
 	parts := make([]string, len(v))
 	for i, x := range v {
 		if x.Field == "" {
@@ -113,5 +150,5 @@ func (v Violations) Err() error {
 			parts[i] = x.Field + ": " + x.Message
 		}
 	}
-	return &Error{Code: BadUserInput, Message: strings.Join(parts, "; "), Violations: v}
+	return strings.Join(parts, "; ")
 }

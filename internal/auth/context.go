@@ -3,30 +3,29 @@ package auth
 import (
 	"context"
 
-	"github.com/google/uuid"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
-// Viewer is the signed-in user of a request, as confirmed against the sessions table.
-type Viewer struct {
-	UserID    uuid.UUID
-	Role      Role
-	SessionID uuid.UUID
+// actorKey is unexported so no other package can forge or overwrite the actor.
+type actorKey struct{}
+
+// WithActor returns ctx carrying a, the signed-in user of the request or operation.
+func WithActor(ctx context.Context, a policy.Actor) context.Context {
+	return context.WithValue(ctx, actorKey{}, a)
 }
 
-// viewerKey is unexported so no other package can forge or overwrite the viewer.
-type viewerKey struct{}
-
-// WithViewer returns ctx carrying v.
-func WithViewer(ctx context.Context, v Viewer) context.Context {
-	return context.WithValue(ctx, viewerKey{}, v)
-}
-
-// ViewerFrom returns the request's viewer. A zero-user Viewer counts as absent, so a mistaken
-// WithViewer(ctx, Viewer{}) can never pass as a signed-in user.
-func ViewerFrom(ctx context.Context) (Viewer, bool) {
-	v, ok := ctx.Value(viewerKey{}).(Viewer)
-	if !ok || v.UserID == uuid.Nil {
-		return Viewer{}, false
+// ActorFrom returns the operation's actor. A zero-user Actor counts as absent, so a mistaken
+// WithActor(ctx, policy.Actor{}) can never pass as a signed-in user.
+func ActorFrom(ctx context.Context) (policy.Actor, bool) {
+	a, ok := ctx.Value(actorKey{}).(policy.Actor)
+	if !ok || !a.SignedIn() {
+		return policy.Actor{}, false
 	}
-	return v, true
+	return a, true
+}
+
+// Actor returns the operation's actor, or the anonymous (zero) Actor.
+func Actor(ctx context.Context) policy.Actor {
+	a, _ := ActorFrom(ctx)
+	return a
 }

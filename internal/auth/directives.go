@@ -5,30 +5,21 @@ import (
 
 	"github.com/99designs/gqlgen/graphql"
 
-	"github.com/taskgraph/taskgraph/internal/apperr"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
-// AuthDirective implements @auth: the field resolves only for a signed-in viewer.
+// AuthDirective implements @auth: the field resolves only for a signed-in actor (policy.RequireSignedIn).
 func AuthDirective(ctx context.Context, obj any, next graphql.Resolver) (any, error) {
-	if _, ok := ViewerFrom(ctx); !ok {
-		return nil, errSignInFirst()
+	if err := policy.RequireSignedIn(Actor(ctx)); err != nil {
+		return nil, err
 	}
 	return next(ctx)
 }
 
-// HasRoleDirective implements @hasRole(role:): the viewer must hold role or one that includes it.
-func HasRoleDirective(ctx context.Context, obj any, next graphql.Resolver, role Role) (any, error) {
-	v, ok := ViewerFrom(ctx)
-	if !ok {
-		return nil, errSignInFirst()
-	}
-	if !v.Role.Includes(role) {
-		return nil, apperr.New(apperr.Forbidden, "this field requires the %s role", role)
+// HasRoleDirective implements @hasRole(role:) (policy.RequireRole).
+func HasRoleDirective(ctx context.Context, obj any, next graphql.Resolver, role policy.Role) (any, error) {
+	if err := policy.RequireRole(Actor(ctx), role); err != nil {
+		return nil, err
 	}
 	return next(ctx)
-}
-
-// errSignInFirst is built per call because *apperr.Error is mutable and must not be shared.
-func errSignInFirst() error {
-	return apperr.New(apperr.Unauthenticated, "sign in first: this field needs a valid access token")
 }

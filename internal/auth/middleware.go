@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/taskgraph/taskgraph/internal/apperr"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 // ErrSessionInactive is what a SessionLookup wraps when the session is revoked, expired or unknown,
@@ -19,7 +20,7 @@ var ErrSessionInactive = errors.New("session is not active")
 
 // SessionLookup confirms a token's session still exists and returns its user's current role.
 // It returns an error wrapping ErrSessionInactive for a dead session and any other error for faults.
-type SessionLookup func(ctx context.Context, sessionID uuid.UUID) (userID uuid.UUID, role Role, err error)
+type SessionLookup func(ctx context.Context, sessionID uuid.UUID) (userID uuid.UUID, role policy.Role, err error)
 
 const (
 	msgInvalidToken = "access token is invalid or expired"
@@ -73,8 +74,8 @@ func Middleware(tokens *TokenIssuer, lookup SessionLookup, logger *slog.Logger) 
 				return
 			}
 			// The role comes from the lookup so a demotion takes effect before the token expires.
-			v := Viewer{UserID: userID, Role: role, SessionID: claims.SessionID}
-			next.ServeHTTP(w, r.WithContext(WithViewer(ctx, v)))
+			v := policy.Actor{UserID: userID, Role: role, SessionID: claims.SessionID}
+			next.ServeHTTP(w, r.WithContext(WithActor(ctx, v)))
 		})
 	}
 }

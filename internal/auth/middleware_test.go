@@ -12,30 +12,31 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 type lookupResult struct {
 	userID uuid.UUID
-	role   Role
+	role   policy.Role
 	err    error
 }
 
 // serve runs one request through the middleware and reports the viewer the handler saw.
-func serve(t *testing.T, authz []string, res lookupResult, logs io.Writer) (*httptest.ResponseRecorder, *Viewer) {
+func serve(t *testing.T, authz []string, res lookupResult, logs io.Writer) (*httptest.ResponseRecorder, *policy.Actor) {
 	t.Helper()
 	ti := newTestIssuer(t)
-	lookup := func(ctx context.Context, sid uuid.UUID) (uuid.UUID, Role, error) {
+	lookup := func(ctx context.Context, sid uuid.UUID) (uuid.UUID, policy.Role, error) {
 		return res.userID, res.role, res.err
 	}
 	if logs == nil {
 		logs = io.Discard
 	}
-	var seen *Viewer
+	var seen *policy.Actor
 	var called bool
 	h := Middleware(ti, lookup, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))(
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			called = true
-			if v, ok := ViewerFrom(r.Context()); ok {
+			if v, ok := ActorFrom(r.Context()); ok {
 				seen = &v
 			}
 			w.WriteHeader(http.StatusNoContent)
@@ -79,7 +80,7 @@ func TestMiddlewareAnonymous(t *testing.T) {
 
 func TestMiddlewareMalformedHeader(t *testing.T) {
 	ti := newTestIssuer(t)
-	tok, _, err := ti.Issue(uuid.New(), RoleUser, uuid.New())
+	tok, _, err := ti.Issue(uuid.New(), policy.RoleUser, uuid.New())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,16 +102,16 @@ func TestMiddlewareValidToken(t *testing.T) {
 	ti := newTestIssuer(t)
 	user, sess := uuid.New(), uuid.New()
 	// The token says USER but the database now says ADMIN: the database wins.
-	tok, _, err := ti.Issue(user, RoleUser, sess)
+	tok, _, err := ti.Issue(user, policy.RoleUser, sess)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, scheme := range []string{"Bearer", "bearer", "BEARER"} {
-		rec, v := serve(t, []string{scheme + " " + tok}, lookupResult{userID: user, role: RoleAdmin}, nil)
+		rec, v := serve(t, []string{scheme + " " + tok}, lookupResult{userID: user, role: policy.RoleAdmin}, nil)
 		if rec.Code != http.StatusNoContent || v == nil {
 			t.Fatalf("%s: status %d viewer %v; want viewer", scheme, rec.Code, v)
 		}
-		if *v != (Viewer{UserID: user, Role: RoleAdmin, SessionID: sess}) {
+		if *v != (policy.Actor{UserID: user, Role: policy.RoleAdmin, SessionID: sess}) {
 			t.Fatalf("viewer = %+v", *v)
 		}
 	}
@@ -119,7 +120,7 @@ func TestMiddlewareValidToken(t *testing.T) {
 func TestMiddlewareSessionInactive(t *testing.T) {
 	ti := newTestIssuer(t)
 	user := uuid.New()
-	tok, _, _ := ti.Issue(user, RoleUser, uuid.New())
+	tok, _, _ := ti.Issue(user, policy.RoleUser, uuid.New())
 	rec, v := serve(t, []string{"Bearer " + tok}, lookupResult{err: fmt.Errorf("lookup: %w", ErrSessionInactive)}, nil)
 	assert401(t, rec)
 	if v != nil {
@@ -129,14 +130,14 @@ func TestMiddlewareSessionInactive(t *testing.T) {
 
 func TestMiddlewareUserMismatch(t *testing.T) {
 	ti := newTestIssuer(t)
-	tok, _, _ := ti.Issue(uuid.New(), RoleUser, uuid.New())
-	rec, _ := serve(t, []string{"Bearer " + tok}, lookupResult{userID: uuid.New(), role: RoleUser}, nil)
+	tok, _, _ := ti.Issue(uuid.New(), policy.RoleUser, uuid.New())
+	rec, _ := serve(t, []string{"Bearer " + tok}, lookupResult{userID: uuid.New(), role: policy.RoleUser}, nil)
 	assert401(t, rec)
 }
 
 func TestMiddlewareLookupError(t *testing.T) {
 	ti := newTestIssuer(t)
-	tok, _, _ := ti.Issue(uuid.New(), RoleUser, uuid.New())
+	tok, _, _ := ti.Issue(uuid.New(), policy.RoleUser, uuid.New())
 	var logs strings.Builder
 	rec, _ := serve(t, []string{"Bearer " + tok}, lookupResult{err: errors.New("connection refused")}, &logs)
 	if rec.Code != http.StatusServiceUnavailable {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 const (
@@ -24,7 +25,7 @@ var ErrInvalidToken = errors.New("invalid access token")
 // Claims is what a verified access token asserts.
 type Claims struct {
 	UserID    uuid.UUID
-	Role      Role
+	Role      policy.Role
 	SessionID uuid.UUID
 	ExpiresAt time.Time
 }
@@ -32,8 +33,8 @@ type Claims struct {
 // accessClaims is the wire shape: registered claims plus role and session id.
 type accessClaims struct {
 	jwt.RegisteredClaims
-	Role Role   `json:"role"`
-	SID  string `json:"sid"`
+	Role policy.Role `json:"role"`
+	SID  string      `json:"sid"`
 }
 
 // TokenIssuer signs and verifies HS256 access tokens.
@@ -65,7 +66,7 @@ func (t *TokenIssuer) WithClock(now func() time.Time) *TokenIssuer {
 }
 
 // Issue signs a token for the user's session. expiresAt is exactly the exp claim (whole seconds).
-func (t *TokenIssuer) Issue(userID uuid.UUID, role Role, sessionID uuid.UUID) (token string, expiresAt time.Time, err error) {
+func (t *TokenIssuer) Issue(userID uuid.UUID, role policy.Role, sessionID uuid.UUID) (token string, expiresAt time.Time, err error) {
 	if userID == uuid.Nil || sessionID == uuid.Nil {
 		return "", time.Time{}, errors.New("issue access token: user and session ids are required")
 	}

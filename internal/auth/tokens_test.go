@@ -9,6 +9,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 var testSecret = []byte("0123456789abcdef0123456789abcdef")
@@ -34,7 +35,7 @@ func TestNewTokenIssuerRejectsShortSecret(t *testing.T) {
 func TestIssueVerifyRoundTrip(t *testing.T) {
 	ti := newTestIssuer(t)
 	user, sess := uuid.New(), uuid.New()
-	tok, exp, err := ti.Issue(user, RoleAdmin, sess)
+	tok, exp, err := ti.Issue(user, policy.RoleAdmin, sess)
 	if err != nil {
 		t.Fatalf("Issue: %v", err)
 	}
@@ -45,12 +46,12 @@ func TestIssueVerifyRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
-	want := Claims{UserID: user, Role: RoleAdmin, SessionID: sess, ExpiresAt: exp}
+	want := Claims{UserID: user, Role: policy.RoleAdmin, SessionID: sess, ExpiresAt: exp}
 	if c.UserID != want.UserID || c.Role != want.Role || c.SessionID != want.SessionID || !c.ExpiresAt.Equal(exp) {
 		t.Fatalf("Verify = %+v, want %+v", c, want)
 	}
 	// Each token has its own jti.
-	tok2, _, _ := ti.Issue(user, RoleAdmin, sess)
+	tok2, _, _ := ti.Issue(user, policy.RoleAdmin, sess)
 	if tok2 == tok {
 		t.Fatal("two tokens issued in the same second are identical (missing jti)")
 	}
@@ -58,7 +59,7 @@ func TestIssueVerifyRoundTrip(t *testing.T) {
 
 func TestVerifyExpired(t *testing.T) {
 	ti := newTestIssuer(t)
-	tok, _, err := ti.Issue(uuid.New(), RoleUser, uuid.New())
+	tok, _, err := ti.Issue(uuid.New(), policy.RoleUser, uuid.New())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +89,7 @@ func validMapClaims() jwt.MapClaims {
 		"nbf":  now.Unix(),
 		"exp":  now.Add(time.Minute).Unix(),
 		"jti":  uuid.NewString(),
-		"role": string(RoleUser),
+		"role": string(policy.RoleUser),
 		"sid":  uuid.NewString(),
 	}
 }
@@ -121,7 +122,7 @@ func TestVerifyRejects(t *testing.T) {
 		t.Fatalf("baseline token rejected: %v", err)
 	}
 
-	good, _, err := ti.Issue(uuid.New(), RoleUser, uuid.New())
+	good, _, err := ti.Issue(uuid.New(), policy.RoleUser, uuid.New())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,8 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/taskgraph/taskgraph/db"
-	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/events"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 // The statements below are copied from the stores (db/sessions.go Lookup, db/keyset.go fetchPage for
@@ -65,7 +65,7 @@ func ceilingOperation(pool *pgxpool.Pool, users []*benchUser, sc scenario) opera
 func (s step) direct(ctx context.Context, pool *pgxpool.Pool, u *benchUser) error {
 	var (
 		userID uuid.UUID
-		role   auth.Role
+		role   policy.Role
 	)
 	if err := pool.QueryRow(ctx, sqlSessionLookup, u.sessionID).Scan(&userID, &role); err != nil {
 		return fmt.Errorf("session lookup: %w", err)

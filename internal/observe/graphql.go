@@ -164,7 +164,7 @@ func (e graphqlExtension) countDeprecated(ctx context.Context, op *ast.Operation
 func (e graphqlExtension) noteRequest(ctx context.Context, name, opType string) {
 	l := RequestLogFrom(ctx)
 	l.SetOperation(name, opType)
-	if v, ok := auth.ViewerFrom(ctx); ok {
+	if v, ok := auth.ActorFrom(ctx); ok {
 		l.SetUser(v.UserID)
 		e.m.SawUser(v.UserID)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/graph"
 	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 // gqlServer serves es with the extension of m (and any extra extensions) behind a middleware that
@@ -36,7 +37,7 @@ func gqlServer(m *Metrics, es graphql.ExecutableSchema, viewer uuid.UUID, last *
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, l := WithRequestLog(r.Context())
 		if viewer != uuid.Nil {
-			ctx = auth.WithViewer(ctx, auth.Viewer{UserID: viewer, Role: auth.Role("USER"), SessionID: uuid.New()})
+			ctx = auth.WithActor(ctx, policy.Actor{UserID: viewer, Role: policy.Role("USER"), SessionID: uuid.New()})
 		}
 		*last = l
 		srv.ServeHTTP(w, r.WithContext(ctx))

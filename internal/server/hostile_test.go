@@ -26,6 +26,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/config"
 	"github.com/taskgraph/taskgraph/internal/globalid"
+	"github.com/taskgraph/taskgraph/internal/policy"
 	"github.com/taskgraph/taskgraph/internal/server"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
@@ -239,7 +240,7 @@ func TestHostileAuthTampering(t *testing.T) {
 		}
 		return iss.WithClock(func() time.Time { return now })
 	}
-	issue := func(iss *auth.TokenIssuer, role auth.Role) string {
+	issue := func(iss *auth.TokenIssuer, role policy.Role) string {
 		tok, _, err := iss.Issue(u.ID, role, sid)
 		if err != nil {
 			t.Fatal(err)
@@ -249,7 +250,7 @@ func TestHostileAuthTampering(t *testing.T) {
 
 	// Control: a token minted with the server's secret for the same session works, so each forgery
 	// below fails for its one defect only.
-	genuine := issue(issuer(env.Config.JWTSecret, time.Now()), auth.RoleUser)
+	genuine := issue(issuer(env.Config.JWTSecret, time.Now()), policy.RoleUser)
 	if r := gqlPost(t, env, genuine, `{ me { id } }`, nil); r.Status != http.StatusOK || len(r.Errors) != 0 {
 		t.Fatalf("control token: %d %s", r.Status, r.Body)
 	}
@@ -268,11 +269,11 @@ func TestHostileAuthTampering(t *testing.T) {
 		header http.Header
 	}{
 		{"payload changed to role ADMIN", header("Bearer " + parts[0] + "." + b64json(t, adminClaims) + "." + parts[2])},
-		{"signed with another secret", header("Bearer " + issue(issuer("another-secret-another-secret-0123456789", time.Now()), auth.RoleUser))},
+		{"signed with another secret", header("Bearer " + issue(issuer("another-secret-another-secret-0123456789", time.Now()), policy.RoleUser))},
 		{"alg none", header("Bearer " + b64json(t, map[string]any{"alg": "none", "typ": "JWT"}) + "." + parts[1] + ".")},
 		{"alg none with ADMIN", header("Bearer " + b64json(t, map[string]any{"alg": "none", "typ": "JWT"}) + "." + b64json(t, adminClaims) + ".")},
 		{"alg HS512 header on an HS256 signature", header("Bearer " + b64json(t, map[string]any{"alg": "HS512", "typ": "JWT"}) + "." + parts[1] + "." + parts[2])},
-		{"expired", header("Bearer " + issue(issuer(env.Config.JWTSecret, time.Now().Add(-2*time.Hour)), auth.RoleUser))},
+		{"expired", header("Bearer " + issue(issuer(env.Config.JWTSecret, time.Now().Add(-2*time.Hour)), policy.RoleUser))},
 		{"refresh token as access token", header("Bearer " + u.RefreshToken)},
 		{"Bearer with an empty token", header("Bearer ")},
 		{"Bearer only", header("Bearer")},

@@ -12,6 +12,7 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/cache"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 // responseCache serves repeated read-only queries from cache.Responses without executing them.
@@ -49,7 +50,7 @@ type cacheable struct {
 // so its errors can never be replaced by a cached answer.
 func (rc responseCache) InterceptOperation(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
 	oc := graphql.GetOperationContext(ctx)
-	v, ok := auth.ViewerFrom(ctx)
+	v, ok := auth.ActorFrom(ctx)
 	if !ok || oc.Operation == nil || oc.Operation.Operation != ast.Query || !ownDataOnly(oc, oc.Operation.SelectionSet, "Query") {
 		return next(ctx)
 	}
@@ -81,7 +82,7 @@ func (rc responseCache) InterceptResponse(ctx context.Context, next graphql.Resp
 
 // responseKey names one answer: the viewer (and role), the document, the operation and the
 // variables (json.Marshal sorts map keys, so equal variables give equal keys).
-func responseKey(v auth.Viewer, oc *graphql.OperationContext) (string, error) {
+func responseKey(v policy.Actor, oc *graphql.OperationContext) (string, error) {
 	vars, err := json.Marshal(oc.Variables)
 	if err != nil {
 		return "", err

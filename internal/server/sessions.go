@@ -10,6 +10,7 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/cache"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 // sessionLookup is the per-request token check. Without a cache it is one joined query; with one, the
@@ -19,7 +20,7 @@ func sessionLookup(database *db.DB, c *cache.Cache) auth.SessionLookup {
 	if c == nil {
 		return database.Stores().Sessions.Lookup
 	}
-	return func(ctx context.Context, sessionID uuid.UUID) (uuid.UUID, auth.Role, error) {
+	return func(ctx context.Context, sessionID uuid.UUID) (uuid.UUID, policy.Role, error) {
 		stores := database.Stores()
 		sessions, err := cache.Many(ctx, c, db.EntitySession, []uuid.UUID{sessionID}, stores.Sessions.LiveByIDs,
 			func(s db.Session) uuid.UUID { return s.ID })

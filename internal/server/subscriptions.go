@@ -13,6 +13,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/events"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 // Live subscriptions: graphql-transport-ws (and legacy graphql-ws) over a websocket, and SSE.
@@ -65,7 +66,7 @@ func websocketTransport(d Deps) transport.Websocket {
 			ctx = events.WithConnLimit(ctx, perConn)
 			raw := initToken(payload)
 			if raw == "" {
-				if _, ok := auth.ViewerFrom(ctx); ok {
+				if _, ok := auth.ActorFrom(ctx); ok {
 					return ctx, nil, nil // authenticated by the upgrade request's Authorization header
 				}
 				return refuseInit(ctx, "connection_init must carry an access token")
@@ -83,7 +84,7 @@ func websocketTransport(d Deps) transport.Websocket {
 				return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, 4500), "unavailable"), nil,
 					errors.New("temporarily unable to verify the access token")
 			}
-			return auth.WithViewer(ctx, auth.Viewer{UserID: userID, Role: role, SessionID: claims.SessionID}), nil, nil
+			return auth.WithActor(ctx, policy.Actor{UserID: userID, Role: role, SessionID: claims.SessionID}), nil, nil
 		},
 	}
 }

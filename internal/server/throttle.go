@@ -124,7 +124,7 @@ func (b costBudget) MutateOperationContext(ctx context.Context, _ *graphql.Opera
 		return nil
 	}
 	key, limit := "ip:"+ClientIP(ctx), b.anon
-	if v, ok := auth.ViewerFrom(ctx); ok {
+	if v, ok := auth.ActorFrom(ctx); ok {
 		key, limit = "user:"+v.UserID.String(), b.user
 	}
 	res, err := b.limiter.Allow(ctx, "cost:"+key, limit, cost.Points)

@@ -16,10 +16,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/taskgraph/taskgraph/db"
-	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/config"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/observe"
+	"github.com/taskgraph/taskgraph/internal/policy"
 	"github.com/taskgraph/taskgraph/internal/server"
 )
 
@@ -214,7 +214,7 @@ func (e *Env) Register(t testing.TB, name string) *User {
 // MakeAdmin promotes u; the change applies to u's existing tokens at once.
 func (e *Env) MakeAdmin(t testing.TB, u *User) {
 	t.Helper()
-	if _, err := e.Store.Stores().Users.SetRole(context.Background(), u.Email, auth.RoleAdmin); err != nil {
+	if _, err := e.Store.Stores().Users.SetRole(context.Background(), u.Email, policy.RoleAdmin); err != nil {
 		t.Fatal(err)
 	}
 }
