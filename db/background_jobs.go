@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/taskgraph/taskgraph/internal/apperr"
+	"github.com/taskgraph/taskgraph/internal/cursor"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 )
 
@@ -107,7 +108,7 @@ var ErrJobNotRunning = errors.New("db: job is no longer running")
 // one transaction), advanced by workers chunk by chunk, read and cancelled by their user only.
 type BackgroundJobStore struct {
 	q       querier
-	cursors *CursorCodec
+	cursors *cursor.Codec
 }
 
 // BackgroundJobEdge is one job of a connection with its cursor.
@@ -166,11 +167,6 @@ func (s BackgroundJobStore) Create(ctx context.Context, userID uuid.UUID, kind J
 	return j, mapError(err, "job")
 }
 
-// Get returns userID's job id, or NOT_FOUND (also for another user's job).
-func (s BackgroundJobStore) Get(ctx context.Context, userID, id uuid.UUID) (*BackgroundJob, error) {
-	return s.one(ctx, `SELECT `+backgroundJobColumns+` FROM jobs WHERE id = $1 AND user_id = $2`, id, userID)
-}
-
 // maxChangedJobs bounds ActiveOrFinishedSince: a user has at most JOB_MAX_ACTIVE active jobs, so the
 // rest are jobs that finished within a subscription's gap.
 const maxChangedJobs = 100
@@ -189,7 +185,7 @@ func (s BackgroundJobStore) ActiveOrFinishedSince(ctx context.Context, userID uu
 	return out, mapError(err, "jobs")
 }
 
-// ByID returns the job id whoever owns it (for workers), or NOT_FOUND.
+// ByID returns the job id whoever owns it, or NOT_FOUND.
 func (s BackgroundJobStore) ByID(ctx context.Context, id uuid.UUID) (*BackgroundJob, error) {
 	return s.one(ctx, `SELECT `+backgroundJobColumns+` FROM jobs WHERE id = $1`, id)
 }
@@ -206,7 +202,7 @@ func (s BackgroundJobStore) one(ctx context.Context, sql string, args ...any) (*
 // List returns one page of userID's jobs, newest first.
 func (s BackgroundJobStore) List(ctx context.Context, userID uuid.UUID, args PageArgs) (*BackgroundJobConnection, error) {
 	scope := scopeOf("jobs", userID.String())
-	req, err := s.cursors.parsePage(args, scope)
+	req, err := parsePage(s.cursors, args, scope)
 	if err != nil {
 		return nil, err
 	}
@@ -233,16 +229,15 @@ func (s BackgroundJobStore) Count(ctx context.Context, conn *BackgroundJobConnec
 	return n, mapError(err, "jobs")
 }
 
-// Cancel marks userID's job CANCELLED if it is QUEUED or RUNNING, and returns it as it is after
-// that (a finished job unchanged). A running worker notices at its next chunk. NOT_FOUND for
-// another user's job.
-func (s BackgroundJobStore) Cancel(ctx context.Context, userID, id uuid.UUID) (*BackgroundJob, error) {
+// Cancel marks the job CANCELLED if it is QUEUED or RUNNING, and returns it as it is after that (a
+// finished job unchanged). A running worker notices at its next chunk.
+func (s BackgroundJobStore) Cancel(ctx context.Context, id uuid.UUID) (*BackgroundJob, error) {
 	j, err := s.one(ctx, `
 		UPDATE jobs SET status = 'CANCELLED', finished_at = now()
-		WHERE id = $1 AND user_id = $2 AND status IN ('QUEUED', 'RUNNING')
-		RETURNING `+backgroundJobColumns, id, userID)
+		WHERE id = $1 AND status IN ('QUEUED', 'RUNNING')
+		RETURNING `+backgroundJobColumns, id)
 	if apperr.CodeOf(err) == apperr.NotFound {
-		return s.Get(ctx, userID, id)
+		return s.ByID(ctx, id)
 	}
 	return j, err
 }

@@ -34,20 +34,21 @@ type TaskKey struct {
 	ID        uuid.UUID `db:"id" json:"id"`
 }
 
-// BulkScope is the set of tasks a bulk operation acts on: those OwnerID owns that Filter matches
-// and that existed at RequestedAt (tasks created later are left alone).
+// BulkScope is the set of tasks a bulk operation acts on: those of Tasks that Filter matches and
+// that existed at RequestedAt (tasks created later are left alone). Which tasks a user may change in
+// bulk is the domain's decision (their own: Tasks.Assigned false).
 type BulkScope struct {
-	OwnerID     uuid.UUID
-	Filter      *TaskFilter // AssignedToMe must not be true: bulk operations act on the owner's tasks
+	Tasks       TaskScope
+	Filter      *TaskFilter
 	RequestedAt time.Time
 }
 
 // where is the scope as SQL conditions, after the key when one is given.
 func (sc BulkScope) where(after *TaskKey) (where, error) {
-	if sc.Filter.assignedToMe() {
-		return where{}, errors.New("db: a bulk operation cannot use assignedToMe")
+	if sc.Tasks.Assigned {
+		return where{}, errors.New("db: a bulk operation acts on an owner's tasks")
 	}
-	w := sc.Filter.where(sc.OwnerID)
+	w := sc.Filter.where(sc.Tasks)
 	w.add("created_at <= ?", sc.RequestedAt)
 	if after != nil {
 		w.add("(created_at, id) > (?, ?)", after.CreatedAt, after.ID)
@@ -160,7 +161,7 @@ func (s TaskStore) UpdateChunk(ctx context.Context, sc BulkScope, patch BulkTask
 	before := make(map[uuid.UUID]TaskBefore, len(chunk))
 	for i, r := range chunk {
 		ids[i] = r.ID
-		before[r.ID] = TaskBefore{OwnerID: sc.OwnerID, AssigneeID: r.AssigneeID, Status: r.Status}
+		before[r.ID] = TaskBefore{OwnerID: sc.Tasks.UserID, AssigneeID: r.AssigneeID, Status: r.Status}
 	}
 	sql, uargs := patch.updateSQL(ids)
 	rows, err = s.q.Query(ctx, sql, uargs...)
@@ -187,7 +188,7 @@ func (s TaskStore) UpdateChunk(ctx context.Context, sc BulkScope, patch BulkTask
 		out.Changed[i] = BulkChange{Before: before[t.ID], After: t}
 		keys = append(keys, EntityKey{EntityTask, t.ID})
 	}
-	s.changed.add(ctx, append(keys, EntityKey{EntityTaskCounts, sc.OwnerID})...)
+	s.changed.add(ctx, append(keys, EntityKey{EntityTaskCounts, sc.Tasks.UserID})...)
 	return out, nil
 }
 
@@ -283,7 +284,7 @@ func (s TaskStore) DeleteChunk(ctx context.Context, sc BulkScope, after *TaskKey
 		}
 	}
 	out.Last = &last
-	s.changed.add(ctx, append(keys, EntityKey{EntityTaskCounts, sc.OwnerID})...)
+	s.changed.add(ctx, append(keys, EntityKey{EntityTaskCounts, sc.Tasks.UserID})...)
 	return out, nil
 }
 

@@ -13,7 +13,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/taskgraph/taskgraph/db"
-	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -90,7 +89,7 @@ func newBulkFixture(t *testing.T, n int) *bulkFixture {
 }
 
 func (f *bulkFixture) scope(filter *db.TaskFilter) db.BulkScope {
-	return db.BulkScope{OwnerID: f.owner, Filter: filter, RequestedAt: f.requestedAt}
+	return db.BulkScope{Tasks: db.TaskScope{UserID: f.owner}, Filter: filter, RequestedAt: f.requestedAt}
 }
 
 // walk runs chunk after chunk (each in its own transaction) until the scope is done.
@@ -356,8 +355,8 @@ func TestBulkUpdateTagsAndAssignee(t *testing.T) {
 		_, err := s.Tasks.UpdateChunk(ctx, f.scope(nil), db.BulkTaskPatch{AssigneeID: db.Optional[*uuid.UUID]{Set: true, Value: &ghost}}, nil, db.BulkChunkSize)
 		return err
 	})
-	if apperr.CodeOf(err) != apperr.NotFound || f.count(t, `version > 1`) != before || f.count(t, `assignee_id IS NOT NULL`) != 0 {
-		t.Fatalf("unknown assignee: %v; want NOT_FOUND and nothing written", err)
+	if !errors.Is(err, db.ErrAssigneeMissing) || f.count(t, `version > 1`) != before || f.count(t, `assignee_id IS NOT NULL`) != 0 {
+		t.Fatalf("unknown assignee: %v; want ErrAssigneeMissing and nothing written", err)
 	}
 
 	// Outside a transaction, and with an empty patch: refused.

@@ -12,14 +12,12 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/taskgraph/taskgraph/internal/apperr"
-	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/cursor"
 )
 
 // querier is what a store needs: satisfied by the pool and by a transaction.
@@ -34,16 +32,10 @@ type querier interface {
 // DB hands out stores bound to the pool, or to one transaction through InTx.
 type DB struct {
 	pool     *pgxpool.Pool
-	cursors  *CursorCodec
+	cursors  *cursor.Codec
 	inv      Invalidator
-	replicas *replicaSet  // nil: every read on the primary
-	writes   WriteTracker // who wrote recently (read-your-writes); nil: nobody tracked
-	jobs     Enqueuer     // the job queue (internal/jobs); nil: Jobs.Enqueue fails
-}
-
-// WriteTracker remembers which users wrote recently, so their reads stay on the primary.
-type WriteTracker interface {
-	RecentlyWrote(ctx context.Context, userID uuid.UUID) bool
+	replicas *replicaSet // nil: every read on the primary
+	jobs     Enqueuer    // the job queue (internal/jobs); nil: Jobs.Enqueue fails
 }
 
 // WithReplicas adds read replicas. Reads go to healthy ones (see Reader); a replica more than maxLag
@@ -56,11 +48,6 @@ func WithReplicas(replicas []*Replica, maxLag time.Duration, logger *slog.Logger
 	}
 }
 
-// WithWriteTracker routes the reads of users who wrote recently to the primary.
-func WithWriteTracker(t WriteTracker) Option {
-	return func(d *DB) { d.writes = t }
-}
-
 // Option configures a DB.
 type Option func(*DB)
 
@@ -70,7 +57,7 @@ func WithInvalidator(inv Invalidator) Option {
 }
 
 // New wraps a pool. cursors signs the cursors of every connection.
-func New(pool *pgxpool.Pool, cursors *CursorCodec, opts ...Option) *DB {
+func New(pool *pgxpool.Pool, cursors *cursor.Codec, opts ...Option) *DB {
 	d := &DB{pool: pool, cursors: cursors}
 	for _, o := range opts {
 		o(d)
@@ -96,14 +83,14 @@ func (d *DB) RunReplicaChecks(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Reader returns stores for reads that may be slightly stale: on a healthy replica, unless the
-// viewer wrote within the read-your-writes window (then the primary, so they see their own writes).
-// Writes must use Stores or InTx.
-func (d *DB) Reader(ctx context.Context) Stores {
+// HasReplicas reports whether read replicas are configured.
+func (d *DB) HasReplicas() bool { return d.replicas != nil }
+
+// ReplicaStores returns stores on a healthy read replica (falling back to the primary when a
+// statement finds it unreachable), or on the primary when none is healthy or none is configured.
+// Their reads may be slightly stale: which reads may be is the caller's choice (internal/reads).
+func (d *DB) ReplicaStores() Stores {
 	if d.replicas == nil {
-		return d.Stores()
-	}
-	if v, ok := auth.ActorFrom(ctx); ok && d.writes != nil && d.writes.RecentlyWrote(ctx, v.UserID) {
 		return d.Stores()
 	}
 	r := d.replicas.pick()
@@ -131,6 +118,8 @@ type Stores struct {
 	Jobs JobStore
 	// BackgroundJobs are the user-visible jobs (exports, reports, bulk operations) and export files.
 	BackgroundJobs BackgroundJobStore
+	// TaskChanges is the log of committed task changes the live feed delivers.
+	TaskChanges TaskChangeStore
 	// OnReplica is true when these stores read from a replica (possibly a little behind).
 	OnReplica bool
 }
@@ -146,6 +135,7 @@ func (d *DB) stores(q querier, changed *changeSet) Stores {
 		Jobs:          JobStore{q: q, queue: d.jobs},
 		// BackgroundJobs: what users follow of the exports, reports and bulk operations.
 		BackgroundJobs: BackgroundJobStore{q: q, cursors: d.cursors},
+		TaskChanges:    TaskChangeStore{q: q},
 	}
 }
 
@@ -166,6 +156,9 @@ func (d *DB) InTx(ctx context.Context, fn func(Stores) error) error {
 	changed.flush(ctx)
 	return err
 }
+
+// ErrEmailTaken: another user has this email (compared without case).
+var ErrEmailTaken = errors.New("db: the email is already registered")
 
 // PostgreSQL error codes the stores turn into domain errors.
 const (
@@ -194,7 +187,7 @@ func mapError(err error, what string) error {
 		switch pgErr.Code {
 		case pgUniqueViolation:
 			if pgErr.ConstraintName == "users_email_lower_key" {
-				return apperr.FieldError(apperr.Conflict, "input.email", "is already registered")
+				return ErrEmailTaken
 			}
 			return apperr.New(apperr.Conflict, "%s already exists", what)
 		case pgForeignKeyViolation:

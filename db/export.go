@@ -34,17 +34,17 @@ type ExportKey struct {
 	ID        uuid.UUID `json:"id"`
 }
 
-// ExportQuery selects the tasks of one export: the viewer's own (or, with Filter.AssignedToMe, those
-// assigned to them) that Filter matches and that were created at or before CreatedUpTo (the request),
-// so an export that resumes, or runs while tasks are added, has a fixed end.
+// ExportQuery selects the tasks of one export: those of Tasks (the list the domain allowed) that
+// Filter matches and that were created at or before CreatedUpTo (the request), so an export that
+// resumes, or runs while tasks are added, has a fixed end.
 type ExportQuery struct {
-	ViewerID    uuid.UUID
+	Tasks       TaskScope
 	Filter      *TaskFilter
 	CreatedUpTo time.Time
 }
 
 func (q ExportQuery) where() where {
-	w := q.Filter.where(q.ViewerID)
+	w := q.Filter.where(q.Tasks)
 	w.add("created_at <= ?", q.CreatedUpTo)
 	return w
 }

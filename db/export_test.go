@@ -62,7 +62,7 @@ func titles(t *testing.T, store *db.DB, q db.ExportQuery, after *db.ExportKey, l
 
 func TestExportRowsPagesInCreationOrderUpToTheRequest(t *testing.T) {
 	ctx, store, _, owner, assignee, base := exportSetup(t, 50)
-	q := db.ExportQuery{ViewerID: owner, CreatedUpTo: base.Add(40 * time.Millisecond)} // tasks 1..40
+	q := db.ExportQuery{Tasks: db.TaskScope{UserID: owner}, CreatedUpTo: base.Add(40 * time.Millisecond)} // tasks 1..40
 	var all []string
 	var after *db.ExportKey
 	for {
@@ -83,12 +83,12 @@ func TestExportRowsPagesInCreationOrderUpToTheRequest(t *testing.T) {
 	// assignedToMe with a filter: the tasks assigned to the second user (g % 3 == 0, all of them
 	// TODO) whoever owns them; and none of their own.
 	yes := true
-	aq := db.ExportQuery{ViewerID: assignee, CreatedUpTo: base.Add(time.Hour), Filter: &db.TaskFilter{AssignedToMe: &yes, Status: []db.TaskStatus{db.StatusTodo}}}
+	aq := db.ExportQuery{Tasks: db.TaskScope{UserID: assignee, Assigned: true}, CreatedUpTo: base.Add(time.Hour), Filter: &db.TaskFilter{AssignedToMe: &yes, Status: []db.TaskStatus{db.StatusTodo}}}
 	got, _ := titles(t, store, aq, nil, 100)
 	if len(got) != 16 || got[0] != "task 3" || got[15] != "task 48" {
 		t.Fatalf("assigned export = %v", got)
 	}
-	if own, _ := titles(t, store, db.ExportQuery{ViewerID: assignee, CreatedUpTo: base.Add(time.Hour)}, nil, 100); len(own) != 0 {
+	if own, _ := titles(t, store, db.ExportQuery{Tasks: db.TaskScope{UserID: assignee}, CreatedUpTo: base.Add(time.Hour)}, nil, 100); len(own) != 0 {
 		t.Fatalf("the assignee's own export holds %v", own)
 	}
 
@@ -119,10 +119,10 @@ func TestExportRowsReadsInIndexOrderWithoutStatistics(t *testing.T) {
 		q     db.ExportQuery
 		index string
 	}{
-		{"own tasks", db.ExportQuery{ViewerID: owner, CreatedUpTo: time.Now()}, "tasks_owner_created_at_idx"},
-		{"own, filtered", db.ExportQuery{ViewerID: owner, CreatedUpTo: time.Now(),
+		{"own tasks", db.ExportQuery{Tasks: db.TaskScope{UserID: owner}, CreatedUpTo: time.Now()}, "tasks_owner_created_at_idx"},
+		{"own, filtered", db.ExportQuery{Tasks: db.TaskScope{UserID: owner}, CreatedUpTo: time.Now(),
 			Filter: &db.TaskFilter{Status: []db.TaskStatus{db.StatusDone}, Search: &search}}, "tasks_owner_created_at_idx"},
-		{"assigned to me", db.ExportQuery{ViewerID: assignee, CreatedUpTo: time.Now(), Filter: &db.TaskFilter{AssignedToMe: &yes}}, "tasks_assignee_created_at_idx"},
+		{"assigned to me", db.ExportQuery{Tasks: db.TaskScope{UserID: assignee, Assigned: true}, CreatedUpTo: time.Now(), Filter: &db.TaskFilter{AssignedToMe: &yes}}, "tasks_assignee_created_at_idx"},
 	}
 	for _, c := range cases {
 		rec.mu.Lock()

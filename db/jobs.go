@@ -63,23 +63,3 @@ type TaskBefore struct {
 	AssigneeID *uuid.UUID
 	Status     TaskStatus
 }
-
-// LockBefore reads the task's owner, assignee and status as viewerID is about to change it, and
-// locks the row (FOR NO KEY UPDATE, the lock the UPDATE itself takes) until the transaction ends,
-// so comparing with what Update returns shows exactly what this change did. Use it inside InTx,
-// before Update. It answers nil, nil when the viewer may not see the task: Update then reports
-// NOT_FOUND.
-func (s TaskStore) LockBefore(ctx context.Context, viewerID, id uuid.UUID) (*TaskBefore, error) {
-	var b TaskBefore
-	err := s.q.QueryRow(ctx, `
-		SELECT owner_id, assignee_id, status FROM tasks
-		WHERE id = $1 AND (owner_id = $2 OR assignee_id = $2)
-		FOR NO KEY UPDATE`, id, viewerID).Scan(&b.OwnerID, &b.AssigneeID, &b.Status)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, mapError(err, "task")
-	}
-	return &b, nil
-}

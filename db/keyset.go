@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/taskgraph/taskgraph/internal/cursor"
 )
 
 // where accumulates parameterized conditions; each "?" in a condition becomes the next $n.
@@ -68,7 +69,7 @@ type page[T any] struct {
 // fetchPage reads one page with keyset pagination: no OFFSET, limit+1 rows to learn whether more
 // follow, and (when a cursor was given) an EXISTS on the other side of the cursor, sent in the same
 // round trip, to learn whether rows precede the page.
-func fetchPage[T any](ctx context.Context, q querier, codec *CursorCodec, l keysetList[T], req pageRequest) (page[T], error) {
+func fetchPage[T any](ctx context.Context, q querier, codec *cursor.Codec, l keysetList[T], req pageRequest) (page[T], error) {
 	desc := l.desc != req.backward
 	cmp, cmpBack, dir := ">", "<=", "ASC"
 	if desc {
@@ -78,7 +79,7 @@ func fetchPage[T any](ctx context.Context, q querier, codec *CursorCodec, l keys
 	if req.cursor != nil {
 		key, err := l.sort.param(req.cursor.Key)
 		if err != nil {
-			return page[T]{}, errBadCursor
+			return page[T]{}, cursor.Invalid()
 		}
 		pageWhere.add(fmt.Sprintf("(%s, id) %s (?, ?)", l.sort.expr, cmp), key, req.cursor.ID)
 		otherWhere.add(fmt.Sprintf("(%s, id) %s (?, ?)", l.sort.expr, cmpBack), key, req.cursor.ID)
@@ -128,7 +129,7 @@ func fetchPage[T any](ctx context.Context, q querier, codec *CursorCodec, l keys
 	}
 	p := page[T]{rows: rows, cursors: make([]string, len(rows))}
 	for i, row := range rows {
-		c, err := codec.encode(l.scope, l.sort.keyOf(row), l.idOf(row))
+		c, err := codec.Encode(l.scope, l.sort.keyOf(row), l.idOf(row))
 		if err != nil {
 			return page[T]{}, err
 		}

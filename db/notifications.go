@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/taskgraph/taskgraph/internal/cursor"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 )
 
@@ -50,7 +51,7 @@ const notificationColumns = "id, user_id, kind, task_id, payload, created_at, re
 // read and mark is scoped to one user: another user's notification answers like a missing one.
 type NotificationStore struct {
 	q       querier
-	cursors *CursorCodec
+	cursors *cursor.Codec
 	changed *changeSet
 }
 
@@ -77,7 +78,7 @@ var notificationSort = sortKey[Notification]{
 // Cursors are scoped to the user and to unreadOnly.
 func (s NotificationStore) List(ctx context.Context, userID uuid.UUID, unreadOnly bool, args PageArgs) (*NotificationConnection, error) {
 	scope := scopeOf("notifications", userID.String(), strconv.FormatBool(unreadOnly))
-	req, err := s.cursors.parsePage(args, scope)
+	req, err := parsePage(s.cursors, args, scope)
 	if err != nil {
 		return nil, err
 	}
@@ -114,9 +115,9 @@ func (s NotificationStore) UnreadCount(ctx context.Context, userID uuid.UUID) (i
 	return int(n), mapError(err, "notifications")
 }
 
-// Get returns userID's notification id, or NOT_FOUND (also for another user's notification).
-func (s NotificationStore) Get(ctx context.Context, userID, id uuid.UUID) (*Notification, error) {
-	rows, err := s.q.Query(ctx, `SELECT `+notificationColumns+` FROM notifications WHERE id = $1 AND user_id = $2`, id, userID)
+// ByID returns the notification id, whoever it is for, or NOT_FOUND.
+func (s NotificationStore) ByID(ctx context.Context, id uuid.UUID) (*Notification, error) {
+	rows, err := s.q.Query(ctx, `SELECT `+notificationColumns+` FROM notifications WHERE id = $1`, id)
 	if err != nil {
 		return nil, mapError(err, "notification")
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/cursor"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -112,7 +113,7 @@ func TestNotifyIsIdempotent(t *testing.T) {
 	database := testsupport.NewDatabase(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	store := db.New(database.Pool, db.NewCursorCodec([]byte("notify-test-secret-notify-test-secret")))
+	store := db.New(database.Pool, cursor.NewCodec([]byte("notify-test-secret-notify-test-secret")))
 	s := store.Stores()
 	owner, err := s.Users.Create(ctx, db.NewUser{Name: "O", Email: "o@example.com", PasswordHash: "x"})
 	if err != nil {
@@ -141,7 +142,7 @@ func TestNotifyIsIdempotent(t *testing.T) {
 	if wrote, _ := s.Notifications.NotifyAssigned(ctx, task.ID, owner.ID, 4); wrote {
 		t.Error("TASK_ASSIGNED written for a user who is not the assignee")
 	}
-	if err := s.Tasks.Delete(ctx, owner.ID, task.ID, nil); err != nil {
+	if err := s.Tasks.Delete(ctx, task.ID, owner.ID); err != nil {
 		t.Fatal(err)
 	}
 	if wrote, err := s.Notifications.NotifyStatusChanged(ctx, task.ID, owner.ID, b.ID, db.StatusTodo, 5); err != nil || wrote {
@@ -181,7 +182,7 @@ func TestNotificationQueriesUseTheirIndexes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	store := db.New(pool, db.NewCursorCodec([]byte("index-test-secret-index-test-secret")))
+	store := db.New(pool, cursor.NewCodec([]byte("index-test-secret-index-test-secret")))
 	if _, err := pool.Exec(ctx, `
 		INSERT INTO users (id, name, email, password_hash)
 		SELECT gen_random_uuid(), 'u' || g, 'u' || g || '@example.com', 'x' FROM generate_series(1, 50) g;

@@ -5,12 +5,16 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io/fs"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/taskgraph/taskgraph/migrations"
 )
 
 // openTestServer is the local PostgreSQL these tests create throwaway databases on.
@@ -121,11 +125,12 @@ func TestEnsureDatabaseOpenPoolMigrate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read goose_db_version: %v", err)
 	}
-	if fmt.Sprint(versions) != "[1 2 3 4 5]" {
-		t.Errorf("applied versions = %v, want [1 2 3 4 5] (each migration recorded exactly once)", versions)
+	want := migrationVersions(t)
+	if fmt.Sprint(versions) != fmt.Sprint(want) {
+		t.Errorf("applied versions = %v, want %v (each migration recorded exactly once)", versions, want)
 	}
-	if v, err := MigrationStatus(ctx, pool); err != nil || v != 5 {
-		t.Errorf("MigrationStatus after Migrate = %d, %v; want 5, nil", v, err)
+	if v, err := MigrationStatus(ctx, pool); err != nil || v != want[len(want)-1] {
+		t.Errorf("MigrationStatus after Migrate = %d, %v; want %d, nil", v, err, want[len(want)-1])
 	}
 	// River's migrations ran too, each recorded once.
 	var riverVersions, distinct int
@@ -281,8 +286,29 @@ func TestAssigneeMigrationDownAndUp(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT count(*), count(assignee_id) FROM tasks`).Scan(&tasks, &assigned); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := MigrationStatus(ctx, pool); err != nil || v != 5 || !hasAssignee() || tasks != 1 || assigned != 0 {
-		t.Fatalf("after Up: version %d, %v, column %v, tasks %d, assigned %d; want 5, the column, 1 task, none assigned",
-			v, err, hasAssignee(), tasks, assigned)
+	latest := migrationVersions(t)[len(migrationVersions(t))-1]
+	if v, err := MigrationStatus(ctx, pool); err != nil || v != latest || !hasAssignee() || tasks != 1 || assigned != 0 {
+		t.Fatalf("after Up: version %d, %v, column %v, tasks %d, assigned %d; want %d, the column, 1 task, none assigned",
+			v, err, hasAssignee(), tasks, assigned, latest)
 	}
+}
+
+// migrationVersions lists the versions of the embedded migrations, in order (their file names'
+// numbers), so the tests follow new migrations without edits.
+func migrationVersions(t *testing.T) []int64 {
+	t.Helper()
+	entries, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int64
+	for _, name := range entries {
+		n, err := strconv.ParseInt(strings.SplitN(name, "_", 2)[0], 10, 64)
+		if err != nil {
+			t.Fatalf("migration %s: %v", name, err)
+		}
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
 }

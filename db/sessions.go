@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/taskgraph/taskgraph/internal/apperr"
-	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
@@ -114,9 +113,8 @@ func (s SessionStore) Rotate(ctx context.Context, oldHash, newHash []byte, expir
 	return r, nil
 }
 
-// Lookup returns the user and current role of a live session, or an error wrapping
-// auth.ErrSessionInactive. The auth middleware calls it on every authenticated request, so that
-// logout and revocation end access tokens at once and role changes apply at once.
+// Lookup returns the user and current role of a live session, or apperr's NOT_FOUND when the session
+// is revoked, expired or unknown.
 func (s SessionStore) Lookup(ctx context.Context, sessionID uuid.UUID) (uuid.UUID, policy.Role, error) {
 	var (
 		userID uuid.UUID
@@ -126,7 +124,7 @@ func (s SessionStore) Lookup(ctx context.Context, sessionID uuid.UUID) (uuid.UUI
 		SELECT u.id, u.role FROM sessions s JOIN users u ON u.id = s.user_id
 		WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > now()`, sessionID).Scan(&userID, &role)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return uuid.Nil, "", fmt.Errorf("session %s: %w", sessionID, auth.ErrSessionInactive)
+		return uuid.Nil, "", apperr.New(apperr.NotFound, "session not found")
 	}
 	if err != nil {
 		return uuid.Nil, "", fmt.Errorf("look up session: %w", err)

@@ -12,16 +12,15 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/taskgraph/taskgraph/internal/apperr"
+	"github.com/taskgraph/taskgraph/internal/cursor"
 )
 
-// TaskStore reads and writes tasks. Methods that take a viewerID only ever touch rows that viewer may
-// reach: a task is visible to its owner and its assignee; only the owner may change it, except that the
-// assignee may change its status. A task the viewer may not see is indistinguishable from a missing one.
+// TaskStore reads and writes tasks. It decides nothing about who may: the domain (internal/tasks)
+// asks internal/policy first, and tells the store whose list to read (TaskScope) or which row to
+// lock and change.
 type TaskStore struct {
 	q       querier
-	cursors *CursorCodec
+	cursors *cursor.Codec
 	changed *changeSet
 }
 
@@ -35,14 +34,39 @@ type TaskFilter struct {
 	DueBefore *time.Time
 	DueAfter  *time.Time
 	Search    *string
-	// AssignedToMe true lists the tasks assigned to the viewer (whoever owns them) instead of the
-	// viewer's own tasks. Omitted from the cursor scope when not true, so false and absent share cursors.
+	// AssignedToMe true asks for the tasks assigned to the viewer (whoever owns them) instead of the
+	// viewer's own tasks; the domain turns it into a TaskScope. Omitted from the cursor scope when not
+	// true, so false and absent share cursors.
 	AssignedToMe *bool `json:",omitempty"`
 }
 
-// assignedToMe reports whether the filter lists the viewer's assigned tasks rather than their own.
-func (f *TaskFilter) assignedToMe() bool {
+// AssignedOnly reports whether the filter asks for the viewer's assigned tasks rather than their own.
+func (f *TaskFilter) AssignedOnly() bool {
 	return f != nil && f.AssignedToMe != nil && *f.AssignedToMe
+}
+
+// TaskScope is whose tasks a list reads: the tasks UserID owns, or with Assigned the tasks assigned
+// to UserID. Both orders are served by indexes (owner_id, …) and the partial (assignee_id, …) ones.
+type TaskScope struct {
+	UserID   uuid.UUID
+	Assigned bool
+}
+
+func (sc TaskScope) where() where {
+	var w where
+	if sc.Assigned {
+		w.add("assignee_id = ?", sc.UserID)
+	} else {
+		w.add("owner_id = ?", sc.UserID)
+	}
+	return w
+}
+
+func (sc TaskScope) String() string {
+	if sc.Assigned {
+		return "assigned:" + sc.UserID.String()
+	}
+	return sc.UserID.String()
 }
 
 // TaskOrderField is what a task list is sorted by; the GraphQL TaskOrderField enum is bound to it.
@@ -99,16 +123,9 @@ func (c *TaskConnection) Tasks() []*Task {
 	return out
 }
 
-// where turns a filter into SQL conditions for the viewer's list: their own tasks, or with
-// assignedToMe the tasks assigned to them (served by the partial assignee indexes, which
-// "assignee_id = $n" implies).
-func (f *TaskFilter) where(viewerID uuid.UUID) where {
-	var w where
-	if f.assignedToMe() {
-		w.add("assignee_id = ?", viewerID)
-	} else {
-		w.add("owner_id = ?", viewerID)
-	}
+// where adds the filter's SQL conditions to the scope's.
+func (f *TaskFilter) where(sc TaskScope) where {
+	w := sc.where()
 	if f == nil {
 		return w
 	}
@@ -151,7 +168,7 @@ func (f *TaskFilter) canonical() string {
 		return "{}"
 	}
 	c := *f
-	if !f.assignedToMe() {
+	if !f.AssignedOnly() {
 		c.AssignedToMe = nil // false is the default: the same list as an absent field
 	}
 	c.Status = slices.Sorted(slices.Values(f.Status))
@@ -165,24 +182,24 @@ func escapeLike(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
 }
 
-// List returns one page of viewerID's tasks, or (filter.AssignedToMe) of the tasks assigned to viewerID.
-// Cursors are scoped to the viewer, the order and the filter, so one list's cursors fail on the other.
-func (s TaskStore) List(ctx context.Context, viewerID uuid.UUID, filter *TaskFilter, order *TaskOrder, args PageArgs) (*TaskConnection, error) {
+// List returns one page of the scope's tasks matching filter. Cursors are scoped to the list, the
+// order and the filter, so one list's cursors fail on another.
+func (s TaskStore) List(ctx context.Context, sc TaskScope, filter *TaskFilter, order *TaskOrder, args PageArgs) (*TaskConnection, error) {
 	o := DefaultTaskOrder
 	if order != nil {
 		o = *order
 	}
 	key, ok := taskSortKeys[o.Field]
 	if !ok {
-		return nil, apperr.Invalid("orderBy.field", fmt.Sprintf("unknown order field %q", o.Field))
+		return nil, fmt.Errorf("list tasks: unknown order field %q", o.Field)
 	}
-	scope := scopeOf("tasks", viewerID.String(), string(o.Field), string(o.Direction), filter.canonical())
-	req, err := s.cursors.parsePage(args, scope)
+	scope := scopeOf("tasks", sc.String(), string(o.Field), string(o.Direction), filter.canonical())
+	req, err := parsePage(s.cursors, args, scope)
 	if err != nil {
 		return nil, err
 	}
 	l := keysetList[Task]{
-		table: "tasks", columns: taskColumns, filter: filter.where(viewerID),
+		table: "tasks", columns: taskColumns, filter: filter.where(sc),
 		sort: key, desc: o.Direction == Desc, idOf: func(t Task) uuid.UUID { return t.ID }, scope: scope,
 	}
 	p, err := fetchPage(ctx, s.q, s.cursors, l, req)
@@ -241,19 +258,32 @@ func (s TaskStore) Create(ctx context.Context, ownerID uuid.UUID, t NewTask) (*T
 // assigneeFK is the foreign key from tasks.assignee_id to users (PostgreSQL's default name for it).
 const assigneeFK = "tasks_assignee_id_fkey"
 
-// mapTaskWriteError is mapError for writes that may set the assignee: an assignee that does not exist
-// (or was deleted meanwhile) is NOT_FOUND on input.assigneeId.
+// ErrAssigneeMissing: the assignee named by a write does not exist (or was deleted meanwhile).
+var ErrAssigneeMissing = errors.New("db: the assignee does not exist")
+
+// mapTaskWriteError is mapError for writes that may set the assignee.
 func mapTaskWriteError(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == pgForeignKeyViolation && pgErr.ConstraintName == assigneeFK {
-		return apperr.FieldError(apperr.NotFound, "input.assigneeId", "no user has this id")
+		return ErrAssigneeMissing
 	}
 	return mapError(err, "task")
 }
 
-// GetVisible returns the task if viewerID owns it or is its assignee; otherwise NOT_FOUND.
-func (s TaskStore) GetVisible(ctx context.Context, viewerID, id uuid.UUID) (*Task, error) {
-	rows, err := s.q.Query(ctx, `SELECT `+taskColumns+` FROM tasks WHERE id = $1 AND (owner_id = $2 OR assignee_id = $2)`, id, viewerID)
+// Get returns one task by id, whoever owns it, or NOT_FOUND.
+func (s TaskStore) Get(ctx context.Context, id uuid.UUID) (*Task, error) {
+	return s.one(ctx, `SELECT `+taskColumns+` FROM tasks WHERE id = $1`, id)
+}
+
+// Lock returns one task and locks its row until the transaction ends (FOR NO KEY UPDATE, the lock
+// an UPDATE takes), so that what the caller decides from it still holds when it writes. Use it
+// inside InTx.
+func (s TaskStore) Lock(ctx context.Context, id uuid.UUID) (*Task, error) {
+	return s.one(ctx, `SELECT `+taskColumns+` FROM tasks WHERE id = $1 FOR NO KEY UPDATE`, id)
+}
+
+func (s TaskStore) one(ctx context.Context, sql string, args ...any) (*Task, error) {
+	rows, err := s.q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, mapError(err, "task")
 	}
@@ -289,24 +319,6 @@ type TaskPatch struct {
 	AssigneeID  Optional[*uuid.UUID] // Value nil unassigns
 }
 
-// OwnerOnlyFields names (as updateTask's input fields) what the patch changes that only the task's
-// owner may change: everything but status.
-func (p TaskPatch) OwnerOnlyFields() []string {
-	var out []string
-	for _, f := range []struct {
-		name string
-		set  bool
-	}{
-		{"title", p.Title.Set}, {"description", p.Description.Set}, {"priority", p.Priority.Set},
-		{"dueAt", p.DueAt.Set}, {"tags", p.Tags.Set}, {"assigneeId", p.AssigneeID.Set},
-	} {
-		if f.set {
-			out = append(out, f.name)
-		}
-	}
-	return out
-}
-
 func (p TaskPatch) sets() (cols []string, args []any) {
 	add := func(col string, v any) {
 		args = append(args, v)
@@ -340,124 +352,55 @@ func (p TaskPatch) sets() (cols []string, args []any) {
 	return cols, args
 }
 
-// Update applies patch to a task as viewerID. The owner may change every field; the assignee may change
-// only the status (any other field: FORBIDDEN, nothing written); anyone else gets NOT_FOUND. The guard is
-// in the UPDATE itself, so a concurrent reassignment cannot let a former assignee write. With
-// expectedVersion it applies only at that version (CONFLICT otherwise, nothing written). Every real
-// change bumps version and updated_at.
-func (s TaskStore) Update(ctx context.Context, viewerID, id uuid.UUID, patch TaskPatch, expectedVersion *int32) (*Task, error) {
+// Empty reports whether the patch changes nothing.
+func (p TaskPatch) Empty() bool {
+	cols, _ := p.sets()
+	return len(cols) == 0
+}
+
+// Update applies patch to the task; writerID is who makes the change (for read-your-writes). The
+// caller has locked the row (Lock) and decided that writerID may make this change at this version.
+// Every change bumps version and updated_at.
+func (s TaskStore) Update(ctx context.Context, id, writerID uuid.UUID, patch TaskPatch) (*Task, error) {
 	cols, args := patch.sets()
-	ownerOnly := patch.OwnerOnlyFields()
 	if len(cols) == 0 {
-		task, err := s.GetVisible(ctx, viewerID, id)
-		if err != nil {
-			return nil, err
-		}
-		if expectedVersion != nil && *expectedVersion != task.Version {
-			return nil, versionConflict(task.Version, *expectedVersion)
-		}
-		return task, nil
+		return s.Get(ctx, id)
 	}
-	args = append(args, id, viewerID)
-	guard := fmt.Sprintf("id = $%d AND owner_id = $%d", len(args)-1, len(args))
-	if len(ownerOnly) == 0 { // status only: the owner or the assignee
-		guard = fmt.Sprintf("id = $%d AND (owner_id = $%d OR assignee_id = $%[2]d)", len(args)-1, len(args))
-	}
-	sql := fmt.Sprintf(`UPDATE tasks SET %s, version = version + 1, updated_at = now() WHERE %s`, strings.Join(cols, ", "), guard)
-	if expectedVersion != nil {
-		args = append(args, *expectedVersion)
-		sql += fmt.Sprintf(" AND version = $%d", len(args))
-	}
-	rows, err := s.q.Query(ctx, sql+" RETURNING "+taskColumns, args...)
+	args = append(args, id)
+	sql := fmt.Sprintf(`UPDATE tasks SET %s, version = version + 1, updated_at = now() WHERE id = $%d RETURNING %s`,
+		strings.Join(cols, ", "), len(args), taskColumns)
+	rows, err := s.q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, mapTaskWriteError(err)
 	}
 	task, err := pgx.CollectExactlyOneRow(rows, pgx.RowToAddrOfStructByName[Task])
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, s.missOrConflict(ctx, viewerID, id, expectedVersion, ownerOnlyChange(ownerOnly))
-	}
 	if err != nil {
 		return nil, mapTaskWriteError(err)
 	}
-	s.reportWrite(ctx, viewerID, id, task.OwnerID)
+	s.reportWrite(ctx, writerID, id, task.OwnerID)
 	return task, nil
 }
 
-// Delete removes a task the viewer owns, at expectedVersion when given. The assignee gets FORBIDDEN,
-// anyone else NOT_FOUND.
-func (s TaskStore) Delete(ctx context.Context, viewerID, id uuid.UUID, expectedVersion *int32) error {
-	sql := `DELETE FROM tasks WHERE id = $1 AND owner_id = $2`
-	args := []any{id, viewerID}
-	if expectedVersion != nil {
-		sql += ` AND version = $3`
-		args = append(args, *expectedVersion)
-	}
+// Delete removes the task; writerID is who deletes it. Like Update, the caller has locked the row
+// and decided.
+func (s TaskStore) Delete(ctx context.Context, id, writerID uuid.UUID) error {
 	var ownerID uuid.UUID
-	err := s.q.QueryRow(ctx, sql+` RETURNING owner_id`, args...).Scan(&ownerID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return s.missOrConflict(ctx, viewerID, id, expectedVersion,
-			apperr.New(apperr.Forbidden, "only the task's owner can delete it"))
-	}
+	err := s.q.QueryRow(ctx, `DELETE FROM tasks WHERE id = $1 RETURNING owner_id`, id).Scan(&ownerID)
 	if err != nil {
 		return mapError(err, "task")
 	}
-	s.reportWrite(ctx, viewerID, id, ownerID)
+	s.reportWrite(ctx, writerID, id, ownerID)
 	return nil
 }
 
 // reportWrite reports a task write: the task and its owner's counts change. A writer other than the
 // owner (the assignee) is named too, so read-your-writes keeps their reads on the primary.
-func (s TaskStore) reportWrite(ctx context.Context, viewerID, id, ownerID uuid.UUID) {
+func (s TaskStore) reportWrite(ctx context.Context, writerID, id, ownerID uuid.UUID) {
 	keys := []EntityKey{{EntityTask, id}, {EntityTaskCounts, ownerID}}
-	if viewerID != ownerID {
-		keys = append(keys, EntityKey{EntityWriter, viewerID})
+	if writerID != ownerID {
+		keys = append(keys, EntityKey{EntityWriter, writerID})
 	}
 	s.changed.add(ctx, keys...)
-}
-
-// ownerOnlyChange is the FORBIDDEN answer to an assignee whose update names fields only the owner may
-// change; nil when the update changes only the status.
-func ownerOnlyChange(fields []string) error {
-	if len(fields) == 0 {
-		return nil
-	}
-	msg := "only the task's owner can change " + strings.Join(fields, ", ")
-	e := apperr.New(apperr.Forbidden, "%s", msg)
-	for _, f := range fields {
-		e.Violations = append(e.Violations, apperr.Violation{Field: "input." + f, Message: "only the task's owner can change " + f})
-	}
-	return e
-}
-
-// missOrConflict explains why a guarded write touched no row: the viewer may not see the task, or it
-// is missing (NOT_FOUND, identical for both); the viewer is the assignee and the write is one only the
-// owner may make (assigneeRefused, FORBIDDEN); or it moved past the expected version (CONFLICT).
-func (s TaskStore) missOrConflict(ctx context.Context, viewerID, id uuid.UUID, expected *int32, assigneeRefused error) error {
-	var (
-		ownerID    uuid.UUID
-		assigneeID *uuid.UUID
-		current    int32
-	)
-	err := s.q.QueryRow(ctx, `SELECT owner_id, assignee_id, version FROM tasks WHERE id = $1`, id).Scan(&ownerID, &assigneeID, &current)
-	if err != nil {
-		return mapError(err, "task")
-	}
-	isOwner := ownerID == viewerID
-	isAssignee := assigneeID != nil && *assigneeID == viewerID
-	switch {
-	case !isOwner && !isAssignee:
-		return mapError(pgx.ErrNoRows, "task") // exactly the answer for a missing task
-	case !isOwner && assigneeRefused != nil:
-		return assigneeRefused
-	case expected != nil && current != *expected:
-		return versionConflict(current, *expected)
-	}
-	return apperr.New(apperr.Conflict, "task was changed concurrently; retry")
-}
-
-func versionConflict(current, expected int32) error {
-	return apperr.FieldError(apperr.Conflict, "input.expectedVersion",
-		fmt.Sprintf("task is at version %d, not %d: reload it and retry", current, expected))
 }
 
 // CountsByOwners returns per-owner task counts for the given owners; owners without tasks are absent.

@@ -6,13 +6,14 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/taskgraph/taskgraph/internal/cursor"
 	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 // UserStore reads and writes users.
 type UserStore struct {
 	q       querier
-	cursors *CursorCodec
+	cursors *cursor.Codec
 	changed *changeSet
 }
 
@@ -222,7 +223,7 @@ func (s UserStore) List(ctx context.Context, filter *UserFilter, order *UserOrde
 		}
 	}
 	scope := scopeOf("users", string(o.Field), string(o.Direction), canon)
-	req, err := s.cursors.parsePage(args, scope)
+	req, err := parsePage(s.cursors, args, scope)
 	if err != nil {
 		return nil, err
 	}

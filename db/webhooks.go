@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/google/uuid"
@@ -13,6 +14,9 @@ import (
 
 // MaxWebhooksPerUser bounds how many webhooks one user may register.
 const MaxWebhooksPerUser = 5
+
+// ErrTooManyWebhooks: the user already has MaxWebhooksPerUser webhooks.
+var ErrTooManyWebhooks = errors.New("db: the user has the most webhooks allowed")
 
 // Webhook is a row of webhooks: a URL every notification of its user is POSTed to. Secret signs the
 // deliveries; it leaves the server only once, in registerWebhook's answer, and is never logged.
@@ -39,7 +43,7 @@ type WebhookStore struct {
 }
 
 // Create registers url for userID, signed with secret, unless the user already has
-// MaxWebhooksPerUser (BAD_USER_INPUT). Use it inside InTx: it locks the user's row so that
+// MaxWebhooksPerUser (ErrTooManyWebhooks). Use it inside InTx: it locks the user's row so that
 // concurrent registrations cannot exceed the limit.
 func (s WebhookStore) Create(ctx context.Context, userID uuid.UUID, url string, secret []byte) (*Webhook, error) {
 	var n int64
@@ -50,7 +54,7 @@ func (s WebhookStore) Create(ctx context.Context, userID uuid.UUID, url string, 
 		return nil, mapError(err, "webhook")
 	}
 	if n >= MaxWebhooksPerUser {
-		return nil, apperr.Invalid("input.url", "you already have the most webhooks allowed (5); delete one first")
+		return nil, ErrTooManyWebhooks
 	}
 	rows, err := s.q.Query(ctx, `INSERT INTO webhooks (user_id, url, secret) VALUES ($1, $2, $3)
 		RETURNING `+webhookColumns, userID, url, secret)
@@ -71,10 +75,10 @@ func (s WebhookStore) List(ctx context.Context, userID uuid.UUID) ([]Webhook, er
 	return out, mapError(err, "webhooks")
 }
 
-// Delete removes userID's webhook id, or answers NOT_FOUND (also for another user's webhook).
-// Deliveries already queued for it are dropped when they run.
-func (s WebhookStore) Delete(ctx context.Context, userID, id uuid.UUID) error {
-	tag, err := s.q.Exec(ctx, `DELETE FROM webhooks WHERE id = $1 AND user_id = $2`, id, userID)
+// Delete removes the webhook id, or answers NOT_FOUND. Deliveries already queued for it are dropped
+// when they run.
+func (s WebhookStore) Delete(ctx context.Context, id uuid.UUID) error {
+	tag, err := s.q.Exec(ctx, `DELETE FROM webhooks WHERE id = $1`, id)
 	if err != nil {
 		return mapError(err, "webhook")
 	}
@@ -84,7 +88,7 @@ func (s WebhookStore) Delete(ctx context.Context, userID, id uuid.UUID) error {
 	return nil
 }
 
-// Get returns webhook id whoever owns it (for delivery), or NOT_FOUND.
+// Get returns webhook id whoever owns it, or NOT_FOUND.
 func (s WebhookStore) Get(ctx context.Context, id uuid.UUID) (*Webhook, error) {
 	rows, err := s.q.Query(ctx, `SELECT `+webhookColumns+` FROM webhooks WHERE id = $1`, id)
 	if err != nil {

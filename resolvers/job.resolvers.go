@@ -10,16 +10,21 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/graph"
 	"github.com/taskgraph/taskgraph/graph/model"
-	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/jobs"
+	"github.com/taskgraph/taskgraph/internal/userjobs"
 )
 
 func (r *jobResolver) Result(ctx context.Context, obj *db.BackgroundJob) (model.JobResult, error) {
-	return jobResult(obj)
+	res, err := userjobs.Result(obj)
+	if res == nil || err != nil {
+		return nil, err
+	}
+	return res.(model.JobResult), nil
 }
 
 func (r *jobResolver) Error(ctx context.Context, obj *db.BackgroundJob) (*model.JobError, error) {
@@ -34,104 +39,61 @@ func (r *jobResolver) Error(ctx context.Context, obj *db.BackgroundJob) (*model.
 }
 
 func (r *jobConnectionResolver) TotalCount(ctx context.Context, obj *db.BackgroundJobConnection) (int, error) {
-	return r.DB.Reader(ctx).BackgroundJobs.Count(ctx, obj)
+	return r.Resolver.Jobs.Count(ctx, actor(ctx), obj)
 }
 
 func (r *mutationResolver) RequestTaskExport(ctx context.Context, format jobs.ExportFormat, filter *db.TaskFilter) (*db.BackgroundJob, error) {
-	v, err := viewer(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := validateTaskFilter(filter); err != nil {
-		return nil, err
-	}
-	return r.startJob(ctx, v.UserID, db.JobTaskExport, jobs.ExportParams{Format: format, Filter: filter})
+	return r.Resolver.Jobs.RequestExport(ctx, actor(ctx), format, filter)
 }
 
 func (r *mutationResolver) RequestTaskReport(ctx context.Context) (*db.BackgroundJob, error) {
-	v, err := viewer(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return r.startJob(ctx, v.UserID, db.JobTaskReport, struct{}{})
+	return r.Resolver.Jobs.RequestReport(ctx, actor(ctx))
 }
 
 func (r *mutationResolver) BulkUpdateTasks(ctx context.Context, filter db.TaskFilter, patch model.BulkTaskPatch) (*db.BackgroundJob, error) {
-	v, err := viewer(ctx)
+	assignee, err := optionalUserID("patch.assigneeId", patch.AssigneeID)
 	if err != nil {
 		return nil, err
 	}
-	f, err := bulkFilter(filter)
-	if err != nil {
-		return nil, err
-	}
-	p, err := r.bulkPatch(ctx, patch)
-	if err != nil {
-		return nil, err
-	}
-	return r.startJob(ctx, v.UserID, db.JobBulkUpdateTasks, jobs.BulkParams{Filter: f, Patch: p, RequestedAt: time.Now()})
+	return r.Resolver.Jobs.RequestBulkUpdate(ctx, actor(ctx), filter, userjobs.BulkPatch{
+		Status: patch.Status, Priority: patch.Priority, DueAt: optional(patch.DueAt),
+		AddTags: patch.AddTags, RemoveTags: patch.RemoveTags, AssigneeID: assignee,
+	})
 }
 
 func (r *mutationResolver) BulkDeleteTasks(ctx context.Context, filter db.TaskFilter) (*db.BackgroundJob, error) {
-	v, err := viewer(ctx)
-	if err != nil {
-		return nil, err
-	}
-	f, err := bulkFilter(filter)
-	if err != nil {
-		return nil, err
-	}
-	return r.startJob(ctx, v.UserID, db.JobBulkDeleteTasks, jobs.BulkParams{Filter: f, RequestedAt: time.Now()})
+	return r.Resolver.Jobs.RequestBulkDelete(ctx, actor(ctx), filter)
 }
 
 func (r *mutationResolver) CancelJob(ctx context.Context, id string) (*db.BackgroundJob, error) {
-	v, err := viewer(ctx)
-	if err != nil {
-		return nil, err
-	}
 	jid, err := globalid.DecodeAs("id", globalid.KindJob, id)
 	if err != nil {
 		return nil, err
 	}
-	j, err := r.DB.Stores().BackgroundJobs.Cancel(ctx, v.UserID, jid)
-	if err != nil {
-		return nil, err
-	}
-	r.Events.PublishJob(ctx, v.UserID, j.ID)
-	return j, nil
+	return r.Resolver.Jobs.Cancel(ctx, actor(ctx), jid)
 }
 
 func (r *queryResolver) Jobs(ctx context.Context, first *int, after *string, last *int, before *string) (*db.BackgroundJobConnection, error) {
-	v, err := viewer(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return r.DB.Reader(ctx).BackgroundJobs.List(ctx, v.UserID, pageArgs(first, after, last, before))
+	return r.Resolver.Jobs.List(ctx, actor(ctx), pageArgs(first, after, last, before))
 }
 
 func (r *subscriptionResolver) JobUpdated(ctx context.Context, id *string) (<-chan *db.BackgroundJob, error) {
-	v, err := viewer(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var only uuid.UUID
+	var only *uuid.UUID
 	if id != nil {
-		if only, err = globalid.DecodeAs("id", globalid.KindJob, *id); err != nil {
+		jid, err := globalid.DecodeAs("id", globalid.KindJob, *id)
+		if err != nil {
 			return nil, err
 		}
-		if _, err := r.DB.Stores().BackgroundJobs.Get(ctx, v.UserID, only); err != nil {
-			return nil, err
-		}
+		only = &jid
 	}
-	match := func(ev events.Event) bool {
-		return ev.Kind == events.KindJob && ev.HasUser(v.UserID) && (only == uuid.Nil || ev.ID == only)
-	}
-	src := &jobSource{r: r.Resolver, only: only, since: time.Now()}
-	return startSubscription(ctx, r.Resolver, v, match, src.next)
+	a := actor(ctx)
+	return subscribe(ctx, func(ctx context.Context) (<-chan *db.BackgroundJob, error) {
+		return r.Resolver.Jobs.Watch(ctx, a, only)
+	}, func(j *db.BackgroundJob) *db.BackgroundJob { return j })
 }
 
 func (r *taskExportResolver) DownloadURL(ctx context.Context, obj *jobs.ExportResult) (*string, error) {
-	u, _, ok := r.exportURL(obj, time.Now())
+	u, _, ok := r.Resolver.Jobs.ExportURL(obj, time.Now())
 	if !ok {
 		return nil, nil
 	}
@@ -139,7 +101,7 @@ func (r *taskExportResolver) DownloadURL(ctx context.Context, obj *jobs.ExportRe
 }
 
 func (r *taskExportResolver) DownloadURLExpiresAt(ctx context.Context, obj *jobs.ExportResult) (*time.Time, error) {
-	_, exp, ok := r.exportURL(obj, time.Now())
+	_, exp, ok := r.Resolver.Jobs.ExportURL(obj, time.Now())
 	if !ok {
 		return nil, nil
 	}
@@ -157,3 +119,4 @@ type (
 	jobConnectionResolver struct{ *Resolver }
 	taskExportResolver    struct{ *Resolver }
 )
+

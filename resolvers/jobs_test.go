@@ -84,7 +84,6 @@ func jbWaitFinished(t *testing.T, u *testsupport.User, id string) jbJob {
 func jbStartWorkers(t *testing.T, env *testsupport.Env, o jobs.Options) *jobs.Queue {
 	t.Helper()
 	o.Work, o.Workers, o.JobTimeout, o.RescueAfter = true, 4, time.Minute, time.Hour
-	o.JobUpdated = env.App.Events.PublishJob
 	if o.Invalidator == nil {
 		o.Invalidator = env.App.Events
 	}

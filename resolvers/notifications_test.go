@@ -22,6 +22,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/jobs"
+	"github.com/taskgraph/taskgraph/internal/notifications"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -353,7 +354,7 @@ func TestNotificationJobsCommitOrVanishWithTheWrite(t *testing.T) {
 	task := asCreateTask(t, a, map[string]any{"title": "Plan the trip", "assigneeId": b.GlobalID})
 	taskID := asTaskID(t, task.ID)
 	js := ntJobs(t, env)
-	if len(js) != 1 || js[0].Kind != jobs.KindNotifyAssigned || js[0].State != "available" || !js[0].SameTx ||
+	if len(js) != 1 || js[0].Kind != notifications.KindNotifyAssigned || js[0].State != "available" || !js[0].SameTx ||
 		js[0].Args["task_id"] != taskID.String() || js[0].Args["assignee_id"] != b.ID.String() || js[0].Args["version"] != float64(1) {
 		t.Fatalf("after createTask: jobs %+v, want one available notify_assigned inserted with the task", js)
 	}
@@ -386,7 +387,7 @@ func TestNotificationJobsCommitOrVanishWithTheWrite(t *testing.T) {
 	// A successful status change by the assignee: exactly one more job, from the same transaction.
 	asUpdateTask(t, b, task.ID, map[string]any{"status": "IN_PROGRESS", "expectedVersion": 1})
 	js = ntJobs(t, env)
-	if len(js) != 2 || js[1].Kind != jobs.KindNotifyStatusChanged || !js[1].SameTx || js[1].State != "available" ||
+	if len(js) != 2 || js[1].Kind != notifications.KindNotifyStatusChanged || !js[1].SameTx || js[1].State != "available" ||
 		js[1].Args["owner_id"] != a.ID.String() || js[1].Args["actor_id"] != b.ID.String() ||
 		js[1].Args["status"] != "IN_PROGRESS" || js[1].Args["version"] != float64(2) {
 		t.Fatalf("after the assignee's status change: jobs %+v", js)

@@ -1,91 +1,56 @@
-// Package resolvers implements the GraphQL schema. Resolvers stay thin: check input, call a store or
-// the account service, and let the error presenter map domain errors to codes.
+// Package resolvers is the GraphQL transport: each resolver decodes its arguments (global IDs,
+// omittable fields), calls one domain service with the operation's actor, and places the domain's
+// validation errors under its input path. Rules — validation, authorization, write sequences —
+// live in the domain packages (internal/tasks, accounts, notifications, userjobs, webhooks) and
+// internal/policy, never here.
 package resolvers
 
 import (
 	"context"
 	"log/slog"
-	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/google/uuid"
 
 	"github.com/taskgraph/taskgraph/db"
-	"github.com/taskgraph/taskgraph/internal/account"
+	"github.com/taskgraph/taskgraph/internal/accounts"
 	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/auth"
-	"github.com/taskgraph/taskgraph/internal/download"
 	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/loaders"
+	"github.com/taskgraph/taskgraph/internal/notifications"
 	"github.com/taskgraph/taskgraph/internal/policy"
+	"github.com/taskgraph/taskgraph/internal/tasks"
+	"github.com/taskgraph/taskgraph/internal/userjobs"
+	"github.com/taskgraph/taskgraph/internal/webhooks"
 )
 
-// Resolver is the dependency-injection root: everything a resolver may use is a field here.
+// Resolver is the dependency-injection root: the domain services every resolver calls.
 type Resolver struct {
-	DB       *db.DB
-	Accounts *account.Service
-	SignIn   SignInLimiter // nil: no limit
-
-	// Live subscriptions: Events delivers the changes (nil: subscriptions are refused); SessionCheck
-	// confirms the subscriber's session is still live, on every event and every SessionCheckEvery.
-	Events            *events.Bus
-	SessionCheck      auth.SessionLookup
-	SessionCheckEvery time.Duration
-	Logger            *slog.Logger
-
-	// JobMaxActive caps a user's queued and running exports, reports and bulk operations (0: no cap);
-	// Downloads signs export download URLs (nil: exports have no URL).
-	JobMaxActive int
-	Downloads    *download.Signer
-
-	// WebhookAllowPrivate accepts http:// and private-address webhook URLs (WEBHOOK_ALLOW_PRIVATE).
-	WebhookAllowPrivate bool
+	Accounts      *accounts.Service
+	Tasks         *tasks.Service
+	Notifications *notifications.Service
+	Webhooks      *webhooks.Service
+	Jobs          *userjobs.Service
+	// Events feeds notificationReceived (nil: subscriptions are refused).
+	Events *events.Bus
+	Logger *slog.Logger
 }
 
-// SignInLimiter throttles login and register attempts (per client and per email).
-type SignInLimiter interface {
-	Allow(ctx context.Context, email string) error
+// actor is the operation's actor (the zero Actor when anonymous: the domain refuses what needs one).
+func actor(ctx context.Context) policy.Actor { return auth.Actor(ctx) }
+
+func (r *Resolver) loaders(ctx context.Context) *loaders.Loaders {
+	return loaders.For(ctx, loaders.Services{Accounts: r.Accounts, Tasks: r.Tasks})
 }
 
-// allowSignIn applies the sign-in limit, if any.
-func (r *Resolver) allowSignIn(ctx context.Context, email string) error {
-	if r.SignIn == nil {
-		return nil
-	}
-	return r.SignIn.Allow(ctx, email)
-}
-
-// viewer returns the signed-in user. The @auth directive has already run on every field that calls
-// this; the check here keeps a missing directive from becoming a nil dereference.
-func viewer(ctx context.Context) (policy.Actor, error) {
-	v, ok := auth.ActorFrom(ctx)
-	if !ok {
-		return policy.Actor{}, apperr.New(apperr.Unauthenticated, "sign in first: this field needs a valid access token")
-	}
-	return v, nil
-}
-
-// loadVisibleTask returns a task the viewer owns or is assigned to, by id, through the request's loader.
-// Any other task is answered exactly like a missing one. The check runs on every read: the loader and
-// the cache hold rows, never decisions, and every reassignment invalidates the task's row.
-func (r *Resolver) loadVisibleTask(ctx context.Context, v policy.Actor, id uuid.UUID) (*db.Task, error) {
-	t, err := loaders.For(ctx, r.DB).TaskByID.Load(ctx, id)()
-	if err != nil {
-		return nil, err
-	}
-	if !t.VisibleTo(v.UserID) {
-		return nil, apperr.New(apperr.NotFound, "task not found")
-	}
-	return t, nil
-}
-
-// rootTask is loadVisibleTask for a root field (task(id)): nothing else in the request batches with
-// it, so the task (and its owner, when selected) is read at once instead of after a batch window.
-func (r *Resolver) rootTask(ctx context.Context, v policy.Actor, id uuid.UUID) (*db.Task, error) {
-	l := loaders.For(ctx, r.DB)
+// rootTask is task(id): nothing else in the request batches with it, so the task (and its owner,
+// when selected) is read at once instead of after a batch window.
+func (r *Resolver) rootTask(ctx context.Context, id uuid.UUID) (*db.Task, error) {
+	l := r.loaders(ctx)
 	l.PreloadTasks(ctx, []uuid.UUID{id})
-	t, err := r.loadVisibleTask(ctx, v, id)
+	t, err := l.TaskByID.Load(ctx, id)()
 	if err != nil {
 		return nil, err
 	}
@@ -95,10 +60,10 @@ func (r *Resolver) rootTask(ctx context.Context, v policy.Actor, id uuid.UUID) (
 	return t, nil
 }
 
-// loadNode resolves one global ID for the viewer.
+// loadNode resolves one global ID for the actor, through the domain that owns its kind.
 func (r *Resolver) loadNode(ctx context.Context, field, gid string) (db.Node, error) {
-	v, err := viewer(ctx)
-	if err != nil {
+	a := actor(ctx)
+	if err := policy.RequireSignedIn(a); err != nil {
 		return nil, err
 	}
 	kind, id, err := globalid.Decode(field, gid)
@@ -107,28 +72,19 @@ func (r *Resolver) loadNode(ctx context.Context, field, gid string) (db.Node, er
 	}
 	switch kind {
 	case globalid.KindTask:
-		return r.loadVisibleTask(ctx, v, id)
+		return r.loaders(ctx).TaskByID.Load(ctx, id)()
 	case globalid.KindUser:
-		return loaders.For(ctx, r.DB).UserByID.Load(ctx, id)()
+		return r.loaders(ctx).UserByID.Load(ctx, id)()
 	case globalid.KindNotification:
-		return r.DB.Reader(ctx).Notifications.Get(ctx, v.UserID, id)
+		return r.Notifications.Get(ctx, a, id)
 	case globalid.KindJob:
-		return r.DB.Reader(ctx).BackgroundJobs.Get(ctx, v.UserID, id)
+		return r.Jobs.Get(ctx, a, id)
 	}
 	return nil, apperr.New(apperr.NotFound, "object not found")
 }
 
-// canSeePrivate reports whether the viewer may see u's email and task counts: themself or an admin.
-// The user of an AuthPayload (register, login, refreshToken) is the one who just signed in with
-// this very response, though the request itself carries no viewer yet.
-func canSeePrivate(ctx context.Context, u *db.User) bool {
-	if v, ok := auth.ActorFrom(ctx); ok && (v.UserID == u.ID || v.Role.Includes(policy.RoleAdmin)) {
-		return true
-	}
-	return inAuthPayload(ctx)
-}
-
-// inAuthPayload reports whether the field being resolved belongs to AuthPayload.user.
+// inAuthPayload reports whether the field being resolved belongs to AuthPayload.user: the user who
+// just signed in with this very answer, though the request carries no actor yet.
 func inAuthPayload(ctx context.Context) bool {
 	fc := graphql.GetFieldContext(ctx)
 	if fc == nil || fc.Parent == nil || fc.Parent.Field.Field == nil {
@@ -141,33 +97,25 @@ func pageArgs(first *int, after *string, last *int, before *string) db.PageArgs 
 	return db.PageArgs{First: first, After: after, Last: last, Before: before}
 }
 
-// listTasks pages through the viewer's own tasks, or with filter.assignedToMe the tasks assigned to the
-// viewer, and primes the task loader with the page.
-func (r *Resolver) listTasks(ctx context.Context, viewerID uuid.UUID, args db.PageArgs, filter *db.TaskFilter, orderBy *db.TaskOrder) (*db.TaskConnection, error) {
-	if err := validateTaskFilter(filter); err != nil {
-		return nil, err
-	}
-	conn, err := r.DB.Reader(ctx).Tasks.List(ctx, viewerID, filter, orderBy, args)
-	if err != nil {
-		return nil, err
-	}
-	l := loaders.For(ctx, r.DB)
+// primePage primes the task loader with a page and preloads its owners.
+func (r *Resolver) primePage(ctx context.Context, conn *db.TaskConnection) *db.TaskConnection {
+	l := r.loaders(ctx)
 	l.PrimeTasks(ctx, conn.Tasks())
-	r.preloadOwners(ctx, l, conn)
-	return conn, nil
+	preloadOwners(ctx, l, conn)
+	return conn
 }
 
-// preloadOwners reads the owners of a page (and their task counts, where the viewer may see them)
-// right away when the query selects them, so each edge's owner field finds its row without waiting
-// for a loader's batch window (2 ms per level of nesting).
-func (r *Resolver) preloadOwners(ctx context.Context, l *loaders.Loaders, conn *db.TaskConnection) {
+// preloadOwners reads the owners of a page (and their task counts, when selected) right away when
+// the query selects them, so each edge's owner field finds its row without waiting for a loader's
+// batch window (2 ms per level of nesting).
+func preloadOwners(ctx context.Context, l *loaders.Loaders, conn *db.TaskConnection) {
 	owner := selected(ctx, [2]string{"edges", "TaskEdge"}, [2]string{"node", "Task"}, [2]string{"owner", "User"})
 	if owner == nil || len(conn.Edges) == 0 {
 		return
 	}
 	seen := make(map[uuid.UUID]bool, 1)
 	var ids, countIDs []uuid.UUID
-	v, _ := auth.ActorFrom(ctx)
+	a := actor(ctx)
 	for _, e := range conn.Edges {
 		id := e.Node.OwnerID
 		if seen[id] {
@@ -175,7 +123,7 @@ func (r *Resolver) preloadOwners(ctx context.Context, l *loaders.Loaders, conn *
 		}
 		seen[id] = true
 		ids = append(ids, id)
-		if id == v.UserID || v.Role.Includes(policy.RoleAdmin) {
+		if policy.CanSeePrivateProfile(a, id) {
 			countIDs = append(countIDs, id)
 		}
 	}

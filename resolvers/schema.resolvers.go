@@ -11,54 +11,28 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/graph"
 	"github.com/taskgraph/taskgraph/graph/model"
-	"github.com/taskgraph/taskgraph/internal/account"
+	"github.com/taskgraph/taskgraph/internal/accounts"
 	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/globalid"
-	"github.com/taskgraph/taskgraph/internal/loaders"
+	"github.com/taskgraph/taskgraph/internal/policy"
 	"github.com/taskgraph/taskgraph/internal/schemaversion"
+	"github.com/taskgraph/taskgraph/internal/tasks"
 )
 
 func (r *mutationResolver) Register(ctx context.Context, input model.RegisterInput) (*model.AuthPayload, error) {
-	var v apperr.Violations
-	in := account.NewAccount{
-		Name:     text(&v, "input.name", input.Name, 1, maxNameLen, false),
-		Email:    email(&v, "input.email", input.Email),
-		Password: input.Password,
-	}
-	password(&v, "input.password", input.Password)
-	if err := v.Err(); err != nil {
-		return nil, err
-	}
-	if err := r.allowSignIn(ctx, in.Email); err != nil {
-		return nil, err
-	}
-	return authPayload(r.Accounts.Register(ctx, in))
+	return authPayload(r.Accounts.Register(ctx, accounts.NewAccount{Name: input.Name, Email: input.Email, Password: input.Password}))
 }
 
 func (r *mutationResolver) Login(ctx context.Context, input model.LoginInput) (*model.AuthPayload, error) {
-	// Over-long inputs cannot be valid credentials; refusing them early bounds the hashing work.
-	if len(input.Email) > maxEmailLen || len(input.Password) > 4*maxPasswordLen {
-		return nil, apperr.New(apperr.Unauthenticated, "email or password is incorrect")
-	}
-	if err := r.allowSignIn(ctx, input.Email); err != nil {
-		return nil, err
-	}
 	return authPayload(r.Accounts.Login(ctx, input.Email, input.Password))
 }
 
 func (r *mutationResolver) RefreshToken(ctx context.Context, input model.RefreshTokenInput) (*model.AuthPayload, error) {
-	if input.RefreshToken == "" || len(input.RefreshToken) > 256 {
-		return nil, apperr.Invalid("input.refreshToken", "is not a refresh token issued by this server")
-	}
 	return authPayload(r.Accounts.Refresh(ctx, input.RefreshToken))
 }
 
 func (r *mutationResolver) Logout(ctx context.Context) (*model.LogoutPayload, error) {
-	v, err := viewer(ctx)
-	if err != nil {
-		return nil, err
-	}
-	ok, err := r.Accounts.Logout(ctx, v)
+	ok, err := r.Accounts.Logout(ctx, actor(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -66,144 +40,75 @@ func (r *mutationResolver) Logout(ctx context.Context) (*model.LogoutPayload, er
 }
 
 func (r *mutationResolver) UpdateMe(ctx context.Context, input model.UpdateMeInput) (*model.UpdateMePayload, error) {
-	v, err := viewer(ctx)
+	u, err := r.Accounts.UpdateProfile(ctx, actor(ctx), accounts.ProfilePatch{Name: input.Name, Email: input.Email})
 	if err != nil {
-		return nil, err
-	}
-	var (
-		violations apperr.Violations
-		patch      db.UserPatch
-	)
-	if input.Name != nil {
-		n := text(&violations, "input.name", *input.Name, 1, maxNameLen, false)
-		patch.Name = &n
-	}
-	if input.Email != nil {
-		e := email(&violations, "input.email", *input.Email)
-		patch.Email = &e
-	}
-	if err := violations.Err(); err != nil {
-		return nil, err
-	}
-	u, err := r.DB.Stores().Users.Update(ctx, v.UserID, patch)
-	if err != nil {
-		return nil, err
+		return nil, apperr.Under("input", err)
 	}
 	return &model.UpdateMePayload{User: u}, nil
 }
 
 func (r *mutationResolver) ChangePassword(ctx context.Context, input model.ChangePasswordInput) (*model.ChangePasswordPayload, error) {
-	v, err := viewer(ctx)
+	u, err := r.Accounts.ChangePassword(ctx, actor(ctx), input.CurrentPassword, input.NewPassword)
 	if err != nil {
-		return nil, err
-	}
-	var violations apperr.Violations
-	password(&violations, "input.newPassword", input.NewPassword)
-	if input.NewPassword == input.CurrentPassword {
-		violations.Add("input.newPassword", "must differ from the current password")
-	}
-	if len(input.CurrentPassword) > 4*maxPasswordLen {
-		violations.Add("input.currentPassword", "is incorrect")
-	}
-	if err := violations.Err(); err != nil {
-		return nil, err
-	}
-	u, err := r.Accounts.ChangePassword(ctx, v, input.CurrentPassword, input.NewPassword)
-	if err != nil {
-		return nil, err
+		return nil, apperr.Under("input", err)
 	}
 	return &model.ChangePasswordPayload{User: u}, nil
 }
 
 func (r *mutationResolver) DeleteMe(ctx context.Context, input model.DeleteMeInput) (*model.DeleteMePayload, error) {
-	v, err := viewer(ctx)
-	if err != nil {
-		return nil, err
+	a := actor(ctx)
+	if err := r.Accounts.DeleteAccount(ctx, a, input.Password); err != nil {
+		return nil, apperr.Under("input", err)
 	}
-	if len(input.Password) > 4*maxPasswordLen {
-		return nil, apperr.Invalid("input.password", "is incorrect")
-	}
-	if err := r.Accounts.DeleteAccount(ctx, v, input.Password); err != nil {
-		return nil, err
-	}
-	return &model.DeleteMePayload{DeletedUserID: globalid.Encode(globalid.KindUser, v.UserID)}, nil
+	return &model.DeleteMePayload{DeletedUserID: globalid.Encode(globalid.KindUser, a.UserID)}, nil
 }
 
 func (r *mutationResolver) CreateTask(ctx context.Context, input model.CreateTaskInput) (*model.CreateTaskPayload, error) {
-	v, err := viewer(ctx)
+	assignee, problem := userID("assigneeId", input.AssigneeID)
+	t, err := r.Tasks.Create(ctx, actor(ctx), tasks.NewTask{
+		Title: input.Title, Description: input.Description, Status: input.Status, Priority: input.Priority,
+		DueAt: input.DueAt, Tags: input.Tags, AssigneeID: assignee, AssigneeInvalid: problem,
+	})
 	if err != nil {
-		return nil, err
-	}
-	var violations apperr.Violations
-	nt := db.NewTask{
-		Title:    text(&violations, "input.title", input.Title, 1, maxTitleLen, false),
-		Status:   db.StatusTodo,
-		Priority: db.PriorityMedium,
-		DueAt:    input.DueAt,
-		Tags:     tags(&violations, "input.tags", input.Tags),
-	}
-	if input.Description != nil {
-		d := text(&violations, "input.description", *input.Description, 0, maxDescriptionLen, true)
-		nt.Description = &d
-	}
-	if input.Status != nil {
-		nt.Status = *input.Status
-	}
-	if input.Priority != nil {
-		nt.Priority = *input.Priority
-	}
-	dueAt(&violations, "input.dueAt", input.DueAt)
-	nt.AssigneeID, err = assignee(&violations, input.AssigneeID)
-	if verr := violations.Err(); verr != nil {
-		return nil, verr
-	}
-	if err != nil {
-		return nil, err
-	}
-	t, err := r.createTaskNotifying(ctx, v.UserID, nt)
-	if err != nil {
-		return nil, err
+		return nil, apperr.Under("input", err)
 	}
 	return &model.CreateTaskPayload{Task: t}, nil
 }
 
 func (r *mutationResolver) UpdateTask(ctx context.Context, id string, input model.UpdateTaskInput) (*model.UpdateTaskPayload, error) {
-	v, err := viewer(ctx)
-	if err != nil {
-		return nil, err
-	}
 	taskID, err := globalid.DecodeAs("id", globalid.KindTask, id)
 	if err != nil {
 		return nil, err
 	}
-	patch, expected, err := taskPatch(input)
+	assignee, problem := optionalUserID("assigneeId", input.AssigneeID)
+	expected, err := tasks.ExpectedVersion(input.ExpectedVersion)
 	if err != nil {
-		return nil, err
+		return nil, apperr.Under("input", err)
 	}
-	t, err := r.updateTaskNotifying(ctx, v.UserID, taskID, patch, expected)
+	t, err := r.Tasks.Update(ctx, actor(ctx), taskID, tasks.Patch{
+		Title: optional(input.Title), Description: optional(input.Description), Status: optional(input.Status),
+		Priority: optional(input.Priority), DueAt: optional(input.DueAt), AssigneeID: assignee,
+		AssigneeInvalid: problem, Tags: tagsPatch(input.Tags),
+	}, expected)
 	if err != nil {
-		return nil, err
+		return nil, apperr.Under("input", err)
 	}
 	return &model.UpdateTaskPayload{Task: t}, nil
 }
 
 func (r *mutationResolver) DeleteTask(ctx context.Context, id string, input *model.DeleteTaskInput) (*model.DeleteTaskPayload, error) {
-	v, err := viewer(ctx)
-	if err != nil {
-		return nil, err
-	}
 	taskID, err := globalid.DecodeAs("id", globalid.KindTask, id)
 	if err != nil {
 		return nil, err
 	}
 	var expected *int32
-	if input != nil && input.ExpectedVersion != nil {
-		if expected, err = version("input.expectedVersion", *input.ExpectedVersion); err != nil {
-			return nil, err
+	if input != nil {
+		if expected, err = tasks.ExpectedVersion(input.ExpectedVersion); err != nil {
+			return nil, apperr.Under("input", err)
 		}
 	}
-	if err := r.DB.Stores().Tasks.Delete(ctx, v.UserID, taskID, expected); err != nil {
-		return nil, err
+	if err := r.Tasks.Delete(ctx, actor(ctx), taskID, expected); err != nil {
+		return nil, apperr.Under("input", err)
 	}
 	return &model.DeleteTaskPayload{DeletedTaskID: id}, nil
 }
@@ -213,11 +118,11 @@ func (r *queryResolver) APIVersion(ctx context.Context) (string, error) {
 }
 
 func (r *queryResolver) Me(ctx context.Context) (*db.User, error) {
-	v, err := viewer(ctx)
-	if err != nil {
+	a := actor(ctx)
+	if err := policy.RequireSignedIn(a); err != nil {
 		return nil, err
 	}
-	return loaders.For(ctx, r.DB).UserByID.Load(ctx, v.UserID)()
+	return r.loaders(ctx).UserByID.Load(ctx, a.UserID)()
 }
 
 func (r *queryResolver) Node(ctx context.Context, id string) (db.Node, error) {
@@ -242,35 +147,26 @@ func (r *queryResolver) Nodes(ctx context.Context, ids []string) ([]db.Node, err
 }
 
 func (r *queryResolver) Task(ctx context.Context, id string) (*db.Task, error) {
-	v, err := viewer(ctx)
-	if err != nil {
+	if err := policy.RequireSignedIn(actor(ctx)); err != nil {
 		return nil, err
 	}
 	taskID, err := globalid.DecodeAs("id", globalid.KindTask, id)
 	if err != nil {
 		return nil, err
 	}
-	return r.rootTask(ctx, v, taskID)
+	return r.rootTask(ctx, taskID)
 }
 
 func (r *queryResolver) Tasks(ctx context.Context, first *int, after *string, last *int, before *string, filter *db.TaskFilter, orderBy *db.TaskOrder) (*db.TaskConnection, error) {
-	v, err := viewer(ctx)
+	conn, err := r.Resolver.Tasks.List(ctx, actor(ctx), filter, orderBy, pageArgs(first, after, last, before))
 	if err != nil {
 		return nil, err
 	}
-	return r.listTasks(ctx, v.UserID, pageArgs(first, after, last, before), filter, orderBy)
+	return r.primePage(ctx, conn), nil
 }
 
 func (r *queryResolver) Users(ctx context.Context, first *int, after *string, last *int, before *string, filter *db.UserFilter, orderBy *db.UserOrder) (*db.UserConnection, error) {
-	if filter != nil && filter.Search != nil {
-		var v apperr.Violations
-		s := text(&v, "filter.search", *filter.Search, 1, maxSearchLen, false)
-		if err := v.Err(); err != nil {
-			return nil, err
-		}
-		filter.Search = &s
-	}
-	return r.DB.Reader(ctx).Users.List(ctx, filter, orderBy, pageArgs(first, after, last, before))
+	return r.Accounts.List(ctx, actor(ctx), filter, orderBy, pageArgs(first, after, last, before))
 }
 
 func (r *Resolver) Mutation() graph.MutationResolver { return &mutationResolver{r} }

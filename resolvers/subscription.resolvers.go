@@ -9,47 +9,48 @@ import (
 	"context"
 
 	"github.com/google/uuid"
+
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/graph"
 	"github.com/taskgraph/taskgraph/graph/model"
-	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/globalid"
+	"github.com/taskgraph/taskgraph/internal/tasks"
 )
 
 func (r *subscriptionResolver) TaskChanged(ctx context.Context, id *string) (<-chan *model.TaskChangedEvent, error) {
-	v, err := viewer(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var only uuid.UUID
+	var only *uuid.UUID
 	if id != nil {
-		if only, err = globalid.DecodeAs("id", globalid.KindTask, *id); err != nil {
+		tid, err := globalid.DecodeAs("id", globalid.KindTask, *id)
+		if err != nil {
 			return nil, err
 		}
-		// Subscribing to one task needs the task to be visible now.
-		if _, err := r.DB.Stores().Tasks.GetVisible(ctx, v.UserID, only); err != nil {
-			return nil, err
-		}
+		only = &tid
 	}
-	return startSubscription(ctx, r.Resolver, v, func(ev events.Event) bool {
-		return ev.Kind == events.KindTask && (only == uuid.Nil || ev.ID == only)
-	}, func() *taskChangeSource {
-		return &taskChangeSource{r: r.Resolver, only: only, seen: map[uuid.UUID]bool{}}
-	}().next)
+	a := actor(ctx)
+	return subscribe(ctx, func(ctx context.Context) (<-chan tasks.Change, error) {
+		return r.Tasks.Watch(ctx, a, only)
+	}, taskChangedEvent)
+}
+
+// taskChangedEvent maps a feed change to the GraphQL event.
+func taskChangedEvent(c tasks.Change) *model.TaskChangedEvent {
+	switch {
+	case c.Resync:
+		return &model.TaskChangedEvent{Kind: model.TaskChangeKindResync}
+	case c.Kind == db.TaskDeleted:
+		gid := globalid.Encode(globalid.KindTask, c.TaskID)
+		return &model.TaskChangedEvent{Kind: model.TaskChangeKindDeleted, DeletedTaskID: &gid}
+	case c.Kind == db.TaskCreated:
+		return &model.TaskChangedEvent{Kind: model.TaskChangeKindCreated, Task: c.Task}
+	}
+	return &model.TaskChangedEvent{Kind: model.TaskChangeKindUpdated, Task: c.Task}
 }
 
 func (r *subscriptionResolver) NotificationReceived(ctx context.Context) (<-chan *db.Notification, error) {
-	v, err := viewer(ctx)
-	if err != nil {
-		return nil, err
-	}
-	src := &notificationSource{r: r.Resolver, user: v.UserID}
-	if src.at, src.id, err = r.DB.Stores().Notifications.Latest(ctx, v.UserID); err != nil {
-		return nil, err
-	}
-	return startSubscription(ctx, r.Resolver, v, func(ev events.Event) bool {
-		return ev.Kind == events.KindNotification && ev.HasUser(v.UserID)
-	}, src.next)
+	a := actor(ctx)
+	return subscribe(ctx, func(ctx context.Context) (<-chan *db.Notification, error) {
+		return r.Notifications.Watch(ctx, a, r.Events)
+	}, func(n *db.Notification) *db.Notification { return n })
 }
 
 func (r *Resolver) Subscription() graph.SubscriptionResolver { return &subscriptionResolver{r} }

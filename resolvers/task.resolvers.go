@@ -12,18 +12,17 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/graph"
 	"github.com/taskgraph/taskgraph/internal/apperr"
-	"github.com/taskgraph/taskgraph/internal/loaders"
 )
 
 func (r *taskResolver) Owner(ctx context.Context, obj *db.Task) (*db.User, error) {
-	return loaders.For(ctx, r.DB).UserByID.Load(ctx, obj.OwnerID)()
+	return r.loaders(ctx).UserByID.Load(ctx, obj.OwnerID)()
 }
 
 func (r *taskResolver) Assignee(ctx context.Context, obj *db.Task) (*db.User, error) {
 	if obj.AssigneeID == nil {
 		return nil, nil
 	}
-	u, err := loaders.For(ctx, r.DB).UserByID.Load(ctx, *obj.AssigneeID)()
+	u, err := r.loaders(ctx).UserByID.Load(ctx, *obj.AssigneeID)()
 	if errors.Is(err, apperr.ErrNotFound) {
 		// The assignee deleted their account: the row is unassigned now (ON DELETE SET NULL), though a
 		// cached copy of it may not know yet.
@@ -33,7 +32,7 @@ func (r *taskResolver) Assignee(ctx context.Context, obj *db.Task) (*db.User, er
 }
 
 func (r *taskConnectionResolver) TotalCount(ctx context.Context, obj *db.TaskConnection) (int, error) {
-	return r.DB.Reader(ctx).Tasks.Count(ctx, obj)
+	return r.Tasks.Count(ctx, actor(ctx), obj)
 }
 
 func (r *Resolver) Task() graph.TaskResolver { return &taskResolver{r} }

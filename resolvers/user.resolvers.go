@@ -10,44 +10,31 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/graph"
-	"github.com/taskgraph/taskgraph/internal/apperr"
-	"github.com/taskgraph/taskgraph/internal/loaders"
+	"github.com/taskgraph/taskgraph/internal/accounts"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 func (r *userResolver) Email(ctx context.Context, obj *db.User) (*string, error) {
-	if !canSeePrivate(ctx, obj) {
-		return nil, nil
-	}
-	return &obj.Email, nil
+	return accounts.Email(actor(ctx), obj, inAuthPayload(ctx)), nil
 }
 
 func (r *userResolver) Tasks(ctx context.Context, obj *db.User, first *int, after *string, last *int, before *string, filter *db.TaskFilter, orderBy *db.TaskOrder) (*db.TaskConnection, error) {
-	v, err := viewer(ctx)
+	conn, err := r.Resolver.Tasks.ListOf(ctx, actor(ctx), obj.ID, filter, orderBy, pageArgs(first, after, last, before))
 	if err != nil {
 		return nil, err
 	}
-	// Tasks are private to their owner, admins included.
-	if v.UserID != obj.ID {
-		return nil, apperr.New(apperr.Forbidden, "only the user themself can list their tasks")
-	}
-	if filter != nil && filter.AssignedToMe != nil && *filter.AssignedToMe {
-		return nil, apperr.Invalid("filter.assignedToMe", "User.tasks lists the user's own tasks: use Query.tasks for the tasks assigned to you")
-	}
-	return r.listTasks(ctx, obj.ID, pageArgs(first, after, last, before), filter, orderBy)
+	return r.primePage(ctx, conn), nil
 }
 
 func (r *userResolver) TaskCounts(ctx context.Context, obj *db.User) (*db.TaskCounts, error) {
-	if _, err := viewer(ctx); err != nil {
+	if err := policy.CheckSeeTaskCounts(actor(ctx), obj.ID); err != nil {
 		return nil, err
 	}
-	if !canSeePrivate(ctx, obj) {
-		return nil, apperr.New(apperr.Forbidden, "task counts are visible to the user themself and to admins")
-	}
-	return loaders.For(ctx, r.DB).TaskCountsByUser.Load(ctx, obj.ID)()
+	return r.loaders(ctx).TaskCountsByUser.Load(ctx, obj.ID)()
 }
 
 func (r *userConnectionResolver) TotalCount(ctx context.Context, obj *db.UserConnection) (int, error) {
-	return r.DB.Reader(ctx).Users.Count(ctx, obj)
+	return r.Accounts.Count(ctx, actor(ctx), obj)
 }
 
 func (r *Resolver) User() graph.UserResolver { return &userResolver{r} }

@@ -7,40 +7,33 @@ package resolvers
 
 import (
 	"context"
+	"encoding/hex"
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/graph/model"
+	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 )
 
 func (r *mutationResolver) RegisterWebhook(ctx context.Context, input model.RegisterWebhookInput) (*model.RegisterWebhookPayload, error) {
-	v, err := viewer(ctx)
+	w, secret, err := r.Webhooks.Register(ctx, actor(ctx), input.URL)
 	if err != nil {
-		return nil, err
+		return nil, apperr.Under("input", err)
 	}
-	return r.registerWebhook(ctx, v.UserID, input.URL)
+	return &model.RegisterWebhookPayload{Webhook: w, Secret: hex.EncodeToString(secret)}, nil
 }
 
 func (r *mutationResolver) DeleteWebhook(ctx context.Context, id string) (*model.DeleteWebhookPayload, error) {
-	v, err := viewer(ctx)
-	if err != nil {
-		return nil, err
-	}
 	wid, err := globalid.DecodeAs("id", globalid.KindWebhook, id)
 	if err != nil {
 		return nil, err
 	}
-	if err := r.DB.Stores().Webhooks.Delete(ctx, v.UserID, wid); err != nil {
+	if err := r.Webhooks.Delete(ctx, actor(ctx), wid); err != nil {
 		return nil, err
 	}
 	return &model.DeleteWebhookPayload{DeletedWebhookID: id}, nil
 }
 
 func (r *queryResolver) Webhooks(ctx context.Context) ([]db.Webhook, error) {
-	v, err := viewer(ctx)
-	if err != nil {
-		return nil, err
-	}
-	// The primary, not a replica: a webhook just registered must be listed.
-	return r.DB.Stores().Webhooks.List(ctx, v.UserID)
+	return r.Resolver.Webhooks.List(ctx, actor(ctx))
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/accounts"
 	"github.com/taskgraph/taskgraph/internal/bench"
 	"github.com/taskgraph/taskgraph/internal/cache"
 	"github.com/taskgraph/taskgraph/internal/config"
@@ -33,6 +34,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/observe"
 	"github.com/taskgraph/taskgraph/internal/policy"
+	"github.com/taskgraph/taskgraph/internal/reads"
 	"github.com/taskgraph/taskgraph/internal/redisx"
 	"github.com/taskgraph/taskgraph/internal/server"
 )
@@ -157,13 +159,13 @@ func work(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *sl
 	opts := jobs.FromConfig(cfg, true)
 	opts.Logger, opts.Tracer = logger, metrics.PGXTracer()
 	// New notifications, job progress and tasks changed by bulk operations reach live subscriptions
-	// on the API instances (publishing needs no listener); with Redis, the shared cache drops the
-	// changed tasks too, and without it the API instances' in-process caches hear them on the bus.
+	// on the API instances from the database itself (its triggers announce every commit). With
+	// Redis, the shared cache drops the changed tasks too; without it, the API instances'
+	// in-process caches hear of them on the bus.
 	bus := events.New(pool, logger)
 	if server.SharesInvalidations(cfg) {
 		bus.ShareInvalidations()
 	}
-	opts.Notified, opts.JobUpdated = bus.PublishNotification, bus.PublishJob
 	invalidators := db.Invalidators{bus}
 	if cfg.RedisURL != "" && cfg.CacheEnabled {
 		rdb, err := redisx.NewClient(cfg.RedisURL)
@@ -187,7 +189,7 @@ func setRole(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, args []
 		return fmt.Errorf("%w: set-role needs EMAIL and ROLE", errUsage)
 	}
 	role := policy.Role(strings.ToUpper(args[1]))
-	if !role.Valid() {
+	if !role.Valid() { // the domain checks too; this one answers with the usage
 		return fmt.Errorf("%w: role must be USER or ADMIN, got %q", errUsage, args[1])
 	}
 	// Running servers cache users (and take roles from them): invalidate the shared Redis cache, or
@@ -206,7 +208,8 @@ func setRole(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, args []
 		bus.ShareInvalidations()
 		opts = append(opts, db.WithInvalidator(bus))
 	}
-	u, err := db.New(pool, nil, opts...).Stores().Users.SetRole(ctx, args[0], role)
+	users := accounts.New(reads.NewRouter(db.New(pool, nil, opts...), nil), accounts.Options{})
+	u, err := users.SetRole(ctx, args[0], role)
 	if err != nil {
 		return fmt.Errorf("set role of %s: %w", args[0], err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/jobs"
+	"github.com/taskgraph/taskgraph/internal/notifications"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -138,7 +139,7 @@ func TestWorkerKilledMidJobLosesNothingAndDuplicatesNothing(t *testing.T) {
 	err = store.InTx(ctx, func(s db.Stores) error {
 		var js []db.Job
 		for _, id := range taskIDs {
-			js = append(js, jobs.NotifyAssignedArgs{TaskID: id, AssigneeID: assignee.ID, Version: 1})
+			js = append(js, notifications.NotifyAssignedArgs{TaskID: id, AssigneeID: assignee.ID, Version: 1})
 		}
 		return s.Jobs.Enqueue(ctx, js...)
 	})

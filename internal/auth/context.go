@@ -29,3 +29,18 @@ func Actor(ctx context.Context) policy.Actor {
 	a, _ := ActorFrom(ctx)
 	return a
 }
+
+type claimsKey struct{}
+
+// WithClaims returns ctx carrying the verified claims the actor was authenticated from: a
+// connection that outlives its request (a websocket, an SSE stream) re-authenticates with them
+// and ends when they expire.
+func WithClaims(ctx context.Context, c Claims) context.Context {
+	return context.WithValue(ctx, claimsKey{}, c)
+}
+
+// ClaimsFrom returns the claims WithClaims stored.
+func ClaimsFrom(ctx context.Context) (Claims, bool) {
+	c, ok := ctx.Value(claimsKey{}).(Claims)
+	return c, ok
+}

@@ -68,6 +68,7 @@ type Config struct {
 
 	SubscriptionsPerConnection int64         // SUBSCRIPTIONS_PER_CONNECTION
 	SubscriptionSessionCheck   time.Duration // SUBSCRIPTION_SESSION_CHECK
+	ConnectionsPerUser         int64         // LIVE_CONNECTIONS_PER_USER
 
 	QueryMaxNodes    int64  // QUERY_MAX_NODES
 	QueryMaxDepth    int64  // QUERY_MAX_DEPTH
@@ -424,8 +425,12 @@ func settings() []setting {
 			"live subscriptions one websocket connection may hold at once",
 			func(c *Config) *int64 { return &c.SubscriptionsPerConnection }),
 		durationSetting("SUBSCRIPTION_SESSION_CHECK", "30s", 100*time.Millisecond, time.Hour,
-			"how often a live subscription re-checks its session (besides on every event); a signed-out session ends it",
+			"how often every open websocket and SSE stream re-checks its session, as a safety net besides the "+
+				"database's revocation events and the access token's expiry, which end them at once",
 			func(c *Config) *time.Duration { return &c.SubscriptionSessionCheck }),
+		intSetting("LIVE_CONNECTIONS_PER_USER", "16", 1, 10_000,
+			"open websockets and SSE streams one user may hold at once on one instance; more are refused",
+			func(c *Config) *int64 { return &c.ConnectionsPerUser }),
 		intSetting("QUERY_MAX_NODES", "5000", 100, 1_000_000,
 			"most nodes one query may ask for: each connection counts its page size times its children",
 			func(c *Config) *int64 { return &c.QueryMaxNodes }),

@@ -1,10 +1,12 @@
 // Package events fans change events out to live subscriptions on every instance, over PostgreSQL
 // LISTEN/NOTIFY (always available, unlike Redis).
 //
-// Publishing is `SELECT pg_notify('taskgraph_events', payload)` on the pool, after the write has
-// committed (so it is not transactional: a crash between commit and notify loses the event). The
-// payload is small JSON naming ids only ({kind, id, userIds}), never row data: subscribers reload
-// what they need and check who may see it at delivery time.
+// The database announces changes itself: triggers (migrations/00006_change_feed.sql) call pg_notify
+// inside the writing transaction, and PostgreSQL delivers the notification at COMMIT — never for a
+// write that rolled back, never lost to a process dying between commit and publish, in commit order.
+// The payload is small JSON naming ids only ({kind, id, userIds, …}), never row data: subscribers
+// load what they need (task changes from the task_changes log, by Seq) and apply the policy at
+// delivery. The only events published from Go are peer cache invalidations (KindInvalidate).
 //
 // Each instance keeps one dedicated listener connection (Run). When it breaks, Run reconnects with
 // backoff; events published while it was down are lost.
@@ -40,13 +42,17 @@ const Channel = "taskgraph_events"
 type Kind string
 
 const (
-	// KindTask: a task was created, changed or deleted (ID is the task; UserIDs may name its owner).
+	// KindTask: a task was created, changed or deleted (ID is the task; Seq its task_changes row;
+	// Change CREATED, UPDATED or DELETED; Version the version the change made; UserIDs everyone it
+	// concerns: owner and assignee, before and after).
 	KindTask Kind = "task"
-	// KindNotification: a notification was written for UserIDs (ID unset).
+	// KindNotification: notifications were written for UserIDs (ID unset).
 	KindNotification Kind = "notification"
-	// KindSession: a session was revoked or rotated (ID is the session).
+	// KindSession: a session was revoked (ID is the session, UserIDs its user).
 	KindSession Kind = "session"
-	// KindJob: a background job changed status or progress (ID is the job; UserIDs its user).
+	// KindUser: a user's role changed (Change ROLE) or the user was deleted (Change DELETED); ID is the user.
+	KindUser Kind = "user"
+	// KindJob: a background job was created or changed status or progress (ID is the job; UserIDs its user).
 	KindJob Kind = "job"
 	// KindInvalidate: a committed write made these cache entries stale (Keys). Sent only by
 	// processes that keep an in-process cache (no Redis), so that the others drop them too.
@@ -62,6 +68,10 @@ type Event struct {
 	Kind    Kind        `json:"kind"`
 	ID      uuid.UUID   `json:"id,omitzero"`
 	UserIDs []uuid.UUID `json:"userIds,omitempty"`
+	// KindTask and KindUser: what happened.
+	Change  string `json:"change,omitempty"`
+	Seq     int64  `json:"seq,omitempty"`
+	Version int32  `json:"version,omitempty"`
 	// KindInvalidate only: the changed entities as "kind:id", and the process that wrote them.
 	Keys   []string `json:"keys,omitempty"`
 	Origin string   `json:"origin,omitempty"`
@@ -176,61 +186,34 @@ func (b *Bus) Publish(ctx context.Context, evs ...Event) {
 	}
 }
 
-// PublishNotification tells userID's subscriptions that a notification was written for them.
-func (b *Bus) PublishNotification(ctx context.Context, userID uuid.UUID) {
-	b.Publish(ctx, Event{Kind: KindNotification, UserIDs: []uuid.UUID{userID}})
-}
-
-// PublishJob tells userID's subscriptions that their job jobID changed status or progress.
-func (b *Bus) PublishJob(ctx context.Context, userID, jobID uuid.UUID) {
-	b.Publish(ctx, Event{Kind: KindJob, ID: jobID, UserIDs: []uuid.UUID{userID}})
-}
-
-// Invalidate implements db.Invalidator: after a commit it publishes the task and session changes.
-// A task event names the owner when the write changed exactly one owner's counts (every single-task
-// write does), so the owner hears of a deletion.
+// Invalidate implements db.Invalidator for processes whose caches live in their own memory (no
+// Redis, see ShareInvalidations): after a commit it tells the other processes which entities the
+// write changed, so they drop them too. Otherwise it publishes nothing: live subscribers hear of
+// changes from the database's own notifications.
 func (b *Bus) Invalidate(ctx context.Context, keys []db.EntityKey) {
-	if b == nil {
+	if b == nil || !b.shareInvalidations.Load() {
 		return
 	}
-	var owners []uuid.UUID
-	for _, k := range keys {
-		if k.Kind == db.EntityTaskCounts {
-			owners = append(owners, k.ID)
-		}
-	}
-	if len(owners) != 1 {
-		owners = nil
-	}
-	var evs []Event
-	seen := map[db.EntityKey]bool{}
+	var (
+		evs   []Event
+		chunk []string
+	)
+	seen := make(map[db.EntityKey]bool, len(keys))
 	for _, k := range keys {
 		if seen[k] {
 			continue
 		}
 		seen[k] = true
-		switch k.Kind {
-		case db.EntityTask:
-			evs = append(evs, Event{Kind: KindTask, ID: k.ID, UserIDs: owners})
-		case db.EntitySession:
-			evs = append(evs, Event{Kind: KindSession, ID: k.ID})
-		}
-	}
-	if b.shareInvalidations.Load() {
-		// In the same batch as the events above: one round trip for the whole write.
-		var chunk []string
-		for k := range seen {
-			chunk = append(chunk, string(k.Kind)+":"+k.ID.String())
-			if len(chunk) == keysPerEvent {
-				evs = append(evs, Event{Kind: KindInvalidate, Keys: chunk, Origin: b.origin})
-				chunk = nil
-			}
-		}
-		if len(chunk) > 0 {
+		chunk = append(chunk, string(k.Kind)+":"+k.ID.String())
+		if len(chunk) == keysPerEvent {
 			evs = append(evs, Event{Kind: KindInvalidate, Keys: chunk, Origin: b.origin})
+			chunk = nil
 		}
 	}
-	b.Publish(ctx, evs...)
+	if len(chunk) > 0 {
+		evs = append(evs, Event{Kind: KindInvalidate, Keys: chunk, Origin: b.origin})
+	}
+	b.Publish(ctx, evs...) // one round trip for the whole write
 }
 
 // Subscription receives the events its filter accepts on C until Close.

@@ -56,7 +56,7 @@ func TestFullBufferIsAGap(t *testing.T) {
 
 	ctx := context.Background()
 	for range 3 {
-		bus.PublishNotification(ctx, user)
+		bus.Publish(ctx, events.Event{Kind: events.KindNotification, UserIDs: []uuid.UUID{user}})
 	}
 	// The roomy subscriber hears all three and has no gap; the one with a buffer of 1 hears the
 	// first and is told it missed some.
@@ -101,7 +101,7 @@ func TestListenerReconnectIsAGap(t *testing.T) {
 	user := uuid.New()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		bus.PublishNotification(ctx, user)
+		bus.Publish(ctx, events.Event{Kind: events.KindNotification, UserIDs: []uuid.UUID{user}})
 		select {
 		case ev := <-sub.C:
 			if ev.HasUser(user) {

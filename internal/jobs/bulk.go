@@ -10,7 +10,9 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/taskgraph/taskgraph/db"
-	"github.com/taskgraph/taskgraph/internal/apperr"
+	"github.com/taskgraph/taskgraph/internal/notifications"
+	"github.com/taskgraph/taskgraph/internal/policy"
+	"github.com/taskgraph/taskgraph/internal/tasks"
 )
 
 // bulkCheckpoint is where a bulk operation resumes: after the last task key of its last committed
@@ -84,7 +86,11 @@ func runBulk(ctx context.Context, t *tracker, a *Attempt, update bool) (any, *ti
 			return nil, nil, Permanent("the patch changes nothing")
 		}
 	}
-	scope := db.BulkScope{OwnerID: a.Job.UserID, Filter: params.Filter, RequestedAt: params.RequestedAt}
+	// The job acts for the user who requested it, under the same policy as their requests.
+	scope, err := tasks.BulkScope(policy.Actor{UserID: a.Job.UserID}, params.Filter, params.RequestedAt)
+	if err != nil {
+		return nil, nil, Permanent("the request is no longer valid; request it again")
+	}
 	var cp bulkCheckpoint
 	if _, err := a.Job.DecodeCheckpoint(&cp); err != nil {
 		return nil, nil, err
@@ -133,7 +139,7 @@ func runBulk(ctx context.Context, t *tracker, a *Attempt, update bool) (any, *ti
 			return Progress{Processed: next.Matched, Total: total, Checkpoint: next}, nil
 		})
 		if err != nil {
-			if update && patch.AssigneeID.Set && apperr.CodeOf(err) == apperr.NotFound {
+			if update && patch.AssigneeID.Set && errors.Is(err, db.ErrAssigneeMissing) {
 				// The assignee was deleted after the request: no retry can assign to them.
 				return nil, nil, Permanent("the assignee no longer exists")
 			}
@@ -155,7 +161,7 @@ func enqueueBulkNotifications(ctx context.Context, s db.Stores, ownerID uuid.UUI
 	var js []db.Job
 	for i := range chunk.Changed {
 		c := &chunk.Changed[i]
-		js = append(js, Notifications(ownerID, &c.Before, &c.After)...)
+		js = append(js, notifications.ForTaskChange(ownerID, &c.Before, &c.After)...)
 	}
 	if err := s.Jobs.Enqueue(ctx, js...); err != nil {
 		return fmt.Errorf("enqueue bulk notifications: %w", err)

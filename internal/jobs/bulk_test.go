@@ -17,6 +17,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/jobs"
+	"github.com/taskgraph/taskgraph/internal/notifications"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -213,7 +214,7 @@ func TestBulkAssignToDeletedUserFailsForGood(t *testing.T) {
 		t.Fatalf("%d tasks changed", n)
 	}
 	var notify int
-	if err := w.database.Pool.QueryRow(w.ctx, `SELECT count(*) FROM river_job WHERE kind = $1`, jobs.KindNotifyAssigned).Scan(&notify); err != nil || notify != 0 {
+	if err := w.database.Pool.QueryRow(w.ctx, `SELECT count(*) FROM river_job WHERE kind = $1`, notifications.KindNotifyAssigned).Scan(&notify); err != nil || notify != 0 {
 		t.Fatalf("%d notification jobs (%v), want none", notify, err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/email"
+	"github.com/taskgraph/taskgraph/internal/notifications"
 )
 
 // KindDeliverEmail emails one notification to its recipient.
@@ -44,7 +45,8 @@ func (DeliverEmailArgs) InsertOpts() river.InsertOpts {
 // same message, not a second one.
 type DeliverEmailWorker struct {
 	river.WorkerDefaults[DeliverEmailArgs]
-	Store *db.DB
+	Store         *db.DB
+	Notifications *notifications.Service
 	// Sender is nil when this process has no SMTP_URL: the job then fails and is retried, so that a
 	// process that has one can send it (a deployment where only some processes were configured).
 	Sender    *email.Sender
@@ -70,7 +72,7 @@ func (w *DeliverEmailWorker) Work(ctx context.Context, job *river.Job[DeliverEma
 		return errors.New("email: SMTP_URL is not set on this process")
 	}
 	s := w.Store.Stores()
-	n, err := s.Notifications.Get(ctx, a.UserID, a.NotificationID)
+	n, err := w.Notifications.ForRecipient(ctx, a.UserID, a.NotificationID)
 	if errors.Is(err, apperr.ErrNotFound) {
 		return river.JobCancel(fmt.Errorf("notification %s is gone", a.NotificationID))
 	}

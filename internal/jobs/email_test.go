@@ -18,8 +18,10 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/email"
 	"github.com/taskgraph/taskgraph/internal/email/emailtest"
+	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/jobs"
+	"github.com/taskgraph/taskgraph/internal/notifications"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -31,8 +33,8 @@ type ntfEnv struct {
 	logs  *testsupport.LogBuffer
 
 	mu       sync.Mutex
-	notified []uuid.UUID                             // Notified calls, in order
-	publish  func(ctx context.Context, id uuid.UUID) // also called by Notified when set
+	notified []uuid.UUID // recipients of the notification events the database announced, in order
+	markers  int         // marker events heard (see reminders_test.go)
 }
 
 // ntfStart starts a queue working jobs on a fresh database; adjust tweaks its options (SMTP, ...).
@@ -45,15 +47,6 @@ func ntfStart(t *testing.T, adjust func(*jobs.Options)) *ntfEnv {
 		DueSoonWindow: time.Hour, DueReminderInterval: time.Hour,
 		Logger:              slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		WebhookAllowPrivate: true, SMTPFrom: "Taskgraph <noreply@taskgraph.test>",
-		Notified: func(ctx context.Context, userID uuid.UUID) {
-			e.mu.Lock()
-			e.notified = append(e.notified, userID)
-			publish := e.publish
-			e.mu.Unlock()
-			if publish != nil {
-				publish(ctx, userID)
-			}
-		},
 	}
 	if adjust != nil {
 		adjust(&o)
@@ -64,11 +57,41 @@ func ntfStart(t *testing.T, adjust func(*jobs.Options)) *ntfEnv {
 	}
 	e.queue = q
 	e.store = db.New(e.db.Pool, nil, db.WithEnqueuer(q))
+	// Record the notification events the database announces (its trigger, at every commit), as
+	// live subscriptions on any instance hear them.
+	bus := events.New(e.db.Pool, nil)
+	busCtx, stopBus := context.WithCancel(context.Background())
+	t.Cleanup(stopBus)
+	go bus.Run(busCtx)
+	<-bus.Ready()
+	sub := bus.Subscribe(func(ev events.Event) bool { return ev.Kind == events.KindNotification }, 1024)
+	go func() {
+		for {
+			select {
+			case <-busCtx.Done():
+				return
+			case ev := <-sub.C:
+				e.mu.Lock()
+				if ev.Change == "marker" {
+					e.markers++
+				} else {
+					e.notified = append(e.notified, ev.UserIDs...)
+				}
+				e.mu.Unlock()
+			}
+		}
+	}()
 	if err := q.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(q.Close)
 	return e
+}
+
+func (e *ntfEnv) heardMarkers() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.markers
 }
 
 func (e *ntfEnv) notifiedUsers() []uuid.UUID {
@@ -97,7 +120,7 @@ func (e *ntfEnv) assign(t *testing.T, owner, assignee *db.User, title string) uu
 		t.Fatal(err)
 	}
 	err = e.store.InTx(ctx, func(s db.Stores) error {
-		return s.Jobs.Enqueue(ctx, jobs.NotifyAssignedArgs{TaskID: task.ID, AssigneeID: assignee.ID, Version: task.Version})
+		return s.Jobs.Enqueue(ctx, notifications.NotifyAssignedArgs{TaskID: task.ID, AssigneeID: assignee.ID, Version: task.Version})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -229,7 +252,7 @@ func TestNoEmailJobWithoutSMTP(t *testing.T) {
 	ada := e.user(t, "Ada")
 	e.assign(t, e.user(t, "Owner"), ada, "Ship it")
 
-	ntfWait(t, "the notification job to complete", func() bool { return equal(e.jobStates(t, jobs.KindNotifyAssigned), "completed/1") })
+	ntfWait(t, "the notification job to complete", func() bool { return equal(e.jobStates(t, notifications.KindNotifyAssigned), "completed/1") })
 	if n := ntfCount(t, e, `SELECT count(*) FROM notifications WHERE user_id = $1`, ada.ID); n != 1 {
 		t.Fatalf("%d notifications, want 1", n)
 	}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/globalid"
+	"github.com/taskgraph/taskgraph/internal/policy"
+	"github.com/taskgraph/taskgraph/internal/tasks"
 )
 
 const (
@@ -80,7 +82,7 @@ func (w *ExportTasksWorker) export(ctx context.Context, a *Attempt) (any, *time.
 	if cp.Done { // an earlier attempt wrote the whole file but died before recording success
 		return w.result(p.Format, cp)
 	}
-	r := &exportRun{w: w, a: a, cp: cp, q: db.ExportQuery{ViewerID: a.Job.UserID, Filter: p.Filter, CreatedUpTo: a.Job.CreatedAt}}
+	r := &exportRun{w: w, a: a, cp: cp, q: tasks.ExportScope(policy.Actor{UserID: a.Job.UserID}, p.Filter, a.Job.CreatedAt)}
 	r.enc = newExportEncoder(p.Format, &r.buf)
 	err := r.write(ctx)
 	if errors.Is(err, db.ErrJobNotRunning) {

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/google/uuid"
 	"log/slog"
 	"sync"
 	"time"
@@ -18,6 +17,8 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/config"
 	"github.com/taskgraph/taskgraph/internal/email"
+	"github.com/taskgraph/taskgraph/internal/notifications"
+	"github.com/taskgraph/taskgraph/internal/reads"
 	"github.com/taskgraph/taskgraph/internal/webhook"
 )
 
@@ -41,9 +42,6 @@ type Options struct {
 	Tracer      pgx.QueryTracer // for the queue's own pool (metrics); nil: none
 	// AfterWrite, when set, runs in every worker after its write (tests inject failures with it).
 	AfterWrite AfterWriteHook
-	// Notified, when set, hears of every notification a worker wrote, by recipient, after the write
-	// (live subscriptions publish it to every instance).
-	Notified func(ctx context.Context, userID uuid.UUID)
 	// WebhookAllowPrivate lets deliveries reach loopback and private addresses (WEBHOOK_ALLOW_PRIVATE,
 	// development and tests only); WebhookRetryBase scales a failed delivery's backoff
 	// (WEBHOOK_RETRY_BASE × attempt⁴).
@@ -62,9 +60,6 @@ type Options struct {
 	LongJobTimeout  time.Duration
 	JobRetention    time.Duration
 	ExportRetention time.Duration
-	// JobUpdated, when set, hears of every status or progress change of a user-visible job, after
-	// it committed (jobUpdated subscriptions on every instance).
-	JobUpdated func(ctx context.Context, userID, jobID uuid.UUID)
 	// Invalidator hears of the tasks the workers change (bulk operations), after commit, so caches
 	// and live subscriptions see them. nil: nobody.
 	Invalidator db.Invalidator
@@ -167,18 +162,23 @@ func New(primary *pgxpool.Pool, o Options) (*Queue, error) {
 		}
 		store = db.New(pool, nil, opts...)
 	}
-	tr := &tracker{store: store, updated: o.JobUpdated, afterChunk: o.AfterChunk, timeout: o.LongJobTimeout,
+	tr := &tracker{store: store, afterChunk: o.AfterChunk, timeout: o.LongJobTimeout,
 		logger: logger.With("component", "jobs")}
 	if tr.timeout <= 0 {
 		tr.timeout = 30 * time.Minute
 	}
 
 	workers := river.NewWorkers()
-	river.AddWorker(workers, &NotifyAssignedWorker{Store: store, AfterWrite: o.AfterWrite, Notified: o.Notified, Deliveries: deliveries})
-	river.AddWorker(workers, &NotifyStatusChangedWorker{Store: store, AfterWrite: o.AfterWrite, Notified: o.Notified, Deliveries: deliveries})
-	river.AddWorker(workers, &DeliverEmailWorker{Store: store, Sender: sender, RetryBase: o.EmailRetryBase,
+	river.AddWorker(workers, &NotifyAssignedWorker{Store: store, AfterWrite: o.AfterWrite, Deliveries: deliveries})
+	river.AddWorker(workers, &NotifyStatusChangedWorker{Store: store, AfterWrite: o.AfterWrite, Deliveries: deliveries})
+	// Deliveries load what they send through the domain, under its policy.
+	var notes *notifications.Service
+	if store != nil {
+		notes = notifications.New(reads.NewRouter(store, nil))
+	}
+	river.AddWorker(workers, &DeliverEmailWorker{Store: store, Notifications: notes, Sender: sender, RetryBase: o.EmailRetryBase,
 		Logger: logger.With("component", "email")})
-	river.AddWorker(workers, &DeliverWebhookWorker{Store: store, Client: webhook.NewClient(o.WebhookAllowPrivate),
+	river.AddWorker(workers, &DeliverWebhookWorker{Store: store, Notifications: notes, Client: webhook.NewClient(o.WebhookAllowPrivate),
 		RetryBase: o.WebhookRetryBase, Logger: logger.With("component", "webhooks")})
 	river.AddWorker(workers, &TaskReportWorker{tracker: tr})
 	river.AddWorker(workers, &ExportTasksWorker{tracker: tr, retention: o.ExportRetention,
@@ -186,8 +186,7 @@ func New(primary *pgxpool.Pool, o Options) (*Queue, error) {
 	river.AddWorker(workers, &BulkUpdateWorker{tracker: tr})
 	river.AddWorker(workers, &BulkDeleteWorker{tracker: tr})
 	river.AddWorker(workers, &PurgeJobsWorker{tracker: tr, Retention: o.JobRetention})
-	river.AddWorker(workers, &DueRemindersWorker{Store: store, Window: o.DueSoonWindow, Logger: logger, AfterWrite: o.AfterWrite,
-		Notified: o.Notified, Deliveries: deliveries})
+	river.AddWorker(workers, &DueRemindersWorker{Store: store, Window: o.DueSoonWindow, Logger: logger, AfterWrite: o.AfterWrite, Deliveries: deliveries})
 
 	rc := &river.Config{
 		Logger:               logger.With("component", "river"),

@@ -67,8 +67,9 @@ func TestDueSoonReminderGoesOutOnceEverywhere(t *testing.T) {
 	if _, err := e.store.Stores().Webhooks.Create(ctx, owner.ID, hooks.URL+"/hook", make([]byte, 32)); err != nil {
 		t.Fatal(err)
 	}
-	// Live subscriptions hear of notifications through the events bus (pg_notify, then LISTEN), as
-	// serve wires it: Ada's subscriber must hear of her reminder once.
+	// Live subscriptions hear of notifications through the events bus (the database's trigger
+	// announces each insert at commit, every instance LISTENs): Ada's subscriber must hear of her
+	// reminder once.
 	bus := events.New(e.db.Pool, nil)
 	busCtx, stopBus := context.WithCancel(ctx)
 	defer stopBus()
@@ -76,9 +77,6 @@ func TestDueSoonReminderGoesOutOnceEverywhere(t *testing.T) {
 	<-bus.Ready()
 	sub := bus.Subscribe(func(ev events.Event) bool { return ev.Kind == events.KindNotification && ev.HasUser(ada.ID) }, 16)
 	defer sub.Close()
-	e.mu.Lock()
-	e.publish = bus.PublishNotification
-	e.mu.Unlock()
 
 	due := time.Now().Add(30 * time.Minute)
 	if _, err := e.store.Stores().Tasks.Create(ctx, owner.ID, db.NewTask{Title: "Pay rent", Status: db.StatusTodo,
@@ -98,7 +96,16 @@ func TestDueSoonReminderGoesOutOnceEverywhere(t *testing.T) {
 			equal(e.jobStates(t, jobs.KindDeliverEmail), "completed/1", "completed/1")
 	})
 	ntfWait(t, "Ada's subscriber to hear of her reminder", func() bool { return len(sub.C) > 0 })
-	time.Sleep(300 * time.Millisecond) // room for a duplicate to show up
+	// A marker published after every sweep committed arrives after anything they announced
+	// (notifications are delivered in commit order): once it is heard, a duplicate would have been.
+	bus.Publish(ctx, events.Event{Kind: events.KindNotification, UserIDs: []uuid.UUID{ada.ID}, Change: "marker"})
+	ntfWait(t, "the marker", func() bool { return len(sub.C) >= 2 })
+	if ev := <-sub.C; ev.Change == "marker" {
+		t.Fatal("Ada's subscriber heard the marker before her reminder")
+	}
+	if ev := <-sub.C; ev.Change != "marker" {
+		t.Fatalf("Ada's subscriber heard a second notification event %+v before the marker", ev)
+	}
 
 	got := hooks.payloads(t)
 	if len(got) != 1 || got[0].Kind != db.NotificationTaskDueSoon || got[0].TaskID == nil {
@@ -113,12 +120,10 @@ func TestDueSoonReminderGoesOutOnceEverywhere(t *testing.T) {
 	if !equal(to, "ada@example.com", "owner@example.com") {
 		t.Fatalf("emails to %v; want one each to ada@ and owner@", to)
 	}
+	ntfWait(t, "the environment's listener to hear the marker", func() bool { return e.heardMarkers() == 1 })
 	notified := e.notifiedUsers()
 	if len(notified) != 2 || !slices.Contains(notified, owner.ID) || !slices.Contains(notified, ada.ID) {
 		t.Fatalf("Notified %v; want the owner %s and the assignee %s once each", notified, owner.ID, ada.ID)
-	}
-	if n := len(sub.C); n != 1 {
-		t.Fatalf("Ada's subscriber heard of %d notifications, want 1", n)
 	}
 }
 
@@ -159,19 +164,26 @@ func TestDueReminderDeliveriesCommitWithTheirChunk(t *testing.T) {
 		}
 	}
 
+	// Live subscribers hear of notifications from the database's trigger, at each commit.
+	bus := events.New(database.Pool, nil)
+	busCtx, stopBus := context.WithCancel(ctx)
+	defer stopBus()
+	go bus.Run(busCtx)
+	<-bus.Ready()
+	sub := bus.Subscribe(func(ev events.Event) bool { return ev.Kind == events.KindNotification }, 64)
+	defer sub.Close()
+
 	// Without a job queue the first chunk's enqueue fails: its reminders roll back with it.
-	var calls []uuid.UUID
-	notified := func(_ context.Context, id uuid.UUID) { calls = append(calls, id) }
 	broken := &jobs.DueRemindersWorker{Store: db.New(database.Pool, nil), Window: time.Hour, Chunk: 1,
-		Deliveries: jobs.Deliveries{Email: true}, Notified: notified}
+		Deliveries: jobs.Deliveries{Email: true}}
 	if err := broken.Work(ctx, sweepJob()); !errors.Is(err, db.ErrNoJobQueue) {
 		t.Fatalf("sweep without a queue: %v, want ErrNoJobQueue", err)
 	}
-	if n := count(t, database, `SELECT count(*) FROM notifications`); n != 0 || len(calls) != 0 {
-		t.Fatalf("%d reminders committed and %d Notified calls without their deliveries; want none", n, len(calls))
+	if n := count(t, database, `SELECT count(*) FROM notifications`); n != 0 {
+		t.Fatalf("%d reminders committed without their deliveries; want none", n)
 	}
 
-	w := &jobs.DueRemindersWorker{Store: store, Window: time.Hour, Chunk: 1, Deliveries: jobs.Deliveries{Email: true}, Notified: notified}
+	w := &jobs.DueRemindersWorker{Store: store, Window: time.Hour, Chunk: 1, Deliveries: jobs.Deliveries{Email: true}}
 	for range 2 {
 		if err := w.Work(ctx, sweepJob()); err != nil {
 			t.Fatal(err)
@@ -189,12 +201,25 @@ func TestDueReminderDeliveriesCommitWithTheirChunk(t *testing.T) {
 		WHERE j.kind = 'deliver_email' AND n.user_id = (j.args->>'user_id')::uuid`); n != 4 {
 		t.Errorf("%d email deliveries matching their notification's recipient, want 4", n)
 	}
-	// Once per recipient per chunk: the owner in each of the 3 chunks, Ada in the first.
+	// Once per recipient per chunk: the owner in each of the 3 chunks, Ada in the first; nothing for
+	// the rolled-back chunk. A marker published now arrives after everything committed before it.
+	bus.Publish(ctx, events.Event{Kind: events.KindNotification, Change: "marker"})
+	var calls []uuid.UUID
+	for heard := false; !heard; {
+		select {
+		case ev := <-sub.C:
+			if heard = ev.Change == "marker"; !heard {
+				calls = append(calls, ev.UserIDs...)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the marker never arrived; heard %v", calls)
+		}
+	}
 	slices.SortFunc(calls, func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) })
 	want := []uuid.UUID{owner.ID, owner.ID, owner.ID, ada.ID}
 	slices.SortFunc(want, func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) })
 	if !slices.Equal(calls, want) {
-		t.Errorf("Notified %v, want %v", calls, want)
+		t.Errorf("notification events for %v, want %v", calls, want)
 	}
 }
 

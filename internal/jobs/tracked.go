@@ -19,8 +19,7 @@ import (
 // jobs row (status, attempt, progress, result, error) in step with the work, commits each chunk of
 // work together with its checkpoint, and tells the user's jobUpdated subscriptions.
 type tracker struct {
-	store   *db.DB
-	updated func(ctx context.Context, userID, jobID uuid.UUID) // nil: nobody listens
+	store *db.DB
 	// afterChunk, when set, runs after each committed chunk (tests fail attempts with it).
 	afterChunk ChunkHook
 	timeout    time.Duration
@@ -77,7 +76,6 @@ func (a *Attempt) Chunk(ctx context.Context, fn func(s db.Stores) (Progress, err
 		return err
 	}
 	a.chunks++
-	a.t.publish(ctx, a.Job)
 	if a.t.afterChunk != nil {
 		return a.t.afterChunk(ctx, a.Job, a.chunks)
 	}
@@ -98,14 +96,12 @@ func (t *tracker) run(ctx context.Context, row *rivertype.JobRow, jobID uuid.UUI
 	case err != nil:
 		return fmt.Errorf("start job %s: %w", jobID, err)
 	}
-	t.publish(ctx, j)
 	a := &Attempt{Job: j, t: t}
 	result, expiresAt, err := body(ctx, a)
 	if err == nil {
 		err = t.store.Stores().BackgroundJobs.Succeed(ctx, j.ID, result, expiresAt)
 		if err == nil {
 			j.Status = db.JobSucceeded
-			t.publish(ctx, j)
 			return nil
 		}
 	}
@@ -142,15 +138,8 @@ func (t *tracker) fail(ctx context.Context, row *rivertype.JobRow, j *db.Backgro
 	if final {
 		j.Status = db.JobFailed
 	}
-	t.publish(rec, j)
 	if permanent {
 		return river.JobCancel(cause)
 	}
 	return fmt.Errorf("job %s: %w", j.ID, cause)
-}
-
-func (t *tracker) publish(ctx context.Context, j *db.BackgroundJob) {
-	if t.updated != nil {
-		t.updated(ctx, j.UserID, j.ID)
-	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/globalid"
+	"github.com/taskgraph/taskgraph/internal/notifications"
 	"github.com/taskgraph/taskgraph/internal/webhook"
 )
 
@@ -86,10 +87,11 @@ type WebhookPayload struct {
 // notification deleted meanwhile.
 type DeliverWebhookWorker struct {
 	river.WorkerDefaults[DeliverWebhookArgs]
-	Store     *db.DB
-	Client    *http.Client
-	RetryBase time.Duration
-	Logger    *slog.Logger
+	Store         *db.DB
+	Notifications *notifications.Service
+	Client        *http.Client
+	RetryBase     time.Duration
+	Logger        *slog.Logger
 }
 
 // NextRetry implements river.Worker: RetryBase × attempt⁴ (River's own policy with a 1 s base).
@@ -109,7 +111,7 @@ func (w *DeliverWebhookWorker) Work(ctx context.Context, job *river.Job[DeliverW
 	if err != nil {
 		return err
 	}
-	n, err := s.Notifications.Get(ctx, hook.UserID, a.NotificationID)
+	n, err := w.Notifications.ForRecipient(ctx, hook.UserID, a.NotificationID)
 	if errors.Is(err, apperr.ErrNotFound) {
 		return river.JobCancel(fmt.Errorf("notification %s is gone", a.NotificationID))
 	}

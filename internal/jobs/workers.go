@@ -2,14 +2,16 @@ package jobs
 
 import (
 	"context"
-	"github.com/google/uuid"
 	"log/slog"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/notifications"
 )
 
 // AfterWriteHook runs after a worker's write and before it reports success; an error fails the
@@ -26,17 +28,16 @@ func runHook(ctx context.Context, h AfterWriteHook, job *rivertype.JobRow) error
 // NotifyAssignedWorker writes the TASK_ASSIGNED notification, unless the task is gone or no longer
 // assigned to that user by the time the job runs.
 type NotifyAssignedWorker struct {
-	river.WorkerDefaults[NotifyAssignedArgs]
+	river.WorkerDefaults[notifications.NotifyAssignedArgs]
 	Store      *db.DB
 	AfterWrite AfterWriteHook // nil in production
-	Notified   func(ctx context.Context, userID uuid.UUID)
 	Deliveries Deliveries
 }
 
 // Work implements river.Worker.
-func (w *NotifyAssignedWorker) Work(ctx context.Context, job *river.Job[NotifyAssignedArgs]) error {
+func (w *NotifyAssignedWorker) Work(ctx context.Context, job *river.Job[notifications.NotifyAssignedArgs]) error {
 	a := job.Args
-	err := notify(ctx, w.Store, w.Deliveries, w.Notified, a.AssigneeID, func(s db.Stores) (*uuid.UUID, error) {
+	err := notify(ctx, w.Store, w.Deliveries, a.AssigneeID, func(s db.Stores) (*uuid.UUID, error) {
 		return s.Notifications.NotifyAssignedID(ctx, a.TaskID, a.AssigneeID, a.Version)
 	})
 	if err != nil {
@@ -46,8 +47,9 @@ func (w *NotifyAssignedWorker) Work(ctx context.Context, job *river.Job[NotifyAs
 }
 
 // notify writes one notification for userID with write (which returns nil when there is nothing to
-// write) and its deliveries in one transaction, then tells the Notified hook.
-func notify(ctx context.Context, store *db.DB, d Deliveries, notified func(context.Context, uuid.UUID), userID uuid.UUID,
+// write) and its deliveries in one transaction. Live subscribers hear of it from the database (the
+// notifications trigger announces every insert at commit).
+func notify(ctx context.Context, store *db.DB, d Deliveries, userID uuid.UUID,
 	write func(db.Stores) (*uuid.UUID, error)) error {
 	var written []db.NotificationRef
 	err := store.InTx(ctx, func(s db.Stores) error {
@@ -61,38 +63,22 @@ func notify(ctx context.Context, store *db.DB, d Deliveries, notified func(conte
 	if err != nil {
 		return err
 	}
-	tell(ctx, notified, written)
 	return nil
-}
-
-// tell calls notified once per recipient of written (after they committed).
-func tell(ctx context.Context, notified func(context.Context, uuid.UUID), written []db.NotificationRef) {
-	if notified == nil {
-		return
-	}
-	seen := make(map[uuid.UUID]bool, len(written))
-	for _, w := range written {
-		if !seen[w.UserID] {
-			seen[w.UserID] = true
-			notified(ctx, w.UserID)
-		}
-	}
 }
 
 // NotifyStatusChangedWorker writes the TASK_STATUS_CHANGED notification for the task's owner,
 // unless the task is gone.
 type NotifyStatusChangedWorker struct {
-	river.WorkerDefaults[NotifyStatusChangedArgs]
+	river.WorkerDefaults[notifications.NotifyStatusChangedArgs]
 	Store      *db.DB
 	AfterWrite AfterWriteHook // nil in production
-	Notified   func(ctx context.Context, userID uuid.UUID)
 	Deliveries Deliveries
 }
 
 // Work implements river.Worker.
-func (w *NotifyStatusChangedWorker) Work(ctx context.Context, job *river.Job[NotifyStatusChangedArgs]) error {
+func (w *NotifyStatusChangedWorker) Work(ctx context.Context, job *river.Job[notifications.NotifyStatusChangedArgs]) error {
 	a := job.Args
-	err := notify(ctx, w.Store, w.Deliveries, w.Notified, a.OwnerID, func(s db.Stores) (*uuid.UUID, error) {
+	err := notify(ctx, w.Store, w.Deliveries, a.OwnerID, func(s db.Stores) (*uuid.UUID, error) {
 		return s.Notifications.NotifyStatusChangedID(ctx, a.TaskID, a.OwnerID, a.ActorID, a.Status, a.Version)
 	})
 	if err != nil {
@@ -103,7 +89,7 @@ func (w *NotifyStatusChangedWorker) Work(ctx context.Context, job *river.Job[Not
 
 // DueRemindersWorker writes TASK_DUE_SOON reminders for tasks due within Window (see
 // db.NotificationStore.RemindDueChunk: once per task and due date), a chunk of tasks per
-// transaction that also enqueues the chunk's deliveries; after each commit it tells Notified.
+// transaction that also enqueues the chunk's deliveries.
 type DueRemindersWorker struct {
 	river.WorkerDefaults[DueRemindersArgs]
 	Store      *db.DB
@@ -111,7 +97,6 @@ type DueRemindersWorker struct {
 	Chunk      int // tasks per transaction; 0: db.DueReminderChunk
 	Logger     *slog.Logger
 	AfterWrite AfterWriteHook // nil in production
-	Notified   func(ctx context.Context, userID uuid.UUID)
 	Deliveries Deliveries
 }
 
@@ -138,7 +123,6 @@ func (w *DueRemindersWorker) Work(ctx context.Context, job *river.Job[DueReminde
 			return err
 		}
 		total += len(written)
-		tell(ctx, w.Notified, written)
 	}
 	w.logWritten(ctx, total)
 	return runHook(ctx, w.AfterWrite, job.JobRow)

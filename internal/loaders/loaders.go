@@ -1,22 +1,33 @@
-// Package loaders batches the reads of one request with dataloader/v7: users by id, tasks by id and
-// task counts by user. A fresh set is built per request (Middleware); across requests, batch functions
-// read through the shared cache. Batch functions return results in key order, as dataloader requires.
+// Package loaders batches the reads of one GraphQL operation with dataloader/v7: users by id, tasks
+// by id and task counts by user. A fresh set is built per operation for its actor (Extension), so
+// nothing read in one operation — on a long-lived websocket, say — is served to the next. The batch
+// functions call the domain services, which read through the shared cache and apply the policy;
+// results come back in key order, as dataloader requires.
 package loaders
 
 import (
 	"context"
-	"net/http"
 	"time"
 
+	"github.com/99designs/gqlgen/graphql"
 	"github.com/google/uuid"
 	"github.com/graph-gophers/dataloader/v7"
 
 	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/accounts"
 	"github.com/taskgraph/taskgraph/internal/apperr"
-	"github.com/taskgraph/taskgraph/internal/cache"
+	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/policy"
+	"github.com/taskgraph/taskgraph/internal/tasks"
 )
 
-// Loaders are the batched readers of one request.
+// Services are the domain services the loaders read through.
+type Services struct {
+	Accounts *accounts.Service
+	Tasks    *tasks.Service
+}
+
+// Loaders are the batched readers of one operation.
 type Loaders struct {
 	UserByID         *dataloader.Loader[uuid.UUID, *db.User]
 	TaskByID         *dataloader.Loader[uuid.UUID, *db.Task]
@@ -32,23 +43,30 @@ type Loaders struct {
 // concurrent field resolvers to enqueue a whole page, short enough not to be felt.
 const batchWait = 2 * time.Millisecond
 
-// New builds a fresh set of loaders reading through c (which may be nil: no cache) and the stores
-// read returns. read is asked at batch time, so a read after a write in the same request already
-// knows about that write (read-your-writes routing).
-func New(read func(context.Context) db.Stores, c *cache.Cache) *Loaders {
-	users := func(st db.Stores, ctx context.Context, ids []uuid.UUID) ([]db.User, error) {
-		return st.Users.ByIDs(ctx, ids)
+// New builds a fresh set of loaders reading as the actor.
+func New(a policy.Actor, s Services) *Loaders {
+	userBatch := func(ctx context.Context, ids []uuid.UUID) []*dataloader.Result[*db.User] {
+		found, err := s.Accounts.UsersByIDs(ctx, a, ids)
+		out := make([]*dataloader.Result[*db.User], len(ids))
+		for i, id := range ids {
+			r := &dataloader.Result[*db.User]{Error: err}
+			if err == nil {
+				if u, ok := found[id]; ok {
+					r.Data = u
+				} else {
+					r.Error = apperr.New(apperr.NotFound, "user not found")
+				}
+			}
+			out[i] = r
+		}
+		return out
 	}
-	tasks := func(st db.Stores, ctx context.Context, ids []uuid.UUID) ([]db.Task, error) {
-		return st.Tasks.ByIDs(ctx, ids)
+	taskBatch := func(ctx context.Context, ids []uuid.UUID) []*dataloader.Result[*db.Task] {
+		return results(s.Tasks.GetMany(ctx, a, ids))
 	}
-	counts := func(st db.Stores, ctx context.Context, ids []uuid.UUID) ([]db.TaskCounts, error) {
-		return st.Tasks.CountsByOwners(ctx, ids)
+	countBatch := func(ctx context.Context, ids []uuid.UUID) []*dataloader.Result[*db.TaskCounts] {
+		return results(s.Tasks.CountsOf(ctx, a, ids))
 	}
-	userBatch := byID(c, db.EntityUser, read, users, func(u db.User) uuid.UUID { return u.ID }, notFound[db.User]("user"))
-	countBatch := byID(c, db.EntityTaskCounts, read, counts, func(t db.TaskCounts) uuid.UUID { return t.UserID },
-		func(id uuid.UUID) (*db.TaskCounts, error) { return &db.TaskCounts{UserID: id}, nil }) // no tasks: zeros
-	taskBatch := byID(c, db.EntityTask, read, tasks, func(t db.Task) uuid.UUID { return t.ID }, notFound[db.Task]("task"))
 	return &Loaders{
 		users: userBatch, tasks: taskBatch, counts: countBatch,
 		UserByID: dataloader.NewBatchedLoader(userBatch,
@@ -60,56 +78,46 @@ func New(read func(context.Context) db.Stores, c *cache.Cache) *Loaders {
 	}
 }
 
-func notFound[T any](what string) func(uuid.UUID) (*T, error) {
-	return func(uuid.UUID) (*T, error) { return nil, apperr.New(apperr.NotFound, "%s not found", what) }
-}
-
-// byID adapts a "fetch these ids" store method to a batch function, reading through the cache: one
-// result per key, in key order; absent ids get whatever missing returns.
-func byID[T any](c *cache.Cache, kind db.EntityKind, read func(context.Context) db.Stores,
-	fetch func(db.Stores, context.Context, []uuid.UUID) ([]T, error),
-	idOf func(T) uuid.UUID, missing func(uuid.UUID) (*T, error)) dataloader.BatchFunc[uuid.UUID, *T] {
-	return func(ctx context.Context, keys []uuid.UUID) []*dataloader.Result[*T] {
-		stores := read(ctx)
-		if stores.OnReplica {
-			ctx = cache.WithStaleSource(ctx)
-		}
-		load := func(ctx context.Context, ids []uuid.UUID) ([]T, error) { return fetch(stores, ctx, ids) }
-		found, err := cache.Many(ctx, c, kind, keys, load, idOf)
-		results := make([]*dataloader.Result[*T], len(keys))
-		for i, k := range keys {
-			r := &dataloader.Result[*T]{Error: err}
-			if err == nil {
-				if row, ok := found[k]; ok {
-					r.Data = row
-				} else {
-					r.Data, r.Error = missing(k)
-				}
-			}
-			results[i] = r
-		}
-		return results
+func results[T any](values []*T, errs []error) []*dataloader.Result[*T] {
+	out := make([]*dataloader.Result[*T], len(values))
+	for i := range values {
+		out[i] = &dataloader.Result[*T]{Data: values[i], Error: errs[i]}
 	}
+	return out
 }
 
 type ctxKey struct{}
 
-// Middleware gives every request its own loaders.
-func Middleware(database *db.DB, c *cache.Cache) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ctx := context.WithValue(r.Context(), ctxKey{}, New(database.Reader, c))
-			next.ServeHTTP(w, r.WithContext(ctx))
-		})
-	}
+// With returns ctx carrying l.
+func With(ctx context.Context, l *Loaders) context.Context {
+	return context.WithValue(ctx, ctxKey{}, l)
 }
 
-// For returns the request's loaders. Outside a request (tests, jobs) it builds a fresh, uncached set.
-func For(ctx context.Context, database *db.DB) *Loaders {
+// Extension gives every GraphQL operation its own loaders, for the operation's actor.
+type Extension struct{ Services Services }
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.OperationInterceptor
+} = Extension{}
+
+// ExtensionName implements graphql.HandlerExtension.
+func (Extension) ExtensionName() string { return "Loaders" }
+
+// Validate implements graphql.HandlerExtension.
+func (Extension) Validate(graphql.ExecutableSchema) error { return nil }
+
+// InterceptOperation implements graphql.OperationInterceptor.
+func (e Extension) InterceptOperation(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	return next(With(ctx, New(auth.Actor(ctx), e.Services)))
+}
+
+// For returns the operation's loaders; outside an operation (tests) it builds a fresh set.
+func For(ctx context.Context, s Services) *Loaders {
 	if l, ok := ctx.Value(ctxKey{}).(*Loaders); ok {
 		return l
 	}
-	return New(database.Reader, nil)
+	return New(auth.Actor(ctx), s)
 }
 
 // PrimeTasks stores tasks already read (a page) so later by-id loads need no query.
@@ -119,9 +127,9 @@ func (l *Loaders) PrimeTasks(ctx context.Context, tasks []*db.Task) {
 	}
 }
 
-// PreloadUsers reads the users ids (through the cache) at once and primes the user loader with
-// them, so the page's owner fields find them without waiting out a batch window each. A failed
-// read primes nothing: the fields then load (and report the error) as usual.
+// PreloadUsers reads the users ids at once and primes the user loader with them, so the page's
+// owner fields find them without waiting out a batch window each. A failed read primes nothing:
+// the fields then load (and report the error) as usual.
 func (l *Loaders) PreloadUsers(ctx context.Context, ids []uuid.UUID) {
 	preload(ctx, l.UserByID, l.users, ids)
 }

@@ -196,3 +196,15 @@ func joinFields(names []string) string {
 	}
 	return out
 }
+
+// CheckBulkEdit decides a bulk update or delete: it acts on the actor's own tasks only (an assignee
+// may change one task's status, not a whole list of other people's tasks).
+func CheckBulkEdit(a Actor, assignedTasks bool) error {
+	if err := RequireSignedIn(a); err != nil {
+		return err
+	}
+	if assignedTasks {
+		return apperr.Invalid("assignedToMe", "bulk operations act on your own tasks only: leave assignedToMe out or false")
+	}
+	return nil
+}

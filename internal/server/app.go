@@ -13,16 +13,22 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/taskgraph/taskgraph/db"
-	"github.com/taskgraph/taskgraph/internal/account"
+	"github.com/taskgraph/taskgraph/internal/accounts"
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/cache"
 	"github.com/taskgraph/taskgraph/internal/config"
+	"github.com/taskgraph/taskgraph/internal/cursor"
 	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/jobs"
+	"github.com/taskgraph/taskgraph/internal/notifications"
 	"github.com/taskgraph/taskgraph/internal/observe"
 	"github.com/taskgraph/taskgraph/internal/ratelimit"
+	"github.com/taskgraph/taskgraph/internal/reads"
 	"github.com/taskgraph/taskgraph/internal/recency"
 	"github.com/taskgraph/taskgraph/internal/redisx"
+	"github.com/taskgraph/taskgraph/internal/tasks"
+	"github.com/taskgraph/taskgraph/internal/userjobs"
+	"github.com/taskgraph/taskgraph/internal/webhooks"
 )
 
 // App is one assembled Taskgraph: the HTTP handler and the parts tests and commands look into.
@@ -39,6 +45,12 @@ type App struct {
 	// Events fans changes out to live subscriptions on every instance (PostgreSQL LISTEN/NOTIFY);
 	// Background runs its listener.
 	Events *events.Bus
+	// Services are the domain services every transport calls.
+	Services Services
+	// Feed delivers task changes to this instance's taskChanged subscribers; Background runs it.
+	Feed *tasks.Feed
+	// Sessions ends the long-lived connections of sessions that end; Background runs it.
+	Sessions *SessionWatch
 
 	endStreams   context.CancelFunc
 	replicaPools []*db.Replica
@@ -72,6 +84,15 @@ func relayInvalidations(ctx context.Context, sub *events.Subscription, c *cache.
 			logger.WarnContext(ctx, "cache emptied: invalidations from other processes may have been missed")
 		}
 	}
+}
+
+// Services are the domain services, built once per process and shared by every transport.
+type Services struct {
+	Accounts      *accounts.Service
+	Tasks         *tasks.Service
+	Notifications *notifications.Service
+	Webhooks      *webhooks.Service
+	Jobs          *userjobs.Service
 }
 
 // Close releases what Build opened (not the primary pool, which the caller owns). Running jobs get
@@ -113,6 +134,8 @@ func (a *App) Background(ctx context.Context) {
 		})
 	}
 	wg.Go(func() { a.Events.Run(ctx) })
+	wg.Go(func() { a.Feed.Run(ctx) })
+	wg.Go(func() { a.Sessions.Run(ctx) })
 	if a.peerInvalidations != nil && a.Cache != nil {
 		wg.Go(func() { relayInvalidations(ctx, a.peerInvalidations, a.Cache, a.logger) })
 	}
@@ -194,7 +217,7 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 	}
 	// Every committed write tells the cache what to drop and the tracker who wrote (read-your-writes).
 	writes := recency.New(cfg.ReadYourWritesFor, app.Redis, RedisPrefix+"wrote:", logger)
-	opts := []db.Option{db.WithInvalidator(db.Invalidators{app.Cache, writes, app.Events}), db.WithWriteTracker(writes)}
+	opts := []db.Option{db.WithInvalidator(db.Invalidators{app.Cache, writes, app.Events})}
 	replicas, err := openReplicas(cfg, obs)
 	if err != nil {
 		app.Close()
@@ -208,8 +231,6 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 	// run in this process, use a pool of their own (JOB_WORKERS+4 connections).
 	jobOpts := jobs.FromConfig(cfg, cfg.JobsInProcess)
 	jobOpts.Logger, jobOpts.Tracer = logger, obs.Metrics.PGXTracer()
-	jobOpts.Notified = app.Events.PublishNotification
-	jobOpts.JobUpdated = app.Events.PublishJob
 	// Bulk operations change tasks from the workers: caches, read-your-writes and live
 	// subscriptions hear of them like of any write.
 	jobOpts.Invalidator = db.Invalidators{app.Cache, writes, app.Events}
@@ -218,7 +239,23 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 		return nil, err
 	}
 	opts = append(opts, db.WithEnqueuer(app.Jobs))
-	app.DB = db.New(pool, db.NewCursorCodec([]byte(cfg.JWTSecret)), opts...)
+	app.DB = db.New(pool, cursor.NewCodec([]byte(cfg.JWTSecret)), opts...)
+	router := reads.NewRouter(app.DB, writes)
+	app.Feed = tasks.NewFeed(app.Events, router, logger)
+	var signIn accounts.SignInLimiter
+	if limiter != nil {
+		signIn = newSignInLimiter(limiter, int(cfg.AuthRateLimit), obs.Metrics)
+	}
+	app.Services = Services{
+		Accounts: accounts.New(router, accounts.Options{Cache: app.Cache, Tokens: tokens, RefreshTTL: cfg.RefreshTokenTTL,
+			SignIn: signIn}),
+		Tasks:         tasks.New(router, app.Cache, app.Feed),
+		Notifications: notifications.New(router),
+		Webhooks:      webhooks.New(router, cfg.WebhookAllowPrivate),
+		Jobs:          userjobs.New(router, int(cfg.JobMaxActive), downloadSigner(cfg), app.Events),
+	}
+	app.Sessions = NewSessionWatch(app.Events, int(cfg.ConnectionsPerUser), cfg.SubscriptionSessionCheck,
+		app.Services.Accounts.LiveSessions, logger)
 	obs.Metrics.WatchPool("primary", pool)
 	obs.Metrics.WatchEvents(app.Events.Stats)
 	if jp := app.Jobs.Pool(); jp != nil {
@@ -234,7 +271,8 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 		Config:    cfg,
 		DB:        app.DB,
 		Tokens:    tokens,
-		Accounts:  account.NewService(app.DB, tokens, cfg.RefreshTokenTTL),
+		Services:  app.Services,
+		Sessions:  app.Sessions,
 		Logger:    logger,
 		Cache:     app.Cache,
 		Documents: documents,

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
@@ -68,7 +70,7 @@ func TestJobUpdatedAcrossInstances(t *testing.T) {
 	// Until the subscription is live, nudge it through B (as a worker on any process would).
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		b.App.Events.PublishJob(context.Background(), alice.ID, jobID)
+		b.App.Events.Publish(context.Background(), events.Event{Kind: events.KindJob, ID: jobID, UserIDs: []uuid.UUID{alice.ID}})
 		if ev, ok := read(500 * time.Millisecond); ok {
 			if ev.JobUpdated.ID != gid || ev.JobUpdated.Status != "QUEUED" {
 				t.Fatalf("first event = %+v, want the QUEUED job", ev)
@@ -80,9 +82,8 @@ func TestJobUpdatedAcrossInstances(t *testing.T) {
 		}
 	}
 
-	// A separate worker (publishing through B's bus) works the job.
-	q, err := jobs.New(a.DB.Pool, jobs.Options{Work: true, Workers: 2, JobTimeout: time.Minute, RescueAfter: time.Hour,
-		JobUpdated: b.App.Events.PublishJob})
+	// A separate worker works the job; the database announces each change to every instance.
+	q, err := jobs.New(a.DB.Pool, jobs.Options{Work: true, Workers: 2, JobTimeout: time.Minute, RescueAfter: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

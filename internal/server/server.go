@@ -27,7 +27,6 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/graph"
-	"github.com/taskgraph/taskgraph/internal/account"
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/cache"
 	"github.com/taskgraph/taskgraph/internal/config"
@@ -49,7 +48,8 @@ type Deps struct {
 	Config    config.Config
 	DB        *db.DB
 	Tokens    *auth.TokenIssuer
-	Accounts  *account.Service
+	Services  Services      // the domain services the transports call
+	Sessions  *SessionWatch // long-lived connections by session (nil: not tracked, no per-user cap)
 	Logger    *slog.Logger
 	Cache     *cache.Cache      // nil: no cache
 	Documents *cache.Documents  // automatic persisted queries
@@ -72,8 +72,8 @@ func NewHandler(d Deps) (http.Handler, error) {
 	}
 	mux := http.NewServeMux()
 	inner := withThrottleStatus(guardGraphQL(d.Config.MaxBodyBytes,
-		auth.Middleware(d.Tokens, sessionLookup(d.DB, d.Cache), d.Logger)(
-			loaders.Middleware(d.DB, d.Cache)(withFlusher(gql)))))
+		auth.Middleware(d.Tokens, d.Services.Accounts.Authenticate, d.Logger)(
+			withLiveStream(d.Sessions, withFlusher(gql)))))
 	// Websocket upgrades and SSE streams live as long as their subscriptions: no request deadline.
 	graphqlChain := withStreaming(d.Shutdown, inner, withDeadline(d.Config.RequestTimeout, inner))
 	m := d.Metrics
@@ -121,16 +121,9 @@ func NewHandler(d Deps) (http.Handler, error) {
 }
 
 func newGraphQL(d Deps) (*handler.Server, error) {
-	r := &resolvers.Resolver{DB: d.DB, Accounts: d.Accounts, Events: d.Events, Logger: d.Logger,
-		// Uncached: a logout on another instance must end this instance's subscriptions even when
-		// the cache is in-process.
-		SessionCheck: d.DB.Stores().Sessions.Lookup, SessionCheckEvery: d.Config.SubscriptionSessionCheck,
-		WebhookAllowPrivate: d.Config.WebhookAllowPrivate,
-		JobMaxActive:        int(d.Config.JobMaxActive),
-		Downloads:           downloadSigner(d.Config)}
-	if d.Limiter != nil {
-		r.SignIn = newSignInLimiter(d.Limiter, int(d.Config.AuthRateLimit), d.Metrics)
-	}
+	sv := d.Services
+	r := &resolvers.Resolver{Accounts: sv.Accounts, Tasks: sv.Tasks, Notifications: sv.Notifications,
+		Webhooks: sv.Webhooks, Jobs: sv.Jobs, Events: d.Events, Logger: d.Logger}
 	cfg := graph.Config{
 		Resolvers: r,
 		Directives: graph.DirectiveRoot{
@@ -151,6 +144,10 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 	srv.SetRecoverFunc(recoverFunc(d.Logger))
 	// Outermost interceptor, so its timing covers everything below.
 	srv.Use(d.Metrics.GraphQLExtension())
+	// Every operation on a long-lived connection is checked against its session and role as they
+	// are when it starts; then it gets loaders of its own, for its actor.
+	srv.Use(liveAuth{authenticate: sv.Accounts.Authenticate})
+	srv.Use(loaders.Extension{Services: loaders.Services{Accounts: sv.Accounts, Tasks: sv.Tasks}})
 	// Every GraphQL answer names the API version it was served by.
 	srv.AroundResponses(func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
 		resp := next(ctx)

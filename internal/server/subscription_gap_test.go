@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
@@ -52,7 +54,7 @@ func TestSubscriptionsRecoverFromLostEvents(t *testing.T) {
 		return p.Data.JobUpdated.ID, p.Data.JobUpdated.Status, true
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		a.App.Events.PublishJob(context.Background(), alice.ID, jobID)
+		a.App.Events.Publish(context.Background(), events.Event{Kind: events.KindJob, ID: jobID, UserIDs: []uuid.UUID{alice.ID}})
 		if _, _, ok := readJob(500 * time.Millisecond); ok {
 			break
 		}

@@ -6,14 +6,17 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	coderws "github.com/coder/websocket"
+	"github.com/vektah/gqlparser/v2/gqlerror"
 
+	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/events"
-	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 // Live subscriptions: graphql-transport-ws (and legacy graphql-ws) over a websocket, and SSE.
@@ -24,8 +27,6 @@ const (
 	wsInitTimeout = 10 * time.Second
 	// wsReadLimit is the largest message a client may send over the websocket.
 	wsReadLimit int64 = 64 << 10
-	// closeUnauthorized is graphql-transport-ws's close code for a refused connection_init.
-	closeUnauthorized = 4403
 )
 
 // isWebsocket reports whether r asks for a websocket upgrade.
@@ -41,10 +42,12 @@ func isEventStream(r *http.Request) bool {
 // isStreaming: the request lives as long as its subscriptions.
 func isStreaming(r *http.Request) bool { return isWebsocket(r) || isEventStream(r) }
 
-// websocketTransport authenticates in connection_init with the same token check as the HTTP
-// middleware; the connection's context carries the viewer and the per-connection subscription limit.
+// websocketTransport authenticates in connection_init with the same check as the HTTP middleware
+// (accounts.Authenticate) and registers the connection with the session watch, which closes it
+// (4403, with the reason) when its session ends, its user's role changes or its token expires. The
+// connection's context carries the actor, the claims for re-checking every operation (liveAuth)
+// and the per-connection subscription limit.
 func websocketTransport(d Deps) transport.Websocket {
-	lookup := sessionLookup(d.DB, d.Cache)
 	accept := coderws.AcceptOptions{}
 	for _, o := range d.Config.CORSAllowedOrigins {
 		if o == "*" {
@@ -58,39 +61,170 @@ func websocketTransport(d Deps) transport.Websocket {
 	readLimit := wsReadLimit
 	perConn := int(d.Config.SubscriptionsPerConnection)
 	return transport.Websocket{
-		Implementation:        transport.CoderWebsocketImplementation{AcceptOptions: accept},
+		Implementation:        heldWebsockets{transport.CoderWebsocketImplementation{AcceptOptions: accept}},
 		KeepAlivePingInterval: wsKeepAlive,
 		InitTimeout:           wsInitTimeout,
 		PayloadReadLimit:      &readLimit,
 		InitFunc: func(ctx context.Context, payload transport.InitPayload) (context.Context, *transport.InitPayload, error) {
 			ctx = events.WithConnLimit(ctx, perConn)
-			raw := initToken(payload)
-			if raw == "" {
-				if _, ok := auth.ActorFrom(ctx); ok {
-					return ctx, nil, nil // authenticated by the upgrade request's Authorization header
+			claims, ok := auth.ClaimsFrom(ctx) // the upgrade request's Authorization header, if any
+			if raw := initToken(payload); raw != "" {
+				c, err := d.Tokens.Verify(raw)
+				if err != nil {
+					return refuseInit(ctx, "access token is invalid or expired")
 				}
+				claims, ok = c, true
+			}
+			if !ok {
 				return refuseInit(ctx, "connection_init must carry an access token")
 			}
-			claims, err := d.Tokens.Verify(raw)
-			if err != nil {
-				return refuseInit(ctx, "access token is invalid or expired")
-			}
-			userID, role, err := lookup(ctx, claims.SessionID)
+			a, err := d.Services.Accounts.Authenticate(ctx, claims)
 			switch {
-			case errors.Is(err, auth.ErrSessionInactive) || (err == nil && userID != claims.UserID):
+			case errors.Is(err, auth.ErrSessionInactive):
 				return refuseInit(ctx, "access token is invalid or expired")
 			case err != nil:
 				d.Logger.ErrorContext(ctx, "websocket init: session lookup failed", "error", err.Error())
 				return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, 4500), "unavailable"), nil,
 					errors.New("temporarily unable to verify the access token")
 			}
-			return auth.WithActor(ctx, policy.Actor{UserID: userID, Role: role, SessionID: claims.SessionID}), nil, nil
+			if d.Sessions != nil {
+				held := heldFrom(ctx)
+				release, err := d.Sessions.Open(a, claims.ExpiresAt, func(reason string) { held.close(closeForbidden, reason) })
+				if err != nil {
+					return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, closePolicyViolation), "too many connections"),
+						nil, err
+				}
+				context.AfterFunc(ctx, release)
+			}
+			return withLive(auth.WithClaims(auth.WithActor(ctx, a), claims)), nil, nil
 		},
 	}
 }
 
+// Websocket close codes. graphql-ws clients retry after 4403 (so a client whose session ended, or
+// whose token expired, reconnects with fresh credentials from connectionParams) and give up after
+// 1008 (a refusal retrying cannot fix).
+const (
+	closeForbidden       = 4403
+	closePolicyViolation = 1008
+)
+
+// heldWebsockets wraps the websocket implementation so that the connection can be closed from
+// outside gqlgen's transport (the session watch), with a close code and reason of our choosing.
+type heldWebsockets struct {
+	inner transport.WebsocketImplementation
+}
+
+func (h heldWebsockets) Accept(w http.ResponseWriter, r *http.Request, o transport.WebsocketAcceptOptions) (transport.WebsocketConn, error) {
+	conn, err := h.inner.Accept(w, r, o)
+	if err == nil {
+		if held := heldFrom(r.Context()); held != nil {
+			held.set(conn)
+		}
+	}
+	return conn, err
+}
+
+// heldConn is one request's websocket, once accepted.
+type heldConn struct {
+	mu   sync.Mutex
+	conn transport.WebsocketConn
+}
+
+func (h *heldConn) set(c transport.WebsocketConn) {
+	h.mu.Lock()
+	h.conn = c
+	h.mu.Unlock()
+}
+
+// close ends the websocket with code and reason; gqlgen's transport then stops its subscriptions.
+func (h *heldConn) close(code int, reason string) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	c := h.conn
+	h.mu.Unlock()
+	if c != nil {
+		_ = c.WriteClose(code, reason)
+		_ = c.Close()
+	}
+}
+
+type heldKey struct{}
+
+func heldFrom(ctx context.Context) *heldConn {
+	h, _ := ctx.Value(heldKey{}).(*heldConn)
+	return h
+}
+
+// withLiveStream prepares long-lived requests: a websocket upgrade gets a holder for its connection;
+// an SSE stream of a signed-in actor is registered with the session watch, which ends it (and its
+// subscription) when its session ends, its role changes or its token expires.
+func withLiveStream(sessions *SessionWatch, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case isWebsocket(r):
+			r = r.WithContext(context.WithValue(r.Context(), heldKey{}, &heldConn{}))
+		case isEventStream(r) && sessions != nil:
+			a, signedIn := auth.ActorFrom(r.Context())
+			claims, _ := auth.ClaimsFrom(r.Context())
+			if !signedIn {
+				break
+			}
+			ctx, cancel := context.WithCancel(r.Context())
+			defer cancel()
+			release, err := sessions.Open(a, claims.ExpiresAt, func(string) { cancel() })
+			if err != nil {
+				writeError(w, http.StatusTooManyRequests, apperr.RateLimited, err.(*apperr.Error).Message)
+				return
+			}
+			defer release()
+			r = r.WithContext(ctx)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type liveKey struct{}
+
+// withLive marks ctx as a long-lived connection's: every operation on it re-authenticates.
+func withLive(ctx context.Context) context.Context { return context.WithValue(ctx, liveKey{}, true) }
+
+// liveAuth re-authenticates every operation of a long-lived connection (a websocket) with the
+// claims it was opened with, so that a revoked session, an expired token or a changed role applies
+// to the next operation, whatever the session watch has done yet. Other operations were
+// authenticated by their own request.
+type liveAuth struct {
+	authenticate auth.Authenticator
+}
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.OperationInterceptor
+} = liveAuth{}
+
+func (liveAuth) ExtensionName() string                   { return "LiveAuth" }
+func (liveAuth) Validate(graphql.ExecutableSchema) error { return nil }
+
+func (l liveAuth) InterceptOperation(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	if live, _ := ctx.Value(liveKey{}).(bool); !live {
+		return next(ctx)
+	}
+	claims, _ := auth.ClaimsFrom(ctx)
+	a, err := l.authenticate(ctx, claims)
+	if err != nil {
+		code, msg := apperr.Unauthenticated, "access token is invalid or expired: reconnect with a fresh one"
+		if !errors.Is(err, auth.ErrSessionInactive) {
+			code, msg = apperr.Internal, "temporarily unable to verify the access token"
+		}
+		return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{{Message: msg, Extensions: map[string]any{"code": string(code)}}}})
+	}
+	return next(auth.WithActor(ctx, a))
+}
+
 func refuseInit(ctx context.Context, msg string) (context.Context, *transport.InitPayload, error) {
-	return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, closeUnauthorized), "Forbidden"), nil, errors.New(msg)
+	return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, closeForbidden), "Forbidden"), nil, errors.New(msg)
 }
 
 // initToken finds the token in a connection_init payload: {"Authorization": "Bearer …"} (any case

@@ -1,13 +1,11 @@
-package resolvers
+package validate
 
 import (
-	"errors"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/apperr"
 )
 
@@ -56,7 +54,7 @@ func TestText(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var v apperr.Violations
-			got := text(&v, "input.title", tc.in, tc.min, tc.max, tc.multiline)
+			got := Text(&v, "input.title", tc.in, tc.min, tc.max, tc.multiline)
 			if tc.wantErr == "" {
 				if len(v) != 0 {
 					t.Fatalf("violations = %+v, want none", v)
@@ -102,15 +100,15 @@ func TestEmail(t *testing.T) {
 	}
 	for _, tc := range tests {
 		var v apperr.Violations
-		got := email(&v, "input.email", tc.in)
+		got := Email(&v, "input.email", tc.in)
 		if tc.valid {
 			if len(v) != 0 || got != tc.want {
-				t.Errorf("email(%q) = %q, %+v; want %q, valid", tc.in, got, v, tc.want)
+				t.Errorf("Email(%q) = %q, %+v; want %q, valid", tc.in, got, v, tc.want)
 			}
 			continue
 		}
 		if len(v) != 1 || v[0].Field != "input.email" {
-			t.Errorf("email(%q): violations = %+v, want one for input.email", tc.in, v)
+			t.Errorf("Email(%q): violations = %+v, want one for input.email", tc.in, v)
 		}
 	}
 }
@@ -134,9 +132,9 @@ func TestPassword(t *testing.T) {
 	}
 	for _, tc := range tests {
 		var v apperr.Violations
-		password(&v, "input.password", tc.in)
+		Password(&v, "input.password", tc.in)
 		if tc.valid != (len(v) == 0) {
-			t.Errorf("password(%d chars, %d bytes): violations = %+v, want valid=%v", len([]rune(tc.in)), len(tc.in), v, tc.valid)
+			t.Errorf("Password(%d chars, %d bytes): violations = %+v, want valid=%v", len([]rune(tc.in)), len(tc.in), v, tc.valid)
 		}
 		if !tc.valid && len(v) == 1 && v[0].Field != "input.password" {
 			t.Errorf("field = %q, want input.password", v[0].Field)
@@ -172,7 +170,7 @@ func TestDueAt(t *testing.T) {
 	}
 	for _, tc := range tests {
 		var v apperr.Violations
-		dueAt(&v, "input.dueAt", tc.in)
+		DueAt(&v, "input.dueAt", tc.in)
 		if tc.valid != (len(v) == 0) {
 			t.Errorf("%s: violations = %+v, want valid=%v", tc.name, v, tc.valid)
 		}
@@ -218,7 +216,7 @@ func TestTags(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var v apperr.Violations
-			got := tags(&v, "input.tags", tc.in)
+			got := Tags(&v, "input.tags", tc.in)
 			if got == nil {
 				t.Fatal("tags returned nil; want a non-nil slice")
 			}
@@ -229,64 +227,5 @@ func TestTags(t *testing.T) {
 				t.Errorf("violation fields = %q, want %q (%+v)", f, tc.wantFields, v)
 			}
 		})
-	}
-}
-
-func TestValidateTaskFilter(t *testing.T) {
-	t.Parallel()
-	ptr := func(s string) *string { return &s }
-	tm := func(s string) *time.Time {
-		x, _ := time.Parse(time.RFC3339, s)
-		return &x
-	}
-	if err := validateTaskFilter(nil); err != nil {
-		t.Fatalf("nil filter: %v", err)
-	}
-	tests := []struct {
-		name       string
-		in         db.TaskFilter
-		wantFields []string
-	}{
-		{name: "empty", in: db.TaskFilter{}},
-		{name: "search trimmed", in: db.TaskFilter{Search: ptr("  milk ")}},
-		{name: "search 200 chars", in: db.TaskFilter{Search: ptr(strings.Repeat("é", 200))}},
-		{name: "search 201 chars", in: db.TaskFilter{Search: ptr(strings.Repeat("é", 201))}, wantFields: []string{"filter.search"}},
-		{name: "search blank", in: db.TaskFilter{Search: ptr("   ")}, wantFields: []string{"filter.search"}},
-		{name: "tag upper-case", in: db.TaskFilter{Tag: ptr(" Work ")}},
-		{name: "tag bad", in: db.TaskFilter{Tag: ptr("a b")}, wantFields: []string{"filter.tag"}},
-		{name: "tag empty", in: db.TaskFilter{Tag: ptr("")}, wantFields: []string{"filter.tag"}},
-		{name: "tag 51", in: db.TaskFilter{Tag: ptr(strings.Repeat("a", 51))}, wantFields: []string{"filter.tag"}},
-		{name: "due range", in: db.TaskFilter{DueAfter: tm("2026-01-01T00:00:00Z"), DueBefore: tm("2026-02-01T00:00:00Z")}},
-		{name: "due range equal", in: db.TaskFilter{DueAfter: tm("2026-01-01T00:00:00Z"), DueBefore: tm("2026-01-01T00:00:00Z")},
-			wantFields: []string{"filter.dueAfter"}},
-		{name: "due range inverted", in: db.TaskFilter{DueAfter: tm("2026-03-01T00:00:00Z"), DueBefore: tm("2026-01-01T00:00:00Z")},
-			wantFields: []string{"filter.dueAfter"}},
-		{name: "dueBefore out of range", in: db.TaskFilter{DueBefore: tm("1999-01-01T00:00:00Z")}, wantFields: []string{"filter.dueBefore"}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			f := tc.in
-			err := validateTaskFilter(&f)
-			var got []string
-			if err != nil {
-				var app *apperr.Error
-				if !errors.As(err, &app) || app.Code != apperr.BadUserInput {
-					t.Fatalf("err = %v, want BAD_USER_INPUT", err)
-				}
-				got = violationFields(app.Violations)
-			}
-			if !slices.Equal(got, tc.wantFields) {
-				t.Fatalf("violation fields = %q, want %q (err %v)", got, tc.wantFields, err)
-			}
-		})
-	}
-
-	// Valid values are normalized in place.
-	f := db.TaskFilter{Search: ptr("  milk "), Tag: ptr(" Work ")}
-	if err := validateTaskFilter(&f); err != nil {
-		t.Fatal(err)
-	}
-	if *f.Search != "milk" || *f.Tag != "work" {
-		t.Fatalf("normalized search=%q tag=%q, want milk, work", *f.Search, *f.Tag)
 	}
 }

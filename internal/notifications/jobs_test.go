@@ -1,4 +1,4 @@
-package jobs
+package notifications
 
 import (
 	"fmt"
@@ -45,7 +45,7 @@ func TestNotificationsForAWrite(t *testing.T) {
 			[]db.Job{assigned(assignee)}},
 	}
 	for _, tc := range cases {
-		got := Notifications(tc.actor, tc.before, tc.after)
+		got := ForTaskChange(tc.actor, tc.before, tc.after)
 		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
 			t.Errorf("%s: jobs %v, want %v", tc.name, got, tc.want)
 		}

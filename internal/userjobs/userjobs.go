@@ -1,0 +1,315 @@
+// Package userjobs owns the jobs users request and follow — task exports, reports and bulk updates
+// and deletes: validating a request, the per-user limit on active jobs, recording the job together
+// with its queue entry in one transaction, cancelling, listing, results, signed download URLs and the
+// live jobUpdated feed. Every job and its export file are their requester's alone (internal/policy).
+// internal/jobs works them.
+package userjobs
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/apperr"
+	"github.com/taskgraph/taskgraph/internal/download"
+	"github.com/taskgraph/taskgraph/internal/events"
+	"github.com/taskgraph/taskgraph/internal/jobs"
+	"github.com/taskgraph/taskgraph/internal/policy"
+	"github.com/taskgraph/taskgraph/internal/reads"
+	"github.com/taskgraph/taskgraph/internal/tasks"
+	"github.com/taskgraph/taskgraph/internal/validate"
+)
+
+// Service runs the job operations.
+type Service struct {
+	reads     *reads.Router
+	maxActive int              // JOB_MAX_ACTIVE: a user's queued and running jobs (0: no cap)
+	downloads *download.Signer // nil: exports have no download URL
+	bus       *events.Bus      // nil: no live feed
+}
+
+// New builds the job service.
+func New(r *reads.Router, maxActive int, downloads *download.Signer, bus *events.Bus) *Service {
+	return &Service{reads: r, maxActive: maxActive, downloads: downloads, bus: bus}
+}
+
+// start records the job and enqueues its queue entry in one transaction (both or neither). The
+// database announces the new job to the user's jobUpdated subscribers at commit.
+func (s *Service) start(ctx context.Context, a policy.Actor, kind db.JobKind, params any) (*db.BackgroundJob, error) {
+	var j *db.BackgroundJob
+	err := s.reads.DB().InTx(ctx, func(st db.Stores) error {
+		var err error
+		if j, err = st.BackgroundJobs.Create(ctx, a.UserID, kind, params, s.maxActive); err != nil {
+			return err
+		}
+		return st.Jobs.Enqueue(ctx, jobs.QueueEntry(j))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// RequestExport starts an export of the tasks the filter selects (the actor's own, or assigned to
+// them) in format. Filter errors are named under "filter".
+func (s *Service) RequestExport(ctx context.Context, a policy.Actor, format jobs.ExportFormat, filter *db.TaskFilter) (*db.BackgroundJob, error) {
+	if err := policy.RequireSignedIn(a); err != nil {
+		return nil, err
+	}
+	f, err := tasks.ValidateFilter(filter)
+	if err != nil {
+		return nil, apperr.Under("filter", err)
+	}
+	return s.start(ctx, a, db.JobTaskExport, jobs.ExportParams{Format: format, Filter: f})
+}
+
+// RequestReport starts a report on the actor's tasks.
+func (s *Service) RequestReport(ctx context.Context, a policy.Actor) (*db.BackgroundJob, error) {
+	if err := policy.RequireSignedIn(a); err != nil {
+		return nil, err
+	}
+	return s.start(ctx, a, db.JobTaskReport, struct{}{})
+}
+
+// BulkPatch is a bulkUpdateTasks patch as the client sent it; only Set fields (and non-empty tag
+// lists) change.
+type BulkPatch struct {
+	Status     *db.TaskStatus
+	Priority   *db.Priority
+	DueAt      db.Optional[*time.Time]
+	AddTags    []string
+	RemoveTags []string
+	AssigneeID db.Optional[*uuid.UUID]
+}
+
+// validate checks the patch like updateTask's input (field names are the patch's own) and that a
+// new assignee exists.
+func (s *Service) validate(ctx context.Context, in BulkPatch) (*jobs.BulkPatch, error) {
+	var (
+		v apperr.Violations
+		p jobs.BulkPatch
+	)
+	if in.Status != nil {
+		p.Status = db.Optional[db.TaskStatus]{Set: true, Value: *in.Status}
+	}
+	if in.Priority != nil {
+		p.Priority = db.Optional[db.Priority]{Set: true, Value: *in.Priority}
+	}
+	if in.DueAt.Set {
+		validate.DueAt(&v, "dueAt", in.DueAt.Value)
+		p.DueAt = in.DueAt
+	}
+	if in.AddTags != nil {
+		p.AddTags = validate.Tags(&v, "addTags", in.AddTags)
+	}
+	if in.RemoveTags != nil {
+		p.RemoveTags = validate.Tags(&v, "removeTags", in.RemoveTags)
+	}
+	for _, t := range p.RemoveTags {
+		if slices.Contains(p.AddTags, t) {
+			v.Add("removeTags", fmt.Sprintf("%q is in addTags too: add it or remove it, not both", t))
+			break
+		}
+	}
+	p.AssigneeID = in.AssigneeID
+	if !p.Status.Set && !p.Priority.Set && !p.DueAt.Set && len(p.AddTags) == 0 && len(p.RemoveTags) == 0 && !p.AssigneeID.Set {
+		v.Add(apperr.Whole, "give at least one field to change")
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	if id := p.AssigneeID.Value; id != nil {
+		if _, err := s.reads.Primary().Users.ByID(ctx, *id); err != nil {
+			if apperr.CodeOf(err) == apperr.NotFound {
+				return nil, apperr.FieldError(apperr.NotFound, "assigneeId", "no user has this id")
+			}
+			return nil, err
+		}
+	}
+	return &p, nil
+}
+
+// bulkFilter checks a bulk operation's filter under the policy (the actor's own tasks only); errors
+// are named under "filter".
+func bulkFilter(a policy.Actor, filter db.TaskFilter, at time.Time) (*db.TaskFilter, error) {
+	scope, err := tasks.BulkScope(a, &filter, at)
+	if err != nil {
+		return nil, apperr.Under("filter", err)
+	}
+	return scope.Filter, nil
+}
+
+// RequestBulkUpdate starts applying patch to the actor's tasks that filter selects, as they are now.
+// Patch errors are named under "patch", filter errors under "filter".
+func (s *Service) RequestBulkUpdate(ctx context.Context, a policy.Actor, filter db.TaskFilter, patch BulkPatch) (*db.BackgroundJob, error) {
+	if err := policy.RequireSignedIn(a); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	f, err := bulkFilter(a, filter, now)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.validate(ctx, patch)
+	if err != nil {
+		return nil, apperr.Under("patch", err)
+	}
+	return s.start(ctx, a, db.JobBulkUpdateTasks, jobs.BulkParams{Filter: f, Patch: p, RequestedAt: now})
+}
+
+// RequestBulkDelete starts deleting the actor's tasks that filter selects, as they are now.
+func (s *Service) RequestBulkDelete(ctx context.Context, a policy.Actor, filter db.TaskFilter) (*db.BackgroundJob, error) {
+	if err := policy.RequireSignedIn(a); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	f, err := bulkFilter(a, filter, now)
+	if err != nil {
+		return nil, err
+	}
+	return s.start(ctx, a, db.JobBulkDeleteTasks, jobs.BulkParams{Filter: f, RequestedAt: now})
+}
+
+// Get returns a job the actor may see; another user's answers like a missing one.
+func (s *Service) Get(ctx context.Context, a policy.Actor, id uuid.UUID) (*db.BackgroundJob, error) {
+	j, err := s.reads.Primary().BackgroundJobs.ByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := policy.CheckSeeOwned(a, j.UserID, "job"); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// Cancel cancels one of the actor's jobs if it has not finished, and returns it as it is then.
+func (s *Service) Cancel(ctx context.Context, a policy.Actor, id uuid.UUID) (*db.BackgroundJob, error) {
+	if _, err := s.Get(ctx, a, id); err != nil {
+		return nil, err
+	}
+	return s.reads.Primary().BackgroundJobs.Cancel(ctx, id)
+}
+
+// List pages through the actor's jobs, newest first.
+func (s *Service) List(ctx context.Context, a policy.Actor, page db.PageArgs) (*db.BackgroundJobConnection, error) {
+	if err := policy.RequireSignedIn(a); err != nil {
+		return nil, err
+	}
+	return s.reads.For(ctx, a.UserID).BackgroundJobs.List(ctx, a.UserID, page)
+}
+
+// Count is a job list's totalCount (the list was authorized when it was read).
+func (s *Service) Count(ctx context.Context, a policy.Actor, conn *db.BackgroundJobConnection) (int, error) {
+	return s.reads.For(ctx, a.UserID).BackgroundJobs.Count(ctx, conn)
+}
+
+// Result decodes a succeeded job's result: *jobs.ExportResult, *jobs.TaskReport or
+// *jobs.BulkResult; nil until the job succeeded.
+func Result(j *db.BackgroundJob) (any, error) {
+	if j.Status != db.JobSucceeded || len(j.Result) == 0 {
+		return nil, nil
+	}
+	var (
+		out any
+		err error
+	)
+	switch j.Kind {
+	case db.JobTaskExport:
+		var res jobs.ExportResult
+		err = json.Unmarshal(j.Result, &res)
+		res.JobID = j.ID
+		out = &res
+	case db.JobTaskReport:
+		var res jobs.TaskReport
+		err = json.Unmarshal(j.Result, &res)
+		out = &res
+	case db.JobBulkUpdateTasks, db.JobBulkDeleteTasks:
+		var res jobs.BulkResult
+		err = json.Unmarshal(j.Result, &res)
+		out = &res
+	default:
+		return nil, fmt.Errorf("job %s: no result type for kind %s", j.ID, j.Kind)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("job %s result: %w", j.ID, err)
+	}
+	return out, nil
+}
+
+// ExportURL signs a download URL for an export that still exists (the URL never outlives the
+// file). res came from Result of a job the actor could see.
+func (s *Service) ExportURL(res *jobs.ExportResult, now time.Time) (string, time.Time, bool) {
+	if s.downloads == nil || !now.Before(res.ExpiresAt) {
+		return "", time.Time{}, false
+	}
+	u, exp := s.downloads.URL(res.JobID, now, res.ExpiresAt)
+	return u, exp, true
+}
+
+// gapClockMargin widens a feed's catch-up read after a gap: finished_at is the database's clock,
+// the read's start this process's.
+const gapClockMargin = time.Minute
+
+// Watch is the actor's live feed of their jobs (or of the one job only, which they must be able to
+// see now), each sent as it is after every change, until ctx ends. After a gap in the events (a
+// full buffer, a lost listener connection) it resends every job that may have changed unseen.
+func (s *Service) Watch(ctx context.Context, a policy.Actor, only *uuid.UUID) (<-chan *db.BackgroundJob, error) {
+	if err := policy.RequireSignedIn(a); err != nil {
+		return nil, err
+	}
+	if s.bus == nil {
+		return nil, apperr.New(apperr.Internal, "live updates are not available")
+	}
+	var id uuid.UUID
+	if only != nil {
+		if _, err := s.Get(ctx, a, *only); err != nil {
+			return nil, err
+		}
+		id = *only
+	}
+	sub := s.bus.Subscribe(func(ev events.Event) bool {
+		return ev.Kind == events.KindJob && ev.HasUser(a.UserID) && (id == uuid.Nil || ev.ID == id)
+	}, 0)
+	since := time.Now()
+	out := make(chan *db.BackgroundJob, 1)
+	go func() {
+		defer close(out)
+		defer sub.Close()
+		for {
+			var batch []*db.BackgroundJob
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-sub.C:
+				if j, err := s.Get(ctx, a, ev.ID); err == nil {
+					batch = []*db.BackgroundJob{j}
+				}
+			case <-sub.Gaps:
+				if id != uuid.Nil {
+					if j, err := s.Get(ctx, a, id); err == nil {
+						batch = []*db.BackgroundJob{j}
+					}
+					break
+				}
+				now := time.Now()
+				changed, err := s.reads.Primary().BackgroundJobs.ActiveOrFinishedSince(ctx, a.UserID, since.Add(-gapClockMargin))
+				if err == nil {
+					batch, since = changed, now
+				}
+			}
+			for _, j := range batch {
+				select {
+				case out <- j:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
