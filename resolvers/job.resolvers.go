@@ -119,4 +119,3 @@ type (
 	jobConnectionResolver struct{ *Resolver }
 	taskExportResolver    struct{ *Resolver }
 )
-
