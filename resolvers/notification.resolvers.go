@@ -10,7 +10,6 @@ import (
 	"errors"
 
 	"github.com/google/uuid"
-
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/graph"
 	"github.com/taskgraph/taskgraph/graph/model"

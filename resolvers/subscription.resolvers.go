@@ -9,7 +9,6 @@ import (
 	"context"
 
 	"github.com/google/uuid"
-
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/graph"
 	"github.com/taskgraph/taskgraph/graph/model"
@@ -30,20 +29,6 @@ func (r *subscriptionResolver) TaskChanged(ctx context.Context, id *string) (<-c
 	return subscribe(ctx, func(ctx context.Context) (<-chan tasks.Change, error) {
 		return r.Tasks.Watch(ctx, a, only)
 	}, taskChangedEvent)
-}
-
-// taskChangedEvent maps a feed change to the GraphQL event.
-func taskChangedEvent(c tasks.Change) *model.TaskChangedEvent {
-	switch {
-	case c.Resync:
-		return &model.TaskChangedEvent{Kind: model.TaskChangeKindResync}
-	case c.Kind == db.TaskDeleted:
-		gid := globalid.Encode(globalid.KindTask, c.TaskID)
-		return &model.TaskChangedEvent{Kind: model.TaskChangeKindDeleted, DeletedTaskID: &gid}
-	case c.Kind == db.TaskCreated:
-		return &model.TaskChangedEvent{Kind: model.TaskChangeKindCreated, Task: c.Task}
-	}
-	return &model.TaskChangedEvent{Kind: model.TaskChangeKindUpdated, Task: c.Task}
 }
 
 func (r *subscriptionResolver) NotificationReceived(ctx context.Context) (<-chan *db.Notification, error) {

@@ -3,8 +3,12 @@ package resolvers
 import (
 	"context"
 
+	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/graph/model"
 	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/events"
+	"github.com/taskgraph/taskgraph/internal/globalid"
+	"github.com/taskgraph/taskgraph/internal/tasks"
 )
 
 // subscribe takes one of the connection's subscription slots (SUBSCRIPTIONS_PER_CONNECTION) for a
@@ -37,4 +41,18 @@ func subscribe[T, U any](ctx context.Context, open func(context.Context) (<-chan
 		}
 	}()
 	return out, nil
+}
+
+// taskChangedEvent maps a feed change to the GraphQL event.
+func taskChangedEvent(c tasks.Change) *model.TaskChangedEvent {
+	switch {
+	case c.Resync:
+		return &model.TaskChangedEvent{Kind: model.TaskChangeKindResync}
+	case c.Kind == db.TaskDeleted:
+		gid := globalid.Encode(globalid.KindTask, c.TaskID)
+		return &model.TaskChangedEvent{Kind: model.TaskChangeKindDeleted, DeletedTaskID: &gid}
+	case c.Kind == db.TaskCreated:
+		return &model.TaskChangedEvent{Kind: model.TaskChangeKindCreated, Task: c.Task}
+	}
+	return &model.TaskChangedEvent{Kind: model.TaskChangeKindUpdated, Task: c.Task}
 }
