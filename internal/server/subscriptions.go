@@ -192,8 +192,9 @@ type liveKey struct{}
 func withLive(ctx context.Context) context.Context { return context.WithValue(ctx, liveKey{}, true) }
 
 // liveAuth re-authenticates every operation of a long-lived connection (a websocket) with the
-// claims it was opened with, so that a revoked session, an expired token or a changed role applies
-// to the next operation, whatever the session watch has done yet. Other operations were
+// claims it was opened with, so that a revoked session, an expired token or a changed role refuses
+// the next operation, whatever the session watch has done yet (a connection whose user's role
+// changed must reconnect: what it was allowed was decided for the old role). Other operations were
 // authenticated by their own request.
 type liveAuth struct {
 	authenticate auth.Authenticator
@@ -212,15 +213,21 @@ func (l liveAuth) InterceptOperation(ctx context.Context, next graphql.Operation
 		return next(ctx)
 	}
 	claims, _ := auth.ClaimsFrom(ctx)
+	opened := auth.Actor(ctx)
 	a, err := l.authenticate(ctx, claims)
-	if err != nil {
-		code, msg := apperr.Unauthenticated, "access token is invalid or expired: reconnect with a fresh one"
-		if !errors.Is(err, auth.ErrSessionInactive) {
-			code, msg = apperr.Internal, "temporarily unable to verify the access token"
-		}
-		return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{{Message: msg, Extensions: map[string]any{"code": string(code)}}}})
+	switch {
+	case err == nil && a.Role != opened.Role:
+		return refuseOperation(apperr.Unauthenticated, reasonRoleChanged)
+	case errors.Is(err, auth.ErrSessionInactive):
+		return refuseOperation(apperr.Unauthenticated, "access token is invalid or expired: reconnect with a fresh one")
+	case err != nil:
+		return refuseOperation(apperr.Internal, "temporarily unable to verify the access token")
 	}
 	return next(auth.WithActor(ctx, a))
+}
+
+func refuseOperation(code apperr.Code, msg string) graphql.ResponseHandler {
+	return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{{Message: msg, Extensions: map[string]any{"code": string(code)}}}})
 }
 
 func refuseInit(ctx context.Context, msg string) (context.Context, *transport.InitPayload, error) {

@@ -49,7 +49,8 @@ type Feed struct {
 	watchers map[*watcher]struct{}
 	users    map[uuid.UUID]int // watchers per user: who this instance must load changes for
 
-	loads atomic.Int64 // change-log reads, for tests and metrics
+	loads  atomic.Int64 // change-log reads, for tests and metrics
+	events atomic.Int64 // task events handled, whether or not they concerned a watcher
 }
 
 type watcher struct {
@@ -74,6 +75,16 @@ func NewFeed(bus *events.Bus, r *reads.Router, logger *slog.Logger) *Feed {
 // Loads counts the change-log reads since start.
 func (f *Feed) Loads() int64 { return f.loads.Load() }
 
+// Events counts the task events handled since start (delivered to watchers or not).
+func (f *Feed) Events() int64 { return f.events.Load() }
+
+// Watchers counts the live watchers (taskChanged subscriptions) on this instance.
+func (f *Feed) Watchers() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.watchers)
+}
+
 // Run delivers until ctx ends.
 func (f *Feed) Run(ctx context.Context) {
 	defer f.sub.Close()
@@ -96,6 +107,7 @@ func (f *Feed) Run(ctx context.Context) {
 				}
 			}
 			f.deliver(ctx, batch)
+			f.events.Add(int64(len(batch)))
 		}
 	}
 }
