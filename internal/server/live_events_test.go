@@ -26,7 +26,9 @@ func TestTaskChangedDeliversTheCommittedSequence(t *testing.T) {
 	on := &testsupport.Client{Env: b, Token: u.Token}
 	want := make([]string, 0, 3*rounds)
 	for i := range rounds {
-		var created struct{ CreateTask struct{ Task struct{ ID string } } }
+		var created struct {
+			CreateTask struct{ Task struct{ ID string } }
+		}
 		on.Do(t, `mutation($t: String!) { createTask(input: {title: $t}) { task { id } } }`,
 			map[string]any{"t": fmt.Sprintf("round %d", i)}).Decode(t, &created)
 		id := created.CreateTask.Task.ID
