@@ -156,6 +156,13 @@ func (b *Bus) FromElsewhere(ev Event) bool { return ev.Origin != b.origin }
 // Ready is closed once the listener has been listening (tests wait for it).
 func (b *Bus) Ready() <-chan struct{} { return b.ready }
 
+// Subscribers counts the subscriptions open on this process (live feeds, the session watch, ...).
+func (b *Bus) Subscribers() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.subs)
+}
+
 // Dropped counts events dropped because a subscriber's buffer was full.
 func (b *Bus) Dropped() int64 { return b.dropped.Load() }
 
