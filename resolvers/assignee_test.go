@@ -775,7 +775,7 @@ func TestDeletedAssigneeLeavesTaskUnassigned(t *testing.T) {
 // priorities, due dates, tags and searchable titles for the filters.
 func asSeedAssigned(t *testing.T, env *testsupport.Env, owner uuid.UUID, assignee *uuid.UUID, n int, label string) {
 	t.Helper()
-	env.Exec(t, `
+	env.DB.SeedTasks(t, `
 		INSERT INTO tasks (id, owner_id, assignee_id, title, status, priority, due_at, tags, created_at, updated_at)
 		SELECT gen_random_uuid(), $1, $2, $3 || ' ' || g || CASE WHEN g % 7 = 0 THEN ' needle' ELSE '' END,
 		       (ARRAY['TODO','IN_PROGRESS','DONE'])[1 + g % 3], g % 4,

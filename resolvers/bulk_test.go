@@ -46,7 +46,7 @@ func (j jbJob) bulkResult(t *testing.T) bkResult {
 // and ["home"] for odd g.
 func bkSeed(t *testing.T, env *testsupport.Env, owner uuid.UUID, n int) {
 	t.Helper()
-	env.Exec(t, `
+	env.DB.SeedTasks(t, `
 		INSERT INTO tasks (id, owner_id, title, status, priority, tags, created_at)
 		SELECT gen_random_uuid(), $1, 'task ' || g,
 		       (ARRAY['TODO', 'IN_PROGRESS', 'DONE'])[1 + g % 3], (g / 2) % 4,

@@ -549,7 +549,7 @@ func TestTaskExportURLExpires(t *testing.T) {
 // tags, due dates and assignees, created one millisecond apart in the past.
 func exSeed(t *testing.T, env *testsupport.Env, owner, assignee uuid.UUID, n int) {
 	t.Helper()
-	env.Exec(t, `
+	env.DB.SeedTasks(t, `
 		INSERT INTO tasks (id, owner_id, assignee_id, title, description, status, priority, due_at, tags, created_at)
 		SELECT gen_random_uuid(), $1, CASE WHEN g % 5 = 0 THEN $2::uuid END,
 		       'Task ' || g || ', "quoted" ü ' || repeat('x', g % 50),

@@ -51,7 +51,7 @@ func (p pageResult) ids() []string {
 // repeating due dates, every fifth without a due date) so the id tie-break is exercised.
 func seedTasks(t *testing.T, env *testsupport.Env, owner uuid.UUID, n int) {
 	t.Helper()
-	env.Exec(t, `
+	env.DB.SeedTasks(t, `
 		INSERT INTO tasks (id, owner_id, title, priority, due_at, created_at, updated_at)
 		SELECT gen_random_uuid(), $1, 'task ' || g, g % 4,
 		       CASE WHEN g % 5 = 0 THEN NULL ELSE '2030-01-01'::timestamptz + (g % 37) * interval '1 day' END,

@@ -45,13 +45,11 @@ func newBulkWorld(t *testing.T, n int) *bulkWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := database.Pool.Exec(ctx, `
+	database.SeedTasks(t, `
 		INSERT INTO tasks (id, owner_id, title, status, created_at)
 		SELECT gen_random_uuid(), $1, 'task ' || g, CASE WHEN g % 3 = 0 THEN 'DONE' ELSE 'TODO' END,
 		       now() - interval '1 hour' - g * interval '1 second'
-		FROM generate_series(1, $2::int) g`, owner.ID, n); err != nil {
-		t.Fatal(err)
-	}
+		FROM generate_series(1, $2::int) g`, owner.ID, n)
 	return &bulkWorld{ctx: ctx, database: database, store: store, owner: owner.ID}
 }
 

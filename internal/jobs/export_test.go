@@ -56,7 +56,7 @@ func (h *exportHarness) user(tb testing.TB, name string, n int) uuid.UUID {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	_, err = h.database.Pool.Exec(ctx, `
+	h.database.SeedTasks(tb, `
 		INSERT INTO tasks (id, owner_id, title, description, status, priority, due_at, tags, created_at)
 		SELECT gen_random_uuid(), $1, 'Task number ' || g || ', with "quotes"',
 		       'A description of task ' || g || E',\nover two lines: ' || repeat('lorem ipsum ', 4 + g % 8),
@@ -65,9 +65,6 @@ func (h *exportHarness) user(tb testing.TB, name string, n int) uuid.UUID {
 		       ARRAY['tag' || g % 7, 'project-' || g % 13],
 		       now() - interval '1 day' + g * interval '1 microsecond'
 		FROM generate_series(1, $2::int) g`, u.ID, n)
-	if err != nil {
-		tb.Fatalf("seed %d tasks: %v", n, err)
-	}
 	return u.ID
 }
 
