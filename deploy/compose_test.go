@@ -4,8 +4,10 @@ import (
 	"context"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,26 +17,35 @@ import (
 	"github.com/taskgraph/taskgraph/internal/config"
 )
 
-// loadCompose loads docker-compose.yml with compose-go, the loader of `docker compose` itself: the
-// file is validated against the Compose schema, merged (<<) and interpolated with vars (and nothing
-// from this process's environment), with every profile enabled.
-func loadCompose(t *testing.T, vars map[string]string) *types.Project {
+// loadCompose returns docker-compose.yml loaded with JWT_SECRET set, once per test binary; the tests
+// only read it.
+func loadCompose(t *testing.T) *types.Project {
 	t.Helper()
-	p, err := loadComposeProject(t, vars)
+	p, err := composeOnce()
 	if err != nil {
 		t.Fatalf("docker-compose.yml: %v", err)
 	}
 	return p
 }
 
-func loadComposeProject(t *testing.T, vars map[string]string) (*types.Project, error) {
-	t.Helper()
+var composeOnce = sync.OnceValues(func() (*types.Project, error) {
+	return loadComposeProject(map[string]string{"JWT_SECRET": testJWTSecret})
+})
+
+// loadComposeProject loads docker-compose.yml with compose-go, the loader of `docker compose` itself: the
+// file is validated against the Compose schema, merged (<<) and interpolated with vars (and nothing
+// from this process's environment), with every profile enabled.
+func loadComposeProject(vars map[string]string) (*types.Project, error) {
 	var env []string
 	for k, v := range vars {
 		env = append(env, k+"="+v)
 	}
-	opts, err := cli.NewProjectOptions([]string{repoPath(t, "docker-compose.yml")},
-		cli.WithWorkingDirectory(repoRoot(t)), cli.WithEnv(env), cli.WithProfiles([]string{"*"}))
+	root, err := filepath.Abs("..")
+	if err != nil {
+		return nil, err
+	}
+	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
+		cli.WithWorkingDirectory(root), cli.WithEnv(env), cli.WithProfiles([]string{"*"}))
 	if err != nil {
 		return nil, err
 	}
@@ -79,7 +90,7 @@ func composeSettings(t *testing.T, p *types.Project, service string) config.Conf
 // compose stops with the file's message when it is not set.
 func TestComposeRefusesToStartWithoutJWTSecret(t *testing.T) {
 	t.Parallel()
-	_, err := loadComposeProject(t, nil)
+	_, err := loadComposeProject(nil)
 	if err == nil || !strings.Contains(err.Error(), "set JWT_SECRET") {
 		t.Errorf("docker-compose.yml without JWT_SECRET: err = %v, want the file's `set JWT_SECRET` message", err)
 	}
@@ -90,7 +101,7 @@ func TestComposeRefusesToStartWithoutJWTSecret(t *testing.T) {
 // before Docker kills them, and run health checks and subcommands of the binary.
 func TestComposeMatchesTheServer(t *testing.T) {
 	t.Parallel()
-	p := loadCompose(t, map[string]string{"JWT_SECRET": testJWTSecret})
+	p := loadCompose(t)
 	apis := composeAPIServices(p)
 	if len(apis) < 2 {
 		t.Fatalf("want several services running `taskgraph serve`, got %v", apis)

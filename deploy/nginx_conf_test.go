@@ -180,7 +180,7 @@ func TestNginxConfMatchesTheServer(t *testing.T) {
 	t.Parallel()
 	conf := parseNginxConf(t)
 	srv := nginxServer(t, conf)
-	p := loadCompose(t, map[string]string{"JWT_SECRET": testJWTSecret})
+	p := loadCompose(t)
 	var want []string
 	for _, name := range composeAPIServices(p) {
 		cfg := composeSettings(t, p, name)

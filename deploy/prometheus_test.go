@@ -48,7 +48,7 @@ func TestPrometheusConfig(t *testing.T) {
 		}
 	}
 	slices.Sort(targets)
-	p := loadCompose(t, map[string]string{"JWT_SECRET": testJWTSecret})
+	p := loadCompose(t)
 	var want []string
 	for _, name := range composeAPIServices(p) {
 		want = append(want, name+":"+strconv.Itoa(port(t, composeSettings(t, p, name).HTTPAddr)))

@@ -33,7 +33,7 @@ func usedSubcommands(t *testing.T) map[string][]string {
 	if test := finalCommand[*instructions.HealthCheckCommand](t, stages).Health.Test; len(test) > 2 {
 		add(test[2:], "Dockerfile HEALTHCHECK")
 	}
-	p := loadCompose(t, map[string]string{"JWT_SECRET": testJWTSecret})
+	p := loadCompose(t)
 	for _, name := range composeTaskgraphServices(p) {
 		s := p.Services[name]
 		add(s.Command, "compose "+name)
