@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/tufanbarisyildirim/gonginx/config"
-	"github.com/tufanbarisyildirim/gonginx/dumper"
 	"github.com/tufanbarisyildirim/gonginx/parser"
 )
 
@@ -78,31 +77,58 @@ func taskgraphUpstream(t *testing.T, conf *config.Config) *config.Upstream {
 // localNginxConf is deploy/nginx.conf made to run on this machine: listening on listen, proxying to
 // upstreams (the compose service names resolve only inside compose) without `resolve` and a
 // resolver (IP addresses need none, and nginx before 1.27.3 has neither), two workers, and its pid,
-// logs and temp files relative to the -p prefix, so it runs as any user without touching /var.
+// logs and temp files relative to the -p prefix, so it runs as any user without touching /var. The
+// parser finds the directives; their lines are rewritten in the file's own text, so everything else
+// is exactly what is shipped.
 func localNginxConf(t *testing.T, listen string, upstreams []string) string {
 	t.Helper()
 	conf := parseNginxConf(t)
+	lines := strings.Split(string(readFile(t, "deploy/nginx.conf")), "\n")
+	rewrite := func(d config.IDirective, with ...string) {
+		i := d.GetLine() - 1
+		line := strings.TrimSpace(lines[i])
+		if !strings.HasPrefix(line, d.GetName()+" ") || !strings.HasSuffix(line, ";") {
+			t.Fatalf("deploy/nginx.conf:%d: %s is not a one-line directive, cannot rewrite it", i+1, d.GetName())
+		}
+		indent := lines[i][:strings.Index(lines[i], d.GetName())]
+		if len(with) == 0 {
+			lines[i] = ""
+			return
+		}
+		lines[i] = indent + strings.Join(with, " ") + ";"
+	}
+	set := func(name, old, new string) {
+		found := false
+		for _, d := range conf.FindDirectives(name) {
+			if p := params(d); len(p) > 0 && (old == "" || p[0] == old) {
+				rewrite(d, append([]string{name, new}, p[1:]...)...)
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("deploy/nginx.conf: no %s %s to replace", name, old)
+		}
+	}
+
 	up := taskgraphUpstream(t, conf)
 	if len(up.UpstreamServers) != len(upstreams) {
 		t.Fatalf("deploy/nginx.conf: upstream taskgraph has %d servers, the test runs %d", len(up.UpstreamServers), len(upstreams))
 	}
 	for i, s := range up.UpstreamServers {
-		s.Address = upstreams[i]
-		s.Flags = slices.DeleteFunc(s.Flags, func(f string) bool { return f == "resolve" })
-	}
-	up.Directives = slices.DeleteFunc(up.Directives, func(d config.IDirective) bool { return strings.HasPrefix(d.GetName(), "resolver") })
-	set := func(name, old, new string) {
-		found := false
-		for _, d := range conf.FindDirectives(name) {
-			dir, ok := d.(*config.Directive)
-			if !ok || len(dir.Parameters) == 0 || (old != "" && dir.Parameters[0].Value != old) {
-				continue
+		with := []string{"server", upstreams[i]}
+		for _, f := range s.Flags {
+			if f != "resolve" {
+				with = append(with, f)
 			}
-			dir.Parameters[0].Value = new
-			found = true
 		}
-		if !found {
-			t.Fatalf("deploy/nginx.conf: no %s %s to replace", name, old)
+		for _, k := range sortedKeys(s.Parameters) {
+			with = append(with, k+"="+s.Parameters[k])
+		}
+		rewrite(s, with...)
+	}
+	for _, d := range up.Directives {
+		if strings.HasPrefix(d.GetName(), "resolver") {
+			rewrite(d)
 		}
 	}
 	set("listen", "", listen)
@@ -110,11 +136,12 @@ func localNginxConf(t *testing.T, listen string, upstreams []string) string {
 	set("pid", "", "nginx.pid")
 	set("error_log", "", "error.log")
 	set("access_log", "/dev/stdout", "access.log")
-	http := conf.FindDirectives("http")[0].(*config.HTTP)
+	// Temp files under the prefix: appended to the line of the http block's first directive.
+	first := conf.FindDirectives("http")[0].(*config.HTTP).Directives[0]
 	for _, kind := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
-		http.Directives = append(http.Directives, &config.Directive{Name: kind + "_temp_path", Parameters: []config.Parameter{{Value: kind + "_temp"}}})
+		lines[first.GetLine()-1] += " " + kind + "_temp_path " + kind + "_temp;"
 	}
-	return dumper.DumpConfig(conf, dumper.IndentedStyle)
+	return strings.Join(lines, "\n")
 }
 
 var nginxVersionRe = regexp.MustCompile(`nginx/(\d+)\.(\d+)\.(\d+)`)
