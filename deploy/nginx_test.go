@@ -23,6 +23,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/taskgraph/taskgraph/internal/server"
 	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
@@ -30,11 +31,11 @@ import (
 // lbRedisDB is the Redis logical database the instances share; it is flushed before and after.
 const lbRedisDB = 7
 
-// TestNginxFrontsThreeInstances runs deploy/nginx.local.conf for real: three `taskgraph serve`
-// processes sharing one test database and one Redis database, behind nginx, all on 127.0.0.1 (free
-// ports, written into a copy of the file). Through nginx it checks what running several instances
-// depends on: requests are spread, and rate limits, cache invalidation and persisted queries are
-// shared; and that the client address nginx forwards is believed while one a client forges is not.
+// TestNginxFrontsThreeInstances runs deploy/nginx.conf for real (as localNginxConf makes it run here:
+// free 127.0.0.1 ports for nginx and its upstreams, files under a temporary prefix): three `taskgraph
+// serve` processes sharing one test database and one Redis database, behind nginx. Through nginx it checks what running several instances
+// depends on: every public route of server.Routes reaches an instance, requests are spread, and rate
+// limits, cache invalidation and persisted queries are shared; and that the client address nginx forwards is believed while one a client forges is not.
 // The instances are started twice: with the default budgets for the shared-state checks (which read
 // one task 13 times), then with a budget of 5 points per hour for the limit checks.
 func TestNginxFrontsThreeInstances(t *testing.T) {
@@ -42,10 +43,7 @@ func TestNginxFrontsThreeInstances(t *testing.T) {
 		t.Skip("runs nginx and three server processes; skipped with -short")
 	}
 	t.Parallel()
-	nginxBin, err := findNginx()
-	if err != nil {
-		t.Skipf("skipping the nginx load-balancing test: %v", err)
-	}
+	nginxBin := tool(t, "nginx", "nginx-light")
 	bin, err := buildBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -58,6 +56,7 @@ func TestNginxFrontsThreeInstances(t *testing.T) {
 
 	t.Run("shared state", func(t *testing.T) {
 		c := startLBCluster(t, bin, nginxBin, database.URL, redisURL, nil)
+		t.Run("every public route reaches an instance", c.testPublicRoutes)
 		t.Run("requests are spread over the instances", c.testSpread)
 		t.Run("cache invalidation is shared", c.testCacheInvalidation)
 		t.Run("persisted queries are shared", c.testPersistedQueries)
@@ -204,23 +203,6 @@ func lbFreeAddrs(t *testing.T, n int) []string {
 	return out
 }
 
-// lbConf is deploy/nginx.local.conf with its listen address and upstream servers replaced.
-func lbConf(t *testing.T, listen string, upstreams []string) string {
-	t.Helper()
-	conf := string(readFile(t, "deploy/nginx.local.conf"))
-	replace := func(old, new string) {
-		if n := strings.Count(conf, old); n != 1 {
-			t.Fatalf("deploy/nginx.local.conf: %q occurs %d times, want once", old, n)
-		}
-		conf = strings.Replace(conf, old, new, 1)
-	}
-	replace("listen 127.0.0.1:18080 ", "listen "+listen+" ")
-	for i, u := range upstreams {
-		replace(fmt.Sprintf("server 127.0.0.1:%d ", 18081+i), "server "+u+" ")
-	}
-	return conf
-}
-
 // startLBCluster starts three instances with the shared settings plus extra, then nginx in front of
 // them; everything is stopped when t ends, and the instances must exit 0 with no error in their logs.
 func startLBCluster(t *testing.T, bin, nginxBin, databaseURL, redisURL string, extra map[string]string) *lbCluster {
@@ -281,13 +263,11 @@ func startLBCluster(t *testing.T, bin, nginxBin, databaseURL, redisURL string, e
 	}
 	c.prefix = prefix
 	conf := filepath.Join(prefix, "nginx.conf")
-	if err := os.WriteFile(conf, []byte(lbConf(t, addrs[0], addrs[1:])), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(localNginxConf(t, addrs[0], addrs[1:])), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"-p", prefix + "/", "-c", conf, "-g", "daemon off;"}
-	if v, err := exec.Command(nginxBin, "-v").CombinedOutput(); err == nil && nginxAtLeast(string(v), 1, 19, 5) {
-		args = append(args, "-e", filepath.Join(prefix, "error.log"))
-	}
+	// -e (nginx >= 1.19.5) moves the log nginx opens before it reads the configuration.
+	args := []string{"-p", prefix + "/", "-c", conf, "-e", filepath.Join(prefix, "error.log"), "-g", "daemon off;"}
 	c.nginx = startLBProcess(t, "nginx", exec.Command(nginxBin, args...))
 	t.Cleanup(func() {
 		if err := c.nginx.stop(syscall.SIGQUIT); err != nil {
@@ -555,6 +535,34 @@ func (c *lbCluster) register(t *testing.T, name string) string {
 		t.Fatalf("register: no token: %s", a.Body)
 	}
 	return token
+}
+
+// ---------------------------------------------------------------------------------------------------
+// (0) Routes
+// ---------------------------------------------------------------------------------------------------
+
+// testPublicRoutes: a GET of every public route of server.Routes through nginx is answered by an
+// instance (its access log has the request id), not by nginx. Complements TestPublicRoutesAreRouted,
+// which reads the locations of deploy/nginx.conf.
+func (c *lbCluster) testPublicRoutes(t *testing.T) {
+	var ids []string
+	for i, r := range routes(server.Public) {
+		id := fmt.Sprintf("route-%d", i)
+		ids = append(ids, id)
+		req, err := http.NewRequest(http.MethodGet, c.nginxURL+r.ExamplePath(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Request-ID", id)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s through nginx: %v", r.ExamplePath(), err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		t.Logf("GET %s (%s) through nginx: %d", r.ExamplePath(), r.Pattern, res.StatusCode)
+	}
+	c.servedBy(t, ids...)
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -76,23 +76,25 @@ func NewHandler(d Deps) (http.Handler, error) {
 			withLiveStream(d.Sessions, withFlusher(gql)))))
 	// Websocket upgrades and SSE streams live as long as their subscriptions: no request deadline.
 	graphqlChain := withStreaming(d.Shutdown, inner, withDeadline(d.Config.RequestTimeout, inner))
-	m := d.Metrics
-	mux.Handle("/graphql", m.HTTP("/graphql", graphqlChain))
-	// Clients that pin a versioned path get the same endpoint.
-	mux.Handle("/api/v1/graphql", m.HTTP("/api/v1/graphql", graphqlChain))
-	mux.Handle("GET /healthz", m.HTTP("/healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})))
-	mux.Handle("GET /readyz", m.HTTP("/readyz", readyz(d)))
-	// Export files: the signed URL is the credential (no Authorization), so the route stays outside
-	// the GraphQL chain; gzip and the request id below apply as to every route.
-	mux.Handle(download.Pattern, m.HTTP("/exports/{id}", &download.Handler{Signer: downloadSigner(d.Config), DB: d.DB, Logger: d.Logger}))
+	handlers := map[string]http.Handler{
+		patternGraphQL:   graphqlChain,
+		patternGraphQLV1: graphqlChain,
+		patternHealthz: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		}),
+		patternReadyz: readyz(d),
+		// Export files: the signed URL is the credential (no Authorization), so the route stays outside
+		// the GraphQL chain; gzip and the request id below apply as to every route.
+		download.Pattern: &download.Handler{Signer: downloadSigner(d.Config), DB: d.DB, Logger: d.Logger},
+	}
 	if d.Gatherer != nil {
-		// Scraped by Prometheus; deploy/nginx.conf keeps it off the public side.
-		mux.Handle("GET /metrics", m.Handler(d.Gatherer))
+		handlers[patternMetrics] = d.Metrics.Handler(d.Gatherer)
 	}
 	if d.Config.GraphiQL {
-		mux.Handle("GET /{$}", m.HTTP("/", playground.Handler("Taskgraph", "/graphql")))
+		handlers[patternGraphiQL] = playground.Handler("Taskgraph", "/graphql")
+	}
+	if err := registerRoutes(mux, d.Metrics, handlers); err != nil {
+		return nil, err
 	}
 
 	c := cors.New(cors.Options{
