@@ -17,8 +17,8 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/graph/model"
 	"github.com/taskgraph/taskgraph/internal/gqlscalar"
-	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/policy"
+	"github.com/taskgraph/taskgraph/internal/userjobs"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
 )
@@ -140,7 +140,7 @@ type ComplexityRoot struct {
 		RefreshToken          func(childComplexity int, input model.RefreshTokenInput) int
 		Register              func(childComplexity int, input model.RegisterInput) int
 		RegisterWebhook       func(childComplexity int, input model.RegisterWebhookInput) int
-		RequestTaskExport     func(childComplexity int, format jobs.ExportFormat, filter *db.TaskFilter) int
+		RequestTaskExport     func(childComplexity int, format userjobs.ExportFormat, filter *db.TaskFilter) int
 		RequestTaskReport     func(childComplexity int) int
 		UpdateMe              func(childComplexity int, input model.UpdateMeInput) int
 		UpdateTask            func(childComplexity int, id string, input model.UpdateTaskInput) int
@@ -329,7 +329,7 @@ type MutationResolver interface {
 	CreateTask(ctx context.Context, input model.CreateTaskInput) (*model.CreateTaskPayload, error)
 	UpdateTask(ctx context.Context, id string, input model.UpdateTaskInput) (*model.UpdateTaskPayload, error)
 	DeleteTask(ctx context.Context, id string, input *model.DeleteTaskInput) (*model.DeleteTaskPayload, error)
-	RequestTaskExport(ctx context.Context, format jobs.ExportFormat, filter *db.TaskFilter) (*db.BackgroundJob, error)
+	RequestTaskExport(ctx context.Context, format userjobs.ExportFormat, filter *db.TaskFilter) (*db.BackgroundJob, error)
 	RequestTaskReport(ctx context.Context) (*db.BackgroundJob, error)
 	BulkUpdateTasks(ctx context.Context, filter db.TaskFilter, patch model.BulkTaskPatch) (*db.BackgroundJob, error)
 	BulkDeleteTasks(ctx context.Context, filter db.TaskFilter) (*db.BackgroundJob, error)
@@ -370,8 +370,8 @@ type TaskConnectionResolver interface {
 	TotalCount(ctx context.Context, obj *db.TaskConnection) (int, error)
 }
 type TaskExportResolver interface {
-	DownloadURL(ctx context.Context, obj *jobs.ExportResult) (*string, error)
-	DownloadURLExpiresAt(ctx context.Context, obj *jobs.ExportResult) (*time.Time, error)
+	DownloadURL(ctx context.Context, obj *userjobs.ExportResult) (*string, error)
+	DownloadURLExpiresAt(ctx context.Context, obj *userjobs.ExportResult) (*time.Time, error)
 }
 type UserResolver interface {
 	Email(ctx context.Context, obj *db.User) (*string, error)
@@ -772,7 +772,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Mutation.RequestTaskExport(childComplexity, args["format"].(jobs.ExportFormat), args["filter"].(*db.TaskFilter)), true
+		return e.ComplexityRoot.Mutation.RequestTaskExport(childComplexity, args["format"].(userjobs.ExportFormat), args["filter"].(*db.TaskFilter)), true
 	case "Mutation.requestTaskReport":
 		if e.ComplexityRoot.Mutation.RequestTaskReport == nil {
 			break
@@ -2971,8 +2971,8 @@ func (ec *executionContext) field_Mutation_requestTaskExport_args(ctx context.Co
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "format",
-		func(ctx context.Context, v any) (jobs.ExportFormat, error) {
-			return ec.unmarshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐExportFormat(ctx, v)
+		func(ctx context.Context, v any) (userjobs.ExportFormat, error) {
+			return ec.unmarshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐExportFormat(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -3530,7 +3530,7 @@ func (ec *executionContext) fieldContext_AuthPayload_user(_ context.Context, fie
 	return fc, nil
 }
 
-func (ec *executionContext) _BulkTasksResult_matchedCount(ctx context.Context, field graphql.CollectedField, obj *jobs.BulkResult) (ret graphql.Marshaler) {
+func (ec *executionContext) _BulkTasksResult_matchedCount(ctx context.Context, field graphql.CollectedField, obj *userjobs.BulkResult) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3553,7 +3553,7 @@ func (ec *executionContext) fieldContext_BulkTasksResult_matchedCount(_ context.
 	return graphql.NewScalarFieldContext("BulkTasksResult", field, false, false, "Int")
 }
 
-func (ec *executionContext) _BulkTasksResult_affectedCount(ctx context.Context, field graphql.CollectedField, obj *jobs.BulkResult) (ret graphql.Marshaler) {
+func (ec *executionContext) _BulkTasksResult_affectedCount(ctx context.Context, field graphql.CollectedField, obj *userjobs.BulkResult) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4780,7 +4780,7 @@ func (ec *executionContext) _Mutation_requestTaskExport(ctx context.Context, fie
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().RequestTaskExport(ctx, fc.Args["format"].(jobs.ExportFormat), fc.Args["filter"].(*db.TaskFilter))
+			return ec.Resolvers.Mutation().RequestTaskExport(ctx, fc.Args["format"].(userjobs.ExportFormat), fc.Args["filter"].(*db.TaskFilter))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -7031,7 +7031,7 @@ func (ec *executionContext) fieldContext_TaskEdge_node(_ context.Context, field 
 	return fc, nil
 }
 
-func (ec *executionContext) _TaskExport_format(ctx context.Context, field graphql.CollectedField, obj *jobs.ExportResult) (ret graphql.Marshaler) {
+func (ec *executionContext) _TaskExport_format(ctx context.Context, field graphql.CollectedField, obj *userjobs.ExportResult) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7043,8 +7043,8 @@ func (ec *executionContext) _TaskExport_format(ctx context.Context, field graphq
 			return obj.Format, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v jobs.ExportFormat) graphql.Marshaler {
-			return ec.marshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐExportFormat(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v userjobs.ExportFormat) graphql.Marshaler {
+			return ec.marshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐExportFormat(ctx, selections, v)
 		},
 		true,
 		true,
@@ -7054,7 +7054,7 @@ func (ec *executionContext) fieldContext_TaskExport_format(_ context.Context, fi
 	return graphql.NewScalarFieldContext("TaskExport", field, false, false, "ExportFormat")
 }
 
-func (ec *executionContext) _TaskExport_taskCount(ctx context.Context, field graphql.CollectedField, obj *jobs.ExportResult) (ret graphql.Marshaler) {
+func (ec *executionContext) _TaskExport_taskCount(ctx context.Context, field graphql.CollectedField, obj *userjobs.ExportResult) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7077,7 +7077,7 @@ func (ec *executionContext) fieldContext_TaskExport_taskCount(_ context.Context,
 	return graphql.NewScalarFieldContext("TaskExport", field, false, false, "Int")
 }
 
-func (ec *executionContext) _TaskExport_byteSize(ctx context.Context, field graphql.CollectedField, obj *jobs.ExportResult) (ret graphql.Marshaler) {
+func (ec *executionContext) _TaskExport_byteSize(ctx context.Context, field graphql.CollectedField, obj *userjobs.ExportResult) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7100,7 +7100,7 @@ func (ec *executionContext) fieldContext_TaskExport_byteSize(_ context.Context, 
 	return graphql.NewScalarFieldContext("TaskExport", field, false, false, "Int")
 }
 
-func (ec *executionContext) _TaskExport_downloadUrl(ctx context.Context, field graphql.CollectedField, obj *jobs.ExportResult) (ret graphql.Marshaler) {
+func (ec *executionContext) _TaskExport_downloadUrl(ctx context.Context, field graphql.CollectedField, obj *userjobs.ExportResult) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7123,7 +7123,7 @@ func (ec *executionContext) fieldContext_TaskExport_downloadUrl(_ context.Contex
 	return graphql.NewScalarFieldContext("TaskExport", field, true, true, "String")
 }
 
-func (ec *executionContext) _TaskExport_downloadUrlExpiresAt(ctx context.Context, field graphql.CollectedField, obj *jobs.ExportResult) (ret graphql.Marshaler) {
+func (ec *executionContext) _TaskExport_downloadUrlExpiresAt(ctx context.Context, field graphql.CollectedField, obj *userjobs.ExportResult) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7146,7 +7146,7 @@ func (ec *executionContext) fieldContext_TaskExport_downloadUrlExpiresAt(_ conte
 	return graphql.NewScalarFieldContext("TaskExport", field, true, true, "DateTime")
 }
 
-func (ec *executionContext) _TaskExport_expiresAt(ctx context.Context, field graphql.CollectedField, obj *jobs.ExportResult) (ret graphql.Marshaler) {
+func (ec *executionContext) _TaskExport_expiresAt(ctx context.Context, field graphql.CollectedField, obj *userjobs.ExportResult) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7169,7 +7169,7 @@ func (ec *executionContext) fieldContext_TaskExport_expiresAt(_ context.Context,
 	return graphql.NewScalarFieldContext("TaskExport", field, false, false, "DateTime")
 }
 
-func (ec *executionContext) _TaskPriorityCount_priority(ctx context.Context, field graphql.CollectedField, obj *jobs.TaskPriorityCount) (ret graphql.Marshaler) {
+func (ec *executionContext) _TaskPriorityCount_priority(ctx context.Context, field graphql.CollectedField, obj *userjobs.TaskPriorityCount) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7192,7 +7192,7 @@ func (ec *executionContext) fieldContext_TaskPriorityCount_priority(_ context.Co
 	return graphql.NewScalarFieldContext("TaskPriorityCount", field, false, false, "TaskPriority")
 }
 
-func (ec *executionContext) _TaskPriorityCount_count(ctx context.Context, field graphql.CollectedField, obj *jobs.TaskPriorityCount) (ret graphql.Marshaler) {
+func (ec *executionContext) _TaskPriorityCount_count(ctx context.Context, field graphql.CollectedField, obj *userjobs.TaskPriorityCount) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7215,7 +7215,7 @@ func (ec *executionContext) fieldContext_TaskPriorityCount_count(_ context.Conte
 	return graphql.NewScalarFieldContext("TaskPriorityCount", field, false, false, "Int")
 }
 
-func (ec *executionContext) _TaskReport_generatedAt(ctx context.Context, field graphql.CollectedField, obj *jobs.TaskReport) (ret graphql.Marshaler) {
+func (ec *executionContext) _TaskReport_generatedAt(ctx context.Context, field graphql.CollectedField, obj *userjobs.TaskReport) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7238,7 +7238,7 @@ func (ec *executionContext) fieldContext_TaskReport_generatedAt(_ context.Contex
 	return graphql.NewScalarFieldContext("TaskReport", field, false, false, "DateTime")
 }
 
-func (ec *executionContext) _TaskReport_totalCount(ctx context.Context, field graphql.CollectedField, obj *jobs.TaskReport) (ret graphql.Marshaler) {
+func (ec *executionContext) _TaskReport_totalCount(ctx context.Context, field graphql.CollectedField, obj *userjobs.TaskReport) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7261,7 +7261,7 @@ func (ec *executionContext) fieldContext_TaskReport_totalCount(_ context.Context
 	return graphql.NewScalarFieldContext("TaskReport", field, false, false, "Int")
 }
 
-func (ec *executionContext) _TaskReport_byStatus(ctx context.Context, field graphql.CollectedField, obj *jobs.TaskReport) (ret graphql.Marshaler) {
+func (ec *executionContext) _TaskReport_byStatus(ctx context.Context, field graphql.CollectedField, obj *userjobs.TaskReport) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7273,8 +7273,8 @@ func (ec *executionContext) _TaskReport_byStatus(ctx context.Context, field grap
 			return obj.ByStatus, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []jobs.TaskStatusCount) graphql.Marshaler {
-			return ec.marshalNTaskStatusCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐTaskStatusCountᚄ(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v []userjobs.TaskStatusCount) graphql.Marshaler {
+			return ec.marshalNTaskStatusCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐTaskStatusCountᚄ(ctx, selections, v)
 		},
 		true,
 		true,
@@ -7293,7 +7293,7 @@ func (ec *executionContext) fieldContext_TaskReport_byStatus(_ context.Context, 
 	return fc, nil
 }
 
-func (ec *executionContext) _TaskReport_byPriority(ctx context.Context, field graphql.CollectedField, obj *jobs.TaskReport) (ret graphql.Marshaler) {
+func (ec *executionContext) _TaskReport_byPriority(ctx context.Context, field graphql.CollectedField, obj *userjobs.TaskReport) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7305,8 +7305,8 @@ func (ec *executionContext) _TaskReport_byPriority(ctx context.Context, field gr
 			return obj.ByPriority, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []jobs.TaskPriorityCount) graphql.Marshaler {
-			return ec.marshalNTaskPriorityCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐTaskPriorityCountᚄ(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v []userjobs.TaskPriorityCount) graphql.Marshaler {
+			return ec.marshalNTaskPriorityCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐTaskPriorityCountᚄ(ctx, selections, v)
 		},
 		true,
 		true,
@@ -7325,7 +7325,7 @@ func (ec *executionContext) fieldContext_TaskReport_byPriority(_ context.Context
 	return fc, nil
 }
 
-func (ec *executionContext) _TaskReport_overdueCount(ctx context.Context, field graphql.CollectedField, obj *jobs.TaskReport) (ret graphql.Marshaler) {
+func (ec *executionContext) _TaskReport_overdueCount(ctx context.Context, field graphql.CollectedField, obj *userjobs.TaskReport) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7348,7 +7348,7 @@ func (ec *executionContext) fieldContext_TaskReport_overdueCount(_ context.Conte
 	return graphql.NewScalarFieldContext("TaskReport", field, false, false, "Int")
 }
 
-func (ec *executionContext) _TaskReport_completedPerWeek(ctx context.Context, field graphql.CollectedField, obj *jobs.TaskReport) (ret graphql.Marshaler) {
+func (ec *executionContext) _TaskReport_completedPerWeek(ctx context.Context, field graphql.CollectedField, obj *userjobs.TaskReport) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7360,8 +7360,8 @@ func (ec *executionContext) _TaskReport_completedPerWeek(ctx context.Context, fi
 			return obj.CompletedPerWeek, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []jobs.WeeklyCount) graphql.Marshaler {
-			return ec.marshalNWeeklyCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐWeeklyCountᚄ(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v []userjobs.WeeklyCount) graphql.Marshaler {
+			return ec.marshalNWeeklyCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐWeeklyCountᚄ(ctx, selections, v)
 		},
 		true,
 		true,
@@ -7380,7 +7380,7 @@ func (ec *executionContext) fieldContext_TaskReport_completedPerWeek(_ context.C
 	return fc, nil
 }
 
-func (ec *executionContext) _TaskStatusCount_status(ctx context.Context, field graphql.CollectedField, obj *jobs.TaskStatusCount) (ret graphql.Marshaler) {
+func (ec *executionContext) _TaskStatusCount_status(ctx context.Context, field graphql.CollectedField, obj *userjobs.TaskStatusCount) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7403,7 +7403,7 @@ func (ec *executionContext) fieldContext_TaskStatusCount_status(_ context.Contex
 	return graphql.NewScalarFieldContext("TaskStatusCount", field, false, false, "TaskStatus")
 }
 
-func (ec *executionContext) _TaskStatusCount_count(ctx context.Context, field graphql.CollectedField, obj *jobs.TaskStatusCount) (ret graphql.Marshaler) {
+func (ec *executionContext) _TaskStatusCount_count(ctx context.Context, field graphql.CollectedField, obj *userjobs.TaskStatusCount) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7915,7 +7915,7 @@ func (ec *executionContext) fieldContext_Webhook_createdAt(_ context.Context, fi
 	return graphql.NewScalarFieldContext("Webhook", field, false, false, "DateTime")
 }
 
-func (ec *executionContext) _WeeklyCount_weekStart(ctx context.Context, field graphql.CollectedField, obj *jobs.WeeklyCount) (ret graphql.Marshaler) {
+func (ec *executionContext) _WeeklyCount_weekStart(ctx context.Context, field graphql.CollectedField, obj *userjobs.WeeklyCount) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7938,7 +7938,7 @@ func (ec *executionContext) fieldContext_WeeklyCount_weekStart(_ context.Context
 	return graphql.NewScalarFieldContext("WeeklyCount", field, false, false, "DateTime")
 }
 
-func (ec *executionContext) _WeeklyCount_count(ctx context.Context, field graphql.CollectedField, obj *jobs.WeeklyCount) (ret graphql.Marshaler) {
+func (ec *executionContext) _WeeklyCount_count(ctx context.Context, field graphql.CollectedField, obj *userjobs.WeeklyCount) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -9945,23 +9945,23 @@ func (ec *executionContext) _JobResult(ctx context.Context, sel ast.SelectionSet
 	switch obj := (obj).(type) {
 	case nil:
 		return graphql.Null
-	case jobs.TaskReport:
+	case userjobs.TaskReport:
 		return ec._TaskReport(ctx, sel, &obj)
-	case *jobs.TaskReport:
+	case *userjobs.TaskReport:
 		if obj == nil {
 			return graphql.Null
 		}
 		return ec._TaskReport(ctx, sel, obj)
-	case jobs.ExportResult:
+	case userjobs.ExportResult:
 		return ec._TaskExport(ctx, sel, &obj)
-	case *jobs.ExportResult:
+	case *userjobs.ExportResult:
 		if obj == nil {
 			return graphql.Null
 		}
 		return ec._TaskExport(ctx, sel, obj)
-	case jobs.BulkResult:
+	case userjobs.BulkResult:
 		return ec._BulkTasksResult(ctx, sel, &obj)
-	case *jobs.BulkResult:
+	case *userjobs.BulkResult:
 		if obj == nil {
 			return graphql.Null
 		}
@@ -10070,7 +10070,7 @@ func (ec *executionContext) _AuthPayload(ctx context.Context, sel ast.SelectionS
 
 var bulkTasksResultImplementors = []string{"BulkTasksResult", "JobResult"}
 
-func (ec *executionContext) _BulkTasksResult(ctx context.Context, sel ast.SelectionSet, obj *jobs.BulkResult) graphql.Marshaler {
+func (ec *executionContext) _BulkTasksResult(ctx context.Context, sel ast.SelectionSet, obj *userjobs.BulkResult) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, bulkTasksResultImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -11346,7 +11346,7 @@ func (ec *executionContext) _TaskEdge(ctx context.Context, sel ast.SelectionSet,
 
 var taskExportImplementors = []string{"TaskExport", "JobResult"}
 
-func (ec *executionContext) _TaskExport(ctx context.Context, sel ast.SelectionSet, obj *jobs.ExportResult) graphql.Marshaler {
+func (ec *executionContext) _TaskExport(ctx context.Context, sel ast.SelectionSet, obj *userjobs.ExportResult) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, taskExportImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -11406,7 +11406,7 @@ func (ec *executionContext) _TaskExport(ctx context.Context, sel ast.SelectionSe
 
 var taskPriorityCountImplementors = []string{"TaskPriorityCount"}
 
-func (ec *executionContext) _TaskPriorityCount(ctx context.Context, sel ast.SelectionSet, obj *jobs.TaskPriorityCount) graphql.Marshaler {
+func (ec *executionContext) _TaskPriorityCount(ctx context.Context, sel ast.SelectionSet, obj *userjobs.TaskPriorityCount) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, taskPriorityCountImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -11444,7 +11444,7 @@ func (ec *executionContext) _TaskPriorityCount(ctx context.Context, sel ast.Sele
 
 var taskReportImplementors = []string{"TaskReport", "JobResult"}
 
-func (ec *executionContext) _TaskReport(ctx context.Context, sel ast.SelectionSet, obj *jobs.TaskReport) graphql.Marshaler {
+func (ec *executionContext) _TaskReport(ctx context.Context, sel ast.SelectionSet, obj *userjobs.TaskReport) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, taskReportImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -11502,7 +11502,7 @@ func (ec *executionContext) _TaskReport(ctx context.Context, sel ast.SelectionSe
 
 var taskStatusCountImplementors = []string{"TaskStatusCount"}
 
-func (ec *executionContext) _TaskStatusCount(ctx context.Context, sel ast.SelectionSet, obj *jobs.TaskStatusCount) graphql.Marshaler {
+func (ec *executionContext) _TaskStatusCount(ctx context.Context, sel ast.SelectionSet, obj *userjobs.TaskStatusCount) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, taskStatusCountImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -11803,7 +11803,7 @@ func (ec *executionContext) _Webhook(ctx context.Context, sel ast.SelectionSet, 
 
 var weeklyCountImplementors = []string{"WeeklyCount"}
 
-func (ec *executionContext) _WeeklyCount(ctx context.Context, sel ast.SelectionSet, obj *jobs.WeeklyCount) graphql.Marshaler {
+func (ec *executionContext) _WeeklyCount(ctx context.Context, sel ast.SelectionSet, obj *userjobs.WeeklyCount) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, weeklyCountImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -12307,15 +12307,15 @@ func (ec *executionContext) marshalNErrorCode2githubᚗcomᚋtaskgraphᚋtaskgra
 	return v
 }
 
-func (ec *executionContext) unmarshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐExportFormat(ctx context.Context, v any) (jobs.ExportFormat, error) {
+func (ec *executionContext) unmarshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐExportFormat(ctx context.Context, v any) (userjobs.ExportFormat, error) {
 	tmp, err := graphql.UnmarshalString(v)
-	res := unmarshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐExportFormat[tmp]
+	res := unmarshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐExportFormat[tmp]
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐExportFormat(ctx context.Context, sel ast.SelectionSet, v jobs.ExportFormat) graphql.Marshaler {
+func (ec *executionContext) marshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐExportFormat(ctx context.Context, sel ast.SelectionSet, v userjobs.ExportFormat) graphql.Marshaler {
 	_ = sel
-	res := graphql.MarshalString(marshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐExportFormat[v])
+	res := graphql.MarshalString(marshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐExportFormat[v])
 	if res == graphql.Null {
 		graphql.AddInvalidNullFromMarshaler(ctx, "ExportFormat!")
 	}
@@ -12323,13 +12323,13 @@ func (ec *executionContext) marshalNExportFormat2githubᚗcomᚋtaskgraphᚋtask
 }
 
 var (
-	unmarshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐExportFormat = map[string]jobs.ExportFormat{
-		"CSV":  jobs.ExportCSV,
-		"JSON": jobs.ExportJSON,
+	unmarshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐExportFormat = map[string]userjobs.ExportFormat{
+		"CSV":  userjobs.ExportCSV,
+		"JSON": userjobs.ExportJSON,
 	}
-	marshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐExportFormat = map[jobs.ExportFormat]string{
-		jobs.ExportCSV:  "CSV",
-		jobs.ExportJSON: "JSON",
+	marshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐExportFormat = map[userjobs.ExportFormat]string{
+		userjobs.ExportCSV:  "CSV",
+		userjobs.ExportJSON: "JSON",
 	}
 )
 
@@ -12865,15 +12865,15 @@ var (
 	}
 )
 
-func (ec *executionContext) marshalNTaskPriorityCount2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐTaskPriorityCount(ctx context.Context, sel ast.SelectionSet, v jobs.TaskPriorityCount) graphql.Marshaler {
+func (ec *executionContext) marshalNTaskPriorityCount2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐTaskPriorityCount(ctx context.Context, sel ast.SelectionSet, v userjobs.TaskPriorityCount) graphql.Marshaler {
 	return ec._TaskPriorityCount(ctx, sel, &v)
 }
 
-func (ec *executionContext) marshalNTaskPriorityCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐTaskPriorityCountᚄ(ctx context.Context, sel ast.SelectionSet, v []jobs.TaskPriorityCount) graphql.Marshaler {
+func (ec *executionContext) marshalNTaskPriorityCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐTaskPriorityCountᚄ(ctx context.Context, sel ast.SelectionSet, v []userjobs.TaskPriorityCount) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
-		return ec.marshalNTaskPriorityCount2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐTaskPriorityCount(ctx, sel, v[i])
+		return ec.marshalNTaskPriorityCount2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐTaskPriorityCount(ctx, sel, v[i])
 	})
 
 	for _, e := range ret {
@@ -12913,15 +12913,15 @@ var (
 	}
 )
 
-func (ec *executionContext) marshalNTaskStatusCount2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐTaskStatusCount(ctx context.Context, sel ast.SelectionSet, v jobs.TaskStatusCount) graphql.Marshaler {
+func (ec *executionContext) marshalNTaskStatusCount2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐTaskStatusCount(ctx context.Context, sel ast.SelectionSet, v userjobs.TaskStatusCount) graphql.Marshaler {
 	return ec._TaskStatusCount(ctx, sel, &v)
 }
 
-func (ec *executionContext) marshalNTaskStatusCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐTaskStatusCountᚄ(ctx context.Context, sel ast.SelectionSet, v []jobs.TaskStatusCount) graphql.Marshaler {
+func (ec *executionContext) marshalNTaskStatusCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐTaskStatusCountᚄ(ctx context.Context, sel ast.SelectionSet, v []userjobs.TaskStatusCount) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
-		return ec.marshalNTaskStatusCount2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐTaskStatusCount(ctx, sel, v[i])
+		return ec.marshalNTaskStatusCount2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐTaskStatusCount(ctx, sel, v[i])
 	})
 
 	for _, e := range ret {
@@ -13049,15 +13049,15 @@ func (ec *executionContext) marshalNWebhook2ᚖgithubᚗcomᚋtaskgraphᚋtaskgr
 	return ec._Webhook(ctx, sel, v)
 }
 
-func (ec *executionContext) marshalNWeeklyCount2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐWeeklyCount(ctx context.Context, sel ast.SelectionSet, v jobs.WeeklyCount) graphql.Marshaler {
+func (ec *executionContext) marshalNWeeklyCount2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐWeeklyCount(ctx context.Context, sel ast.SelectionSet, v userjobs.WeeklyCount) graphql.Marshaler {
 	return ec._WeeklyCount(ctx, sel, &v)
 }
 
-func (ec *executionContext) marshalNWeeklyCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐWeeklyCountᚄ(ctx context.Context, sel ast.SelectionSet, v []jobs.WeeklyCount) graphql.Marshaler {
+func (ec *executionContext) marshalNWeeklyCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐWeeklyCountᚄ(ctx context.Context, sel ast.SelectionSet, v []userjobs.WeeklyCount) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
-		return ec.marshalNWeeklyCount2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋjobsᚐWeeklyCount(ctx, sel, v[i])
+		return ec.marshalNWeeklyCount2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐWeeklyCount(ctx, sel, v[i])
 	})
 
 	for _, e := range ret {

@@ -21,6 +21,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
+	"github.com/taskgraph/taskgraph/internal/userjobs"
 )
 
 const (
@@ -231,7 +232,7 @@ func TestBulkUpdateRetriedAttemptResumesAtItsCheckpoint(t *testing.T) {
 	}
 	var attempt, errs int
 	if err := env.DB.Pool.QueryRow(context.Background(),
-		`SELECT attempt, cardinality(errors) FROM river_job WHERE kind = $1`, jobs.KindBulkUpdate).Scan(&attempt, &errs); err != nil {
+		`SELECT attempt, cardinality(errors) FROM river_job WHERE kind = $1`, userjobs.KindBulkUpdate).Scan(&attempt, &errs); err != nil {
 		t.Fatal(err)
 	}
 	if attempt != 2 || errs != 1 {
@@ -371,7 +372,7 @@ func TestCancelBulkUpdateStopsAtAChunkBoundary(t *testing.T) {
 	close(release)
 	ntWaitFor(t, 20*time.Second, "the bulk job's worker to stop", func() (bool, string) {
 		var state string
-		if err := env.DB.Pool.QueryRow(context.Background(), `SELECT state FROM river_job WHERE kind = $1`, jobs.KindBulkUpdate).Scan(&state); err != nil {
+		if err := env.DB.Pool.QueryRow(context.Background(), `SELECT state FROM river_job WHERE kind = $1`, userjobs.KindBulkUpdate).Scan(&state); err != nil {
 			t.Fatal(err)
 		}
 		return state == "completed", state

@@ -26,10 +26,10 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/taskgraph/taskgraph/db"
-	"github.com/taskgraph/taskgraph/internal/download"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
+	"github.com/taskgraph/taskgraph/internal/userjobs"
 )
 
 const exRequest = `mutation($format: ExportFormat!, $filter: TaskFilter) {
@@ -500,7 +500,7 @@ func TestTaskExportEndToEnd(t *testing.T) {
 		}
 
 		// A validly signed URL for a job that is not a succeeded export: 404.
-		signer := download.NewSigner([]byte(env.Config.JWTSecret), env.Config.PublicURL, env.Config.ExportURLTTL)
+		signer := userjobs.NewSigner([]byte(env.Config.JWTSecret), env.Config.PublicURL, env.Config.ExportURLTTL)
 		report := jbRequestReport(t, ada)
 		jbWaitFinished(t, ada, report.ID)
 		// A running export (a row only: no queue entry, so no worker finishes it).
@@ -690,7 +690,7 @@ func TestTaskExportSlowDownloadOutlastsTheWriteTimeout(t *testing.T) {
 	u := env.Register(t, "Jo")
 	const chunks, chunkSize = 8, 1 << 20
 	id := uuid.New()
-	res, err := json.Marshal(jobs.ExportResult{Format: jobs.ExportCSV, ByteSize: chunks * chunkSize, Chunks: chunks, ExpiresAt: time.Now().Add(time.Hour)})
+	res, err := json.Marshal(userjobs.ExportResult{Format: userjobs.ExportCSV, ByteSize: chunks * chunkSize, Chunks: chunks, ExpiresAt: time.Now().Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -702,7 +702,7 @@ func TestTaskExportSlowDownloadOutlastsTheWriteTimeout(t *testing.T) {
 	srv.Config.WriteTimeout = 300 * time.Millisecond
 	srv.Start()
 	t.Cleanup(srv.Close)
-	signed, _ := download.NewSigner([]byte(env.Config.JWTSecret), "", time.Minute).URL(id, time.Now(), time.Time{})
+	signed, _ := userjobs.NewSigner([]byte(env.Config.JWTSecret), "", time.Minute).URL(id, time.Now(), time.Time{})
 	req, err := http.NewRequest(http.MethodGet, srv.URL+signed, nil)
 	if err != nil {
 		t.Fatal(err)

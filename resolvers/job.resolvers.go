@@ -14,7 +14,6 @@ import (
 	"github.com/taskgraph/taskgraph/graph"
 	"github.com/taskgraph/taskgraph/graph/model"
 	"github.com/taskgraph/taskgraph/internal/globalid"
-	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/userjobs"
 )
 
@@ -41,7 +40,7 @@ func (r *jobConnectionResolver) TotalCount(ctx context.Context, obj *db.Backgrou
 	return r.Resolver.Jobs.Count(ctx, actor(ctx), obj)
 }
 
-func (r *mutationResolver) RequestTaskExport(ctx context.Context, format jobs.ExportFormat, filter *db.TaskFilter) (*db.BackgroundJob, error) {
+func (r *mutationResolver) RequestTaskExport(ctx context.Context, format userjobs.ExportFormat, filter *db.TaskFilter) (*db.BackgroundJob, error) {
 	return r.Resolver.Jobs.RequestExport(ctx, actor(ctx), format, filter)
 }
 
@@ -54,7 +53,7 @@ func (r *mutationResolver) BulkUpdateTasks(ctx context.Context, filter db.TaskFi
 	if err != nil {
 		return nil, err
 	}
-	return r.Resolver.Jobs.RequestBulkUpdate(ctx, actor(ctx), filter, userjobs.BulkPatch{
+	return r.Resolver.Jobs.RequestBulkUpdate(ctx, actor(ctx), filter, userjobs.BulkPatchInput{
 		Status: patch.Status, Priority: patch.Priority, DueAt: optional(patch.DueAt),
 		AddTags: patch.AddTags, RemoveTags: patch.RemoveTags, AssigneeID: assignee,
 	})
@@ -91,7 +90,7 @@ func (r *subscriptionResolver) JobUpdated(ctx context.Context, id *string) (<-ch
 	}, func(j *db.BackgroundJob) *db.BackgroundJob { return j })
 }
 
-func (r *taskExportResolver) DownloadURL(ctx context.Context, obj *jobs.ExportResult) (*string, error) {
+func (r *taskExportResolver) DownloadURL(ctx context.Context, obj *userjobs.ExportResult) (*string, error) {
 	u, _, ok := r.Resolver.Jobs.ExportURL(obj, time.Now())
 	if !ok {
 		return nil, nil
@@ -99,7 +98,7 @@ func (r *taskExportResolver) DownloadURL(ctx context.Context, obj *jobs.ExportRe
 	return &u, nil
 }
 
-func (r *taskExportResolver) DownloadURLExpiresAt(ctx context.Context, obj *jobs.ExportResult) (*time.Time, error) {
+func (r *taskExportResolver) DownloadURLExpiresAt(ctx context.Context, obj *userjobs.ExportResult) (*time.Time, error) {
 	_, exp, ok := r.Resolver.Jobs.ExportURL(obj, time.Now())
 	if !ok {
 		return nil, nil

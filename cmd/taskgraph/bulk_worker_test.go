@@ -15,6 +15,7 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
+	"github.com/taskgraph/taskgraph/internal/userjobs"
 )
 
 func TestBulkWorkerKilledMidChunkCompletesEachTaskOnce(t *testing.T) {
@@ -62,15 +63,15 @@ func TestBulkWorkerKilledMidChunkCompletesEachTaskOnce(t *testing.T) {
 
 	var jobID uuid.UUID
 	err = store.InTx(ctx, func(s db.Stores) error {
-		j, err := s.BackgroundJobs.Create(ctx, owner.ID, db.JobBulkUpdateTasks, jobs.BulkParams{
-			Patch:       &jobs.BulkPatch{Priority: db.Optional[db.Priority]{Set: true, Value: db.PriorityHigh}},
+		j, err := s.BackgroundJobs.Create(ctx, owner.ID, db.JobBulkUpdateTasks, userjobs.BulkParams{
+			Patch:       &userjobs.BulkPatch{Priority: db.Optional[db.Priority]{Set: true, Value: db.PriorityHigh}},
 			RequestedAt: time.Now(),
 		}, 0)
 		if err != nil {
 			return err
 		}
 		jobID = j.ID
-		return s.Jobs.Enqueue(ctx, jobs.QueueEntry(j))
+		return s.Jobs.Enqueue(ctx, userjobs.QueueEntry(j))
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +129,7 @@ func TestBulkWorkerKilledMidChunkCompletesEachTaskOnce(t *testing.T) {
 	// The second worker's leader rescues the stuck job when it starts, if its attempt started more
 	// than JOB_RESCUE_AFTER (4s) before.
 	var attemptedAt time.Time
-	if err := pool.QueryRow(ctx, `SELECT attempted_at FROM river_job WHERE kind = $1`, jobs.KindBulkUpdate).Scan(&attemptedAt); err != nil {
+	if err := pool.QueryRow(ctx, `SELECT attempted_at FROM river_job WHERE kind = $1`, userjobs.KindBulkUpdate).Scan(&attemptedAt); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Until(attemptedAt.Add(4500 * time.Millisecond)))
@@ -139,11 +140,11 @@ func TestBulkWorkerKilledMidChunkCompletesEachTaskOnce(t *testing.T) {
 	waitUntil(t, 30*time.Second, "the job to finish on the second worker", func() bool { return job().Status.Finished() })
 
 	j := job()
-	var res jobs.BulkResult
+	var res userjobs.BulkResult
 	if err := json.Unmarshal(j.Result, &res); err != nil || j.Status != db.JobSucceeded {
 		t.Fatalf("job %s (%v): result %s", j.Status, err, j.Result)
 	}
-	if res != (jobs.BulkResult{MatchedCount: n, AffectedCount: int32(need)}) || j.Attempt != 2 || j.Processed != n {
+	if res != (userjobs.BulkResult{MatchedCount: n, AffectedCount: int32(need)}) || j.Attempt != 2 || j.Processed != n {
 		t.Fatalf("job: result %+v, attempt %d, processed %d; want %d matched, %d affected, attempt 2, %d processed",
 			res, j.Attempt, j.Processed, n, need, n)
 	}

@@ -1,3 +1,6 @@
+// Package download is the HTTP route of export files: it answers GET /exports/{id} with the file
+// a signed URL opens (internal/userjobs checks the URL and finds the file), streamed chunk by chunk,
+// with single byte ranges for resuming.
 package download
 
 import (
@@ -13,9 +16,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/apperr"
-	"github.com/taskgraph/taskgraph/internal/jobs"
+	"github.com/taskgraph/taskgraph/internal/userjobs"
 )
 
 // chunkWriteTimeout is how long a client gets to take one chunk (about 1 MiB) of a download; the
@@ -29,15 +31,14 @@ const lookupTimeout = 10 * time.Second
 // chunk by chunk from the database (one chunk in memory at a time). The signed URL is the only
 // credential: no Authorization header is needed or read.
 type Handler struct {
-	Signer *Signer
-	DB     *db.DB
-	Logger *slog.Logger
+	Exports *userjobs.Service
+	Logger  *slog.Logger
 	// Now is the clock (nil: time.Now); tests move it.
 	Now func() time.Time
 }
 
 // Pattern is the route the handler expects, with {id} the job's UUID.
-const Pattern = "GET " + PathPrefix + "{id}"
+const Pattern = "GET " + userjobs.PathPrefix + "{id}"
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -57,31 +58,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	if err := h.Signer.Verify(id, q.Get("expires"), q.Get("signature"), now); err != nil {
-		msg := "this download link is not valid: query the job again for a fresh downloadUrl"
-		if errors.Is(err, ErrExpired) {
-			msg = "this download link has expired: query the job again for a fresh downloadUrl"
-		}
-		refuse(w, http.StatusForbidden, apperr.Forbidden, msg)
-		return
-	}
-
-	store := h.DB.Stores().BackgroundJobs
-	res, at, err := h.file(r.Context(), store, id, now)
+	d, err := func() (*userjobs.Download, error) {
+		ctx, cancel := context.WithTimeout(r.Context(), lookupTimeout)
+		defer cancel()
+		return h.Exports.OpenDownload(ctx, id, q.Get("expires"), q.Get("signature"), now)
+	}()
 	if err != nil {
-		if apperr.CodeOf(err) == apperr.NotFound {
+		var app *apperr.Error
+		switch {
+		case errors.As(err, &app) && app.Code == apperr.Forbidden:
+			refuse(w, http.StatusForbidden, apperr.Forbidden, app.Message)
+		case apperr.CodeOf(err) == apperr.NotFound:
 			refuse(w, http.StatusNotFound, apperr.NotFound, "this export does not exist or its file has been deleted")
-			return
+		default:
+			// The request id (set on the answer by the server's middleware) ties the answer to the log.
+			rid := hdr.Get("X-Request-ID")
+			h.log().ErrorContext(r.Context(), "export download", "request_id", rid, "job_id", id.String(), "error", err.Error())
+			refuse(w, http.StatusInternalServerError, apperr.Internal, "internal error", "requestId", rid)
 		}
-		// The request id (set on the answer by the server's middleware) ties the answer to the log.
-		rid := hdr.Get("X-Request-ID")
-		h.log().ErrorContext(r.Context(), "export download", "request_id", rid, "job_id", id.String(), "error", err.Error())
-		refuse(w, http.StatusInternalServerError, apperr.Internal, "internal error", "requestId", rid)
 		return
 	}
+	res, at := d.Result, d.MadeAt
 
 	ext, ctype := "csv", "text/csv; charset=utf-8"
-	if res.Format == jobs.ExportJSON {
+	if res.Format == userjobs.ExportJSON {
 		ext, ctype = "json", "application/json"
 	}
 	size := int64(res.ByteSize)
@@ -108,7 +108,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodHead {
 		return
 	}
-	if err := h.stream(r.Context(), w, store, id, int(res.Chunks), size, span); err != nil {
+	if err := h.stream(r.Context(), w, d, int(res.Chunks), size, span); err != nil {
 		if r.Context().Err() != nil {
 			return // the client went away
 		}
@@ -118,30 +118,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"job_id", id.String(), "error", err.Error())
 		panic(http.ErrAbortHandler)
 	}
-}
-
-// file returns the result of job id if it is a succeeded export whose file still exists, and when
-// it was made; NOT_FOUND otherwise.
-func (h *Handler) file(ctx context.Context, store db.BackgroundJobStore, id uuid.UUID, now time.Time) (*jobs.ExportResult, time.Time, error) {
-	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
-	defer cancel()
-	j, err := store.ByID(ctx, id)
-	if err != nil {
-		return nil, time.Time{}, err
-	}
-	gone := apperr.New(apperr.NotFound, "export not found")
-	if j.Kind != db.JobTaskExport || j.Status != db.JobSucceeded || j.ExpiresAt == nil || !now.Before(*j.ExpiresAt) {
-		return nil, time.Time{}, gone
-	}
-	var res jobs.ExportResult
-	if err := json.Unmarshal(j.Result, &res); err != nil {
-		return nil, time.Time{}, fmt.Errorf("job %s result: %w", id, err)
-	}
-	at := j.CreatedAt
-	if j.FinishedAt != nil {
-		at = *j.FinishedAt
-	}
-	return &res, at, nil
 }
 
 // span is the half-open byte range [start, end) of the file being sent.
@@ -197,7 +173,7 @@ func byteRange(r *http.Request, etag string, size int64) (s span, partial, ok bo
 // stream writes the bytes of want from chunks 0..chunks-1, reading each chunk it needs into one
 // reused buffer. Each chunk gets its own write deadline, and the database connection is released
 // before writing to the client, so a slow client holds no connection.
-func (h *Handler) stream(ctx context.Context, w http.ResponseWriter, store db.BackgroundJobStore, id uuid.UUID,
+func (h *Handler) stream(ctx context.Context, w http.ResponseWriter, d *userjobs.Download,
 	chunks int, size int64, want span) error {
 	rc := http.NewResponseController(w)
 	first, offset := 0, int64(0) // the chunk holding want.start, and where that chunk starts
@@ -205,7 +181,7 @@ func (h *Handler) stream(ctx context.Context, w http.ResponseWriter, store db.Ba
 		sizes, err := func() ([]int, error) {
 			rctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 			defer cancel()
-			return store.ChunkSizes(rctx, id)
+			return h.Exports.ChunkSizes(rctx, d)
 		}()
 		if err != nil {
 			return fmt.Errorf("chunk sizes: %w", err)
@@ -227,7 +203,7 @@ func (h *Handler) stream(ctx context.Context, w http.ResponseWriter, store db.Ba
 		func() {
 			rctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 			defer cancel()
-			buf, ok, err = store.ReadChunkInto(rctx, id, seq, buf)
+			buf, ok, err = h.Exports.ReadChunk(rctx, d, seq, buf)
 		}()
 		switch {
 		case err != nil:

@@ -25,15 +25,16 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/download"
-	"github.com/taskgraph/taskgraph/internal/jobs"
+	"github.com/taskgraph/taskgraph/internal/reads"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
+	"github.com/taskgraph/taskgraph/internal/userjobs"
 )
 
 const ttl = 15 * time.Minute
 
 type fixture struct {
 	database *testsupport.Database
-	signer   *download.Signer
+	signer   *userjobs.Signer
 	server   *httptest.Server
 	now      time.Time
 	mu       sync.Mutex
@@ -42,9 +43,10 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{database: testsupport.NewDatabase(t), signer: download.NewSigner([]byte("test-secret"), "", ttl),
+	f := &fixture{database: testsupport.NewDatabase(t), signer: userjobs.NewSigner([]byte("test-secret"), "", ttl),
 		now: time.Now(), userID: uuid.New()}
-	h := &download.Handler{Signer: f.signer, DB: db.New(f.database.Pool, nil), Now: f.clock}
+	exports := userjobs.New(reads.NewRouter(db.New(f.database.Pool, nil), nil), 0, f.signer, nil)
+	h := &download.Handler{Exports: exports, Now: f.clock}
 	mux := http.NewServeMux()
 	mux.Handle(download.Pattern, h)
 	f.server = httptest.NewServer(mux)
@@ -74,14 +76,14 @@ func (f *fixture) exec(t *testing.T, sql string, args ...any) {
 
 // export inserts a job of kind and status whose result describes chunks (inserted too) and whose
 // file expires at expires.
-func (f *fixture) export(t *testing.T, kind db.JobKind, status db.JobStatus, format jobs.ExportFormat, chunks []string, expires time.Time) uuid.UUID {
+func (f *fixture) export(t *testing.T, kind db.JobKind, status db.JobStatus, format userjobs.ExportFormat, chunks []string, expires time.Time) uuid.UUID {
 	t.Helper()
 	id := uuid.New()
 	size := 0
 	for _, c := range chunks {
 		size += len(c)
 	}
-	res, err := json.Marshal(jobs.ExportResult{Format: format, TaskCount: 1, ByteSize: int32(size), Chunks: int32(len(chunks)), ExpiresAt: expires})
+	res, err := json.Marshal(userjobs.ExportResult{Format: format, TaskCount: 1, ByteSize: int32(size), Chunks: int32(len(chunks)), ExpiresAt: expires})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,9 +116,9 @@ func TestDownloadStreamsTheFileWithItsHeaders(t *testing.T) {
 	chunks := []string{"id,title\r\n", "VGFzazox,\"a, \"\"b\"\"\"\r\n", "VGFzazoy,ü 日本\r\n"}
 	expires := f.now.Add(time.Hour)
 	for _, c := range []struct {
-		format           jobs.ExportFormat
+		format           userjobs.ExportFormat
 		ctype, extension string
-	}{{jobs.ExportCSV, "text/csv; charset=utf-8", "csv"}, {jobs.ExportJSON, "application/json", "json"}} {
+	}{{userjobs.ExportCSV, "text/csv; charset=utf-8", "csv"}, {userjobs.ExportJSON, "application/json", "json"}} {
 		id := f.export(t, db.JobTaskExport, db.JobSucceeded, c.format, chunks, expires)
 		u, exp := f.signer.URL(id, f.now, expires)
 		if !exp.Equal(f.now.Add(ttl).Truncate(time.Second)) || !strings.HasPrefix(u, "/exports/"+id.String()+"?") {
@@ -148,11 +150,11 @@ func TestDownloadStreamsTheFileWithItsHeaders(t *testing.T) {
 func TestDownloadRefusesBadURLsAndMissingFiles(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	good := f.export(t, db.JobTaskExport, db.JobSucceeded, jobs.ExportCSV, []string{"a\r\n"}, f.now.Add(time.Hour))
+	good := f.export(t, db.JobTaskExport, db.JobSucceeded, userjobs.ExportCSV, []string{"a\r\n"}, f.now.Add(time.Hour))
 	u, exp := f.signer.URL(good, f.now, time.Time{})
 	q := u[strings.Index(u, "?"):]
 	sig := q[strings.Index(q, "signature=")+len("signature="):]
-	other := download.NewSigner([]byte("another secret"), "", ttl)
+	other := userjobs.NewSigner([]byte("another secret"), "", ttl)
 	otherURL, _ := other.URL(good, f.now, time.Time{})
 
 	check := func(name, path string, status int, code, message string) {
@@ -201,10 +203,10 @@ func TestDownloadRefusesBadURLsAndMissingFiles(t *testing.T) {
 	signed := func(id uuid.UUID) string { u, _ := f.signer.URL(id, f.now, time.Time{}); return u }
 	for name, id := range map[string]uuid.UUID{
 		"no such job":     uuid.New(),
-		"a report":        f.export(t, db.JobTaskReport, db.JobSucceeded, jobs.ExportCSV, nil, f.now.Add(time.Hour)),
-		"a running one":   f.export(t, db.JobTaskExport, db.JobRunning, jobs.ExportCSV, []string{"partial"}, f.now.Add(time.Hour)),
-		"a cancelled one": f.export(t, db.JobTaskExport, db.JobCancelled, jobs.ExportCSV, []string{"partial"}, f.now.Add(time.Hour)),
-		"an expired file": f.export(t, db.JobTaskExport, db.JobSucceeded, jobs.ExportCSV, []string{"old"}, f.now.Add(-time.Second)),
+		"a report":        f.export(t, db.JobTaskReport, db.JobSucceeded, userjobs.ExportCSV, nil, f.now.Add(time.Hour)),
+		"a running one":   f.export(t, db.JobTaskExport, db.JobRunning, userjobs.ExportCSV, []string{"partial"}, f.now.Add(time.Hour)),
+		"a cancelled one": f.export(t, db.JobTaskExport, db.JobCancelled, userjobs.ExportCSV, []string{"partial"}, f.now.Add(time.Hour)),
+		"an expired file": f.export(t, db.JobTaskExport, db.JobSucceeded, userjobs.ExportCSV, []string{"old"}, f.now.Add(-time.Second)),
 	} {
 		check(name, signed(id), 404, "NOT_FOUND", "does not exist")
 	}
@@ -221,7 +223,7 @@ func TestDownloadRefusesBadURLsAndMissingFiles(t *testing.T) {
 func TestDownloadCutShortWhenAChunkIsMissing(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	id := f.export(t, db.JobTaskExport, db.JobSucceeded, jobs.ExportCSV, []string{"one\r\n", "two\r\n", "three\r\n"}, f.now.Add(time.Hour))
+	id := f.export(t, db.JobTaskExport, db.JobSucceeded, userjobs.ExportCSV, []string{"one\r\n", "two\r\n", "three\r\n"}, f.now.Add(time.Hour))
 	f.exec(t, `DELETE FROM export_chunks WHERE job_id = $1 AND seq = 1`, id)
 	u, _ := f.signer.URL(id, f.now, time.Time{})
 	// Depending on what reached the client before the break: no response at all, or a body that
@@ -239,7 +241,7 @@ func TestDownloadMemoryStaysFlat(t *testing.T) {
 	f := newFixture(t)
 	const chunks, chunkSize = 64, 1 << 20
 	id := uuid.New()
-	res, _ := json.Marshal(jobs.ExportResult{Format: jobs.ExportCSV, ByteSize: chunks * chunkSize, Chunks: chunks, ExpiresAt: f.now.Add(time.Hour)})
+	res, _ := json.Marshal(userjobs.ExportResult{Format: userjobs.ExportCSV, ByteSize: chunks * chunkSize, Chunks: chunks, ExpiresAt: f.now.Add(time.Hour)})
 	f.exec(t, `INSERT INTO jobs (id, user_id, kind, status, result, expires_at, finished_at)
 		VALUES ($1, $2, 'TASK_EXPORT', 'SUCCEEDED', $3, now() + interval '1 hour', now())`, id, f.userID, res)
 	// Chunk g is chunkSize copies of one letter; pseudo-random noise would only slow PostgreSQL down.
@@ -306,7 +308,7 @@ func TestDownloadOutlastsTheServersWriteTimeout(t *testing.T) {
 	f := newFixture(t)
 	const chunks, chunkSize = 8, 1 << 20
 	id := uuid.New()
-	res, _ := json.Marshal(jobs.ExportResult{Format: jobs.ExportCSV, ByteSize: chunks * chunkSize, Chunks: chunks, ExpiresAt: f.now.Add(time.Hour)})
+	res, _ := json.Marshal(userjobs.ExportResult{Format: userjobs.ExportCSV, ByteSize: chunks * chunkSize, Chunks: chunks, ExpiresAt: f.now.Add(time.Hour)})
 	f.exec(t, `INSERT INTO jobs (id, user_id, kind, status, result, expires_at, finished_at)
 		VALUES ($1, $2, 'TASK_EXPORT', 'SUCCEEDED', $3, now() + interval '1 hour', now())`, id, f.userID, res)
 	f.exec(t, `INSERT INTO export_chunks (job_id, seq, data)
@@ -349,7 +351,7 @@ func TestDownloadServesByteRanges(t *testing.T) {
 	chunks := []string{"0123456789", "abcdefghij", "KLMNOPQRST", "uvwxyz"}
 	file := strings.Join(chunks, "")
 	expires := f.now.Add(time.Hour)
-	id := f.export(t, db.JobTaskExport, db.JobSucceeded, jobs.ExportCSV, chunks, expires)
+	id := f.export(t, db.JobTaskExport, db.JobSucceeded, userjobs.ExportCSV, chunks, expires)
 	u, _ := f.signer.URL(id, f.now, expires)
 	fetch := func(rng, ifRange string) (*http.Response, string) {
 		t.Helper()

@@ -13,7 +13,7 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/graph"
 	"github.com/taskgraph/taskgraph/graph/model"
-	"github.com/taskgraph/taskgraph/internal/jobs"
+	"github.com/taskgraph/taskgraph/internal/userjobs"
 )
 
 const (
@@ -55,7 +55,7 @@ func Complexity(c *graph.ComplexityRoot) {
 	}
 	// Requesting background work costs what its run may cost the server, so the hourly budget
 	// bounds it besides JOB_MAX_ACTIVE.
-	c.Mutation.RequestTaskExport = func(child int, _ jobs.ExportFormat, _ *db.TaskFilter) int { return addSat(child, jobCost) }
+	c.Mutation.RequestTaskExport = func(child int, _ userjobs.ExportFormat, _ *db.TaskFilter) int { return addSat(child, jobCost) }
 	c.Mutation.RequestTaskReport = func(child int) int { return addSat(child, jobCost) }
 	c.Mutation.BulkUpdateTasks = func(child int, _ db.TaskFilter, _ model.BulkTaskPatch) int { return addSat(child, jobCost) }
 	c.Mutation.BulkDeleteTasks = func(child int, _ db.TaskFilter) int { return addSat(child, jobCost) }

@@ -19,6 +19,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/notifications"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
+	"github.com/taskgraph/taskgraph/internal/userjobs"
 )
 
 type bulkWorld struct {
@@ -54,7 +55,7 @@ func newBulkWorld(t *testing.T, n int) *bulkWorld {
 }
 
 // request creates a bulk job for the owner as the mutations do: its row and queue entry together.
-func (w *bulkWorld) request(t *testing.T, kind db.JobKind, params jobs.BulkParams) uuid.UUID {
+func (w *bulkWorld) request(t *testing.T, kind db.JobKind, params userjobs.BulkParams) uuid.UUID {
 	t.Helper()
 	params.RequestedAt = time.Now()
 	var id uuid.UUID
@@ -64,7 +65,7 @@ func (w *bulkWorld) request(t *testing.T, kind db.JobKind, params jobs.BulkParam
 			return err
 		}
 		id = j.ID
-		return s.Jobs.Enqueue(w.ctx, jobs.QueueEntry(j))
+		return s.Jobs.Enqueue(w.ctx, userjobs.QueueEntry(j))
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +73,7 @@ func (w *bulkWorld) request(t *testing.T, kind db.JobKind, params jobs.BulkParam
 	return id
 }
 
-func (w *bulkWorld) work(t *testing.T, hook jobs.ChunkHook) {
+func (w *bulkWorld) work(t *testing.T, hook userjobs.ChunkHook) {
 	t.Helper()
 	q, err := jobs.New(w.database.Pool, jobs.Options{
 		Work: true, Workers: 2, JobTimeout: time.Minute, RescueAfter: time.Hour, LongJobTimeout: time.Minute, AfterChunk: hook,
@@ -113,12 +114,12 @@ func (w *bulkWorld) count(t *testing.T, where string, args ...any) int {
 	return n
 }
 
-func (w *bulkWorld) result(t *testing.T, j *db.BackgroundJob) jobs.BulkResult {
+func (w *bulkWorld) result(t *testing.T, j *db.BackgroundJob) userjobs.BulkResult {
 	t.Helper()
 	if j.Status != db.JobSucceeded {
 		t.Fatalf("job %s: %s %v", j.Status, derefOr(j.ErrorCode), derefOr(j.ErrorMessage))
 	}
-	var r jobs.BulkResult
+	var r userjobs.BulkResult
 	if err := json.Unmarshal(j.Result, &r); err != nil {
 		t.Fatal(err)
 	}
@@ -158,11 +159,11 @@ func TestBulkChunkFailingBeforeCommitIsRedoneOnce(t *testing.T) {
 		chunks = append(chunks, fmt.Sprintf("a%d/c%d:%d", j.Attempt, n, j.Processed))
 		return nil
 	})
-	id := w.request(t, db.JobBulkUpdateTasks, jobs.BulkParams{
-		Patch: &jobs.BulkPatch{Status: db.Optional[db.TaskStatus]{Set: true, Value: db.StatusDone}},
+	id := w.request(t, db.JobBulkUpdateTasks, userjobs.BulkParams{
+		Patch: &userjobs.BulkPatch{Status: db.Optional[db.TaskStatus]{Set: true, Value: db.StatusDone}},
 	})
 	j := w.waitFinished(t, id)
-	if r := w.result(t, j); r != (jobs.BulkResult{MatchedCount: 1800, AffectedCount: int32(need)}) || j.Attempt != 2 {
+	if r := w.result(t, j); r != (userjobs.BulkResult{MatchedCount: 1800, AffectedCount: int32(need)}) || j.Attempt != 2 {
 		t.Fatalf("result %+v after %d attempts; want 1800 matched, %d affected, 2 attempts", r, j.Attempt, need)
 	}
 	mu.Lock()
@@ -179,7 +180,7 @@ func TestBulkChunkFailingBeforeCommitIsRedoneOnce(t *testing.T) {
 	}
 	var errs []string
 	if err := w.database.Pool.QueryRow(w.ctx, `SELECT array(SELECT e->>'error' FROM river_job, unnest(errors) e WHERE kind = $1)`,
-		jobs.KindBulkUpdate).Scan(&errs); err != nil {
+		userjobs.KindBulkUpdate).Scan(&errs); err != nil {
 		t.Fatal(err)
 	}
 	if len(errs) != 1 || !strings.Contains(errs[0], "injected failure inside the third chunk") {
@@ -196,8 +197,8 @@ func TestBulkAssignToDeletedUserFailsForGood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := w.request(t, db.JobBulkUpdateTasks, jobs.BulkParams{
-		Patch: &jobs.BulkPatch{AssigneeID: db.Optional[*uuid.UUID]{Set: true, Value: &gone.ID}},
+	id := w.request(t, db.JobBulkUpdateTasks, userjobs.BulkParams{
+		Patch: &userjobs.BulkPatch{AssigneeID: db.Optional[*uuid.UUID]{Set: true, Value: &gone.ID}},
 	})
 	if _, err := w.database.Pool.Exec(w.ctx, `DELETE FROM users WHERE id = $1`, gone.ID); err != nil {
 		t.Fatal(err)
@@ -236,9 +237,9 @@ func TestBulkDeleteRetriedAttemptDeletesEachTaskOnce(t *testing.T) {
 		}
 		return nil
 	})
-	id := w.request(t, db.JobBulkDeleteTasks, jobs.BulkParams{Filter: &db.TaskFilter{Status: []db.TaskStatus{db.StatusTodo}}})
+	id := w.request(t, db.JobBulkDeleteTasks, userjobs.BulkParams{Filter: &db.TaskFilter{Status: []db.TaskStatus{db.StatusTodo}}})
 	j := w.waitFinished(t, id)
-	if r := w.result(t, j); r != (jobs.BulkResult{MatchedCount: int32(todo), AffectedCount: int32(todo)}) || j.Attempt != 2 {
+	if r := w.result(t, j); r != (userjobs.BulkResult{MatchedCount: int32(todo), AffectedCount: int32(todo)}) || j.Attempt != 2 {
 		t.Fatalf("result %+v after %d attempts; want %d matched and deleted, 2 attempts", r, j.Attempt, todo)
 	}
 	mu.Lock()

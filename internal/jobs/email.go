@@ -45,7 +45,6 @@ func (DeliverEmailArgs) InsertOpts() river.InsertOpts {
 // same message, not a second one.
 type DeliverEmailWorker struct {
 	river.WorkerDefaults[DeliverEmailArgs]
-	Store         *db.DB
 	Notifications *notifications.Service
 	// Sender is nil when this process has no SMTP_URL: the job then fails and is retried, so that a
 	// process that has one can send it (a deployment where only some processes were configured).
@@ -71,23 +70,15 @@ func (w *DeliverEmailWorker) Work(ctx context.Context, job *river.Job[DeliverEma
 		log.ErrorContext(ctx, "notification email not sent: SMTP_URL is not set on this process")
 		return errors.New("email: SMTP_URL is not set on this process")
 	}
-	s := w.Store.Stores()
-	n, err := w.Notifications.ForRecipient(ctx, a.UserID, a.NotificationID)
+	n, address, err := w.Notifications.ForEmail(ctx, a.UserID, a.NotificationID)
 	if errors.Is(err, apperr.ErrNotFound) {
-		return river.JobCancel(fmt.Errorf("notification %s is gone", a.NotificationID))
+		return river.JobCancel(fmt.Errorf("notification %s or its recipient %s is gone", a.NotificationID, a.UserID))
 	}
 	if err != nil {
 		return fmt.Errorf("email: load notification: %w", err)
 	}
-	u, err := s.Users.ByID(ctx, a.UserID)
-	if errors.Is(err, apperr.ErrNotFound) {
-		return river.JobCancel(fmt.Errorf("user %s is gone", a.UserID))
-	}
-	if err != nil {
-		return fmt.Errorf("email: load recipient: %w", err)
-	}
 	start := time.Now()
-	err = w.Sender.Send(ctx, notificationEmail(w.Sender, n, u.Email))
+	err = w.Sender.Send(ctx, notificationEmail(w.Sender, n, address))
 	log = log.With("duration_ms", time.Since(start).Milliseconds())
 	if err == nil {
 		log.InfoContext(ctx, "notification email sent")

@@ -24,6 +24,7 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
+	"github.com/taskgraph/taskgraph/internal/userjobs"
 )
 
 // exportHarness works jobs in this process on a test database of its own.
@@ -69,16 +70,16 @@ func (h *exportHarness) user(tb testing.TB, name string, n int) uuid.UUID {
 }
 
 // export requests an export for userID and waits until it finished; it returns the finished job.
-func (h *exportHarness) export(tb testing.TB, userID uuid.UUID, format jobs.ExportFormat) *db.BackgroundJob {
+func (h *exportHarness) export(tb testing.TB, userID uuid.UUID, format userjobs.ExportFormat) *db.BackgroundJob {
 	tb.Helper()
 	ctx := context.Background()
 	var j *db.BackgroundJob
 	err := h.store.InTx(ctx, func(s db.Stores) error {
 		var err error
-		if j, err = s.BackgroundJobs.Create(ctx, userID, db.JobTaskExport, jobs.ExportParams{Format: format}, 0); err != nil {
+		if j, err = s.BackgroundJobs.Create(ctx, userID, db.JobTaskExport, userjobs.ExportParams{Format: format}, 0); err != nil {
 			return err
 		}
-		return s.Jobs.Enqueue(ctx, jobs.QueueEntry(j))
+		return s.Jobs.Enqueue(ctx, userjobs.QueueEntry(j))
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -171,8 +172,8 @@ func TestExportCSVIsSpreadsheetSafeJSONKeepsTheText(t *testing.T) {
 		}
 	}
 
-	csvFile := h.file(t, h.export(t, u.ID, jobs.ExportCSV).ID)
-	jsonFile := h.file(t, h.export(t, u.ID, jobs.ExportJSON).ID)
+	csvFile := h.file(t, h.export(t, u.ID, userjobs.ExportCSV).ID)
+	jsonFile := h.file(t, h.export(t, u.ID, userjobs.ExportJSON).ID)
 	t.Logf("CSV:\n%s\nJSON:\n%s", csvFile, jsonFile)
 
 	// The quote comes before RFC 4180 quoting, which still applies; records still end in CRLF.
@@ -314,13 +315,13 @@ func TestExportOf100000TasksKeepsTheWorkersMemoryFlat(t *testing.T) {
 	small, large := h.user(t, "small", 10_000), h.user(t, "large", 100_000)
 	t.Logf("seeded 110,000 tasks in %s", time.Since(start).Round(time.Millisecond))
 
-	measure := func(userID uuid.UUID, format jobs.ExportFormat) (heapFigures, jobs.ExportResult) {
+	measure := func(userID uuid.UUID, format userjobs.ExportFormat) (heapFigures, userjobs.ExportResult) {
 		s := startHeapSampler()
 		begin := time.Now()
 		j := h.export(t, userID, format)
 		took := time.Since(begin)
 		fig := s.finish()
-		var res jobs.ExportResult
+		var res userjobs.ExportResult
 		if err := json.Unmarshal(j.Result, &res); err != nil {
 			t.Fatal(err)
 		}
@@ -330,7 +331,7 @@ func TestExportOf100000TasksKeepsTheWorkersMemoryFlat(t *testing.T) {
 			exportMiB(fig.allocated), fig.samples)
 		return fig, res
 	}
-	for _, format := range []jobs.ExportFormat{jobs.ExportCSV, jobs.ExportJSON} {
+	for _, format := range []userjobs.ExportFormat{userjobs.ExportCSV, userjobs.ExportJSON} {
 		smallFig, smallRes := measure(small, format)
 		largeFig, largeRes := measure(large, format)
 		if smallRes.TaskCount != 10_000 || largeRes.TaskCount != 100_000 {
@@ -362,12 +363,12 @@ func BenchmarkExportTasks(b *testing.B) {
 	const n = 20_000
 	h := newExportHarness(b, jobs.Options{})
 	userID := h.user(b, "bench", n)
-	for _, format := range []jobs.ExportFormat{jobs.ExportCSV, jobs.ExportJSON} {
+	for _, format := range []userjobs.ExportFormat{userjobs.ExportCSV, userjobs.ExportJSON} {
 		b.Run(string(format), func(b *testing.B) {
 			var bytes int64
 			for b.Loop() {
 				j := h.export(b, userID, format)
-				var res jobs.ExportResult
+				var res userjobs.ExportResult
 				if err := json.Unmarshal(j.Result, &res); err != nil {
 					b.Fatal(err)
 				}

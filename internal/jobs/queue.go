@@ -19,7 +19,9 @@ import (
 	"github.com/taskgraph/taskgraph/internal/email"
 	"github.com/taskgraph/taskgraph/internal/notifications"
 	"github.com/taskgraph/taskgraph/internal/reads"
+	"github.com/taskgraph/taskgraph/internal/userjobs"
 	"github.com/taskgraph/taskgraph/internal/webhook"
+	"github.com/taskgraph/taskgraph/internal/webhooks"
 )
 
 // Options configure a Queue. FromConfig fills them from the settings.
@@ -65,7 +67,7 @@ type Options struct {
 	Invalidator db.Invalidator
 	// AfterChunk, when set, runs after every committed chunk of a user-visible job (tests fail
 	// attempts there, as a crash would).
-	AfterChunk ChunkHook
+	AfterChunk userjobs.ChunkHook
 	// ExportChunkSize is about how many bytes of an export file each chunk holds (0: 1 MiB), and
 	// ExportMaxBytes the largest file (0: 2 GiB, what TaskExport.byteSize can count); tests set them
 	// small.
@@ -162,31 +164,34 @@ func New(primary *pgxpool.Pool, o Options) (*Queue, error) {
 		}
 		store = db.New(pool, nil, opts...)
 	}
-	tr := &tracker{store: store, afterChunk: o.AfterChunk, timeout: o.LongJobTimeout,
-		logger: logger.With("component", "jobs")}
-	if tr.timeout <= 0 {
-		tr.timeout = 30 * time.Minute
-	}
-
-	workers := river.NewWorkers()
-	river.AddWorker(workers, &NotifyAssignedWorker{Store: store, AfterWrite: o.AfterWrite, Deliveries: deliveries})
-	river.AddWorker(workers, &NotifyStatusChangedWorker{Store: store, AfterWrite: o.AfterWrite, Deliveries: deliveries})
-	// Deliveries load what they send through the domain, under its policy.
-	var notes *notifications.Service
+	// Workers act through the domain: notifications are written with their deliveries, and
+	// deliveries load what they send under the policy.
+	var (
+		notes  *notifications.Service
+		hooks  *webhooks.Service
+		runner *userjobs.Runner
+	)
 	if store != nil {
-		notes = notifications.New(reads.NewRouter(store, nil))
+		router := reads.NewRouter(store, nil)
+		notes = notifications.New(router).WithDeliveries(deliveries)
+		hooks = webhooks.New(router, o.WebhookAllowPrivate)
+		runner = userjobs.NewRunner(router, userjobs.RunOptions{AfterChunk: o.AfterChunk, Timeout: o.LongJobTimeout,
+			Logger: logger.With("component", "jobs"), ExportRetention: o.ExportRetention,
+			ExportChunkSize: o.ExportChunkSize, ExportMaxBytes: o.ExportMaxBytes})
 	}
-	river.AddWorker(workers, &DeliverEmailWorker{Store: store, Notifications: notes, Sender: sender, RetryBase: o.EmailRetryBase,
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &NotifyAssignedWorker{Notifications: notes, AfterWrite: o.AfterWrite})
+	river.AddWorker(workers, &NotifyStatusChangedWorker{Notifications: notes, AfterWrite: o.AfterWrite})
+	river.AddWorker(workers, &DeliverEmailWorker{Notifications: notes, Sender: sender, RetryBase: o.EmailRetryBase,
 		Logger: logger.With("component", "email")})
-	river.AddWorker(workers, &DeliverWebhookWorker{Store: store, Notifications: notes, Client: webhook.NewClient(o.WebhookAllowPrivate),
+	river.AddWorker(workers, &DeliverWebhookWorker{Webhooks: hooks, Notifications: notes, Client: webhook.NewClient(o.WebhookAllowPrivate),
 		RetryBase: o.WebhookRetryBase, Logger: logger.With("component", "webhooks")})
-	river.AddWorker(workers, &TaskReportWorker{tracker: tr})
-	river.AddWorker(workers, &ExportTasksWorker{tracker: tr, retention: o.ExportRetention,
-		chunkSize: o.ExportChunkSize, maxBytes: o.ExportMaxBytes})
-	river.AddWorker(workers, &BulkUpdateWorker{tracker: tr})
-	river.AddWorker(workers, &BulkDeleteWorker{tracker: tr})
-	river.AddWorker(workers, &PurgeJobsWorker{tracker: tr, Retention: o.JobRetention})
-	river.AddWorker(workers, &DueRemindersWorker{Store: store, Window: o.DueSoonWindow, Logger: logger, AfterWrite: o.AfterWrite, Deliveries: deliveries})
+	river.AddWorker(workers, &TaskReportWorker{Runner: runner})
+	river.AddWorker(workers, &ExportTasksWorker{Runner: runner})
+	river.AddWorker(workers, &BulkUpdateWorker{Runner: runner})
+	river.AddWorker(workers, &BulkDeleteWorker{Runner: runner})
+	river.AddWorker(workers, &PurgeJobsWorker{Runner: runner, Retention: o.JobRetention})
+	river.AddWorker(workers, &DueRemindersWorker{Notifications: notes, Window: o.DueSoonWindow, Logger: logger, AfterWrite: o.AfterWrite})
 
 	rc := &river.Config{
 		Logger:               logger.With("component", "river"),

@@ -23,6 +23,8 @@ import (
 	"github.com/taskgraph/taskgraph/internal/email/emailtest"
 	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/jobs"
+	"github.com/taskgraph/taskgraph/internal/notifications"
+	"github.com/taskgraph/taskgraph/internal/reads"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -174,8 +176,8 @@ func TestDueReminderDeliveriesCommitWithTheirChunk(t *testing.T) {
 	defer sub.Close()
 
 	// Without a job queue the first chunk's enqueue fails: its reminders roll back with it.
-	broken := &jobs.DueRemindersWorker{Store: db.New(database.Pool, nil), Window: time.Hour, Chunk: 1,
-		Deliveries: jobs.Deliveries{Email: true}}
+	withoutQueue := notifications.New(reads.NewRouter(db.New(database.Pool, nil), nil)).WithDeliveries(jobs.Deliveries{Email: true})
+	broken := &jobs.DueRemindersWorker{Notifications: withoutQueue, Window: time.Hour, Chunk: 1}
 	if err := broken.Work(ctx, sweepJob()); !errors.Is(err, db.ErrNoJobQueue) {
 		t.Fatalf("sweep without a queue: %v, want ErrNoJobQueue", err)
 	}
@@ -183,7 +185,8 @@ func TestDueReminderDeliveriesCommitWithTheirChunk(t *testing.T) {
 		t.Fatalf("%d reminders committed without their deliveries; want none", n)
 	}
 
-	w := &jobs.DueRemindersWorker{Store: store, Window: time.Hour, Chunk: 1, Deliveries: jobs.Deliveries{Email: true}}
+	notes := notifications.New(reads.NewRouter(store, nil)).WithDeliveries(jobs.Deliveries{Email: true})
+	w := &jobs.DueRemindersWorker{Notifications: notes, Window: time.Hour, Chunk: 1}
 	for range 2 {
 		if err := w.Work(ctx, sweepJob()); err != nil {
 			t.Fatal(err)

@@ -2,52 +2,96 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 
-	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/userjobs"
 )
 
-// reportWeeks is how many weeks of completions a report shows.
-const reportWeeks = 12
+// The workers of user-visible jobs are thin: each runs its kind's body through the domain's runner
+// (internal/userjobs), which keeps the job's row, progress and checkpoints, and tells River what
+// to do next.
 
-// TaskReportWorker computes a TASK_REPORT job: statistics about the tasks its user owns.
-type TaskReportWorker struct {
-	river.WorkerDefaults[TaskReportArgs]
-	tracker *tracker
+// run is one attempt of the user-visible job jobID with body.
+func run(ctx context.Context, r *userjobs.Runner, row *rivertype.JobRow, jobID uuid.UUID,
+	body func(context.Context, *userjobs.Attempt) (any, *time.Time, error)) error {
+	err := r.Run(ctx, userjobs.Try{Attempt: row.Attempt, MaxAttempts: row.MaxAttempts}, jobID, body)
+	if errors.Is(err, userjobs.ErrStop) {
+		return river.JobCancel(err) // failed for good: River must not retry it either
+	}
+	return err
+}
+
+// ExportTasksWorker writes a TASK_EXPORT job's file (userjobs.Runner.Export).
+type ExportTasksWorker struct {
+	river.WorkerDefaults[userjobs.ExportTasksArgs]
+	Runner *userjobs.Runner
 }
 
 // Timeout implements river.Worker: a long job's attempt gets LONG_JOB_TIMEOUT.
-func (w *TaskReportWorker) Timeout(*river.Job[TaskReportArgs]) time.Duration {
-	return w.tracker.timeout
+func (w *ExportTasksWorker) Timeout(*river.Job[userjobs.ExportTasksArgs]) time.Duration {
+	return w.Runner.Timeout()
 }
 
 // Work implements river.Worker.
-func (w *TaskReportWorker) Work(ctx context.Context, job *river.Job[TaskReportArgs]) error {
-	return w.tracker.run(ctx, job.JobRow, job.Args.JobID, func(ctx context.Context, a *Attempt) (any, *time.Time, error) {
-		st, err := w.tracker.store.Stores().Tasks.Stats(ctx, a.Job.UserID, time.Now(), reportWeeks)
-		if err != nil {
-			return nil, nil, err
-		}
-		return reportOf(st), nil, nil
-	})
+func (w *ExportTasksWorker) Work(ctx context.Context, job *river.Job[userjobs.ExportTasksArgs]) error {
+	return run(ctx, w.Runner, job.JobRow, job.Args.JobID, w.Runner.Export)
 }
 
-// reportOf shapes statistics as the GraphQL TaskReport: every status and priority, zeros included.
-func reportOf(st *db.TaskStats) TaskReport {
-	r := TaskReport{GeneratedAt: st.At.UTC(), TotalCount: int32(st.Total), OverdueCount: int32(st.Overdue)}
-	for _, s := range []db.TaskStatus{db.StatusTodo, db.StatusInProgress, db.StatusDone} {
-		r.ByStatus = append(r.ByStatus, TaskStatusCount{Status: s, Count: int32(st.ByStatus[s])})
-	}
-	for _, p := range []db.Priority{db.PriorityLow, db.PriorityMedium, db.PriorityHigh, db.PriorityUrgent} {
-		r.ByPriority = append(r.ByPriority, TaskPriorityCount{Priority: p, Count: int32(st.ByPriority[p])})
-	}
-	for i, start := range st.WeekStarts {
-		r.CompletedPerWeek = append(r.CompletedPerWeek, WeeklyCount{WeekStart: start, Count: int32(st.CompletedPerWeek[i])})
-	}
-	return r
+// TaskReportWorker computes a TASK_REPORT job (userjobs.Runner.Report).
+type TaskReportWorker struct {
+	river.WorkerDefaults[userjobs.TaskReportArgs]
+	Runner *userjobs.Runner
 }
+
+// Timeout implements river.Worker: a long job's attempt gets LONG_JOB_TIMEOUT.
+func (w *TaskReportWorker) Timeout(*river.Job[userjobs.TaskReportArgs]) time.Duration {
+	return w.Runner.Timeout()
+}
+
+// Work implements river.Worker.
+func (w *TaskReportWorker) Work(ctx context.Context, job *river.Job[userjobs.TaskReportArgs]) error {
+	return run(ctx, w.Runner, job.JobRow, job.Args.JobID, w.Runner.Report)
+}
+
+// BulkUpdateWorker runs a BULK_UPDATE_TASKS job (userjobs.Runner.BulkUpdate).
+type BulkUpdateWorker struct {
+	river.WorkerDefaults[userjobs.BulkUpdateArgs]
+	Runner *userjobs.Runner
+}
+
+// Timeout implements river.Worker: a long job's attempt gets LONG_JOB_TIMEOUT.
+func (w *BulkUpdateWorker) Timeout(*river.Job[userjobs.BulkUpdateArgs]) time.Duration {
+	return w.Runner.Timeout()
+}
+
+// Work implements river.Worker.
+func (w *BulkUpdateWorker) Work(ctx context.Context, job *river.Job[userjobs.BulkUpdateArgs]) error {
+	return run(ctx, w.Runner, job.JobRow, job.Args.JobID, w.Runner.BulkUpdate)
+}
+
+// BulkDeleteWorker runs a BULK_DELETE_TASKS job (userjobs.Runner.BulkDelete).
+type BulkDeleteWorker struct {
+	river.WorkerDefaults[userjobs.BulkDeleteArgs]
+	Runner *userjobs.Runner
+}
+
+// Timeout implements river.Worker: a long job's attempt gets LONG_JOB_TIMEOUT.
+func (w *BulkDeleteWorker) Timeout(*river.Job[userjobs.BulkDeleteArgs]) time.Duration {
+	return w.Runner.Timeout()
+}
+
+// Work implements river.Worker.
+func (w *BulkDeleteWorker) Work(ctx context.Context, job *river.Job[userjobs.BulkDeleteArgs]) error {
+	return run(ctx, w.Runner, job.JobRow, job.Args.JobID, w.Runner.BulkDelete)
+}
+
+// KindPurgeJobs is the retention sweep's kind, as stored in river_job.kind.
+const KindPurgeJobs = "purge_jobs"
 
 // PurgeJobsArgs is the periodic sweep that deletes finished jobs after JOB_RETENTION and export
 // files after EXPORT_RETENTION.
@@ -56,25 +100,14 @@ type PurgeJobsArgs struct{}
 // Kind implements river.JobArgs.
 func (PurgeJobsArgs) Kind() string { return KindPurgeJobs }
 
-// PurgeJobsWorker runs the sweep.
+// PurgeJobsWorker runs the sweep (userjobs.Runner.Purge).
 type PurgeJobsWorker struct {
 	river.WorkerDefaults[PurgeJobsArgs]
-	tracker   *tracker
+	Runner    *userjobs.Runner
 	Retention time.Duration
 }
 
 // Work implements river.Worker.
 func (w *PurgeJobsWorker) Work(ctx context.Context, _ *river.Job[PurgeJobsArgs]) error {
-	retention := w.Retention
-	if retention <= 0 {
-		retention = 7 * 24 * time.Hour
-	}
-	jobs, files, err := w.tracker.store.Stores().BackgroundJobs.Purge(ctx, time.Now().Add(-retention))
-	if err != nil {
-		return err
-	}
-	if jobs > 0 || files > 0 {
-		w.tracker.logger.InfoContext(ctx, "purged finished jobs and expired export files", "jobs", jobs, "files", files)
-	}
-	return nil
+	return w.Runner.Purge(ctx, w.Retention)
 }

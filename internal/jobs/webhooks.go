@@ -21,6 +21,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/notifications"
 	"github.com/taskgraph/taskgraph/internal/webhook"
+	"github.com/taskgraph/taskgraph/internal/webhooks"
 )
 
 // KindDeliverWebhook POSTs one notification to one webhook.
@@ -87,7 +88,7 @@ type WebhookPayload struct {
 // notification deleted meanwhile.
 type DeliverWebhookWorker struct {
 	river.WorkerDefaults[DeliverWebhookArgs]
-	Store         *db.DB
+	Webhooks      *webhooks.Service
 	Notifications *notifications.Service
 	Client        *http.Client
 	RetryBase     time.Duration
@@ -103,8 +104,7 @@ func (w *DeliverWebhookWorker) NextRetry(job *river.Job[DeliverWebhookArgs]) tim
 // Work implements river.Worker.
 func (w *DeliverWebhookWorker) Work(ctx context.Context, job *river.Job[DeliverWebhookArgs]) error {
 	a := job.Args
-	s := w.Store.Stores()
-	hook, err := s.Webhooks.Get(ctx, a.WebhookID)
+	hook, err := w.Webhooks.ForDelivery(ctx, a.WebhookID)
 	if errors.Is(err, apperr.ErrNotFound) {
 		return river.JobCancel(fmt.Errorf("webhook %s was deleted", a.WebhookID))
 	}

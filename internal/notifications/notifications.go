@@ -19,7 +19,8 @@ import (
 
 // Service runs the notification operations.
 type Service struct {
-	reads *reads.Router
+	reads   *reads.Router
+	deliver Deliverer // nil: notifications written go out in-app only
 }
 
 // New builds the notification service.
@@ -181,4 +182,18 @@ func (s *Service) Watch(ctx context.Context, a policy.Actor, bus *events.Bus) (<
 		}
 	}()
 	return out, nil
+}
+
+// ForEmail is what an email delivery needs: the notification, loaded on behalf of its recipient
+// (ForRecipient), and the recipient's address as it is now. NOT_FOUND when either is gone.
+func (s *Service) ForEmail(ctx context.Context, recipientID, id uuid.UUID) (*db.Notification, string, error) {
+	n, err := s.ForRecipient(ctx, recipientID, id)
+	if err != nil {
+		return nil, "", err
+	}
+	u, err := s.reads.Primary().Users.ByID(ctx, recipientID)
+	if err != nil {
+		return nil, "", err
+	}
+	return n, u.Email, nil
 }

@@ -37,6 +37,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/observe"
 	"github.com/taskgraph/taskgraph/internal/ratelimit"
 	"github.com/taskgraph/taskgraph/internal/schemaversion"
+	"github.com/taskgraph/taskgraph/internal/userjobs"
 	"github.com/taskgraph/taskgraph/resolvers"
 )
 
@@ -85,7 +86,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 		patternReadyz: readyz(d),
 		// Export files: the signed URL is the credential (no Authorization), so the route stays outside
 		// the GraphQL chain; gzip and the request id below apply as to every route.
-		download.Pattern: &download.Handler{Signer: downloadSigner(d.Config), DB: d.DB, Logger: d.Logger},
+		download.Pattern: &download.Handler{Exports: d.Services.Jobs, Logger: d.Logger},
 	}
 	if d.Gatherer != nil {
 		handlers[patternMetrics] = d.Metrics.Handler(d.Gatherer)
@@ -208,8 +209,8 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 }
 
 // downloadSigner signs export download URLs (resolvers) and checks them (the download route).
-func downloadSigner(cfg config.Config) *download.Signer {
-	return download.NewSigner([]byte(cfg.JWTSecret), cfg.PublicURL, cfg.ExportURLTTL)
+func downloadSigner(cfg config.Config) *userjobs.Signer {
+	return userjobs.NewSigner([]byte(cfg.JWTSecret), cfg.PublicURL, cfg.ExportURLTTL)
 }
 
 // Draining is set when shutdown begins: /readyz then answers 503 so load balancers stop sending

@@ -8,6 +8,7 @@ package userjobs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -16,9 +17,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/apperr"
-	"github.com/taskgraph/taskgraph/internal/download"
 	"github.com/taskgraph/taskgraph/internal/events"
-	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/policy"
 	"github.com/taskgraph/taskgraph/internal/reads"
 	"github.com/taskgraph/taskgraph/internal/tasks"
@@ -28,13 +27,13 @@ import (
 // Service runs the job operations.
 type Service struct {
 	reads     *reads.Router
-	maxActive int              // JOB_MAX_ACTIVE: a user's queued and running jobs (0: no cap)
-	downloads *download.Signer // nil: exports have no download URL
-	bus       *events.Bus      // nil: no live feed
+	maxActive int         // JOB_MAX_ACTIVE: a user's queued and running jobs (0: no cap)
+	downloads *Signer     // nil: exports have no download URL
+	bus       *events.Bus // nil: no live feed
 }
 
 // New builds the job service.
-func New(r *reads.Router, maxActive int, downloads *download.Signer, bus *events.Bus) *Service {
+func New(r *reads.Router, maxActive int, downloads *Signer, bus *events.Bus) *Service {
 	return &Service{reads: r, maxActive: maxActive, downloads: downloads, bus: bus}
 }
 
@@ -47,7 +46,7 @@ func (s *Service) start(ctx context.Context, a policy.Actor, kind db.JobKind, pa
 		if j, err = st.BackgroundJobs.Create(ctx, a.UserID, kind, params, s.maxActive); err != nil {
 			return err
 		}
-		return st.Jobs.Enqueue(ctx, jobs.QueueEntry(j))
+		return st.Jobs.Enqueue(ctx, QueueEntry(j))
 	})
 	if err != nil {
 		return nil, err
@@ -57,7 +56,7 @@ func (s *Service) start(ctx context.Context, a policy.Actor, kind db.JobKind, pa
 
 // RequestExport starts an export of the tasks the filter selects (the actor's own, or assigned to
 // them) in format. Filter errors are named under "filter".
-func (s *Service) RequestExport(ctx context.Context, a policy.Actor, format jobs.ExportFormat, filter *db.TaskFilter) (*db.BackgroundJob, error) {
+func (s *Service) RequestExport(ctx context.Context, a policy.Actor, format ExportFormat, filter *db.TaskFilter) (*db.BackgroundJob, error) {
 	if err := policy.RequireSignedIn(a); err != nil {
 		return nil, err
 	}
@@ -65,7 +64,7 @@ func (s *Service) RequestExport(ctx context.Context, a policy.Actor, format jobs
 	if err != nil {
 		return nil, apperr.Under("filter", err)
 	}
-	return s.start(ctx, a, db.JobTaskExport, jobs.ExportParams{Format: format, Filter: f})
+	return s.start(ctx, a, db.JobTaskExport, ExportParams{Format: format, Filter: f})
 }
 
 // RequestReport starts a report on the actor's tasks.
@@ -76,9 +75,9 @@ func (s *Service) RequestReport(ctx context.Context, a policy.Actor) (*db.Backgr
 	return s.start(ctx, a, db.JobTaskReport, struct{}{})
 }
 
-// BulkPatch is a bulkUpdateTasks patch as the client sent it; only Set fields (and non-empty tag
-// lists) change.
-type BulkPatch struct {
+// BulkPatchInput is a bulkUpdateTasks patch as the client sent it; only Set fields (and non-empty
+// tag lists) change.
+type BulkPatchInput struct {
 	Status     *db.TaskStatus
 	Priority   *db.Priority
 	DueAt      db.Optional[*time.Time]
@@ -89,10 +88,10 @@ type BulkPatch struct {
 
 // validate checks the patch like updateTask's input (field names are the patch's own) and that a
 // new assignee exists.
-func (s *Service) validate(ctx context.Context, in BulkPatch) (*jobs.BulkPatch, error) {
+func (s *Service) validate(ctx context.Context, in BulkPatchInput) (*BulkPatch, error) {
 	var (
 		v apperr.Violations
-		p jobs.BulkPatch
+		p BulkPatch
 	)
 	if in.Status != nil {
 		p.Status = db.Optional[db.TaskStatus]{Set: true, Value: *in.Status}
@@ -146,7 +145,7 @@ func bulkFilter(a policy.Actor, filter db.TaskFilter, at time.Time) (*db.TaskFil
 
 // RequestBulkUpdate starts applying patch to the actor's tasks that filter selects, as they are now.
 // Patch errors are named under "patch", filter errors under "filter".
-func (s *Service) RequestBulkUpdate(ctx context.Context, a policy.Actor, filter db.TaskFilter, patch BulkPatch) (*db.BackgroundJob, error) {
+func (s *Service) RequestBulkUpdate(ctx context.Context, a policy.Actor, filter db.TaskFilter, patch BulkPatchInput) (*db.BackgroundJob, error) {
 	if err := policy.RequireSignedIn(a); err != nil {
 		return nil, err
 	}
@@ -159,7 +158,7 @@ func (s *Service) RequestBulkUpdate(ctx context.Context, a policy.Actor, filter 
 	if err != nil {
 		return nil, apperr.Under("patch", err)
 	}
-	return s.start(ctx, a, db.JobBulkUpdateTasks, jobs.BulkParams{Filter: f, Patch: p, RequestedAt: now})
+	return s.start(ctx, a, db.JobBulkUpdateTasks, BulkParams{Filter: f, Patch: p, RequestedAt: now})
 }
 
 // RequestBulkDelete starts deleting the actor's tasks that filter selects, as they are now.
@@ -172,7 +171,7 @@ func (s *Service) RequestBulkDelete(ctx context.Context, a policy.Actor, filter 
 	if err != nil {
 		return nil, err
 	}
-	return s.start(ctx, a, db.JobBulkDeleteTasks, jobs.BulkParams{Filter: f, RequestedAt: now})
+	return s.start(ctx, a, db.JobBulkDeleteTasks, BulkParams{Filter: f, RequestedAt: now})
 }
 
 // Get returns a job the actor may see; another user's answers like a missing one.
@@ -208,8 +207,8 @@ func (s *Service) Count(ctx context.Context, a policy.Actor, conn *db.Background
 	return s.reads.For(ctx, a.UserID).BackgroundJobs.Count(ctx, conn)
 }
 
-// Result decodes a succeeded job's result: *jobs.ExportResult, *jobs.TaskReport or
-// *jobs.BulkResult; nil until the job succeeded.
+// Result decodes a succeeded job's result: *ExportResult, *TaskReport or
+// *BulkResult; nil until the job succeeded.
 func Result(j *db.BackgroundJob) (any, error) {
 	if j.Status != db.JobSucceeded || len(j.Result) == 0 {
 		return nil, nil
@@ -220,16 +219,16 @@ func Result(j *db.BackgroundJob) (any, error) {
 	)
 	switch j.Kind {
 	case db.JobTaskExport:
-		var res jobs.ExportResult
+		var res ExportResult
 		err = json.Unmarshal(j.Result, &res)
 		res.JobID = j.ID
 		out = &res
 	case db.JobTaskReport:
-		var res jobs.TaskReport
+		var res TaskReport
 		err = json.Unmarshal(j.Result, &res)
 		out = &res
 	case db.JobBulkUpdateTasks, db.JobBulkDeleteTasks:
-		var res jobs.BulkResult
+		var res BulkResult
 		err = json.Unmarshal(j.Result, &res)
 		out = &res
 	default:
@@ -243,7 +242,7 @@ func Result(j *db.BackgroundJob) (any, error) {
 
 // ExportURL signs a download URL for an export that still exists (the URL never outlives the
 // file). res came from Result of a job the actor could see.
-func (s *Service) ExportURL(res *jobs.ExportResult, now time.Time) (string, time.Time, bool) {
+func (s *Service) ExportURL(res *ExportResult, now time.Time) (string, time.Time, bool) {
 	if s.downloads == nil || !now.Before(res.ExpiresAt) {
 		return "", time.Time{}, false
 	}
@@ -312,4 +311,55 @@ func (s *Service) Watch(ctx context.Context, a policy.Actor, only *uuid.UUID) (<
 		}
 	}()
 	return out, nil
+}
+
+// Download is an export file a signed URL opened: what the download route streams.
+type Download struct {
+	JobID  uuid.UUID
+	Result *ExportResult
+	// MadeAt is when the file was finished (it names the downloaded file).
+	MadeAt time.Time
+}
+
+// OpenDownload checks a download URL's expiry and signature (the URL is the credential) and
+// returns the export file it names: FORBIDDEN for a link that is altered or expired (ErrExpired
+// wrapped for the latter), NOT_FOUND for a job that is not a finished export or whose file is gone.
+func (s *Service) OpenDownload(ctx context.Context, id uuid.UUID, expires, signature string, now time.Time) (*Download, error) {
+	if s.downloads == nil {
+		return nil, apperr.New(apperr.NotFound, "export not found")
+	}
+	if err := s.downloads.Verify(id, expires, signature, now); err != nil {
+		msg := "this download link is not valid: query the job again for a fresh downloadUrl"
+		if errors.Is(err, ErrExpired) {
+			msg = "this download link has expired: query the job again for a fresh downloadUrl"
+		}
+		return nil, fmt.Errorf("%w: %w", apperr.New(apperr.Forbidden, "%s", msg), err)
+	}
+	j, err := s.reads.Primary().BackgroundJobs.ByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if j.Kind != db.JobTaskExport || j.Status != db.JobSucceeded || j.ExpiresAt == nil || !now.Before(*j.ExpiresAt) {
+		return nil, apperr.New(apperr.NotFound, "export not found")
+	}
+	var res ExportResult
+	if err := json.Unmarshal(j.Result, &res); err != nil {
+		return nil, fmt.Errorf("job %s result: %w", id, err)
+	}
+	at := j.CreatedAt
+	if j.FinishedAt != nil {
+		at = *j.FinishedAt
+	}
+	return &Download{JobID: id, Result: &res, MadeAt: at}, nil
+}
+
+// ChunkSizes lists the sizes of an opened download's chunks, in order (for a ranged download).
+func (s *Service) ChunkSizes(ctx context.Context, d *Download) ([]int, error) {
+	return s.reads.Primary().BackgroundJobs.ChunkSizes(ctx, d.JobID)
+}
+
+// ReadChunk reads chunk seq of an opened download into buf (reused when large enough); ok is false
+// when the chunk is gone (the file expired and was purged meanwhile).
+func (s *Service) ReadChunk(ctx context.Context, d *Download, seq int, buf []byte) (_ []byte, ok bool, err error) {
+	return s.reads.Primary().BackgroundJobs.ReadChunkInto(ctx, d.JobID, seq, buf)
 }

@@ -85,3 +85,9 @@ func (s *Service) Delete(ctx context.Context, a policy.Actor, id uuid.UUID) erro
 	}
 	return st.Webhooks.Delete(ctx, id)
 }
+
+// ForDelivery returns a webhook for the worker that delivers to it (whoever owns it; the
+// notification it carries is loaded on behalf of that owner), or NOT_FOUND once deleted.
+func (s *Service) ForDelivery(ctx context.Context, id uuid.UUID) (*db.Webhook, error) {
+	return s.reads.Primary().Webhooks.Get(ctx, id)
+}

@@ -1,7 +1,10 @@
-// Package download serves export files through signed, expiring URLs: the URL itself is the
-// credential (a browser can follow it without an Authorization header), so it names one job, carries
-// its expiry and an HMAC over both, and is refused once expired or altered.
-package download
+package userjobs
+
+// Export files are served through signed, expiring URLs: the URL itself is the credential (a
+// browser can follow it without an Authorization header), so it names one job, carries its expiry
+// and an HMAC over both, and is refused once expired or altered. Only the job's owner is ever given
+// one (Result and ExportURL follow the policy for jobs); whoever holds it may download until it
+// expires.
 
 import (
 	"crypto/hmac"

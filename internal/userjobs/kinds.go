@@ -1,4 +1,4 @@
-package jobs
+package userjobs
 
 import (
 	"time"
@@ -20,7 +20,6 @@ const (
 	KindTaskReport  = "task_report"
 	KindBulkUpdate  = "bulk_update_tasks"
 	KindBulkDelete  = "bulk_delete_tasks"
-	KindPurgeJobs   = "purge_jobs"
 )
 
 // userJobMaxAttempts bounds the attempts of a user-visible job. Each attempt resumes from the last
@@ -179,3 +178,11 @@ type BulkResult struct {
 
 // IsJobResult marks a member of the GraphQL JobResult union.
 func (BulkResult) IsJobResult() {}
+
+// Store is the patch as the store applies it.
+func (p *BulkPatch) Store() db.BulkTaskPatch {
+	return db.BulkTaskPatch{
+		Status: p.Status, Priority: p.Priority, DueAt: p.DueAt,
+		AddTags: p.AddTags, RemoveTags: p.RemoveTags, AssigneeID: p.AssigneeID,
+	}
+}

@@ -1,4 +1,4 @@
-package jobs
+package userjobs
 
 import (
 	"context"
@@ -8,23 +8,61 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/apperr"
+	"github.com/taskgraph/taskgraph/internal/reads"
 )
 
-// tracker runs the attempts of user-visible jobs (exports, reports, bulk operations): it keeps the
-// jobs row (status, attempt, progress, result, error) in step with the work, commits each chunk of
-// work together with its checkpoint, and tells the user's jobUpdated subscriptions.
-type tracker struct {
+// Runner runs the attempts of user-visible jobs (exports, reports, bulk operations) for the workers
+// of internal/jobs: it keeps the jobs row (status, attempt, progress, result, error) in step with
+// the work and commits each chunk of work together with its checkpoint. The database announces every
+// change of the row to the user's jobUpdated subscriptions.
+type Runner struct {
 	store *db.DB
 	// afterChunk, when set, runs after each committed chunk (tests fail attempts with it).
 	afterChunk ChunkHook
 	timeout    time.Duration
 	logger     *slog.Logger
+	// Exports: how long files are kept, about how many bytes a chunk holds, the largest file.
+	exportRetention time.Duration
+	exportChunkSize int
+	exportMaxBytes  int64
 }
+
+// RunOptions configure a Runner; zero values take the defaults.
+type RunOptions struct {
+	AfterChunk      ChunkHook     // tests fail attempts after a chunk with it
+	Timeout         time.Duration // an attempt's limit (LONG_JOB_TIMEOUT; 0: 30 minutes)
+	Logger          *slog.Logger
+	ExportRetention time.Duration // EXPORT_RETENTION (0: 24 h)
+	ExportChunkSize int           // 0: DefaultExportChunkSize
+	ExportMaxBytes  int64         // 0: DefaultExportMaxBytes
+}
+
+// NewRunner builds the runner over the workers' database.
+func NewRunner(r *reads.Router, o RunOptions) *Runner {
+	if o.Timeout <= 0 {
+		o.Timeout = 30 * time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Runner{store: r.DB(), afterChunk: o.AfterChunk, timeout: o.Timeout, logger: o.Logger,
+		exportRetention: o.ExportRetention, exportChunkSize: o.ExportChunkSize, exportMaxBytes: o.ExportMaxBytes}
+}
+
+// Timeout is an attempt's limit.
+func (t *Runner) Timeout() time.Duration { return t.timeout }
+
+// Try is which attempt of its queue entry a run is (River's attempt and max attempts).
+type Try struct {
+	Attempt, MaxAttempts int
+}
+
+// ErrStop marks what Run returns when the job is over for good (failed permanently): the queue must
+// not retry it. errors.Is(err, ErrStop) tells.
+var ErrStop = errors.New("the job failed for good")
 
 // ChunkHook runs after chunk n (from 1, per attempt) of job committed; an error fails the attempt
 // there, as a crash would. Tests use it; nil in production.
@@ -38,10 +76,10 @@ type permanentError struct{ message string }
 
 func (e *permanentError) Error() string { return e.message }
 
-// Attempt is one attempt of a user-visible job, as its worker body sees it.
+// Attempt is one attempt of a user-visible job, as its body sees it.
 type Attempt struct {
 	Job    *db.BackgroundJob // as Start left it: RUNNING, with the checkpoint to resume from
-	t      *tracker
+	t      *Runner
 	chunks int
 }
 
@@ -82,10 +120,11 @@ func (a *Attempt) Chunk(ctx context.Context, fn func(s db.Stores) (Progress, err
 	return nil
 }
 
-// run runs one attempt of the job named by jobID with body, which returns the job's result and,
-// optionally, when its output expires. It returns what River should hear: nil when the job is done
-// (succeeded, failed for good, cancelled or gone), an error to retry it later.
-func (t *tracker) run(ctx context.Context, row *rivertype.JobRow, jobID uuid.UUID,
+// Run runs one attempt of the job named by jobID with body, which returns the job's result and,
+// optionally, when its output expires. It returns what the queue should hear: nil when the job is
+// done (succeeded, failed for good on its last attempt, cancelled or gone), ErrStop when it failed
+// for good before that, another error to retry it later.
+func (t *Runner) Run(ctx context.Context, try Try, jobID uuid.UUID,
 	body func(ctx context.Context, a *Attempt) (result any, expiresAt *time.Time, err error)) error {
 	j, err := t.store.Stores().BackgroundJobs.Start(ctx, jobID)
 	switch {
@@ -109,16 +148,16 @@ func (t *tracker) run(ctx context.Context, row *rivertype.JobRow, jobID uuid.UUI
 		t.logger.InfoContext(ctx, "job cancelled while running", "job_id", j.ID.String(), "kind", string(j.Kind))
 		return nil
 	}
-	return t.fail(ctx, row, j, err)
+	return t.fail(ctx, try, j, err)
 }
 
 // fail records a failed attempt: a permanent error or the last attempt fails the job for good
-// (River hears nil or JobCancel so it stops too); anything else is retried by River with backoff.
+// (the queue hears nil or ErrStop so it stops too); anything else is retried with backoff.
 // The user sees a message without internals; the log has the error.
-func (t *tracker) fail(ctx context.Context, row *rivertype.JobRow, j *db.BackgroundJob, cause error) error {
+func (t *Runner) fail(ctx context.Context, try Try, j *db.BackgroundJob, cause error) error {
 	var perm *permanentError
 	permanent := errors.As(cause, &perm)
-	final := permanent || row.Attempt >= row.MaxAttempts
+	final := permanent || try.Attempt >= try.MaxAttempts
 	code, message := apperr.Internal, "the job failed unexpectedly; it is retried automatically"
 	switch {
 	case permanent:
@@ -127,7 +166,7 @@ func (t *tracker) fail(ctx context.Context, row *rivertype.JobRow, j *db.Backgro
 		message = "the job failed unexpectedly and gave up after its last attempt; request it again"
 	}
 	t.logger.ErrorContext(ctx, "job attempt failed", "job_id", j.ID.String(), "kind", string(j.Kind),
-		"attempt", row.Attempt, "final", final, "error", cause.Error())
+		"attempt", try.Attempt, "final", final, "error", cause.Error())
 	// The failure is recorded even if the attempt's context ran out (that is often why it failed).
 	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -139,7 +178,7 @@ func (t *tracker) fail(ctx context.Context, row *rivertype.JobRow, j *db.Backgro
 		j.Status = db.JobFailed
 	}
 	if permanent {
-		return river.JobCancel(cause)
+		return fmt.Errorf("%w: %w", ErrStop, cause)
 	}
 	return fmt.Errorf("job %s: %w", j.ID, cause)
 }

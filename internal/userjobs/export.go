@@ -1,4 +1,4 @@
-package jobs
+package userjobs
 
 import (
 	"bytes"
@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/riverqueue/river"
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/globalid"
@@ -33,21 +31,9 @@ const (
 	// exportMaxBuffered (× chunk size) bounds what a page may add to the buffer when its rows are far
 	// larger than the ones before: the page is cut short there and the next one resumes after it.
 	exportMaxBuffered = 4
-	// defaultExportRetention applies when Options.ExportRetention is unset.
+	// defaultExportRetention applies when RunOptions.ExportRetention is unset.
 	defaultExportRetention = 24 * time.Hour
 )
-
-// ExportTasksWorker writes a TASK_EXPORT job's file: the user's tasks in (created_at, id) order,
-// read by keyset pages and encoded as CSV or JSON into chunks of about chunkSize bytes. Each chunk
-// commits with the job's checkpoint, so a retry resumes after the last committed chunk; memory holds
-// about one chunk and one page whatever the number of tasks.
-type ExportTasksWorker struct {
-	river.WorkerDefaults[ExportTasksArgs]
-	tracker   *tracker
-	retention time.Duration
-	chunkSize int
-	maxBytes  int64
-}
 
 // exportCheckpoint is where an export resumes: everything up to and including task After is in
 // chunks 0..NextSeq-1, which hold Bytes bytes and Count tasks. Done: the file is complete.
@@ -59,20 +45,14 @@ type exportCheckpoint struct {
 	Done    bool          `json:"done,omitempty"`
 }
 
-// Timeout implements river.Worker: a long job's attempt gets LONG_JOB_TIMEOUT.
-func (w *ExportTasksWorker) Timeout(*river.Job[ExportTasksArgs]) time.Duration {
-	return w.tracker.timeout
-}
-
-// Work implements river.Worker.
-func (w *ExportTasksWorker) Work(ctx context.Context, job *river.Job[ExportTasksArgs]) error {
-	return w.tracker.run(ctx, job.JobRow, job.Args.JobID, w.export)
-}
-
-func (w *ExportTasksWorker) export(ctx context.Context, a *Attempt) (any, *time.Time, error) {
+// Export is the body of a TASK_EXPORT attempt (Run): it writes the file — the user's tasks in
+// (created_at, id) order, read by keyset pages and encoded as CSV or JSON into chunks of about the
+// chunk size. Each chunk commits with the job's checkpoint, so a retry resumes after the last
+// committed chunk; memory holds about one chunk and one page whatever the number of tasks.
+func (w *Runner) Export(ctx context.Context, a *Attempt) (any, *time.Time, error) {
 	var p ExportParams
 	if err := a.Job.DecodeParams(&p); err != nil || (p.Format != ExportCSV && p.Format != ExportJSON) {
-		w.tracker.logger.ErrorContext(ctx, "export params unusable", "job_id", a.Job.ID.String(), "format", string(p.Format), "error", fmt.Sprint(err))
+		w.logger.ErrorContext(ctx, "export params unusable", "job_id", a.Job.ID.String(), "format", string(p.Format), "error", fmt.Sprint(err))
 		return nil, nil, Permanent("the export's parameters cannot be used; request the export again")
 	}
 	var cp exportCheckpoint
@@ -91,13 +71,13 @@ func (w *ExportTasksWorker) export(ctx context.Context, a *Attempt) (any, *time.
 	if err != nil {
 		return nil, nil, err
 	}
-	w.tracker.logger.InfoContext(ctx, "export written", "job_id", a.Job.ID.String(), "format", string(p.Format),
+	w.logger.InfoContext(ctx, "export written", "job_id", a.Job.ID.String(), "format", string(p.Format),
 		"tasks", r.cp.Count, "bytes", r.cp.Bytes, "chunks", r.cp.NextSeq, "attempt", a.Job.Attempt)
 	return w.result(p.Format, r.cp)
 }
 
-func (w *ExportTasksWorker) result(format ExportFormat, cp exportCheckpoint) (any, *time.Time, error) {
-	retention := w.retention
+func (w *Runner) result(format ExportFormat, cp exportCheckpoint) (any, *time.Time, error) {
+	retention := w.exportRetention
 	if retention <= 0 {
 		retention = defaultExportRetention
 	}
@@ -108,22 +88,22 @@ func (w *ExportTasksWorker) result(format ExportFormat, cp exportCheckpoint) (an
 
 // dropIfCancelled deletes the partial file of a job cancelled while it ran (nobody can download
 // it). Only a CANCELLED job: ErrJobNotRunning may also mean another attempt finished the file.
-func (w *ExportTasksWorker) dropIfCancelled(ctx context.Context, a *Attempt) {
+func (w *Runner) dropIfCancelled(ctx context.Context, a *Attempt) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	s := w.tracker.store.Stores().BackgroundJobs
+	s := w.store.Stores().BackgroundJobs
 	j, err := s.ByID(ctx, a.Job.ID)
 	if err != nil || j.Status != db.JobCancelled {
 		return
 	}
 	if err := s.DeleteChunksFrom(ctx, a.Job.ID, 0); err != nil {
-		w.tracker.logger.WarnContext(ctx, "deleting a cancelled export's chunks", "job_id", a.Job.ID.String(), "error", err.Error())
+		w.logger.WarnContext(ctx, "deleting a cancelled export's chunks", "job_id", a.Job.ID.String(), "error", err.Error())
 	}
 }
 
 // exportRun is one attempt's pass over the file.
 type exportRun struct {
-	w     *ExportTasksWorker
+	w     *Runner
 	a     *Attempt
 	q     db.ExportQuery
 	total int
@@ -142,7 +122,7 @@ type exportCut struct {
 }
 
 func (r *exportRun) write(ctx context.Context) error {
-	s := r.w.tracker.store.Stores()
+	s := r.w.store.Stores()
 	// A dead attempt cannot have committed chunks past its checkpoint (each commits with it), but a
 	// partial chunk of anything that ran alongside must not end up in the file.
 	if err := s.BackgroundJobs.DeleteChunksFrom(ctx, r.a.Job.ID, r.cp.NextSeq); err != nil {
@@ -157,11 +137,11 @@ func (r *exportRun) write(ctx context.Context) error {
 		}
 		r.total = n
 	}
-	chunkSize := r.w.chunkSize
+	chunkSize := r.w.exportChunkSize
 	if chunkSize <= 0 {
 		chunkSize = DefaultExportChunkSize
 	}
-	maxBytes := r.w.maxBytes
+	maxBytes := r.w.exportMaxBytes
 	if maxBytes <= 0 {
 		maxBytes = DefaultExportMaxBytes
 	}
@@ -275,8 +255,8 @@ func (r *exportRun) commitCuts(ctx context.Context) error {
 
 // tooLarge fails the job for good and deletes what it wrote.
 func (r *exportRun) tooLarge(ctx context.Context, maxBytes int64) error {
-	if err := r.w.tracker.store.Stores().BackgroundJobs.DeleteChunksFrom(ctx, r.a.Job.ID, 0); err != nil {
-		r.w.tracker.logger.WarnContext(ctx, "deleting an oversized export's chunks", "job_id", r.a.Job.ID.String(), "error", err.Error())
+	if err := r.w.store.Stores().BackgroundJobs.DeleteChunksFrom(ctx, r.a.Job.ID, 0); err != nil {
+		r.w.logger.WarnContext(ctx, "deleting an oversized export's chunks", "job_id", r.a.Job.ID.String(), "error", err.Error())
 	}
 	return Permanent(fmt.Sprintf("the export would be larger than %s, the most one file may hold: narrow it with a filter", byteSize(maxBytes)))
 }

@@ -1,4 +1,4 @@
-package jobs
+package userjobs
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/riverqueue/river"
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/notifications"
@@ -23,42 +22,16 @@ type bulkCheckpoint struct {
 	Affected int         `json:"affected"`
 }
 
-// BulkUpdateWorker runs a BULK_UPDATE_TASKS job: the patch applied to every task of the scope, a
-// chunk of db.BulkChunkSize tasks per transaction.
-type BulkUpdateWorker struct {
-	river.WorkerDefaults[BulkUpdateArgs]
-	tracker *tracker
+// BulkUpdate is the body of a BULK_UPDATE_TASKS attempt (Run): the patch applied to every task of
+// the scope, a chunk of db.BulkChunkSize tasks per transaction.
+func (t *Runner) BulkUpdate(ctx context.Context, a *Attempt) (any, *time.Time, error) {
+	return runBulk(ctx, t, a, true)
 }
 
-// Timeout implements river.Worker: a long job's attempt gets LONG_JOB_TIMEOUT.
-func (w *BulkUpdateWorker) Timeout(*river.Job[BulkUpdateArgs]) time.Duration {
-	return w.tracker.timeout
-}
-
-// Work implements river.Worker.
-func (w *BulkUpdateWorker) Work(ctx context.Context, job *river.Job[BulkUpdateArgs]) error {
-	return w.tracker.run(ctx, job.JobRow, job.Args.JobID, func(ctx context.Context, a *Attempt) (any, *time.Time, error) {
-		return runBulk(ctx, w.tracker, a, true)
-	})
-}
-
-// BulkDeleteWorker runs a BULK_DELETE_TASKS job: every task of the scope deleted, a chunk per
-// transaction.
-type BulkDeleteWorker struct {
-	river.WorkerDefaults[BulkDeleteArgs]
-	tracker *tracker
-}
-
-// Timeout implements river.Worker: a long job's attempt gets LONG_JOB_TIMEOUT.
-func (w *BulkDeleteWorker) Timeout(*river.Job[BulkDeleteArgs]) time.Duration {
-	return w.tracker.timeout
-}
-
-// Work implements river.Worker.
-func (w *BulkDeleteWorker) Work(ctx context.Context, job *river.Job[BulkDeleteArgs]) error {
-	return w.tracker.run(ctx, job.JobRow, job.Args.JobID, func(ctx context.Context, a *Attempt) (any, *time.Time, error) {
-		return runBulk(ctx, w.tracker, a, false)
-	})
+// BulkDelete is the body of a BULK_DELETE_TASKS attempt: every task of the scope deleted, a chunk
+// per transaction.
+func (t *Runner) BulkDelete(ctx context.Context, a *Attempt) (any, *time.Time, error) {
+	return runBulk(ctx, t, a, false)
 }
 
 // runBulk is one attempt of a bulk operation: it resumes at the job's checkpoint and commits chunk
@@ -66,7 +39,7 @@ func (w *BulkDeleteWorker) Work(ctx context.Context, job *river.Job[BulkDeleteAr
 // the notification jobs it causes and the checkpoint commit together), so an attempt that dies
 // anywhere leaves every task either done once or not at all, and the next attempt goes on from the
 // last committed chunk. The first chunk also counts the scope (the job's total).
-func runBulk(ctx context.Context, t *tracker, a *Attempt, update bool) (any, *time.Time, error) {
+func runBulk(ctx context.Context, t *Runner, a *Attempt, update bool) (any, *time.Time, error) {
 	var params BulkParams
 	if err := a.Job.DecodeParams(&params); err != nil {
 		t.logger.ErrorContext(ctx, "bulk job params unreadable", "job_id", a.Job.ID.String(), "error", err.Error())
@@ -81,7 +54,7 @@ func runBulk(ctx context.Context, t *tracker, a *Attempt, update bool) (any, *ti
 		if params.Patch == nil {
 			return nil, nil, Permanent("the update has no patch; request it again")
 		}
-		patch = params.Patch.toDB()
+		patch = params.Patch.Store()
 		if patch.Empty() {
 			return nil, nil, Permanent("the patch changes nothing")
 		}
@@ -167,12 +140,4 @@ func enqueueBulkNotifications(ctx context.Context, s db.Stores, ownerID uuid.UUI
 		return fmt.Errorf("enqueue bulk notifications: %w", err)
 	}
 	return nil
-}
-
-// toDB is the patch as the store applies it.
-func (p *BulkPatch) toDB() db.BulkTaskPatch {
-	return db.BulkTaskPatch{
-		Status: p.Status, Priority: p.Priority, DueAt: p.DueAt,
-		AddTags: p.AddTags, RemoveTags: p.RemoveTags, AssigneeID: p.AssigneeID,
-	}
 }
