@@ -211,6 +211,9 @@ func TestBulkUpdateChunksChangeEachMatchingTaskOnce(t *testing.T) {
 // A filter on the column the patch changes (status TODO → DONE) walks every task once: the walk's
 // key, (created_at, id), does not move when a task stops matching.
 func TestBulkUpdateWalksInChunksWhileTasksLeaveTheFilter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: walks thousands of rows in chunks")
+	}
 	f := newBulkFixture(t, 1600)
 	sc := f.scope(&db.TaskFilter{Status: []db.TaskStatus{db.StatusTodo}})
 	want := 1600 - 1600/3
@@ -237,6 +240,9 @@ func TestBulkUpdateWalksInChunksWhileTasksLeaveTheFilter(t *testing.T) {
 // Two walks of the same scope at once (a rescued attempt while the old one still runs): the row
 // locks serialize them per chunk, and every task is changed exactly once between them.
 func TestBulkUpdateConcurrentWalksChangeEachTaskOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: races concurrent bulk walks")
+	}
 	f := newBulkFixture(t, 1200)
 	sc := f.scope(nil)
 	patch := db.BulkTaskPatch{DueAt: db.Optional[*time.Time]{Set: true, Value: new(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))}}
@@ -437,6 +443,9 @@ func TestBulkDeleteChunksDeleteExactlyTheScope(t *testing.T) {
 // The chunk statements stay on tasks_owner_created_at_idx, from the start and after a key, with and
 // without a filter on a column that index does not hold.
 func TestBulkChunkQueriesUseTheOwnerCreatedAtIndex(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: seeds thousands of rows to read query plans")
+	}
 	f := newBulkFixture(t, 20000)
 	rec := &sqlRecorder{}
 	pool, err := db.OpenPool(f.ctx, f.database.URL, db.PoolOptions{MaxConns: 2, Tracer: rec})

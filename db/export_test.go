@@ -110,6 +110,9 @@ func TestExportRowsPagesInCreationOrderUpToTheRequest(t *testing.T) {
 // Each page is read in index order without sorting, even before statistics exist: otherwise every
 // page of an export sorts all the rows after it (quadratic for a large user).
 func TestExportRowsReadsInIndexOrderWithoutStatistics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: seeds thousands of rows to read query plans")
+	}
 	ctx, store, rec, owner, assignee, base := exportSetup(t, 20_000)
 	yes := true
 	search := "task 1"

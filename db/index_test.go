@@ -62,6 +62,9 @@ func (r *sqlRecorder) last(t *testing.T, prefix string) (string, []any) {
 // PostgreSQL can answer it from the index meant for it (sequential scans disabled, so a missing index
 // shows up as a plan without it).
 func TestEveryTaskQueryPathHasAnIndex(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: seeds thousands of rows to read query plans")
+	}
 	database := testsupport.NewDatabase(t)
 	rec := &sqlRecorder{}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

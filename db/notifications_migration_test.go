@@ -9,6 +9,9 @@ import (
 // TestNotificationsMigrationDownAndUp checks that migration 3 (notifications) rolls back cleanly and
 // applies again, leaving River's tables and the tasks alone.
 func TestNotificationsMigrationDownAndUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: migrates down and up")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	databaseURL, _ := newOpenTestDatabase(t)

@@ -173,6 +173,9 @@ func TestNotifyIsIdempotent(t *testing.T) {
 // notification list, its unread variant, the unread count and the due-reminder sweep use the
 // indexes meant for them.
 func TestNotificationQueriesUseTheirIndexes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: seeds thousands of rows to read query plans")
+	}
 	database := testsupport.NewDatabase(t)
 	rec := &sqlRecorder{}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

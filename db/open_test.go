@@ -165,6 +165,9 @@ func TestEnsureDatabaseConcurrentCreate(t *testing.T) {
 }
 
 func TestMigrateConcurrent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: races migrations from several pools")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	databaseURL, _ := newOpenTestDatabase(t)
@@ -239,6 +242,9 @@ func TestOpenPoolBadURLHidesPassword(t *testing.T) {
 // TestAssigneeMigrationDownAndUp checks that migration 2 (task assignees) rolls back cleanly (with the
 // migrations after it) and applies again, keeping the tasks.
 func TestAssigneeMigrationDownAndUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: migrates down and up")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	databaseURL, _ := newOpenTestDatabase(t)

@@ -81,7 +81,7 @@ func lbFlushRedis(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lock.Close() })
-	lbWait(t, 45*time.Second, fmt.Sprintf("another test run to release Redis database %d (%s)", lbRedisDB, lock.Name()), func() bool {
+	testsupport.WaitFor(t, 45*time.Second, fmt.Sprintf("another test run to release Redis database %d (%s)", lbRedisDB, lock.Name()), func() bool {
 		return syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil
 	})
 	rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(), DB: lbRedisDB})
@@ -243,7 +243,7 @@ func startLBCluster(t *testing.T, bin, nginxBin, databaseURL, redisURL string, e
 	})
 	probe := &http.Client{Timeout: 2 * time.Second}
 	for _, inst := range c.instances {
-		lbWait(t, 20*time.Second, inst.name+" to be ready", func() bool {
+		testsupport.WaitFor(t, 20*time.Second, inst.name+" to be ready", func() bool {
 			if !inst.running() {
 				t.Fatalf("%s exited (%v):\n%s", inst.name, inst.exitErr, inst.out.String())
 			}
@@ -278,7 +278,7 @@ func startLBCluster(t *testing.T, bin, nginxBin, databaseURL, redisURL string, e
 			t.Logf("nginx output:\n%s\nnginx error.log:\n%s", c.nginx.out.String(), errLog)
 		}
 	})
-	lbWait(t, 10*time.Second, "nginx to answer /readyz from an instance", func() bool {
+	testsupport.WaitFor(t, 10*time.Second, "nginx to answer /readyz from an instance", func() bool {
 		if !c.nginx.running() {
 			errLog, _ := os.ReadFile(filepath.Join(prefix, "error.log"))
 			t.Fatalf("nginx exited (%v):\n%s\n%s", c.nginx.exitErr, c.nginx.out.String(), errLog)
@@ -297,17 +297,6 @@ func lbGetStatus(client *http.Client, url string) int {
 	defer res.Body.Close()
 	_, _ = io.Copy(io.Discard, res.Body)
 	return res.StatusCode
-}
-
-func lbWait(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func lbTail(s string, n int) string {
@@ -341,7 +330,7 @@ func (c *lbCluster) servedBy(t *testing.T, ids ...string) map[string]int {
 		want[id] = true
 	}
 	var got map[string]int
-	lbWait(t, 5*time.Second, fmt.Sprintf("the instances to log requests %v", ids), func() bool {
+	testsupport.WaitFor(t, 5*time.Second, fmt.Sprintf("the instances to log requests %v", ids), func() bool {
 		got = map[string]int{}
 		for i, inst := range c.instances {
 			for _, r := range lbLogRecords(inst.out.String()) {
@@ -601,7 +590,7 @@ func (c *lbCluster) testSpread(t *testing.T) {
 	}
 	// Metrics are counted when the handler returns, like the access log: poll briefly.
 	perMetric := make([]int, len(c.instances))
-	lbWait(t, 5*time.Second, "the request counters to match the access logs", func() bool {
+	testsupport.WaitFor(t, 5*time.Second, "the request counters to match the access logs", func() bool {
 		same := true
 		for i, inst := range c.instances {
 			perMetric[i] = int(inst.metric(t, "taskgraph_http_requests_total", route) - before[i])

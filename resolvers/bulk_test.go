@@ -115,6 +115,9 @@ func (l *chunkLog) String() string {
 }
 
 func TestBulkUpdateTasksChangesExactlyTheMatchingTasksOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works bulk jobs in background workers")
+	}
 	t.Parallel()
 	env := testsupport.NewEnv(t, map[string]string{"JOBS_IN_PROCESS": "false"})
 	alice, bob := env.Register(t, "Alice"), env.Register(t, "Bob")
@@ -199,6 +202,9 @@ func TestBulkUpdateTasksChangesExactlyTheMatchingTasksOnce(t *testing.T) {
 // A job whose attempt fails after its second chunk (as a crash would) is retried and resumes at its
 // third chunk: every task is changed exactly once and the counts cover each task once.
 func TestBulkUpdateRetriedAttemptResumesAtItsCheckpoint(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works bulk jobs in background workers")
+	}
 	t.Parallel()
 	env := testsupport.NewEnv(t, map[string]string{"JOBS_IN_PROCESS": "false"})
 	alice := env.Register(t, "Alice")
@@ -241,6 +247,9 @@ func TestBulkUpdateRetriedAttemptResumesAtItsCheckpoint(t *testing.T) {
 }
 
 func TestBulkDeleteTasksDeletesExactlyTheMatchingTasks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works bulk jobs in background workers")
+	}
 	t.Parallel()
 	env := testsupport.NewEnv(t, nil) // workers in-process, as `taskgraph serve` runs them
 	alice, bob := env.Register(t, "Alice"), env.Register(t, "Bob")
@@ -290,6 +299,9 @@ func TestBulkDeleteTasksDeletesExactlyTheMatchingTasks(t *testing.T) {
 }
 
 func TestBulkOperationsRefuseBadInput(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works bulk jobs in background workers")
+	}
 	t.Parallel()
 	env := testsupport.NewEnv(t, map[string]string{"JOBS_IN_PROCESS": "false"})
 	alice := env.Register(t, "Alice")
@@ -340,6 +352,9 @@ func TestBulkOperationsRefuseBadInput(t *testing.T) {
 // cancelJob while a bulk update runs: the chunk in progress rolls back, the job stops at the chunk
 // boundary, and the tasks after it are untouched.
 func TestCancelBulkUpdateStopsAtAChunkBoundary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works bulk jobs in background workers")
+	}
 	t.Parallel()
 	env := testsupport.NewEnv(t, map[string]string{"JOBS_IN_PROCESS": "false"})
 	alice := env.Register(t, "Alice")
@@ -370,7 +385,7 @@ func TestCancelBulkUpdateStopsAtAChunkBoundary(t *testing.T) {
 		t.Fatalf("cancelled job = %+v", c)
 	}
 	close(release)
-	ntWaitFor(t, 20*time.Second, "the bulk job's worker to stop", func() (bool, string) {
+	testsupport.WaitForState(t, 20*time.Second, "the bulk job's worker to stop", func() (bool, string) {
 		var state string
 		if err := env.DB.Pool.QueryRow(context.Background(), `SELECT state FROM river_job WHERE kind = $1`, userjobs.KindBulkUpdate).Scan(&state); err != nil {
 			t.Fatal(err)
@@ -394,6 +409,9 @@ func TestCancelBulkUpdateStopsAtAChunkBoundary(t *testing.T) {
 // Assigning tasks in bulk notifies the new assignee once per task newly assigned to them; tasks
 // already theirs, and assignments to the owner themself, notify nobody.
 func TestBulkAssignmentNotifiesOncePerTask(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works bulk jobs in background workers")
+	}
 	t.Parallel()
 	env := testsupport.NewEnv(t, nil)
 	alice, bob, carol := env.Register(t, "Alice"), env.Register(t, "Bob"), env.Register(t, "Carol")
@@ -452,6 +470,9 @@ func TestBulkAssignmentNotifiesOncePerTask(t *testing.T) {
 
 // Bulk operations count towards JOB_MAX_ACTIVE like every job.
 func TestBulkJobsCountTowardsTheActiveLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works bulk jobs in background workers")
+	}
 	t.Parallel()
 	env := testsupport.NewEnv(t, map[string]string{"JOBS_IN_PROCESS": "false"})
 	alice := env.Register(t, "Alice")

@@ -144,6 +144,9 @@ func caOneError(t *testing.T, res testsupport.Response, code string) {
 // user and task, warmed on A just before, because an invalidated entry is not refilled for the
 // tombstone's lifetime.
 func TestCacheInstancesSeeEachOthersWrites(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: several instances over Redis, with faults")
+	}
 	t.Parallel()
 	url := caRedisDB(t, 9)
 	a := testsupport.NewEnv(t, map[string]string{"REDIS_URL": url})
@@ -222,6 +225,9 @@ func caTimed(t *testing.T, what string, fn func()) time.Duration {
 // start or after the cache was warm, every request still answers correctly (from PostgreSQL), the
 // cache counts the faults, and no request waits long.
 func TestCacheRedisFailingAnswersFromPostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: several instances over Redis, with faults")
+	}
 	t.Parallel()
 	for i, tc := range []struct {
 		name      string
@@ -296,6 +302,9 @@ func TestCacheRedisFailingAnswersFromPostgres(t *testing.T) {
 // once its breaker lets a call through (after a 2 s cool-down if the outage opened it). If the first
 // instance gets no traffic, or dies, the second serves the old rows until their TTL (up to 5 min).
 func TestCacheNoStaleValueAfterRedisReturns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: several instances over Redis, with faults")
+	}
 	t.Parallel()
 	const n = 14
 	caRedisDB(t, n)
@@ -371,6 +380,9 @@ func TestCacheNoStaleValueAfterRedisReturns(t *testing.T) {
 // cached task by id gets NOT_FOUND exactly as for a task that does not exist, through every entry
 // point, and cannot write it; with the in-process cache and with Redis.
 func TestCacheDoesNotLeakAcrossUsers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: several instances over Redis, with faults")
+	}
 	t.Parallel()
 	for _, backend := range []struct {
 		name string

@@ -15,6 +15,9 @@ const ownersQuery = `query($first: Int!) {
 // TestListingTasksWithOwnersUsesConstantStatements checks the dataloaders: a page of tasks with each
 // task's owner and the owner's counts costs the same few statements for 10 rows as for 100.
 func TestListingTasksWithOwnersUsesConstantStatements(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: pages through thousands of rows counting statements")
+	}
 	// Without the cache, so every request reaches PostgreSQL and the batching itself is measured.
 	env := testsupport.NewEnv(t, map[string]string{"CACHE_ENABLED": "false"})
 	u := env.Register(t, "Batcher")
@@ -61,6 +64,9 @@ func TestListingTasksWithOwnersUsesConstantStatements(t *testing.T) {
 // TestCachedOwnersAndCountsSkipTheDatabase checks the cache from the outside: once owners and counts
 // are cached (and the session check too), a repeated page costs only the page query itself.
 func TestCachedOwnersAndCountsSkipTheDatabase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: several instances over Redis, with faults")
+	}
 	env := testsupport.NewEnv(t, nil) // in-process cache (no REDIS_URL)
 	u := env.Register(t, "Cached")
 	seedTasks(t, env, u.ID, 50)

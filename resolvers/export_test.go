@@ -332,6 +332,9 @@ func exJobUUID(t *testing.T, gid string) uuid.UUID {
 }
 
 func TestTaskExportEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works exports in background workers")
+	}
 	t.Parallel()
 	env := testsupport.NewEnv(t, map[string]string{"JOB_MAX_ACTIVE": "20"})
 	ada, bob, cy := env.Register(t, "Ada"), env.Register(t, "Bob"), env.Register(t, "Cy")
@@ -527,6 +530,9 @@ func TestTaskExportEndToEnd(t *testing.T) {
 // A URL that was valid stops working at its expiry (EXPORT_URL_TTL=1s), with 403; querying the job
 // again gives a fresh one that works.
 func TestTaskExportURLExpires(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works exports in background workers")
+	}
 	t.Parallel()
 	env := testsupport.NewEnv(t, map[string]string{"EXPORT_URL_TTL": "1s"})
 	u := env.Register(t, "Eve")
@@ -565,6 +571,9 @@ func exSeed(t *testing.T, env *testsupport.Env, owner, assignee uuid.UUID, n int
 // its checkpoint) is retried, resumes at its third chunk, and ends with a file byte-identical to an
 // uninterrupted export: no task missing, none twice.
 func TestTaskExportResumesAfterACrashByteIdentical(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works exports in background workers")
+	}
 	t.Parallel()
 	env := testsupport.NewEnv(t, map[string]string{"JOBS_IN_PROCESS": "false", "JOB_MAX_ACTIVE": "10"})
 	owner, other := env.Register(t, "Gus"), env.Register(t, "Hal")
@@ -646,6 +655,9 @@ func TestTaskExportResumesAfterACrashByteIdentical(t *testing.T) {
 // An export larger than the size limit fails for good with BAD_USER_INPUT and leaves no chunks; an
 // export cancelled while it runs stops at its next chunk and leaves no chunks either.
 func TestTaskExportSizeLimitAndCancellation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works exports in background workers")
+	}
 	t.Parallel()
 	env := testsupport.NewEnv(t, map[string]string{"JOBS_IN_PROCESS": "false", "JOB_MAX_ACTIVE": "10"})
 	u := env.Register(t, "Ivy")
@@ -685,6 +697,9 @@ func TestTaskExportSizeLimitAndCancellation(t *testing.T) {
 // slower than HTTP_WRITE_TIMEOUT still completes: the handler reaches the connection's write
 // deadline through every wrapper.
 func TestTaskExportSlowDownloadOutlastsTheWriteTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works exports in background workers")
+	}
 	t.Parallel()
 	env := testsupport.NewEnv(t, nil)
 	u := env.Register(t, "Jo")
@@ -733,6 +748,9 @@ func TestTaskExportSlowDownloadOutlastsTheWriteTimeout(t *testing.T) {
 // Rows far larger than the ones before them (pages are sized from the rows seen so far) end a page
 // early instead of piling up in memory; the next page resumes right after the last row written.
 func TestTaskExportLargeRowsAfterSmallOnes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works exports in background workers")
+	}
 	t.Parallel()
 	env := testsupport.NewEnv(t, map[string]string{"JOBS_IN_PROCESS": "false"})
 	u := env.Register(t, "Kim")

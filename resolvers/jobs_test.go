@@ -272,6 +272,9 @@ func TestJobsAreVisibleToTheirUserOnly(t *testing.T) {
 }
 
 func TestJobLimitAndCancelBeforeItRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works jobs in background workers")
+	}
 	t.Parallel()
 	env := testsupport.NewEnv(t, map[string]string{"JOBS_IN_PROCESS": "false", "JOB_MAX_ACTIVE": "2"})
 	u := env.Register(t, "Eve")

@@ -114,7 +114,7 @@ func ntJobCount(t *testing.T, env *testsupport.Env) int {
 // test's bound on how long a notification may take).
 func ntWaitJobsDone(t *testing.T, env *testsupport.Env) {
 	t.Helper()
-	ntWaitFor(t, 20*time.Second, "every notification job to complete", func() (bool, string) {
+	testsupport.WaitForState(t, 20*time.Second, "every notification job to complete", func() (bool, string) {
 		rows, err := env.DB.Pool.Query(context.Background(),
 			`SELECT kind || ':' || state FROM river_job WHERE kind LIKE 'notify\_%' AND state <> 'completed'`)
 		if err != nil {
@@ -144,21 +144,6 @@ func collectStrings(rows interface {
 		out = append(out, s)
 	}
 	return out, rows.Err()
-}
-
-func ntWaitFor(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s (last: %s)", d, what, state)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
 }
 
 func ntMark(t *testing.T, u *testsupport.User, input map[string]any) (marked, unread int) {
@@ -400,6 +385,9 @@ func TestNotificationJobsCommitOrVanishWithTheWrite(t *testing.T) {
 // A worker that fails after writing (a lost acknowledgement, a crash before completing) is retried
 // by River with backoff; the retry finds the notification already there and writes nothing.
 func TestRetriedNotificationJobWritesOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: retries notification jobs in workers")
+	}
 	t.Parallel()
 	env := testsupport.NewEnv(t, map[string]string{"JOBS_IN_PROCESS": "false"})
 	a, b := env.Register(t, "Alice"), env.Register(t, "Bob")
@@ -461,6 +449,9 @@ func TestRetriedNotificationJobWritesOnce(t *testing.T) {
 // The periodic due-reminder job (every second here) reminds the owner and the assignee of each open
 // task due within the window once per due date, however often it runs.
 func TestDueRemindersOncePerTaskAndDueDate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works reminder sweeps in background workers")
+	}
 	t.Parallel()
 	env := testsupport.NewEnv(t, map[string]string{"DUE_SOON_WINDOW": "1h", "DUE_REMINDER_INTERVAL": "1s"})
 	a, b := env.Register(t, "Alice"), env.Register(t, "Bob")
@@ -500,7 +491,7 @@ func TestDueRemindersOncePerTaskAndDueDate(t *testing.T) {
 	waitSweeps := func(n int) {
 		t.Helper()
 		start := completedSweeps()
-		ntWaitFor(t, 20*time.Second, fmt.Sprintf("%d more due-reminder sweeps", n), func() (bool, string) {
+		testsupport.WaitForState(t, 20*time.Second, fmt.Sprintf("%d more due-reminder sweeps", n), func() (bool, string) {
 			got := completedSweeps()
 			return got >= start+n, fmt.Sprint(got - start)
 		})

@@ -141,6 +141,9 @@ func orderVars(field db.TaskOrderField, dir db.Direction) map[string]any {
 }
 
 func TestPaginationWalksEveryOrderBothWays(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: pages through thousands of rows in every order")
+	}
 	env := testsupport.NewEnv(t, nil)
 	u := env.Register(t, "Walker")
 	const total, size = 260, 23
@@ -199,6 +202,9 @@ func TestPaginationWalksEveryOrderBothWays(t *testing.T) {
 }
 
 func TestPaginationStableUnderInsertsAndDeletes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: pages through thousands of rows under concurrent writes")
+	}
 	env := testsupport.NewEnv(t, nil)
 	u := env.Register(t, "Churn")
 	seedTasks(t, env, u.ID, 250)

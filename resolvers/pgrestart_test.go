@@ -58,6 +58,9 @@ func prCheckFailure(r rpResult) string {
 // again. Requests during the outage fail fast and cleanly, /readyz is 503 while it is down, and once
 // it is back requests succeed again without restarting Taskgraph.
 func TestPostgresRestartRecovers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: restarts a PostgreSQL cluster")
+	}
 	const (
 		requestTimeout = 2 * time.Second
 		slack          = time.Second // HTTP, JSON and the race detector on top of REQUEST_TIMEOUT

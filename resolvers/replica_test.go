@@ -282,6 +282,9 @@ func rpPost(env *testsupport.Env, token, query string, vars map[string]any, time
 // replica's replay paused, a task committed on the primary stays invisible to the API; once replay
 // resumes, it appears.
 func TestReplicaServesReads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: runs PostgreSQL replica clusters")
+	}
 	c := rpStart(t, map[string]string{"REPLICA_MAX_LAG": "1m"}) // lag alone never takes it out here
 	u := c.env.Register(t, "Reader")
 	rpCreate(t, u, "before pause")
@@ -320,6 +323,9 @@ func TestReplicaServesReads(t *testing.T) {
 // and sees the write (list and counts); someone else still reads the replica. After
 // READ_YOUR_WRITES_WINDOW the writer is back on the replica.
 func TestReplicaReadYourWrites(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: runs PostgreSQL replica clusters")
+	}
 	c := rpStart(t, map[string]string{"REPLICA_MAX_LAG": "1m"})
 	writer := c.env.Register(t, "Writer")
 	other := c.env.Register(t, "Other")
@@ -366,6 +372,9 @@ func TestReplicaReadYourWrites(t *testing.T) {
 // TestReplicaReadYourWritesAcrossInstances: with Redis, a write through one instance sends the
 // writer's reads on another instance to the primary too (the next request may land anywhere).
 func TestReplicaReadYourWritesAcrossInstances(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: runs PostgreSQL replica clusters")
+	}
 	redisURL := rpRedisDB(t, 11) // a Redis database no other test uses; emptied before and after
 	c := rpStart(t, map[string]string{"REPLICA_MAX_LAG": "1m", "REDIS_URL": redisURL})
 	b := c.another(t)
@@ -388,6 +397,9 @@ func TestReplicaReadYourWritesAcrossInstances(t *testing.T) {
 // TestReplicaReadYourWritesOff: READ_YOUR_WRITES_WINDOW=0 turns the routing off: a writer's next
 // read goes to the replica like anyone's (it must not pin them to the primary for good).
 func TestReplicaReadYourWritesOff(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: runs PostgreSQL replica clusters")
+	}
 	c := rpStart(t, map[string]string{"REPLICA_MAX_LAG": "1m", "READ_YOUR_WRITES_WINDOW": "0s"})
 	u := c.env.Register(t, "Writer")
 	c.replica.WaitCaughtUp(t)
@@ -406,6 +418,9 @@ func TestReplicaReadYourWritesOff(t *testing.T) {
 // TestReplicaLagLeavesRotation: a replica further behind than REPLICA_MAX_LAG leaves the rotation
 // (readyz says so, reads go to the primary) and rejoins when it catches up.
 func TestReplicaLagLeavesRotation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: runs PostgreSQL replica clusters")
+	}
 	c := rpStart(t, map[string]string{"REPLICA_MAX_LAG": "500ms"})
 	u := c.env.Register(t, "Lagging")
 	c.settle(t)
@@ -437,6 +452,9 @@ func TestReplicaLagLeavesRotation(t *testing.T) {
 // TestReplicaLossFailsOver: when the replica goes down, reads fail over to the primary with no failed
 // request; readyz reports the replica out, and it rejoins once it is back.
 func TestReplicaLossFailsOver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: runs PostgreSQL replica clusters")
+	}
 	c := rpStart(t, map[string]string{"REPLICA_MAX_LAG": "1m"})
 	u := c.env.Register(t, "Survivor")
 	rpCreate(t, u, "kept")
@@ -543,6 +561,9 @@ func TestReplicaLossFailsOver(t *testing.T) {
 // caught up (rows read from a replica are never cached). It needs a replica lagging more than the tombstone's life, which REPLICA_MAX_LAG above
 // about 1.5 s allows.
 func TestReplicaReadsDoNotOutliveLagInCache(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: runs PostgreSQL replica clusters")
+	}
 	const window = 3 * time.Second // longer than the cache's 2 s tombstones
 	c := rpStart(t, map[string]string{"REPLICA_MAX_LAG": "1m", "READ_YOUR_WRITES_WINDOW": window.String()})
 	writer := c.env.Register(t, "Writer")

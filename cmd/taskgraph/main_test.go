@@ -46,6 +46,9 @@ func TestProductionWithoutSecretRefusesToStart(t *testing.T) {
 // TestMigrateCreatesTheDatabaseAndSetRoleWorks runs the commands a fresh machine runs: the database
 // does not exist yet, migrate creates and migrates it, and set-role reports a missing user clearly.
 func TestMigrateCreatesTheDatabaseAndSetRoleWorks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: runs the taskgraph binary as processes")
+	}
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	name := "taskgraph_cmdtest_" + hex.EncodeToString(b)

@@ -19,6 +19,9 @@ func (f fakeDB) Ping(context.Context) error { return f.err }
 
 // /readyz needs both the database and running job workers; /healthz needs neither.
 func TestWorkerReadiness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: runs the taskgraph binary as processes")
+	}
 	reg := prometheus.NewRegistry()
 	m, err := observe.New(reg)
 	if err != nil {

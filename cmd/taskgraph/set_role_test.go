@@ -14,6 +14,9 @@ import (
 // in-process cache at once: the user's new role shows on the next request, not after the cache's
 // 5-minute TTL.
 func TestSetRoleReachesARunningServersCacheWithoutRedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: runs the taskgraph binary as processes")
+	}
 	bin, err := buildBinary()
 	if err != nil {
 		t.Fatal(err)

@@ -734,7 +734,7 @@ func TestSIGTERMWaitsForSlowRequest(t *testing.T) {
 	}()
 
 	// The request is in flight once a server backend waits for the lock.
-	waitUntil(t, 10*time.Second, "the slow request to wait for the tasks lock", func() bool {
+	testsupport.WaitFor(t, 10*time.Second, "the slow request to wait for the tasks lock", func() bool {
 		var waiting int
 		err := database.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks
 			WHERE NOT granted AND relation = 'tasks'::regclass AND pid <> $1`, lockHolder).Scan(&waiting)
@@ -746,7 +746,7 @@ func TestSIGTERMWaitsForSlowRequest(t *testing.T) {
 		t.Fatalf("SIGTERM: %v", err)
 	}
 	// Wait until the listener is closed: new connections are refused.
-	waitUntil(t, shutdownDelay+exitSlack, "the listener to close", func() bool {
+	testsupport.WaitFor(t, shutdownDelay+exitSlack, "the listener to close", func() bool {
 		c, err := net.DialTimeout("tcp", srv.addr, time.Second)
 		if err == nil {
 			c.Close()
@@ -814,16 +814,5 @@ func TestSIGTERMWaitsForSlowRequest(t *testing.T) {
 	}
 	if !found {
 		t.Error("the slow request has no access-log record")
-	}
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

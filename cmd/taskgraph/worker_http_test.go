@@ -22,7 +22,7 @@ import (
 func (p *workerProc) httpAddr(t *testing.T) string {
 	t.Helper()
 	var addr string
-	waitUntil(t, 10*time.Second, "the worker's HTTP address in its log", func() bool {
+	testsupport.WaitFor(t, 10*time.Second, "the worker's HTTP address in its log", func() bool {
 		sc := bufio.NewScanner(strings.NewReader(p.logs.String()))
 		for sc.Scan() {
 			var rec struct{ Msg, Addr string }
@@ -65,6 +65,9 @@ func get(t *testing.T, url string) probe {
 }
 
 func TestWorkerServesHealthReadinessAndMetrics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: runs the taskgraph binary as processes")
+	}
 	database := testsupport.NewDatabase(t)
 	// The worker reaches PostgreSQL through a proxy the test can break.
 	proxy := testsupport.NewProxy(t, "127.0.0.1:5432")
@@ -94,7 +97,7 @@ func TestWorkerServesHealthReadinessAndMetrics(t *testing.T) {
 
 	// The database is gone: not ready, but alive (a restart would not bring the database back).
 	proxy.Set(testsupport.Refuse)
-	waitUntil(t, 10*time.Second, "/readyz to report the database unreachable", func() bool {
+	testsupport.WaitFor(t, 10*time.Second, "/readyz to report the database unreachable", func() bool {
 		p := get(t, base+"/readyz")
 		return p.Status == http.StatusServiceUnavailable && p.JSON.Checks["database"] == "unreachable"
 	})
@@ -102,7 +105,7 @@ func TestWorkerServesHealthReadinessAndMetrics(t *testing.T) {
 		t.Fatalf("/healthz with the database down: %d %s", p.Status, p.Body)
 	}
 	proxy.Set(testsupport.Forward)
-	waitUntil(t, 10*time.Second, "/readyz to recover with the database", func() bool {
+	testsupport.WaitFor(t, 10*time.Second, "/readyz to recover with the database", func() bool {
 		return get(t, base+"/readyz").Status == http.StatusOK
 	})
 
@@ -124,6 +127,9 @@ func TestWorkerServesHealthReadinessAndMetrics(t *testing.T) {
 
 // A taken WORKER_HTTP_ADDR is an error at start, not a worker that probes cannot reach.
 func TestWorkerRefusesATakenHTTPAddress(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: runs the taskgraph binary as processes")
+	}
 	database := testsupport.NewDatabase(t)
 	first := startWorker(t, database.URL, nil)
 	addr := first.httpAddr(t)

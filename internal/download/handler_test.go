@@ -304,6 +304,9 @@ func TestDownloadMemoryStaysFlat(t *testing.T) {
 // A download that takes longer than the server's write timeout (HTTP_WRITE_TIMEOUT, meant for
 // ordinary answers) still completes: each chunk gets a deadline of its own.
 func TestDownloadOutlastsTheServersWriteTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: waits out the server's write timeout")
+	}
 	t.Parallel()
 	f := newFixture(t)
 	const chunks, chunkSize = 8, 1 << 20

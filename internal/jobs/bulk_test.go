@@ -138,6 +138,9 @@ func derefOr(s *string) string {
 // that chunk: every task is changed once, and affectedCount counts each change once, which it
 // could not if the failed chunk had left any change behind (the retry would find it made).
 func TestBulkChunkFailingBeforeCommitIsRedoneOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works jobs in River workers")
+	}
 	t.Parallel()
 	w := newBulkWorld(t, 1800)
 	need := w.count(t, `status <> 'DONE'`)
@@ -191,6 +194,9 @@ func TestBulkChunkFailingBeforeCommitIsRedoneOnce(t *testing.T) {
 // The assignee is deleted between the request and the work: no retry can help, so the job fails
 // at once with a message for the user, and the chunk that hit it left nothing.
 func TestBulkAssignToDeletedUserFailsForGood(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works jobs in River workers")
+	}
 	t.Parallel()
 	w := newBulkWorld(t, 700)
 	gone, err := w.store.Stores().Users.Create(w.ctx, db.NewUser{Name: "Gone", Email: "gone@example.com", PasswordHash: "x"})
@@ -221,6 +227,9 @@ func TestBulkAssignToDeletedUserFailsForGood(t *testing.T) {
 // A bulk delete whose attempt fails after its first chunk deletes the rest on the retry, each task
 // once, and counts every deletion once.
 func TestBulkDeleteRetriedAttemptDeletesEachTaskOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works jobs in River workers")
+	}
 	t.Parallel()
 	w := newBulkWorld(t, 1200)
 	todo := w.count(t, `status = 'TODO'`)

@@ -153,17 +153,6 @@ func (e *ntfEnv) jobErrors(t *testing.T) string {
 	return s
 }
 
-func ntfWait(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func equal(a []string, b ...string) bool {
 	return strings.Join(a, ",") == strings.Join(b, ",")
 }
@@ -175,13 +164,16 @@ func smtpOn(srv *emailtest.Server) func(*jobs.Options) {
 }
 
 func TestNotificationEmailArrives(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works jobs in River workers")
+	}
 	t.Parallel()
 	srv := emailtest.NewServer(t, emailtest.Options{})
 	e := ntfStart(t, smtpOn(srv))
 	owner, ada := e.user(t, "Owner"), e.user(t, "Ada")
 	e.assign(t, owner, ada, "Ship it")
 
-	ntfWait(t, "the email job to complete", func() bool { return equal(e.jobStates(t, jobs.KindDeliverEmail), "completed/1") })
+	testsupport.WaitFor(t, 20*time.Second, "the email job to complete", func() bool { return equal(e.jobStates(t, jobs.KindDeliverEmail), "completed/1") })
 	got := srv.Received()
 	if len(got) != 1 {
 		t.Fatalf("received %d emails, want 1", len(got))
@@ -209,13 +201,16 @@ func TestNotificationEmailArrives(t *testing.T) {
 // 451 twice (after the message's content arrived: to the sender an ambiguous end), then accepted:
 // delivered once, on attempt 3, every attempt with the same Message-ID.
 func TestNotificationEmailRetriedAfter4xx(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works jobs in River workers")
+	}
 	t.Parallel()
 	tempFail := emailtest.Reply(451, "try again later")
 	srv := emailtest.NewServer(t, emailtest.Options{DataReplies: []error{tempFail, tempFail}})
 	e := ntfStart(t, smtpOn(srv))
 	e.assign(t, e.user(t, "Owner"), e.user(t, "Ada"), "Ship it")
 
-	ntfWait(t, "the email job to complete", func() bool { return equal(e.jobStates(t, jobs.KindDeliverEmail), "completed/3") })
+	testsupport.WaitFor(t, 20*time.Second, "the email job to complete", func() bool { return equal(e.jobStates(t, jobs.KindDeliverEmail), "completed/3") })
 	if n := len(srv.Received()); n != 1 {
 		t.Fatalf("accepted %d emails, want exactly 1", n)
 	}
@@ -231,13 +226,16 @@ func TestNotificationEmailRetriedAfter4xx(t *testing.T) {
 }
 
 func TestNotificationEmailEndsOn5xx(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works jobs in River workers")
+	}
 	t.Parallel()
 	srv := emailtest.NewServer(t, emailtest.Options{Replies: []error{emailtest.Reply(550, "no such user")}})
 	e := ntfStart(t, smtpOn(srv))
 	e.assign(t, e.user(t, "Owner"), e.user(t, "Ada"), "Ship it")
 
-	ntfWait(t, "the email job to be cancelled", func() bool { return equal(e.jobStates(t, jobs.KindDeliverEmail), "cancelled/1") })
-	time.Sleep(300 * time.Millisecond) // retries would come at once (base 0)
+	testsupport.WaitFor(t, 20*time.Second, "the email job to be cancelled", func() bool { return equal(e.jobStates(t, jobs.KindDeliverEmail), "cancelled/1") })
+	// Cancelled is final: no retry can follow, so the counts are final too.
 	if n, attempts := len(srv.Received()), srv.Attempts(); n != 0 || attempts != 1 {
 		t.Fatalf("%d emails accepted after %d attempts; want none after 1", n, attempts)
 	}
@@ -247,12 +245,15 @@ func TestNotificationEmailEndsOn5xx(t *testing.T) {
 }
 
 func TestNoEmailJobWithoutSMTP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works jobs in River workers")
+	}
 	t.Parallel()
 	e := ntfStart(t, nil)
 	ada := e.user(t, "Ada")
 	e.assign(t, e.user(t, "Owner"), ada, "Ship it")
 
-	ntfWait(t, "the notification job to complete", func() bool { return equal(e.jobStates(t, notifications.KindNotifyAssigned), "completed/1") })
+	testsupport.WaitFor(t, 20*time.Second, "the notification job to complete", func() bool { return equal(e.jobStates(t, notifications.KindNotifyAssigned), "completed/1") })
 	if n := ntfCount(t, e, `SELECT count(*) FROM notifications WHERE user_id = $1`, ada.ID); n != 1 {
 		t.Fatalf("%d notifications, want 1", n)
 	}
@@ -264,6 +265,9 @@ func TestNoEmailJobWithoutSMTP(t *testing.T) {
 // The SMTP password reaches neither the logs nor the jobs' recorded errors, even when the server
 // refuses it.
 func TestSMTPPasswordNeverLogged(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works jobs in River workers")
+	}
 	t.Parallel()
 	const password = "smtp-pa55-secret"
 	srv := emailtest.NewServer(t, emailtest.Options{StartTLS: true, Users: map[string]string{"mailer": "another-password"}})
@@ -272,7 +276,7 @@ func TestSMTPPasswordNeverLogged(t *testing.T) {
 	})
 	e.assign(t, e.user(t, "Owner"), e.user(t, "Ada"), "Ship it")
 
-	ntfWait(t, "two failed attempts", func() bool {
+	testsupport.WaitFor(t, 20*time.Second, "two failed attempts", func() bool {
 		s := e.jobStates(t, jobs.KindDeliverEmail)
 		return len(s) == 1 && !strings.HasSuffix(s[0], "/0") && !strings.HasSuffix(s[0], "/1")
 	})

@@ -136,6 +136,9 @@ func exportErrMessage(s *string) string {
 // a CSV export with a single quote in front of that cell, so a spreadsheet reads it as text, and
 // every other cell as in the JSON export; the JSON export of the same tasks keeps the exact text.
 func TestExportCSVIsSpreadsheetSafeJSONKeepsTheText(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works jobs in River workers")
+	}
 	t.Parallel()
 	h := newExportHarness(t, jobs.Options{})
 	ctx := context.Background()

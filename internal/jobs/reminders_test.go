@@ -60,6 +60,9 @@ func (r *hookReceiver) payloads(t *testing.T) []jobs.WebhookPayload {
 }
 
 func TestDueSoonReminderGoesOutOnceEverywhere(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works jobs in River workers")
+	}
 	t.Parallel()
 	srv := emailtest.NewServer(t, emailtest.Options{})
 	e := ntfStart(t, smtpOn(srv))
@@ -92,16 +95,16 @@ func TestDueSoonReminderGoesOutOnceEverywhere(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ntfWait(t, "three sweeps, one webhook delivery and two emails", func() bool {
+	testsupport.WaitFor(t, 20*time.Second, "three sweeps, one webhook delivery and two emails", func() bool {
 		return equal(e.jobStates(t, jobs.KindDueReminders), "completed/1", "completed/1", "completed/1") &&
 			equal(e.jobStates(t, jobs.KindDeliverWebhook), "completed/1") &&
 			equal(e.jobStates(t, jobs.KindDeliverEmail), "completed/1", "completed/1")
 	})
-	ntfWait(t, "Ada's subscriber to hear of her reminder", func() bool { return len(sub.C) > 0 })
+	testsupport.WaitFor(t, 20*time.Second, "Ada's subscriber to hear of her reminder", func() bool { return len(sub.C) > 0 })
 	// A marker published after every sweep committed arrives after anything they announced
 	// (notifications are delivered in commit order): once it is heard, a duplicate would have been.
 	bus.Publish(ctx, events.Event{Kind: events.KindNotification, UserIDs: []uuid.UUID{ada.ID}, Change: "marker"})
-	ntfWait(t, "the marker", func() bool { return len(sub.C) >= 2 })
+	testsupport.WaitFor(t, 20*time.Second, "the marker", func() bool { return len(sub.C) >= 2 })
 	if ev := <-sub.C; ev.Change == "marker" {
 		t.Fatal("Ada's subscriber heard the marker before her reminder")
 	}
@@ -122,7 +125,7 @@ func TestDueSoonReminderGoesOutOnceEverywhere(t *testing.T) {
 	if !equal(to, "ada@example.com", "owner@example.com") {
 		t.Fatalf("emails to %v; want one each to ada@ and owner@", to)
 	}
-	ntfWait(t, "the environment's listener to hear the marker", func() bool { return e.heardMarkers() == 1 })
+	testsupport.WaitFor(t, 20*time.Second, "the environment's listener to hear the marker", func() bool { return e.heardMarkers() == 1 })
 	notified := e.notifiedUsers()
 	if len(notified) != 2 || !slices.Contains(notified, owner.ID) || !slices.Contains(notified, ada.ID) {
 		t.Fatalf("Notified %v; want the owner %s and the assignee %s once each", notified, owner.ID, ada.ID)
@@ -132,6 +135,9 @@ func TestDueSoonReminderGoesOutOnceEverywhere(t *testing.T) {
 // The sweep, driven directly in chunks of one task, enqueues each chunk's deliveries with it, and a
 // repeat enqueues nothing; a chunk whose deliveries cannot be enqueued leaves no reminder behind.
 func TestDueReminderDeliveriesCommitWithTheirChunk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: works jobs in River workers")
+	}
 	t.Parallel()
 	database := testsupport.NewDatabase(t)
 	ctx := context.Background()

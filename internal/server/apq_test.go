@@ -123,6 +123,9 @@ func TestAPQ(t *testing.T) {
 }
 
 func TestAPQSharedAcrossInstances(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: two instances")
+	}
 	t.Parallel()
 	overrides := map[string]string{"REDIS_URL": redisDB(t, 9)}
 	a := testsupport.NewEnv(t, overrides)

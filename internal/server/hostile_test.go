@@ -795,6 +795,9 @@ func TestHostileFragments(t *testing.T) {
 // TestHostileSlowClient dribbles request headers one byte at a time. testsupport serves through
 // httptest, which applies none of the configured timeouts, so this runs the real server.Run.
 func TestHostileSlowClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: trickles bodies past timeouts")
+	}
 	t.Parallel()
 	env := testsupport.NewEnv(t, nil)
 	tests := []struct {

@@ -170,6 +170,9 @@ func TestBudgetExhaustion(t *testing.T) {
 }
 
 func TestBudgetSharedAcrossInstances(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: two instances")
+	}
 	t.Parallel()
 	overrides := map[string]string{"REDIS_URL": redisDB(t, 8), "RATE_LIMIT_POINTS_PER_HOUR": "3"}
 	a := testsupport.NewEnv(t, overrides)
@@ -198,6 +201,9 @@ func login(t *testing.T, env *testsupport.Env, email, password string) hresp {
 }
 
 func TestSignInLimits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: exhausts rate limits across instances")
+	}
 	t.Parallel()
 	// Users are made on an unlimited instance; the limited instances share its database.
 	setup := testsupport.NewEnv(t, nil)
