@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Breaking-change check for the GraphQL schema (README: "Schema versioning and deprecation").
+# Breaking-change check for the GraphQL schema (docs/schema-versioning.md).
 #
 #   bash scripts/schema-check.sh [BASELINE [SCHEMA [CHANGELOG]]]
 #

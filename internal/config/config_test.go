@@ -375,15 +375,15 @@ func TestLogValueMasksRedisPassword(t *testing.T) {
 	}
 }
 
-// TestReadmeListsEverySetting keeps the README's settings table in step with the code.
+// TestReadmeListsEverySetting keeps the settings table of docs/configuration.md in step with the code.
 func TestReadmeListsEverySetting(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("../../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range settings() {
 		if !strings.Contains(string(readme), "| `"+s.name+"` |") {
-			t.Errorf("README.md's settings table lacks a row for %s", s.name)
+			t.Errorf("docs/configuration.md's settings table lacks a row for %s", s.name)
 		}
 	}
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/schemaversion"
 )
 
-// TestDeprecationReasons enforces the README's deprecation policy on the served schema: every
+// TestDeprecationReasons enforces the deprecation policy of docs/schema-versioning.md on the served schema: every
 // @deprecated has a reason of the form "Removal after YYYY-MM-DD; use X instead".
 func TestDeprecationReasons(t *testing.T) {
 	for _, p := range schemaversion.DeprecationProblems(schemaversion.Schema()) {

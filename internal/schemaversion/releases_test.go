@@ -35,7 +35,7 @@ func TestVersionMatchesReleases(t *testing.T) {
 		if readFile(t, released) != schemaversion.PrintSchema() {
 			t.Fatalf("the schema changed, but Version is still %s, which is released (%s).\n"+
 				"Bump Version in internal/schemaversion/version.go (minor for additions, major for breaking changes);\n"+
-				"see the README section \"Schema versioning and deprecation\".", schemaversion.Version, released)
+				"see docs/schema-versioning.md.", schemaversion.Version, released)
 		}
 		return
 	}

@@ -1,7 +1,6 @@
 // Package schemaversion governs the GraphQL API's contract: the API's semantic version, the printed
 // schema that is committed as schema/schema.snapshot.graphql, the deprecation policy, and the
-// CHANGELOG.md convention that acknowledges breaking changes (see the README section "Schema
-// versioning and deprecation").
+// CHANGELOG.md convention that acknowledges breaking changes (see docs/schema-versioning.md).
 package schemaversion
 
 // Version is the semantic version (MAJOR.MINOR.PATCH) of the GraphQL API this build serves. Clients
