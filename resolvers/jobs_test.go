@@ -100,7 +100,7 @@ func jbStartWorkers(t *testing.T, env *testsupport.Env, o jobs.Options) *jobs.Qu
 
 func TestTaskReportCountsTheOwnersTasks(t *testing.T) {
 	t.Parallel()
-	env := testsupport.NewEnv(t, nil)
+	env := testsupport.NewEnv(t, map[string]string{"JOBS_IN_PROCESS": "true"})
 	alice, bob := env.Register(t, "Alice"), env.Register(t, "Bob")
 	ctx := context.Background()
 	past, future := time.Now().Add(-48*time.Hour), time.Now().Add(48*time.Hour)

@@ -157,7 +157,7 @@ func ntMark(t *testing.T, u *testsupport.User, input map[string]any) (marked, un
 
 func TestAssigningATaskNotifiesTheAssigneeOnce(t *testing.T) {
 	t.Parallel()
-	env := testsupport.NewEnv(t, nil)
+	env := testsupport.NewEnv(t, map[string]string{"JOBS_IN_PROCESS": "true"})
 	a, b, c := env.Register(t, "Alice"), env.Register(t, "Bob"), env.Register(t, "Carol")
 
 	task := asCreateTask(t, a, map[string]any{"title": "Write the report", "assigneeId": b.GlobalID})
@@ -261,7 +261,7 @@ func TestAssigningATaskNotifiesTheAssigneeOnce(t *testing.T) {
 
 func TestStatusChangeByTheAssigneeNotifiesTheOwner(t *testing.T) {
 	t.Parallel()
-	env := testsupport.NewEnv(t, nil)
+	env := testsupport.NewEnv(t, map[string]string{"JOBS_IN_PROCESS": "true"})
 	a, b := env.Register(t, "Alice"), env.Register(t, "Bob")
 	task := asCreateTask(t, a, map[string]any{"title": "Fix the build", "assigneeId": b.GlobalID})
 
@@ -542,7 +542,7 @@ func asRFC3339(t *testing.T, s *string) string {
 
 func TestNotificationsPageNewestFirst(t *testing.T) {
 	t.Parallel()
-	env := testsupport.NewEnv(t, nil)
+	env := testsupport.NewEnv(t, map[string]string{"JOBS_IN_PROCESS": "true"})
 	a, b := env.Register(t, "Alice"), env.Register(t, "Bob")
 	for i := range 5 {
 		asCreateTask(t, a, map[string]any{"title": fmt.Sprintf("task %d", i), "assigneeId": b.GlobalID})

@@ -35,7 +35,7 @@ type whHook struct{ ID, URL, CreatedAt string }
 // whDevEnv is a server whose webhooks may reach loopback (WEBHOOK_ALLOW_PRIVATE=true) and retry at
 // once (WEBHOOK_RETRY_BASE=0s).
 func whDevEnv(t *testing.T) *testsupport.Env {
-	return testsupport.NewEnv(t, map[string]string{"WEBHOOK_ALLOW_PRIVATE": "true", "WEBHOOK_RETRY_BASE": "0s"})
+	return testsupport.NewEnv(t, map[string]string{"WEBHOOK_ALLOW_PRIVATE": "true", "WEBHOOK_RETRY_BASE": "0s", "JOBS_IN_PROCESS": "true"})
 }
 
 type whDelivery struct {

@@ -49,6 +49,11 @@ func NewEnvOn(t testing.TB, database *Database, overrides map[string]string) *En
 		"JWT_SECRET": "test-secret-test-secret-test-secret-0123", "LOG_LEVEL": "debug",
 		"AUTH_RATE_LIMIT_PER_MINUTE": "100000",
 	}
+	if testing.Short() {
+		// The fast tier runs no background workers unless a test asks for them: River's leader
+		// election, polling and periodic jobs would otherwise run beside every test.
+		env["JOBS_IN_PROCESS"] = "false"
+	}
 	for k, v := range overrides {
 		env[k] = v
 	}
