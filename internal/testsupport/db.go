@@ -61,11 +61,86 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// DropTemplate removes the process's template database; call it from TestMain after m.Run.
+// DropTemplate removes the process's template database and the test databases it kept for reuse;
+// call it from TestMain after m.Run.
 func DropTemplate() {
+	for _, name := range spare.drain() {
+		_ = dropDatabase(name)
+	}
 	if migrated.name != "" {
 		_ = dropDatabase(migrated.name)
 	}
+}
+
+// spareDatabases keeps the databases of tests that ended, emptied, for the next test: cloning the
+// template costs PostgreSQL a checkpoint-heavy CREATE DATABASE (about a second on a busy machine),
+// emptying one a single TRUNCATE.
+type spareDatabases struct {
+	mu    sync.Mutex
+	names []string
+}
+
+var spare spareDatabases // test-process cache, not wiring: it only recycles this process's databases
+
+func (s *spareDatabases) take() (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.names) == 0 {
+		return "", false
+	}
+	name := s.names[len(s.names)-1]
+	s.names = s.names[:len(s.names)-1]
+	return name, true
+}
+
+func (s *spareDatabases) put(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.names = append(s.names, name)
+}
+
+func (s *spareDatabases) drain() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.names
+	s.names = nil
+	return out
+}
+
+// emptyDatabase makes a used test database as the template left it: every table of ours and River's
+// emptied and every sequence restarted, the schema untouched. It refuses (and the database is
+// dropped instead) if anyone is still connected or the schema was changed.
+func emptyDatabase(ctx context.Context, name string) error {
+	conn, err := pgx.Connect(ctx, dbURL(name))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	var others int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&others); err != nil {
+		return err
+	}
+	if others > 0 {
+		return fmt.Errorf("%d connections still open", others)
+	}
+	var tables []string
+	rows, err := conn.Query(ctx, `SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public'
+		AND tablename NOT IN ('goose_db_version', 'river_migration')`)
+	if err != nil {
+		return err
+	}
+	if tables, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return err
+	}
+	var disabled int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgenabled = 'D'`).Scan(&disabled); err != nil {
+		return err
+	}
+	if disabled > 0 {
+		return fmt.Errorf("%d triggers left disabled", disabled)
+	}
+	_, err = conn.Exec(ctx, "TRUNCATE "+strings.Join(tables, ", ")+" RESTART IDENTITY CASCADE")
+	return err
 }
 
 func adminExec(ctx context.Context, sql string) error {
@@ -92,8 +167,9 @@ type Database struct {
 	Counter *StatementCounter
 }
 
-// NewDatabase clones the migrated template into a database only this test uses; it is dropped when
-// the test ends.
+// NewDatabase gives the test a migrated database only it uses while it runs: an emptied one another
+// test of this process used, or a fresh clone of the template. When the test ends it is emptied for
+// the next test (or dropped, if it cannot be).
 func NewDatabase(t testing.TB) *Database {
 	t.Helper()
 	tmpl, err := migrated.get()
@@ -102,12 +178,21 @@ func NewDatabase(t testing.TB) *Database {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	name := "taskgraph_test_" + randomHex(6)
-	if err := adminExec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s",
-		pgx.Identifier{name}.Sanitize(), pgx.Identifier{tmpl}.Sanitize())); err != nil {
-		t.Fatalf("create test database: %v", err)
+	name, reused := spare.take()
+	if !reused {
+		name = "taskgraph_test_" + randomHex(6)
+		if err := adminExec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s",
+			pgx.Identifier{name}.Sanitize(), pgx.Identifier{tmpl}.Sanitize())); err != nil {
+			t.Fatalf("create test database: %v", err)
+		}
 	}
 	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := emptyDatabase(ctx, name); err == nil {
+			spare.put(name)
+			return
+		}
 		if err := dropDatabase(name); err != nil {
 			t.Errorf("drop test database %s: %v", name, err)
 		}
