@@ -33,6 +33,12 @@ type Config struct {
 	Warmup      time.Duration // unmeasured load before each measurement
 	DatabaseURL string        // the benchmark's own database (created, migrated and seeded as needed)
 	RedisURL    string        // the Redis database the cached server uses; flushed before the cached run
+	// ForceReseed lets the benchmark take over a database it did not create (it refuses one otherwise)
+	// and reseeds it even when it already holds the wanted seed.
+	ForceReseed bool
+	// ForceFlush lets the benchmark flush a Redis database holding keys it did not write (it refuses
+	// one otherwise).
+	ForceFlush bool
 	Out         string        // the Markdown report; "" writes none
 	Scenarios   []string      // scenario names to run, in order
 
@@ -170,8 +176,10 @@ func ParseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "concurrent clients")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "measured time per scenario and mode")
 	fs.DurationVar(&c.Warmup, "warmup", c.Warmup, "unmeasured load before each measurement")
-	fs.StringVar(&c.DatabaseURL, "database", c.DatabaseURL, "PostgreSQL URL of the benchmark's own database (reseeded when its size differs)")
-	fs.StringVar(&c.RedisURL, "redis", c.RedisURL, "Redis URL for the cached run (this database is flushed)")
+	fs.StringVar(&c.DatabaseURL, "database", c.DatabaseURL, "PostgreSQL URL of the benchmark's own database: created and marked when missing, reseeded when its size differs; one the benchmark did not create is refused")
+	fs.StringVar(&c.RedisURL, "redis", c.RedisURL, "Redis URL for the cached run (flushed; refused when it holds keys the benchmark did not write)")
+	fs.BoolVar(&c.ForceReseed, "force-reseed", false, "reseed even when the seed is current, and take over a -database that taskgraph bench did not create (deletes its data)")
+	fs.BoolVar(&c.ForceFlush, "force-flush", false, "flush the -redis database even when it holds keys the benchmark did not write")
 	fs.StringVar(&c.Out, "out", c.Out, "Markdown report to write (empty: none)")
 	scenarios := fs.String("scenarios", "all", "comma-separated scenarios: "+strings.Join(AllScenarios(), ", ")+" (or all)")
 	quick := fs.Bool("quick", false, "tiny sizes (50 users, 2,000 tasks, 4 clients, 1s) unless given explicitly")

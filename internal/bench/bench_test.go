@@ -16,9 +16,9 @@ import (
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
-// testRedisURL keeps the test's cache apart from a real benchmark's (database 15) and from the other
+// testRedisDB keeps the test's cache apart from a real benchmark's (database 15) and from the other
 // tests' (database 0).
-var testRedisURL = testenv.RedisURL(14)
+const testRedisDB = 14
 
 // logWriter sends the benchmark's progress lines to the test log.
 type logWriter struct{ t *testing.T }
@@ -34,10 +34,10 @@ func TestQuickRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the benchmark end to end (about 20 s)")
 	}
-	database := testsupport.NewDatabase(t)
+	_, databaseURL := unusedDatabase(t) // the benchmark creates (and marks) its own
 	c := QuickConfig()
-	c.DatabaseURL = database.URL
-	c.RedisURL = testRedisURL
+	c.DatabaseURL = databaseURL
+	c.RedisURL = testenv.FlushedRedisDB(t, testRedisDB)
 	c.Out = filepath.Join(t.TempDir(), "benchmarks.md")
 	c.Scenarios = []string{ScenarioPage, ScenarioDeep, ScenarioMix}
 	c.ProfileDir = "" // tiny runs miss targets; profiling them would only cost time

@@ -29,7 +29,17 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	rep := &Report{Config: c, Started: time.Now().UTC()}
 	rep.Machine.LoadBefore = loadAverage()
 
-	pool, err := openDatabase(ctx, c.DatabaseURL)
+	// Both refusals come before anything is written: a database or Redis that is not the benchmark's
+	// is left exactly as it was.
+	rdb, err := redisClient(ctx, c.RedisURL)
+	if err != nil {
+		return nil, err
+	}
+	defer rdb.Close()
+	if err := claimRedis(ctx, rdb, c.ForceFlush, logf); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	pool, err := openDatabase(ctx, c, logf)
 	if err != nil {
 		return nil, fmt.Errorf("bench database: %w", err)
 	}
@@ -37,11 +47,6 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	if rep.Reseeded, err = ensureSeed(ctx, c, logf); err != nil {
 		return nil, err
 	}
-	rdb, err := redisClient(ctx, c.RedisURL)
-	if err != nil {
-		return nil, err
-	}
-	defer rdb.Close()
 	if err := rep.Machine.describe(ctx, pool, rdb); err != nil {
 		return nil, err
 	}
@@ -180,9 +185,10 @@ func probe(ctx context.Context, op operation) error {
 func runMode(ctx context.Context, c Config, m mode, users []*benchUser, scenarios []scenario, rdb *redis.Client,
 	logf func(string, ...any)) ([]Result, error) {
 	if m.cache() {
-		// A cold cache for every run; the warmups fill it. The benchmark owns this Redis database.
-		if err := rdb.FlushDB(ctx).Err(); err != nil {
-			return nil, fmt.Errorf("flush the bench Redis database: %w", err)
+		// A cold cache for every run; the warmups fill it. claimRedis made sure this database is the
+		// benchmark's.
+		if err := flushBenchRedis(ctx, rdb); err != nil {
+			return nil, err
 		}
 	}
 	passer, err := newStatementPasser(ctx, c, m)
