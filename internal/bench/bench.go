@@ -39,8 +39,8 @@ type Config struct {
 	// ForceFlush lets the benchmark flush a Redis database holding keys it did not write (it refuses
 	// one otherwise).
 	ForceFlush bool
-	Out         string        // the Markdown report; "" writes none
-	Scenarios   []string      // scenario names to run, in order
+	Out        string   // the Markdown report; "" writes none
+	Scenarios  []string // scenario names to run, in order
 
 	BenchUsers  int   // users that sign in and drive the load (each gets TasksPerBenchUser tasks)
 	DeepOffset  int   // rows before the cursor of the deep page
