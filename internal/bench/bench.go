@@ -33,20 +33,21 @@ type Config struct {
 	Warmup      time.Duration // unmeasured load before each measurement
 	DatabaseURL string        // the benchmark's own database (created, migrated and seeded as needed)
 	RedisURL    string        // the Redis database the cached server uses; flushed before the cached run
-	// ForceReseed lets the benchmark take over a database it did not create (it refuses one otherwise)
-	// and reseeds it even when it already holds the wanted seed.
-	ForceReseed bool
-	// ForceFlush lets the benchmark flush a Redis database holding keys it did not write (it refuses
-	// one otherwise).
-	ForceFlush bool
-	Out        string   // the Markdown report; "" writes none
-	Scenarios  []string // scenario names to run, in order
+	Out         string        // the Markdown report; "" writes none
+	Scenarios   []string      // scenario names to run, in order
 
 	BenchUsers  int   // users that sign in and drive the load (each gets TasksPerBenchUser tasks)
 	DeepOffset  int   // rows before the cursor of the deep page
 	DBMaxConns  int32 // pool size of the server and of the ceiling
 	StmtSamples int   // requests per scenario in the statement-count pass
 	Gzip        bool  // clients ask for gzip (the server then compresses answers over 1 KiB)
+
+	// ForceReseed lets the benchmark take over a database it did not create (it refuses one otherwise)
+	// and reseeds it even when it already holds the wanted seed.
+	ForceReseed bool
+	// ForceFlush lets the benchmark flush a Redis database holding keys it did not write (it refuses
+	// one otherwise).
+	ForceFlush bool
 
 	// ProfileDir receives a CPU profile of the page scenario (run in-process) for every mode that
 	// missed a target; "" profiles nothing.
