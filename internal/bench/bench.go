@@ -49,6 +49,13 @@ type Config struct {
 	// one otherwise).
 	ForceFlush bool
 
+	// Peer runs the comparison with PostGraphile (peer.go) after the Taskgraph-only scenarios.
+	Peer bool
+	// PeerRounds is how many adjacent (PostGraphile, Taskgraph) pairs each scenario and mode gets.
+	PeerRounds int
+	// PeerDir is where PostGraphile is installed ("" means the user's cache directory).
+	PeerDir string
+
 	// ProfileDir receives a CPU profile of the page scenario (run in-process) for every mode that
 	// missed a target; "" profiles nothing.
 	ProfileDir string
@@ -90,6 +97,8 @@ func DefaultConfig() Config {
 		DBMaxConns:  20,
 		StmtSamples: 200,
 		ProfileDir:  filepath.Join(os.TempDir(), "taskgraph-bench"),
+		Peer:        true,
+		PeerRounds:  3,
 	}
 }
 
@@ -101,6 +110,7 @@ func QuickConfig() Config {
 	c.Duration, c.Warmup = time.Second, 250*time.Millisecond
 	c.BenchUsers, c.DeepOffset = 64, 100
 	c.StmtSamples = 40
+	c.PeerRounds = 1
 	return c
 }
 
@@ -119,6 +129,9 @@ func (c Config) Validate() error {
 	var problems []string
 	if c.Users < 1 || c.Tasks < 1 || c.Concurrency < 1 || c.BenchUsers < 1 || c.DeepOffset < 1 || c.DBMaxConns < 1 {
 		problems = append(problems, "users, tasks, concurrency, bench users, deep offset and pool size must be positive")
+	}
+	if c.Peer && c.PeerRounds < 1 {
+		problems = append(problems, "the comparison with PostGraphile needs at least one round")
 	}
 	if c.Duration <= 0 || c.Warmup < 0 {
 		problems = append(problems, "duration must be positive and warmup not negative")
@@ -183,12 +196,15 @@ func ParseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.BoolVar(&c.ForceFlush, "force-flush", false, "flush the -redis database even when it holds keys the benchmark did not write")
 	fs.StringVar(&c.Out, "out", c.Out, "Markdown report to write (empty: none)")
 	scenarios := fs.String("scenarios", "all", "comma-separated scenarios: "+strings.Join(AllScenarios(), ", ")+" (or all)")
-	quick := fs.Bool("quick", false, "tiny sizes (50 users, 2,000 tasks, 4 clients, 1s) unless given explicitly")
+	quick := fs.Bool("quick", false, "tiny sizes (50 users, 2,000 tasks, 4 clients, 1s, one PostGraphile round) unless given explicitly")
 	fs.IntVar(&c.BenchUsers, "bench-users", c.BenchUsers, "users that sign in and drive the load")
 	fs.IntVar(&c.DeepOffset, "deep-offset", c.DeepOffset, "rows before the deep page's cursor")
 	var maxConns int
 	fs.IntVar(&maxConns, "db-max-conns", int(c.DBMaxConns), "pool size of the server and of the ceiling (DB_MAX_CONNS)")
 	fs.BoolVar(&c.Gzip, "gzip", c.Gzip, "clients accept gzip (the server compresses answers over 1 KiB)")
+	fs.BoolVar(&c.Peer, "peer", c.Peer, "compare with PostGraphile (installed with npm on first use)")
+	fs.IntVar(&c.PeerRounds, "peer-rounds", c.PeerRounds, "adjacent PostGraphile/Taskgraph pairs per scenario and mode")
+	fs.StringVar(&c.PeerDir, "peer-dir", c.PeerDir, "where PostGraphile is installed (empty: the user's cache directory)")
 	fs.StringVar(&c.ProfileDir, "profile-dir", c.ProfileDir, "where CPU profiles go when a target is missed (empty: no profile)")
 	fs.Func("server-env", "extra server setting KEY=VALUE, after the benchmark's own (repeatable; shown in the report)", func(kv string) error {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
@@ -215,6 +231,7 @@ func ParseFlags(args []string, stderr io.Writer) (Config, error) {
 			"duration":    func() { c.Duration = q.Duration },
 			"warmup":      func() { c.Warmup = q.Warmup },
 			"deep-offset": func() { c.DeepOffset = q.DeepOffset },
+			"peer-rounds": func() { c.PeerRounds = q.PeerRounds },
 		} {
 			if !set[name] {
 				apply()

@@ -88,6 +88,7 @@ func TestRefusesDatabaseItDidNotCreate(t *testing.T) {
 
 	c := QuickConfig()
 	c.DatabaseURL, c.RedisURL, c.Out = url, testenv.FlushedRedisDB(t, 12), ""
+	c.Peer = false
 	_, err = Run(ctx, c)
 	if err == nil || !strings.Contains(err.Error(), "was not created by taskgraph bench") || !strings.Contains(err.Error(), "-force-reseed") {
 		t.Fatalf("Run on someone else's database: err = %v, want a refusal naming -force-reseed", err)
@@ -157,6 +158,7 @@ func TestRefusesRedisWithForeignKeys(t *testing.T) {
 	dbName, dbURL := unusedDatabase(t)
 	c := QuickConfig()
 	c.DatabaseURL, c.RedisURL, c.Out = dbURL, redisURL, ""
+	c.Peer = false
 	_, err = Run(ctx, c)
 	if err == nil || !strings.Contains(err.Error(), "did not write") || !strings.Contains(err.Error(), "-force-flush") {
 		t.Fatalf("Run with a foreign Redis key: err = %v, want a refusal naming -force-flush", err)

@@ -39,6 +39,15 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	if err := claimRedis(ctx, rdb, c.ForceFlush, logf); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
+	if _, err := claimDatabase(ctx, c.DatabaseURL, c.ForceReseed, logf); err != nil {
+		return nil, fmt.Errorf("bench database: %w", err)
+	}
+	var peer peerInstall
+	if c.Peer {
+		if peer, err = preparePeer(ctx, c, logf); err != nil {
+			return nil, err
+		}
+	}
 	pool, err := openDatabase(ctx, c, logf)
 	if err != nil {
 		return nil, fmt.Errorf("bench database: %w", err)
@@ -72,6 +81,11 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 			return nil, fmt.Errorf("%s: %w", m.title(), err)
 		}
 		rep.Results = append(rep.Results, results...)
+	}
+	if c.Peer {
+		if rep.Peer, err = runPeer(ctx, c, peer, users, rdb, logf); err != nil {
+			return nil, err
+		}
 	}
 	rep.evaluate()
 
@@ -146,6 +160,9 @@ type cpuUse struct {
 	machine    float64       // share of all cores busy (PostgreSQL, Redis, server, load generator, others)
 	others     float64       // share of all cores busy with work that is not the benchmark's
 	perRequest time.Duration // the server process's CPU time per request (0 when not measured)
+	// dbPerRequest is the CPU time of the benchmark database's PostgreSQL backends per request (0
+	// when not measured).
+	dbPerRequest time.Duration
 }
 
 // measure runs a scenario's load (warmup included) and samples the machine's CPU, and the server
@@ -167,6 +184,7 @@ func measure(ctx context.Context, c Config, op operation, pid int) (loadResult, 
 	use := cpuUse{machine: machineBusy(before, after), others: othersBusy(before, after)}
 	if pid > 0 && res.total > 0 {
 		use.perRequest = procCPU(before, after) / time.Duration(res.total)
+		use.dbPerRequest = dbCPU(before, after) / time.Duration(res.total)
 	}
 	return res, use, nil
 }
@@ -184,7 +202,7 @@ func probe(ctx context.Context, op operation) error {
 // its statement count in-process (while the server process idles), and stops the server.
 func runMode(ctx context.Context, c Config, m mode, users []*benchUser, scenarios []scenario, rdb *redis.Client,
 	logf func(string, ...any)) ([]Result, error) {
-	if m.cache() {
+	if m.redis() {
 		// A cold cache for every run; the warmups fill it. claimRedis made sure this database is the
 		// benchmark's.
 		if err := flushBenchRedis(ctx, rdb); err != nil {
@@ -218,7 +236,7 @@ func runMode(ctx context.Context, c Config, m mode, users []*benchUser, scenario
 		logf("%-8s %-22s %d clients, %s + %s", sc.name, m.title(), c.Concurrency, c.Warmup, c.Duration)
 		rssSinceStart := srv.resetPeakRSS() != nil
 		var before redisCounters
-		if m.cache() {
+		if m.redis() {
 			if before, err = readRedisCounters(ctx, rdb); err != nil {
 				return nil, err
 			}
@@ -228,13 +246,13 @@ func runMode(ctx context.Context, c Config, m mode, users []*benchUser, scenario
 			return nil, err
 		}
 		r := newResult(sc, m, res)
-		r.MachineCPU, r.OthersCPU, r.ServerCPUPerRequest = cpu.machine, cpu.others, cpu.perRequest
+		r.MachineCPU, r.OthersCPU, r.ServerCPUPerRequest, r.DBCPUPerRequest = cpu.machine, cpu.others, cpu.perRequest, cpu.dbPerRequest
 
 		if r.PeakRSS, err = srv.peakRSS(); err != nil {
 			return nil, err
 		}
 		r.PeakRSSSinceStart = rssSinceStart
-		if m.cache() {
+		if m.redis() {
 			after, err := readRedisCounters(ctx, rdb)
 			if err != nil {
 				return nil, err
