@@ -56,6 +56,9 @@ type Config struct {
 	// PeerDir is where PostGraphile is installed ("" means the user's cache directory).
 	PeerDir string
 
+	// Timeout ends the whole run (with an error) if it is still going; 0: no limit beyond each step's own.
+	Timeout time.Duration
+
 	// ProfileDir receives a CPU profile of the page scenario (run in-process) for every mode that
 	// missed a target; "" profiles nothing.
 	ProfileDir string
@@ -99,6 +102,7 @@ func DefaultConfig() Config {
 		ProfileDir:  filepath.Join(os.TempDir(), "taskgraph-bench"),
 		Peer:        true,
 		PeerRounds:  3,
+		Timeout:     90 * time.Minute,
 	}
 }
 
@@ -132,6 +136,9 @@ func (c Config) Validate() error {
 	}
 	if c.Peer && c.PeerRounds < 1 {
 		problems = append(problems, "the comparison with PostGraphile needs at least one round")
+	}
+	if c.Timeout < 0 {
+		problems = append(problems, "timeout must not be negative")
 	}
 	if c.Duration <= 0 || c.Warmup < 0 {
 		problems = append(problems, "duration must be positive and warmup not negative")
@@ -205,6 +212,7 @@ func ParseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.BoolVar(&c.Peer, "peer", c.Peer, "compare with PostGraphile (installed with npm on first use)")
 	fs.IntVar(&c.PeerRounds, "peer-rounds", c.PeerRounds, "adjacent PostGraphile/Taskgraph pairs per scenario and mode")
 	fs.StringVar(&c.PeerDir, "peer-dir", c.PeerDir, "where PostGraphile is installed (empty: the user's cache directory)")
+	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "stop with an error if the whole run takes longer (0: no overall limit)")
 	fs.StringVar(&c.ProfileDir, "profile-dir", c.ProfileDir, "where CPU profiles go when a target is missed (empty: no profile)")
 	fs.Func("server-env", "extra server setting KEY=VALUE, after the benchmark's own (repeatable; shown in the report)", func(kv string) error {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {

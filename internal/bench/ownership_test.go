@@ -229,3 +229,23 @@ func TestRefusesRedisWithForeignKeys(t *testing.T) {
 		t.Error("an empty database was claimed without the mark")
 	}
 }
+
+// TestRunStopsAtTimeout: a run that outlasts -timeout stops by itself, servers included, and says why.
+func TestRunStopsAtTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs PostgreSQL and Redis")
+	}
+	_, url := unusedDatabase(t)
+	c := QuickConfig()
+	c.DatabaseURL, c.RedisURL, c.Out, c.Peer = url, testenv.FlushedRedisDB(t, 10), "", false
+	c.Duration, c.Timeout = time.Minute, 8*time.Second // the ceiling's first scenario alone outlasts the limit
+	start := time.Now()
+	_, err := Run(context.Background(), c)
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "took longer than -timeout 8s") {
+		t.Fatalf("Run past its timeout: err = %v", err)
+	}
+	if took > c.Timeout+stopTimeout {
+		t.Errorf("Run returned %s after starting, want soon after the %s timeout", took.Round(time.Second), c.Timeout)
+	}
+}

@@ -19,6 +19,19 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, c.Timeout, fmt.Errorf("the run took longer than -timeout %s", c.Timeout))
+		defer cancel()
+	}
+	rep, err := run(ctx, c)
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("bench: stopped (%v): %w", context.Cause(ctx), err)
+	}
+	return rep, err
+}
+
+func run(ctx context.Context, c Config) (*Report, error) {
 	log := c.Log
 	if log == nil {
 		log = io.Discard

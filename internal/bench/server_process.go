@@ -79,6 +79,9 @@ func startServer(ctx context.Context, c Config, m mode) (*serverProcess, error) 
 // startProcess starts cmd, a server that will listen at url, and waits until ready says it answers.
 func startProcess(ctx context.Context, name string, cmd *exec.Cmd, url string, ready func(*http.Client, string) bool) (*serverProcess, error) {
 	p := &serverProcess{name: name, cmd: cmd, url: url, stderr: &tailBuffer{max: 16 << 10}, exited: make(chan struct{}), ready: ready}
+	// Should the benchmark die without stopping it (SIGKILL, a crash), the kernel sends the server
+	// SIGTERM, so no server outlives the run.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	cmd.Stdout = p.stderr
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
