@@ -119,7 +119,7 @@ func (r rawTask) normalize(pg bool) (sameTask, error) {
 		}
 		t.Priority = priorityName(db.Priority(n))
 	} else if err := json.Unmarshal(r.Priority, &t.Priority); err != nil {
-		return t, fmt.Errorf("Taskgraph priority %s: %w", r.Priority, err)
+		return t, fmt.Errorf("priority %s from Taskgraph: %w", r.Priority, err)
 	}
 	parse := func(s *string) (*time.Time, error) {
 		if s == nil {
@@ -232,7 +232,7 @@ func checkSameAnswers(ctx context.Context, client *http.Client, tgURL string, us
 	for _, u := range users {
 		got, err := fetchPeerAnswers(ctx, client, tgURL, u, false)
 		if err != nil {
-			return fmt.Errorf("Taskgraph, bench user %d: %w", u.n, err)
+			return fmt.Errorf("bench user %d, from Taskgraph: %w", u.n, err)
 		}
 		want := ref[u]
 		for _, p := range []struct {
