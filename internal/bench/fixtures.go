@@ -85,7 +85,7 @@ func (m mode) title() string {
 // serverSettings is the environment the server runs with in mode m, listening on addr.
 func serverSettings(c Config, m mode, addr string) map[string]string {
 	s := map[string]string{
-		"APP_ENV":            config.EnvDevelopment,
+		"APP_ENV":            config.EnvProduction, // as deployed, and as PostGraphile runs (production mode)
 		"HTTP_ADDR":          addr,
 		"DATABASE_URL":       c.DatabaseURL,
 		"DB_MAX_CONNS":       strconv.Itoa(int(c.DBMaxConns)),

@@ -399,7 +399,7 @@ func (r *Report) Markdown() string {
 	for _, kv := range c.ServerEnv {
 		extra += " `" + kv + "`,"
 	}
-	p("| server | separate process, `DB_MAX_CONNS=%d`, `RATE_LIMIT_ENABLED=false`, `LOG_LEVEL=warn`,%s %s |", c.DBMaxConns, extra, gzipNote(c.Gzip))
+	p("| server | separate process, `APP_ENV=production`, `DB_MAX_CONNS=%d`, `RATE_LIMIT_ENABLED=false`, `LOG_LEVEL=warn`,%s %s |", c.DBMaxConns, extra, gzipNote(c.Gzip))
 	p("| whole run | %s |", r.Took.Round(time.Second))
 	p("")
 	if r.Peer != nil {
