@@ -248,6 +248,9 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got := d.loadTime(); got != (16+54)*12*time.Second {
+		t.Errorf("default load time %s, want 14m0s (16 runs plus 54 in the comparison, 12 s each)", got)
+	}
 	if d.Users != 10_000 || d.Tasks != 1_000_000 || d.Concurrency != 32 || d.benchUsers() != 64 || len(d.Scenarios) != 4 || !d.Peer || d.PeerRounds != 3 {
 		t.Errorf("defaults: %+v (bench users %d)", d, d.benchUsers())
 	}

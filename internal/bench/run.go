@@ -41,6 +41,8 @@ func run(ctx context.Context, c Config) (*Report, error) {
 	}
 	rep := &Report{Config: c, Started: time.Now().UTC()}
 	rep.Machine.LoadBefore = loadAverage()
+	logf("%s of measured load ahead (plus seeding when needed, sign-in, statement counts and profiles); load average now %s",
+		c.loadTime().Round(time.Second), rep.Machine.LoadBefore)
 
 	// Both refusals come before anything is written: a database or Redis that is not the benchmark's
 	// is left exactly as it was.
@@ -284,4 +286,14 @@ func runMode(ctx context.Context, c Config, m mode, users []*benchUser, scenario
 		return nil, err
 	}
 	return out, nil
+}
+
+// loadTime is how long the run drives load, warmups included: the ceiling and each server mode for every
+// scenario, and the comparison's pairs.
+func (c Config) loadTime() time.Duration {
+	runs := len(c.Scenarios) * (1 + len(serverModes()))
+	if c.Peer {
+		runs += len(peerModes()) * c.PeerRounds * len(peerScenarioNames()) * 2
+	}
+	return time.Duration(runs) * (c.Warmup + c.Duration)
 }
