@@ -42,6 +42,23 @@ type Config struct {
 	StmtSamples int   // requests per scenario in the statement-count pass
 	Gzip        bool  // clients ask for gzip (the server then compresses answers over 1 KiB)
 
+	// ForceReseed lets the benchmark take over a database it did not create (it refuses one otherwise)
+	// and reseeds it even when it already holds the wanted seed.
+	ForceReseed bool
+	// ForceFlush lets the benchmark flush a Redis database holding keys it did not write (it refuses
+	// one otherwise).
+	ForceFlush bool
+
+	// Peer runs the comparison with PostGraphile (peer.go) after the Taskgraph-only scenarios.
+	Peer bool
+	// PeerRounds is how many adjacent (PostGraphile, Taskgraph) pairs each scenario and mode gets.
+	PeerRounds int
+	// PeerDir is where PostGraphile is installed ("" means the user's cache directory).
+	PeerDir string
+
+	// Timeout ends the whole run (with an error) if it is still going; 0: no limit beyond each step's own.
+	Timeout time.Duration
+
 	// ProfileDir receives a CPU profile of the page scenario (run in-process) for every mode that
 	// missed a target; "" profiles nothing.
 	ProfileDir string
@@ -83,6 +100,9 @@ func DefaultConfig() Config {
 		DBMaxConns:  20,
 		StmtSamples: 200,
 		ProfileDir:  filepath.Join(os.TempDir(), "taskgraph-bench"),
+		Peer:        true,
+		PeerRounds:  3,
+		Timeout:     90 * time.Minute,
 	}
 }
 
@@ -94,6 +114,7 @@ func QuickConfig() Config {
 	c.Duration, c.Warmup = time.Second, 250*time.Millisecond
 	c.BenchUsers, c.DeepOffset = 64, 100
 	c.StmtSamples = 40
+	c.PeerRounds = 1
 	return c
 }
 
@@ -112,6 +133,12 @@ func (c Config) Validate() error {
 	var problems []string
 	if c.Users < 1 || c.Tasks < 1 || c.Concurrency < 1 || c.BenchUsers < 1 || c.DeepOffset < 1 || c.DBMaxConns < 1 {
 		problems = append(problems, "users, tasks, concurrency, bench users, deep offset and pool size must be positive")
+	}
+	if c.Peer && c.PeerRounds < 1 {
+		problems = append(problems, "the comparison with PostGraphile needs at least one round")
+	}
+	if c.Timeout < 0 {
+		problems = append(problems, "timeout must not be negative")
 	}
 	if c.Duration <= 0 || c.Warmup < 0 {
 		problems = append(problems, "duration must be positive and warmup not negative")
@@ -170,16 +197,22 @@ func ParseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "concurrent clients")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "measured time per scenario and mode")
 	fs.DurationVar(&c.Warmup, "warmup", c.Warmup, "unmeasured load before each measurement")
-	fs.StringVar(&c.DatabaseURL, "database", c.DatabaseURL, "PostgreSQL URL of the benchmark's own database (reseeded when its size differs)")
-	fs.StringVar(&c.RedisURL, "redis", c.RedisURL, "Redis URL for the cached run (this database is flushed)")
+	fs.StringVar(&c.DatabaseURL, "database", c.DatabaseURL, "PostgreSQL URL of the benchmark's own database: created and marked when missing, reseeded when its size differs; one the benchmark did not create is refused")
+	fs.StringVar(&c.RedisURL, "redis", c.RedisURL, "Redis URL for the cached run (flushed; refused when it holds keys the benchmark did not write)")
+	fs.BoolVar(&c.ForceReseed, "force-reseed", false, "reseed even when the seed is current, and take over a -database that taskgraph bench did not create (deletes its data)")
+	fs.BoolVar(&c.ForceFlush, "force-flush", false, "flush the -redis database even when it holds keys the benchmark did not write")
 	fs.StringVar(&c.Out, "out", c.Out, "Markdown report to write (empty: none)")
 	scenarios := fs.String("scenarios", "all", "comma-separated scenarios: "+strings.Join(AllScenarios(), ", ")+" (or all)")
-	quick := fs.Bool("quick", false, "tiny sizes (50 users, 2,000 tasks, 4 clients, 1s) unless given explicitly")
+	quick := fs.Bool("quick", false, "tiny sizes (50 users, 2,000 tasks, 4 clients, 1s, one PostGraphile round) unless given explicitly")
 	fs.IntVar(&c.BenchUsers, "bench-users", c.BenchUsers, "users that sign in and drive the load")
 	fs.IntVar(&c.DeepOffset, "deep-offset", c.DeepOffset, "rows before the deep page's cursor")
 	var maxConns int
 	fs.IntVar(&maxConns, "db-max-conns", int(c.DBMaxConns), "pool size of the server and of the ceiling (DB_MAX_CONNS)")
 	fs.BoolVar(&c.Gzip, "gzip", c.Gzip, "clients accept gzip (the server compresses answers over 1 KiB)")
+	fs.BoolVar(&c.Peer, "peer", c.Peer, "compare with PostGraphile (installed with npm on first use)")
+	fs.IntVar(&c.PeerRounds, "peer-rounds", c.PeerRounds, "adjacent PostGraphile/Taskgraph pairs per scenario and mode")
+	fs.StringVar(&c.PeerDir, "peer-dir", c.PeerDir, "where PostGraphile is installed (empty: the user's cache directory)")
+	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "stop with an error if the whole run takes longer (0: no overall limit)")
 	fs.StringVar(&c.ProfileDir, "profile-dir", c.ProfileDir, "where CPU profiles go when a target is missed (empty: no profile)")
 	fs.Func("server-env", "extra server setting KEY=VALUE, after the benchmark's own (repeatable; shown in the report)", func(kv string) error {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
@@ -206,6 +239,7 @@ func ParseFlags(args []string, stderr io.Writer) (Config, error) {
 			"duration":    func() { c.Duration = q.Duration },
 			"warmup":      func() { c.Warmup = q.Warmup },
 			"deep-offset": func() { c.DeepOffset = q.DeepOffset },
+			"peer-rounds": func() { c.PeerRounds = q.PeerRounds },
 		} {
 			if !set[name] {
 				apply()

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -12,14 +11,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/taskgraph/taskgraph/db"
-	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 // The statements below are copied from the stores (db/sessions.go Lookup, db/keyset.go fetchPage for
-// tasks in the default order, db/tasks.go ByIDs, CountsByOwners and Update, db/jobs.go LockBefore,
-// db/users.go ByIDs), as the server sends them for these requests. If the stores change, change them here too: the ceiling
-// only means something while it runs the server's SQL.
+// tasks in the default order, db/tasks.go ByIDs, CountsByOwners, Lock and Update, db/users.go ByIDs),
+// as the server sends them for these requests. If the stores change, change them here too: the
+// ceiling only means something while it runs the server's SQL.
 const (
 	taskColumns = "id, owner_id, assignee_id, title, description, status, priority, due_at, tags, created_at, updated_at, version"
 	userColumns = "id, name, email, role, password_hash, created_at, updated_at"
@@ -41,12 +39,11 @@ const (
 		       (count(*) FILTER (WHERE status = 'DONE'))::int AS done,
 		       (count(*) FILTER (WHERE status <> 'DONE' AND due_at < now()))::int AS overdue
 		FROM tasks WHERE owner_id = ANY($1) GROUP BY owner_id`
-	sqlLockBefore = `SELECT owner_id, assignee_id, status FROM tasks WHERE id = $1 AND (owner_id = $2 OR assignee_id = $2) ` +
-		`FOR NO KEY UPDATE`
+	sqlLockTask   = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1 FOR NO KEY UPDATE`
 	sqlUpdateTask = `UPDATE tasks SET status = $1, priority = $2, version = version + 1, updated_at = now() ` +
-		`WHERE id = $3 AND owner_id = $4 RETURNING ` + taskColumns
-	// After commit, the write is announced to live subscriptions (internal/events).
-	sqlNotify = `SELECT pg_notify($1, $2)`
+		`WHERE id = $3 RETURNING ` + taskColumns
+	// The write is announced to live subscriptions by the tasks table's trigger (migrations/00006), in
+	// the same transaction: the ceiling's UPDATE fires it as the server's does.
 )
 
 // ceilingOperation runs scenario sc's requests as SQL only: the statements the server runs for the
@@ -106,30 +103,21 @@ func (s step) direct(ctx context.Context, pool *pgxpool.Pool, u *benchUser) erro
 }
 
 // updateTask changes a task's status and priority as updateTask does: in one transaction, the row
-// is read and locked first (a status change may notify the assignee), then updated.
+// is read and locked first (the policy decides on it), then updated.
 func updateTask(ctx context.Context, pool *pgxpool.Pool, userID, taskID uuid.UUID, s step) error {
-	if err := updateTaskTx(ctx, pool, userID, taskID, s); err != nil {
-		return err
-	}
-	payload, err := json.Marshal(events.Event{Kind: events.KindTask, ID: taskID, UserIDs: []uuid.UUID{userID}})
-	if err != nil {
-		return err
-	}
-	_, err = pool.Exec(ctx, sqlNotify, events.Channel, string(payload))
-	return err
-}
-
-func updateTaskTx(ctx context.Context, pool *pgxpool.Pool, userID, taskID uuid.UUID, s step) error {
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		var (
-			owner    uuid.UUID
-			assignee *uuid.UUID
-			status   string
-		)
-		if err := tx.QueryRow(ctx, sqlLockBefore, taskID, userID).Scan(&owner, &assignee, &status); err != nil {
+		rows, err := tx.Query(ctx, sqlLockTask, taskID)
+		if err != nil {
 			return fmt.Errorf("lock task %s: %w", taskID, err)
 		}
-		rows, err := tx.Query(ctx, sqlUpdateTask, string(s.status), int16(s.priority), taskID, userID)
+		task, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByNameLax[db.Task])
+		if err != nil {
+			return fmt.Errorf("lock task %s: %w", taskID, err)
+		}
+		if task.OwnerID != userID {
+			return fmt.Errorf("task %s is not bench user %s's", taskID, userID)
+		}
+		rows, err = tx.Query(ctx, sqlUpdateTask, string(s.status), int16(s.priority), taskID)
 		if err != nil {
 			return fmt.Errorf("update task %s: %w", taskID, err)
 		}

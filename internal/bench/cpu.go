@@ -20,6 +20,9 @@ type cpuSample struct {
 	// Redis, PostgreSQL's own processes and its backends serving the benchmark's database. What the
 	// machine spent beyond them is other people's work, which skews every number.
 	ours map[int]int64
+	// db is the CPU time, in ticks by pid, of the PostgreSQL backends serving the benchmark's database
+	// (read with ours): where a server's SQL costs.
+	db map[int]int64
 }
 
 // sampleCPU reads /proc/stat and, when pid > 0, /proc/<pid>/stat; with dbName, also the CPU time of
@@ -51,7 +54,7 @@ func sampleCPU(pid int, dbName string) (cpuSample, error) {
 		}
 	}
 	if dbName != "" {
-		s.ours = ourProcesses(os.Getpid(), pid, dbName)
+		s.ours, s.db = ourProcesses(os.Getpid(), pid, dbName)
 	}
 	return s, nil
 }
@@ -78,12 +81,14 @@ func procTicks(pid int) (int64, error) {
 
 // ourProcesses returns the CPU ticks of this process, the server, Redis, and PostgreSQL's
 // processes except backends of other databases (PostgreSQL names each backend
-// "postgres: <cluster>: <user> <database> <client> <state>").
-func ourProcesses(self, server int, dbName string) map[int]int64 {
+// "postgres: <cluster>: <user> <database> <client> <state>"), and separately the ticks of the
+// backends serving dbName.
+func ourProcesses(self, server int, dbName string) (ours, db map[int]int64) {
 	out := map[int]int64{}
+	db = map[int]int64{}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return out
+		return out, db
 	}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -99,7 +104,13 @@ func ourProcesses(self, server int, dbName string) map[int]int64 {
 			case "postgres":
 				cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 				title := string(cmdline)
-				ours = !strings.Contains(title, "(") || strings.Contains(title, " "+dbName+" ")
+				backend := strings.Contains(title, " "+dbName+" ")
+				ours = !strings.Contains(title, "(") || backend
+				if backend {
+					if t, err := procTicks(pid); err == nil {
+						db[pid] = t
+					}
+				}
 			}
 		}
 		if ours {
@@ -108,7 +119,18 @@ func ourProcesses(self, server int, dbName string) map[int]int64 {
 			}
 		}
 	}
-	return out
+	return out, db
+}
+
+// dbCPU is the CPU time the benchmark database's backends spent between two samples. A backend that
+// started in between counts from zero; one that ended takes its time with it, so this is a lower bound
+// (the servers' pools keep their connections open).
+func dbCPU(a, b cpuSample) time.Duration {
+	var ticks int64
+	for pid, t := range b.db {
+		ticks += t - a.db[pid]
+	}
+	return time.Duration(ticks) * time.Second / userHZ
 }
 
 // othersBusy is the share of all cores' time spent by processes that are not the benchmark's

@@ -45,30 +45,39 @@ type benchUser struct {
 	// Request bodies that do not vary between requests.
 	pageBody, deepBody []byte
 	taskBodies         [][]byte
+	// peer holds the bodies of the comparison with PostGraphile (nil until it is prepared).
+	peer *peerBodies
 }
 
-// mode is one way of serving the scenarios: the direct-SQL ceiling or the server in one setting.
+// mode is one way of serving the scenarios: the direct-SQL ceiling, the server in one setting, or the
+// peer.
 type mode string
 
 const (
-	modeCeiling  mode = "sql"
-	modeUncached mode = "uncached" // CACHE_ENABLED=false
-	modeCached   mode = "cached"   // CACHE_ENABLED=true with REDIS_URL
+	modeCeiling      mode = "sql"
+	modeDefault      mode = "default"      // CACHE_ENABLED=true without REDIS_URL: the in-process cache, as a new user starts
+	modeUncached     mode = "uncached"     // CACHE_ENABLED=false, no Redis, so no response cache either: every cache off
+	modeCached       mode = "cached"       // CACHE_ENABLED=true with REDIS_URL (row cache and response cache in Redis)
+	modePostGraphile mode = "postgraphile" // the peer (peer.go)
 )
 
 // serverModes are the modes the server runs in, in report order.
-func serverModes() []mode { return []mode{modeUncached, modeCached} }
+func serverModes() []mode { return []mode{modeDefault, modeUncached, modeCached} }
 
-// cache reports whether the server caches in Redis in this mode.
-func (m mode) cache() bool { return m == modeCached }
+// redis reports whether the server uses Redis in this mode.
+func (m mode) redis() bool { return m == modeCached }
 
 // title says what the mode is, for tables.
 func (m mode) title() string {
 	switch m {
 	case modeCeiling:
 		return "direct SQL (ceiling)"
+	case modeDefault:
+		return "GraphQL, default (in-process cache)"
 	case modeCached:
 		return "GraphQL, Redis cache"
+	case modePostGraphile:
+		return "PostGraphile"
 	}
 	return "GraphQL, cache off"
 }
@@ -76,7 +85,7 @@ func (m mode) title() string {
 // serverSettings is the environment the server runs with in mode m, listening on addr.
 func serverSettings(c Config, m mode, addr string) map[string]string {
 	s := map[string]string{
-		"APP_ENV":            config.EnvDevelopment,
+		"APP_ENV":            config.EnvProduction, // as deployed, and as PostGraphile runs (production mode)
 		"HTTP_ADDR":          addr,
 		"DATABASE_URL":       c.DatabaseURL,
 		"DB_MAX_CONNS":       strconv.Itoa(int(c.DBMaxConns)),
@@ -85,10 +94,13 @@ func serverSettings(c Config, m mode, addr string) map[string]string {
 		"RATE_LIMIT_ENABLED": "false",
 		"LOG_LEVEL":          "warn",
 		"GRAPHIQL":           "false",
-		"CACHE_ENABLED":      strconv.FormatBool(m.cache()),
+		"CACHE_ENABLED":      strconv.FormatBool(m != modeUncached),
 	}
-	if m.cache() {
+	switch m {
+	case modeCached:
 		s["REDIS_URL"] = c.RedisURL
+	case modeUncached:
+		s["RESPONSE_CACHE_TTL"] = "0" // it needs Redis anyway; said explicitly, as the mode promises
 	}
 	return s
 }

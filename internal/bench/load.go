@@ -162,24 +162,40 @@ func httpClient(concurrency int, gzip bool) *http.Client {
 // graphqlOperation sends scenario sc's requests to the server at url, client w signed in as bench user
 // w mod len(users).
 func graphqlOperation(client *http.Client, url string, users []*benchUser, sc scenario, concurrency int) operation {
+	return httpOperation(client, url, users, sc, concurrency, step.body, true)
+}
+
+// requestBody is what a client sends for step s as user u.
+type requestBody func(s step, u *benchUser) []byte
+
+// httpOperation sends scenario sc's requests, with bodies from body, to the GraphQL endpoint at url;
+// client w acts as bench user w mod len(users), with that user's access token when signedIn.
+func httpOperation(client *http.Client, url string, users []*benchUser, sc scenario, concurrency int, body requestBody, signedIn bool) operation {
 	// One reusable response buffer per client keeps the load generator's own garbage (and so its
 	// share of the two cores) small.
 	bufs := make([]bytes.Buffer, concurrency)
 	return func(ctx context.Context, w int, rng *rand.Rand) (stepKind, error) {
 		u := users[w%len(users)]
 		s := sc.next(u, rng)
-		return s.kind, sendGraphQL(ctx, client, url, u, s.body(u), &bufs[w])
+		token := ""
+		if signedIn {
+			token = u.token
+		}
+		return s.kind, sendGraphQL(ctx, client, url, token, body(s, u), &bufs[w])
 	}
 }
 
-// sendGraphQL posts one GraphQL request as user u and checks the answer, read into buf.
-func sendGraphQL(ctx context.Context, client *http.Client, url string, u *benchUser, body []byte, buf *bytes.Buffer) error {
+// sendGraphQL posts one GraphQL request, with the access token unless it is empty, and checks the
+// answer, read into buf.
+func sendGraphQL(ctx context.Context, client *http.Client, url, token string, body []byte, buf *bytes.Buffer) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("build request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+u.token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return err

@@ -30,6 +30,7 @@ type Result struct {
 	MachineCPU          float64       // share of the machine's cores busy during the run; -1: unknown
 	OthersCPU           float64       // of which, work that is not the benchmark's; -1: unknown
 	ServerCPUPerRequest time.Duration // the server process's CPU time per request; 0: not a server run
+	DBCPUPerRequest     time.Duration // the bench database's PostgreSQL backends' CPU time per request; 0: not measured
 
 	StatementsPerRequest float64
 	CacheHitRatio        float64 // from Redis's counters during the run; -1: no cache
@@ -119,6 +120,7 @@ type Report struct {
 	Results  []Result
 	Targets  []Target
 	Profiles []Profile
+	Peer     *PeerReport // the comparison with PostGraphile; nil when not run
 }
 
 // Result returns the result of a scenario in a mode.
@@ -209,12 +211,21 @@ func (r *Report) evaluate() {
 		}
 		r.Targets = append(r.Targets, target)
 	}
+	if r.Peer != nil {
+		r.Targets = append(r.Targets, r.Peer.targets(r.Config.Concurrency)...)
+	}
 	var errs, requests, peak int64
 	var peakAt string
-	for _, x := range r.Results {
+	all := slices.Clone(r.Results)
+	if r.Peer != nil {
+		for _, run := range r.Peer.Runs {
+			all = append(all, run.Result)
+		}
+	}
+	for _, x := range all {
 		errs += x.Errors
 		requests += x.Requests
-		if x.PeakRSS > peak {
+		if x.PeakRSS > peak && x.Mode != string(modePostGraphile) {
 			peak, peakAt = x.PeakRSS, x.Scenario+", "+x.Mode
 		}
 	}
@@ -227,13 +238,18 @@ func (r *Report) evaluate() {
 }
 
 func modeShort(m mode) string {
-	if m.cache() {
+	switch m {
+	case modeCached:
 		return "Redis cache"
+	case modeDefault:
+		return "default"
+	case modePostGraphile:
+		return "PostGraphile"
 	}
 	return "cache off"
 }
 
-// modesMissing lists the server modes with a missed target (goals about every mode count for both).
+// modesMissing lists the server modes with a missed target (goals about every mode count for each).
 func (r *Report) modesMissing() []mode {
 	var out []mode
 	for _, m := range serverModes() {
@@ -321,6 +337,9 @@ func (r *Report) WriteText(w io.Writer) {
 		tw.Flush()
 		fmt.Fprintln(w)
 	}
+	if r.Peer != nil {
+		r.Peer.writeText(w)
+	}
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "target\tmeasured\tresult")
 	for _, t := range r.Targets {
@@ -380,9 +399,12 @@ func (r *Report) Markdown() string {
 	for _, kv := range c.ServerEnv {
 		extra += " `" + kv + "`,"
 	}
-	p("| server | separate process, `DB_MAX_CONNS=%d`, `RATE_LIMIT_ENABLED=false`, `LOG_LEVEL=warn`,%s %s |", c.DBMaxConns, extra, gzipNote(c.Gzip))
+	p("| server | separate process, `APP_ENV=production`, `DB_MAX_CONNS=%d`, `RATE_LIMIT_ENABLED=false`, `LOG_LEVEL=warn`,%s %s |", c.DBMaxConns, extra, gzipNote(c.Gzip))
 	p("| whole run | %s |", r.Took.Round(time.Second))
 	p("")
+	if r.Peer != nil {
+		r.Peer.writeMarkdown(&b, c)
+	}
 	p("## Results")
 	p("")
 	header, rows := r.tableRows()
@@ -490,10 +512,12 @@ func (r *Report) writeMethod(b *strings.Builder) {
 	p("  as bench user *i* mod %d. Each bench user owns %s tasks, so the deep page (the 20 rows after a cursor", c.benchUsers(), thousands(c.TasksPerBenchUser()))
 	p("  %s rows in, newest first) exists for every client; the cursor is the one the API itself returns after", thousands(c.DeepOffset))
 	p("  paging that far. Clients send requests back to back over keep-alive HTTP/1.1 connections.")
-	p("- **Server.** The real binary (`taskgraph serve`) in its own process on a free 127.0.0.1 port, once with")
-	p("  `CACHE_ENABLED=false` and once with `CACHE_ENABLED=true` and `REDIS_URL` (Redis database flushed first,")
-	p("  so the warmup fills the cache). It is stopped with SIGTERM after its scenarios.")
-	p("  With the cache, the page and deep-page documents read only the client's own data, so their repeats")
+	p("- **Server.** The real binary (`taskgraph serve`) in its own process on a free 127.0.0.1 port, in three")
+	p("  settings: *default* as a new user starts it (`CACHE_ENABLED=true`, no Redis: the in-process cache), *cache")
+	p("  off* (`CACHE_ENABLED=false`, no Redis, so no response cache either) and *Redis cache* (`CACHE_ENABLED=true`")
+	p("  and `REDIS_URL`; the Redis database flushed first, so the warmup fills the cache). Each is stopped with")
+	p("  SIGTERM after its scenarios.")
+	p("  With the Redis cache, the page and deep-page documents read only the client's own data, so their repeats")
 	p("  are answered whole from the response cache (`RESPONSE_CACHE_TTL`, version tokens per dependency)")
 	p("  until that user writes; in the mix every `updateTask` retires its user's stored answers. The task")
 	p("  scenario (`task(id)`) is not eligible and runs through the row cache.")

@@ -19,6 +19,19 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, c.Timeout, fmt.Errorf("the run took longer than -timeout %s", c.Timeout))
+		defer cancel()
+	}
+	rep, err := run(ctx, c)
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("bench: stopped (%v): %w", context.Cause(ctx), err)
+	}
+	return rep, err
+}
+
+func run(ctx context.Context, c Config) (*Report, error) {
 	log := c.Log
 	if log == nil {
 		log = io.Discard
@@ -28,8 +41,29 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	}
 	rep := &Report{Config: c, Started: time.Now().UTC()}
 	rep.Machine.LoadBefore = loadAverage()
+	logf("%s of measured load ahead (plus seeding when needed, sign-in, statement counts and profiles); load average now %s",
+		c.loadTime().Round(time.Second), rep.Machine.LoadBefore)
 
-	pool, err := openDatabase(ctx, c.DatabaseURL)
+	// Both refusals come before anything is written: a database or Redis that is not the benchmark's
+	// is left exactly as it was.
+	rdb, err := redisClient(ctx, c.RedisURL)
+	if err != nil {
+		return nil, err
+	}
+	defer rdb.Close()
+	if err := claimRedis(ctx, rdb, c.ForceFlush, logf); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	if _, err := claimDatabase(ctx, c.DatabaseURL, c.ForceReseed, logf); err != nil {
+		return nil, fmt.Errorf("bench database: %w", err)
+	}
+	var peer peerInstall
+	if c.Peer {
+		if peer, err = preparePeer(ctx, c, logf); err != nil {
+			return nil, err
+		}
+	}
+	pool, err := openDatabase(ctx, c, logf)
 	if err != nil {
 		return nil, fmt.Errorf("bench database: %w", err)
 	}
@@ -37,11 +71,6 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	if rep.Reseeded, err = ensureSeed(ctx, c, logf); err != nil {
 		return nil, err
 	}
-	rdb, err := redisClient(ctx, c.RedisURL)
-	if err != nil {
-		return nil, err
-	}
-	defer rdb.Close()
 	if err := rep.Machine.describe(ctx, pool, rdb); err != nil {
 		return nil, err
 	}
@@ -67,6 +96,11 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 			return nil, fmt.Errorf("%s: %w", m.title(), err)
 		}
 		rep.Results = append(rep.Results, results...)
+	}
+	if c.Peer {
+		if rep.Peer, err = runPeer(ctx, c, peer, users, rdb, logf); err != nil {
+			return nil, err
+		}
 	}
 	rep.evaluate()
 
@@ -141,6 +175,9 @@ type cpuUse struct {
 	machine    float64       // share of all cores busy (PostgreSQL, Redis, server, load generator, others)
 	others     float64       // share of all cores busy with work that is not the benchmark's
 	perRequest time.Duration // the server process's CPU time per request (0 when not measured)
+	// dbPerRequest is the CPU time of the benchmark database's PostgreSQL backends per request (0
+	// when not measured).
+	dbPerRequest time.Duration
 }
 
 // measure runs a scenario's load (warmup included) and samples the machine's CPU, and the server
@@ -162,6 +199,7 @@ func measure(ctx context.Context, c Config, op operation, pid int) (loadResult, 
 	use := cpuUse{machine: machineBusy(before, after), others: othersBusy(before, after)}
 	if pid > 0 && res.total > 0 {
 		use.perRequest = procCPU(before, after) / time.Duration(res.total)
+		use.dbPerRequest = dbCPU(before, after) / time.Duration(res.total)
 	}
 	return res, use, nil
 }
@@ -179,10 +217,11 @@ func probe(ctx context.Context, op operation) error {
 // its statement count in-process (while the server process idles), and stops the server.
 func runMode(ctx context.Context, c Config, m mode, users []*benchUser, scenarios []scenario, rdb *redis.Client,
 	logf func(string, ...any)) ([]Result, error) {
-	if m.cache() {
-		// A cold cache for every run; the warmups fill it. The benchmark owns this Redis database.
-		if err := rdb.FlushDB(ctx).Err(); err != nil {
-			return nil, fmt.Errorf("flush the bench Redis database: %w", err)
+	if m.redis() {
+		// A cold cache for every run; the warmups fill it. claimRedis made sure this database is the
+		// benchmark's.
+		if err := flushBenchRedis(ctx, rdb); err != nil {
+			return nil, err
 		}
 	}
 	passer, err := newStatementPasser(ctx, c, m)
@@ -212,7 +251,7 @@ func runMode(ctx context.Context, c Config, m mode, users []*benchUser, scenario
 		logf("%-8s %-22s %d clients, %s + %s", sc.name, m.title(), c.Concurrency, c.Warmup, c.Duration)
 		rssSinceStart := srv.resetPeakRSS() != nil
 		var before redisCounters
-		if m.cache() {
+		if m.redis() {
 			if before, err = readRedisCounters(ctx, rdb); err != nil {
 				return nil, err
 			}
@@ -222,13 +261,13 @@ func runMode(ctx context.Context, c Config, m mode, users []*benchUser, scenario
 			return nil, err
 		}
 		r := newResult(sc, m, res)
-		r.MachineCPU, r.OthersCPU, r.ServerCPUPerRequest = cpu.machine, cpu.others, cpu.perRequest
+		r.MachineCPU, r.OthersCPU, r.ServerCPUPerRequest, r.DBCPUPerRequest = cpu.machine, cpu.others, cpu.perRequest, cpu.dbPerRequest
 
 		if r.PeakRSS, err = srv.peakRSS(); err != nil {
 			return nil, err
 		}
 		r.PeakRSSSinceStart = rssSinceStart
-		if m.cache() {
+		if m.redis() {
 			after, err := readRedisCounters(ctx, rdb)
 			if err != nil {
 				return nil, err
@@ -247,4 +286,14 @@ func runMode(ctx context.Context, c Config, m mode, users []*benchUser, scenario
 		return nil, err
 	}
 	return out, nil
+}
+
+// loadTime is how long the run drives load, warmups included: the ceiling and each server mode for every
+// scenario, and the comparison's pairs.
+func (c Config) loadTime() time.Duration {
+	runs := len(c.Scenarios) * (1 + len(serverModes()))
+	if c.Peer {
+		runs += len(peerModes()) * c.PeerRounds * len(peerScenarioNames()) * 2
+	}
+	return time.Duration(runs) * (c.Warmup + c.Duration)
 }

@@ -31,13 +31,13 @@ func (c Config) shape() seedShape {
 // benchEmail is the address of seeded user n (1-based). Users 1..BenchUsers sign in and drive the load.
 func benchEmail(n int) string { return fmt.Sprintf("bench-%d@example.com", n) }
 
-// openDatabase creates the benchmark database if needed, migrates it and returns a small pool for the
-// setup work.
-func openDatabase(ctx context.Context, url string) (*pgxpool.Pool, error) {
-	if err := db.EnsureDatabase(ctx, url); err != nil {
+// openDatabase creates the benchmark database if needed (refusing one the benchmark did not create,
+// unless c.ForceReseed), migrates it and returns a small pool for the setup work.
+func openDatabase(ctx context.Context, c Config, logf func(string, ...any)) (*pgxpool.Pool, error) {
+	if _, err := claimDatabase(ctx, c.DatabaseURL, c.ForceReseed, logf); err != nil {
 		return nil, err
 	}
-	pool, err := db.OpenPool(ctx, url, db.PoolOptions{MaxConns: 4})
+	pool, err := db.OpenPool(ctx, c.DatabaseURL, db.PoolOptions{MaxConns: 4})
 	if err != nil {
 		return nil, err
 	}
@@ -81,8 +81,8 @@ func checkSeed(ctx context.Context, conn *pgx.Conn, want seedShape) (seedStatus,
 	return st, nil
 }
 
-// ensureSeed makes the database hold cfg's seed, reseeding only when the shape or row counts differ.
-// It refuses to overwrite a database the benchmark did not seed. Either way it vacuums and analyzes
+// ensureSeed makes the database hold cfg's seed, reseeding only when the shape or row counts differ (or
+// cfg.ForceReseed). It refuses to overwrite users the benchmark did not seed unless cfg.ForceReseed. Either way it vacuums and analyzes
 // users and tasks (earlier runs' writes leave dead rows) and ends every session, so each run signs in
 // afresh. It reports whether it reseeded.
 func ensureSeed(ctx context.Context, cfg Config, logf func(string, ...any)) (bool, error) {
@@ -106,10 +106,10 @@ func ensureSeed(ctx context.Context, cfg Config, logf func(string, ...any)) (boo
 		return false, err
 	}
 	reseeded := false
-	if !st.current {
-		if !st.benchOwned {
-			return false, fmt.Errorf("database %q holds %d users that the benchmark did not create: give -database a dedicated database",
-				connCfg.Database, st.users)
+	if !st.current || cfg.ForceReseed {
+		if !st.benchOwned && !cfg.ForceReseed {
+			return false, fmt.Errorf("database %q holds %d users that the benchmark did not create: give -database a dedicated database, "+
+				"or pass -force-reseed to delete them", connCfg.Database, st.users)
 		}
 		logf("seeding %d users and %d tasks (%d bench users with %d tasks each); this database had %d users and %d tasks",
 			want.Users, want.Tasks, want.BenchUsers, want.PerBenchUser, st.users, st.rows)

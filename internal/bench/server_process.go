@@ -24,13 +24,26 @@ const (
 	stopTimeout  = 30 * time.Second
 )
 
-// serverProcess is the real server, started as its own process so that its memory can be read.
+// serverProcess is a server under test (Taskgraph or the peer), started as its own process so that
+// its CPU time and memory can be read.
 type serverProcess struct {
+	name   string // for messages: "server", "PostGraphile"
 	cmd    *exec.Cmd
 	url    string // http://127.0.0.1:port
 	stderr *tailBuffer
 	exited chan struct{}
 	err    error // set when exited is closed
+	ready  func(*http.Client, string) bool
+}
+
+// readyz is Taskgraph's readiness check: GET /readyz answers 200.
+func readyz(client *http.Client, url string) bool {
+	resp, err := client.Get(url + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // startServer starts the server in mode m on a free loopback port and waits until /readyz answers.
@@ -60,11 +73,19 @@ func startServer(ctx context.Context, c Config, m mode) (*serverProcess, error) 
 	}
 	cmd.Env = append(cmd.Env, c.ServerEnv...)
 	slices.Sort(cmd.Env)
-	p := &serverProcess{cmd: cmd, url: "http://" + addr, stderr: &tailBuffer{max: 16 << 10}, exited: make(chan struct{})}
+	return startProcess(ctx, "server", cmd, "http://"+addr, readyz)
+}
+
+// startProcess starts cmd, a server that will listen at url, and waits until ready says it answers.
+func startProcess(ctx context.Context, name string, cmd *exec.Cmd, url string, ready func(*http.Client, string) bool) (*serverProcess, error) {
+	p := &serverProcess{name: name, cmd: cmd, url: url, stderr: &tailBuffer{max: 16 << 10}, exited: make(chan struct{}), ready: ready}
+	// Should the benchmark die without stopping it (SIGKILL, a crash), the kernel sends the server
+	// SIGTERM, so no server outlives the run.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	cmd.Stdout = p.stderr
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start server %s: %w", command[0], err)
+		return nil, fmt.Errorf("start %s %s: %w", name, cmd.Path, err)
 	}
 	go func() {
 		p.err = cmd.Wait()
@@ -92,22 +113,18 @@ func (p *serverProcess) waitReady(ctx context.Context) error {
 	deadline := time.Now().Add(readyTimeout)
 	client := &http.Client{Timeout: time.Second}
 	for {
-		resp, err := client.Get(p.url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		if p.ready(client, p.url) {
+			return nil
 		}
 		select {
 		case <-p.exited:
-			return fmt.Errorf("server exited before it was ready (%v): %s", p.err, p.stderr.String())
+			return fmt.Errorf("%s exited before it was ready (%v): %s", p.name, p.err, p.stderr.String())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("server not ready after %s: %s", readyTimeout, p.stderr.String())
+			return fmt.Errorf("%s not ready after %s: %s", p.name, readyTimeout, p.stderr.String())
 		}
 	}
 }
@@ -120,7 +137,7 @@ func (p *serverProcess) stop() error {
 	default:
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("stop server: %w", err)
+		return fmt.Errorf("stop %s: %w", p.name, err)
 	}
 	select {
 	case <-p.exited:
@@ -128,13 +145,13 @@ func (p *serverProcess) stop() error {
 	case <-time.After(stopTimeout):
 		_ = p.cmd.Process.Kill()
 		<-p.exited
-		return fmt.Errorf("server did not stop within %s after SIGTERM; killed", stopTimeout)
+		return fmt.Errorf("%s did not stop within %s after SIGTERM; killed", p.name, stopTimeout)
 	}
 }
 
 func (p *serverProcess) exitError() error {
 	if p.err != nil {
-		return fmt.Errorf("server exited with %v: %s", p.err, p.stderr.String())
+		return fmt.Errorf("%s exited with %v: %s", p.name, p.err, p.stderr.String())
 	}
 	return nil
 }

@@ -1,0 +1,261 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// PeerRun is one measured run of the comparison with PostGraphile.
+type PeerRun struct {
+	Round int    // 0-based
+	Pair  string // the Taskgraph mode of the pair this run belongs to (set on both runs of a pair)
+	Result
+}
+
+// PeerReport is the comparison with PostGraphile: every run, in the order they ran.
+type PeerReport struct {
+	PostGraphile string // version
+	Node         string // `node --version`
+	Dir          string // where it is installed
+	Rounds       int
+	Runs         []PeerRun
+	Checked      string // what the equivalence check compared
+}
+
+// peerModes are the Taskgraph modes compared with PostGraphile, in the issue's order.
+func peerModes() []mode { return []mode{modeDefault, modeCached, modeUncached} }
+
+// preparePeer installs PostGraphile where c says (before the long parts of the run, so a missing npm
+// fails it at once).
+func preparePeer(ctx context.Context, c Config, logf func(string, ...any)) (peerInstall, error) {
+	dir := c.PeerDir
+	if dir == "" {
+		var err error
+		if dir, err = defaultPeerDir(); err != nil {
+			return peerInstall{}, err
+		}
+	}
+	return installPeer(ctx, dir, logf)
+}
+
+// peerTarget is one server in the comparison.
+type peerTarget struct {
+	mode     mode
+	proc     *serverProcess
+	body     requestBody
+	signedIn bool
+	client   *http.Client
+}
+
+// runPeer starts PostGraphile (installed by preparePeer), then for each Taskgraph mode starts that server, checks
+// that both answer the same, and measures the comparison's scenarios against both in adjacent pairs,
+// several rounds, the order within a pair alternating from round to round.
+func runPeer(ctx context.Context, c Config, inst peerInstall, users []*benchUser, rdb *redis.Client, logf func(string, ...any)) (*PeerReport, error) {
+	rep := &PeerReport{PostGraphile: inst.version, Node: inst.nodeVersion, Dir: inst.dir, Rounds: c.PeerRounds}
+	logf("starting PostGraphile %s (Node.js %s)", inst.version, inst.nodeVersion)
+	pgProc, err := startPeer(ctx, c, inst)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = pgProc.stop() }()
+	pg := peerTarget{mode: modePostGraphile, proc: pgProc, body: pgPeerBody, client: httpClient(c.Concurrency, c.Gzip)}
+	defer pg.client.CloseIdleConnections()
+
+	if err := preparePeerUsers(ctx, c, pg.client, pgProc.url+"/graphql", users); err != nil {
+		return nil, err
+	}
+	ref := map[*benchUser]peerAnswers{}
+	for _, u := range users {
+		a, err := fetchPeerAnswers(ctx, pg.client, pgProc.url+"/graphql", u, true)
+		if err != nil {
+			return nil, fmt.Errorf("PostGraphile, bench user %d: %w", u.n, err)
+		}
+		ref[u] = a
+	}
+	rep.Checked = fmt.Sprintf("for each of the %d bench users, the first page, the deep page and %d of its tasks, from PostGraphile and from each Taskgraph server before it was measured",
+		len(users), min(peerCheckTasks, len(users[0].tasks)))
+
+	for _, m := range peerModes() {
+		runs, err := runPeerMode(ctx, c, m, pg, users, ref, rdb, logf)
+		if err != nil {
+			return nil, fmt.Errorf("comparison with PostGraphile, %s: %w", m.title(), err)
+		}
+		rep.Runs = append(rep.Runs, runs...)
+	}
+	if err := pgProc.stop(); err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+// runPeerMode runs the comparison's rounds for one Taskgraph mode.
+func runPeerMode(ctx context.Context, c Config, m mode, pg peerTarget, users []*benchUser, ref map[*benchUser]peerAnswers,
+	rdb *redis.Client, logf func(string, ...any)) ([]PeerRun, error) {
+	if m.redis() {
+		if err := flushBenchRedis(ctx, rdb); err != nil {
+			return nil, err
+		}
+	}
+	proc, err := startServer(ctx, c, m)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = proc.stop() }()
+	tg := peerTarget{mode: m, proc: proc, body: tgPeerBody, signedIn: true, client: httpClient(c.Concurrency, c.Gzip)}
+	defer tg.client.CloseIdleConnections()
+	if err := checkSameAnswers(ctx, tg.client, proc.url+"/graphql", users, ref); err != nil {
+		return nil, fmt.Errorf("the servers do not answer the same, so the comparison would not be fair: %w", err)
+	}
+	var out []PeerRun
+	for round := range c.PeerRounds {
+		for _, name := range peerScenarioNames() {
+			sc := peerScenario(name, c.DeepOffset)
+			pair := []peerTarget{pg, tg}
+			if round%2 == 1 {
+				pair = []peerTarget{tg, pg}
+			}
+			for _, t := range pair {
+				logf("%-8s %-36s round %d/%d, %d clients, %s + %s", sc.name, t.mode.title(), round+1, c.PeerRounds, c.Concurrency, c.Warmup, c.Duration)
+				r, err := measurePeer(ctx, c, t, users, sc)
+				if err != nil {
+					return nil, fmt.Errorf("%s, %s: %w", sc.name, t.mode.title(), err)
+				}
+				out = append(out, PeerRun{Round: round, Pair: string(m), Result: r})
+			}
+		}
+	}
+	if err := proc.stop(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// measurePeer runs one scenario against one server: fresh connections, a probe, then the load, with
+// the server's CPU time, its database backends' CPU time and its peak memory.
+func measurePeer(ctx context.Context, c Config, t peerTarget, users []*benchUser, sc scenario) (Result, error) {
+	t.client.CloseIdleConnections()
+	op := httpOperation(t.client, t.proc.url+"/graphql", users, sc, c.Concurrency, t.body, t.signedIn)
+	if err := probe(ctx, op); err != nil {
+		return Result{}, err
+	}
+	rssSinceStart := t.proc.resetPeakRSS() != nil
+	res, cpu, err := measure(ctx, c, op, t.proc.cmd.Process.Pid)
+	if err != nil {
+		return Result{}, err
+	}
+	r := newResult(sc, t.mode, res)
+	r.MachineCPU, r.OthersCPU, r.ServerCPUPerRequest, r.DBCPUPerRequest = cpu.machine, cpu.others, cpu.perRequest, cpu.dbPerRequest
+	if r.PeakRSS, err = t.proc.peakRSS(); err != nil {
+		return Result{}, err
+	}
+	r.PeakRSSSinceStart = rssSinceStart
+	return r, nil
+}
+
+// peerSummary is one server's figures for one scenario of the comparison.
+type peerSummary struct {
+	Scenario string
+	Mode     mode
+	Runs     int
+
+	RPS, RPSMin, RPSMax float64       // median and range over runs
+	P50, P99            time.Duration // medians over runs
+	Errors, Requests    int64
+	ServerCPU, DBCPU    time.Duration // per request, medians over runs
+	PeakRSS             int64         // the largest peak over runs
+
+	// Against PostGraphile, medians over the adjacent pairs (0 for PostGraphile itself): throughput,
+	// requests per server CPU-second, requests per CPU-second of server and database backends
+	// together, and p99 (Taskgraph's over PostGraphile's: below 1 is better).
+	Ratio, CPURatio, TotalCPURatio, P99Ratio float64
+}
+
+// summarize computes the figures of scenario sc for mode m (modePostGraphile: over all its runs).
+func (p *PeerReport) summarize(sc string, m mode) (peerSummary, bool) {
+	s := peerSummary{Scenario: sc, Mode: m}
+	var rps, cpu, dbcpu []float64
+	var p50, p99 []float64
+	for _, r := range p.Runs {
+		if r.Scenario != sc || r.Mode != string(m) {
+			continue
+		}
+		s.Runs++
+		rps = append(rps, r.RPS)
+		p50 = append(p50, float64(r.P50))
+		p99 = append(p99, float64(r.P99))
+		cpu = append(cpu, float64(r.ServerCPUPerRequest))
+		dbcpu = append(dbcpu, float64(r.DBCPUPerRequest))
+		s.Errors += r.Errors
+		s.Requests += r.Requests
+		s.PeakRSS = max(s.PeakRSS, r.PeakRSS)
+	}
+	if s.Runs == 0 {
+		return s, false
+	}
+	s.RPS, s.RPSMin, s.RPSMax = median(rps), slices.Min(rps), slices.Max(rps)
+	s.P50, s.P99 = time.Duration(median(p50)), time.Duration(median(p99))
+	s.ServerCPU, s.DBCPU = time.Duration(median(cpu)), time.Duration(median(dbcpu))
+	if m == modePostGraphile {
+		return s, true
+	}
+	var ratio, cpuRatio, totalRatio, p99Ratio []float64
+	for _, pr := range p.pairs(sc, m) {
+		tg, pg := pr[0], pr[1]
+		if pg.RPS > 0 {
+			ratio = append(ratio, tg.RPS/pg.RPS)
+		}
+		if tg.ServerCPUPerRequest > 0 {
+			cpuRatio = append(cpuRatio, float64(pg.ServerCPUPerRequest)/float64(tg.ServerCPUPerRequest))
+		}
+		if tot := tg.ServerCPUPerRequest + tg.DBCPUPerRequest; tot > 0 {
+			totalRatio = append(totalRatio, float64(pg.ServerCPUPerRequest+pg.DBCPUPerRequest)/float64(tot))
+		}
+		if pg.P99 > 0 {
+			p99Ratio = append(p99Ratio, float64(tg.P99)/float64(pg.P99))
+		}
+	}
+	s.Ratio, s.CPURatio, s.TotalCPURatio, s.P99Ratio = median(ratio), median(cpuRatio), median(totalRatio), median(p99Ratio)
+	return s, true
+}
+
+// pairs returns the adjacent (Taskgraph, PostGraphile) runs of scenario sc paired with mode m.
+func (p *PeerReport) pairs(sc string, m mode) [][2]Result {
+	var out [][2]Result
+	for round := range p.Rounds {
+		var tg, pg *Result
+		for i := range p.Runs {
+			r := &p.Runs[i]
+			if r.Scenario != sc || r.Pair != string(m) || r.Round != round {
+				continue
+			}
+			if r.Mode == string(modePostGraphile) {
+				pg = &r.Result
+			} else {
+				tg = &r.Result
+			}
+		}
+		if tg != nil && pg != nil {
+			out = append(out, [2]Result{*tg, *pg})
+		}
+	}
+	return out
+}
+
+// median of xs (0 when empty); the mean of the middle two for an even count.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if n := len(s); n%2 == 1 {
+		return s[n/2]
+	} else {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+}
