@@ -28,9 +28,10 @@ const (
 )
 
 // Middleware turns a Bearer token into the request's actor (and keeps its claims, for connections
-// that outlive the request). No Authorization header means anonymous; a present but bad header is
-// always 401, never silently anonymous, so a client with a stale token learns to refresh instead of
-// seeing empty results.
+// that outlive the request). No Authorization header, an empty one or "Bearer" with no token (what
+// client auth links send while signed out) means anonymous; a present but bad token is always 401,
+// never silently anonymous, so a client with a stale token learns to refresh instead of seeing empty
+// results.
 func Middleware(tokens *TokenIssuer, authenticate Authenticator, logger *slog.Logger) func(http.Handler) http.Handler {
 	if tokens == nil || authenticate == nil {
 		panic("auth.Middleware: tokens and authenticate are required")
@@ -41,7 +42,7 @@ func Middleware(tokens *TokenIssuer, authenticate Authenticator, logger *slog.Lo
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			values := r.Header.Values("Authorization")
-			if len(values) == 0 {
+			if len(values) == 0 || (len(values) == 1 && noCredentials(values[0])) {
 				next.ServeHTTP(w, r)
 				return
 			}
@@ -72,6 +73,13 @@ func Middleware(tokens *TokenIssuer, authenticate Authenticator, logger *slog.Lo
 			next.ServeHTTP(w, r.WithContext(WithClaims(WithActor(ctx, a), claims)))
 		})
 	}
+}
+
+// noCredentials reports whether an Authorization header carries no token at all: empty, or the
+// Bearer scheme alone.
+func noCredentials(v string) bool {
+	v = strings.TrimSpace(v)
+	return v == "" || strings.EqualFold(v, "Bearer")
 }
 
 // bearerToken accepts exactly one header of the form "Bearer <token>" (scheme case-insensitive).

@@ -81,6 +81,20 @@ func TestMiddlewareAnonymous(t *testing.T) {
 	}
 }
 
+// TestMiddlewareEmptyCredentialsAreAnonymous: an empty Authorization header, or the Bearer scheme with
+// no token, is what client auth links send while signed out (Apollo's documented link sends
+// `authorization: ""`); it means anonymous, like no header at all, so register and login work.
+func TestMiddlewareEmptyCredentialsAreAnonymous(t *testing.T) {
+	for _, h := range []string{"", " ", "Bearer", "Bearer ", "bearer", "BEARER  ", "\tBearer\t"} {
+		t.Run(fmt.Sprintf("%q", h), func(t *testing.T) {
+			rec, v := serve(t, []string{h}, lookupResult{err: errors.New("must not be called")}, nil)
+			if rec.Code != http.StatusNoContent || v != nil {
+				t.Fatalf("status %d viewer %+v; want pass-through anonymous", rec.Code, v)
+			}
+		})
+	}
+}
+
 func TestMiddlewareMalformedHeader(t *testing.T) {
 	ti := newTestIssuer(t)
 	tok, _, err := ti.Issue(uuid.New(), policy.RoleUser, uuid.New())
@@ -88,8 +102,9 @@ func TestMiddlewareMalformedHeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, h := range [][]string{
-		{""}, {"Bearer"}, {"Bearer "}, {"Basic dXNlcjpwdw=="}, {tok}, {"Bearer  " + tok},
+		{"Basic dXNlcjpwdw=="}, {"Basic"}, {tok}, {"Bearer  " + tok}, {"Bearerx"},
 		{"Bearer " + tok + " extra"}, {"Bearer " + tok, "Bearer " + tok}, {"Bearer not-a-token"},
+		{"", ""}, {"", "Bearer " + tok}, {"Bearer", "Bearer"},
 	} {
 		t.Run(fmt.Sprint(len(h), strings.SplitN(h[0], ".", 2)[0]), func(t *testing.T) {
 			rec, v := serve(t, h, lookupResult{err: errors.New("must not be called")}, nil)

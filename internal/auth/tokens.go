@@ -15,7 +15,8 @@ const (
 	tokenAudience = "taskgraph-api"
 	// minSecretLen matches the HS256 output size; a shorter key weakens the MAC.
 	minSecretLen = 32
-	// clockLeeway tolerates small clock skew between API replicas.
+	// clockLeeway tolerates small clock skew between API replicas; a token whose TTL is shorter
+	// than four times it gets a quarter of its TTL instead (see leeway).
 	clockLeeway = 30 * time.Second
 )
 
@@ -54,6 +55,10 @@ func NewTokenIssuer(secret []byte, ttl time.Duration) (*TokenIssuer, error) {
 	}
 	return &TokenIssuer{secret: append([]byte(nil), secret...), ttl: ttl, now: time.Now}, nil
 }
+
+// leeway is the clock skew Verify tolerates: clockLeeway, but never more than a quarter of the TTL,
+// so a short TTL (seconds, for tests of clients' refresh flows) still expires about when it says.
+func (t *TokenIssuer) leeway() time.Duration { return min(clockLeeway, t.ttl/4) }
 
 // WithClock returns a copy that reads time from now; tests use it to move past expiry without sleeping.
 func (t *TokenIssuer) WithClock(now func() time.Time) *TokenIssuer {
@@ -105,7 +110,7 @@ func (t *TokenIssuer) Verify(token string) (Claims, error) {
 		jwt.WithAudience(tokenAudience),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
-		jwt.WithLeeway(clockLeeway),
+		jwt.WithLeeway(t.leeway()),
 		jwt.WithTimeFunc(t.now),
 	)
 	if err != nil {

@@ -173,3 +173,25 @@ func TestVerifyRejects(t *testing.T) {
 		})
 	}
 }
+
+// TestShortTTLExpiresSoon: a token lives its TTL plus a clock leeway of at most a quarter of it, so
+// a short ACCESS_TOKEN_TTL (client tests of the refresh flow) expires in seconds, while production
+// TTLs keep the 30 s leeway for clock skew between replicas.
+func TestShortTTLExpiresSoon(t *testing.T) {
+	start := time.Now()
+	ti, err := NewTokenIssuer([]byte("test-secret-test-secret-test-secret-0123"), 8*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti = ti.WithClock(func() time.Time { return start })
+	tok, _, err := ti.Issue(uuid.New(), policy.RoleUser, uuid.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ti.WithClock(func() time.Time { return start.Add(9 * time.Second) }).Verify(tok); err != nil {
+		t.Fatalf("within the leeway: %v", err)
+	}
+	if _, err := ti.WithClock(func() time.Time { return start.Add(11 * time.Second) }).Verify(tok); err == nil {
+		t.Fatal("an 8s token still verifies 11s after issue")
+	}
+}

@@ -302,7 +302,7 @@ func settings() []setting {
 				return slog.StringValue("***")
 			},
 		},
-		durationSetting("ACCESS_TOKEN_TTL", "15m", time.Minute, 24*time.Hour, "lifetime of an access token",
+		durationSetting("ACCESS_TOKEN_TTL", "15m", 5*time.Second, 24*time.Hour, "lifetime of an access token (seconds are for tests of clients' token refresh)",
 			func(c *Config) *time.Duration { return &c.AccessTokenTTL }),
 		refresh,
 		{

@@ -233,7 +233,7 @@ func TestLoadReportsEveryProblemOnce(t *testing.T) {
 		"HTTP_ADDR":            "8080",
 		"DATABASE_URL":         "mysql://root:hunter2pw@db/tg",
 		"DB_MAX_CONNS":         "abc",
-		"ACCESS_TOKEN_TTL":     "30s",
+		"ACCESS_TOKEN_TTL":     "3s",
 		"REFRESH_TOKEN_TTL":    "forever",
 		"CORS_ALLOWED_ORIGINS": "https://app.example.com/",
 		"GRAPHIQL":             "maybe",
@@ -256,7 +256,7 @@ func TestLoadReportsEveryProblemOnce(t *testing.T) {
 	}
 	for _, want := range []string{
 		`DB_MAX_CONNS: must be an integer between 1 and 1000, got "abc"`,
-		`ACCESS_TOKEN_TTL: must be a duration between 1m and 24h (e.g. 90s, 15m, 2h), got 30s`,
+		`ACCESS_TOKEN_TTL: must be a duration between 5s and 24h (e.g. 90s, 15m, 2h), got 3s`,
 		`APP_ENV: must be one of development, production, got "staging"`,
 		`GRAPHIQL: must be true or false, got "maybe"`,
 	} {

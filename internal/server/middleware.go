@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"net/url"
 	"regexp"
 	"runtime/debug"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -107,7 +107,7 @@ func writeError(w http.ResponseWriter, status int, code apperr.Code, message str
 
 // guardGraphQL refuses malformed requests before gqlgen sees them: wrong method or content type,
 // oversized or non-UTF-8 or non-JSON bodies, batched arrays, and mutations over GET. The request is
-// never echoed back.
+// never echoed back. It also chooses how the answer is framed (chooseDelivery) for the transports.
 func guardGraphQL(maxBody int64, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isWebsocket(r) {
@@ -116,21 +116,31 @@ func guardGraphQL(maxBody int64, next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		accept := parseAccept(r.Header.Get("Accept"))
 		switch r.Method {
 		case http.MethodPost:
 			mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 			if err != nil || mediaType != "application/json" {
+				discardBody(w, r, false)
 				writeError(w, http.StatusUnsupportedMediaType, apperr.BadUserInput, "Content-Type must be application/json")
 				return
 			}
-			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-			var tooLarge *http.MaxBytesError
-			switch {
-			case errors.As(err, &tooLarge):
+			tooLarge := func(started bool) {
+				discardBody(w, r, started)
 				writeError(w, http.StatusRequestEntityTooLarge, apperr.BadUserInput, fmt.Sprintf("request body is larger than %d bytes", maxBody))
+			}
+			if r.ContentLength > maxBody {
+				// Refused from the length alone: a client that waits for 100 Continue never sends it.
+				tooLarge(false)
 				return
+			}
+			body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+			switch {
 			case err != nil:
 				writeError(w, http.StatusBadRequest, apperr.BadUserInput, "request body could not be read")
+				return
+			case int64(len(body)) > maxBody:
+				tooLarge(true)
 				return
 			case !utf8.Valid(body):
 				writeError(w, http.StatusBadRequest, apperr.BadUserInput, "request body is not valid UTF-8")
@@ -145,11 +155,13 @@ func guardGraphQL(maxBody int64, next http.Handler) http.Handler {
 			}
 			// gqlgen answers a body of the wrong shape (e.g. "variables": 5) with an uncoded error that
 			// quotes the whole body; refuse it here instead.
-			if decodeJSON(body, &graphql.RawParams{}) != nil {
+			var params graphql.RawParams
+			if decodeJSON(body, &params) != nil {
 				writeError(w, http.StatusBadRequest, apperr.BadUserInput, "request body must be {\"query\": string, \"operationName\": string, \"variables\": object, \"extensions\": object}")
 				return
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
+			r = r.WithContext(withDelivery(r.Context(), chooseDelivery(accept, params.Query)))
 		case http.MethodGet:
 			params, err := url.ParseQuery(r.URL.RawQuery)
 			if err != nil || !jsonObjectOrEmpty(params.Get("variables")) || !jsonObjectOrEmpty(params.Get("extensions")) {
@@ -162,15 +174,48 @@ func guardGraphQL(maxBody int64, next http.Handler) http.Handler {
 				return
 			}
 			// A persisted-query hash hides the document from this check; getRunsQueriesOnly repeats it.
-			r = r.WithContext(context.WithValue(r.Context(), getRequestKey{}, true))
+			ctx := context.WithValue(r.Context(), getRequestKey{}, true)
+			r = r.WithContext(withDelivery(ctx, delivery{media: accept.json, json: accept.json}))
 		case http.MethodOptions:
 		default:
+			discardBody(w, r, false)
 			w.Header().Set("Allow", "GET, POST")
 			writeError(w, http.StatusMethodNotAllowed, apperr.BadUserInput, "use POST (or GET for queries)")
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// maxDiscardBytes and discardTimeout bound how much of a refused body is read and dropped, and for
+// how long, so its refusal can be read.
+const (
+	maxDiscardBytes = 64 << 20
+	discardTimeout  = 5 * time.Second
+)
+
+// discardBody reads the rest of a body the server refuses before answering: a client still sending
+// (curl, a browser) reads the answer only once its body is out, and a connection closed under it
+// reaches it as a reset, not as the refusal. A client that waits for "100 Continue" has sent nothing
+// and is not asked for it (started reports whether reading already began). A body beyond
+// maxDiscardBytes is not read: the connection is closed after the answer.
+func discardBody(w http.ResponseWriter, r *http.Request, started bool) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	if !started && strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		w.Header().Set("Connection", "close")
+		return
+	}
+	if r.ContentLength > maxDiscardBytes {
+		w.Header().Set("Connection", "close")
+		return
+	}
+	// A bounded time too: streaming requests (SSE) run without the server's read deadline.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(discardTimeout))
+	if n, _ := io.CopyN(io.Discard, r.Body, maxDiscardBytes+1); n > maxDiscardBytes {
+		w.Header().Set("Connection", "close")
+	}
 }
 
 const msgGETMutation = "mutations must be sent with POST; GET only runs queries"

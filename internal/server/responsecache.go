@@ -127,14 +127,15 @@ func ownDataOnly(oc *graphql.OperationContext, set ast.SelectionSet, typeName st
 				return false
 			}
 		case *ast.InlineFragment:
-			if s.TypeCondition != "" && s.TypeCondition != typeName {
+			// A deferred fragment's data arrives in later payloads, which are never stored.
+			if s.Directives.ForName("defer") != nil || (s.TypeCondition != "" && s.TypeCondition != typeName) {
 				return false
 			}
 			if !ownDataOnly(oc, s.SelectionSet, typeName) {
 				return false
 			}
 		case *ast.FragmentSpread:
-			if s.Definition == nil || (s.Definition.TypeCondition != "" && s.Definition.TypeCondition != typeName) {
+			if s.Directives.ForName("defer") != nil || s.Definition == nil || (s.Definition.TypeCondition != "" && s.Definition.TypeCondition != typeName) {
 				return false
 			}
 			if !ownDataOnly(oc, s.Definition.SelectionSet, typeName) {

@@ -18,7 +18,6 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
-	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/klauspost/compress/gzhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -33,6 +32,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/download"
 	"github.com/taskgraph/taskgraph/internal/events"
 	"github.com/taskgraph/taskgraph/internal/gqllimits"
+	"github.com/taskgraph/taskgraph/internal/graphiql"
 	"github.com/taskgraph/taskgraph/internal/loaders"
 	"github.com/taskgraph/taskgraph/internal/observe"
 	"github.com/taskgraph/taskgraph/internal/ratelimit"
@@ -72,9 +72,9 @@ func NewHandler(d Deps) (http.Handler, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	inner := withThrottleStatus(guardGraphQL(d.Config.MaxBodyBytes,
+	inner := withNegotiatedRefusals(withThrottleStatus(guardGraphQL(d.Config.MaxBodyBytes,
 		auth.Middleware(d.Tokens, d.Services.Accounts.Authenticate, d.Logger)(
-			withLiveStream(d.Sessions, withFlusher(gql)))))
+			withLiveStream(d.Sessions, withFlusher(gql))))))
 	// Websocket upgrades and SSE streams live as long as their subscriptions: no request deadline.
 	graphqlChain := withStreaming(d.Shutdown, inner, withDeadline(d.Config.RequestTimeout, inner))
 	handlers := map[string]http.Handler{
@@ -92,7 +92,13 @@ func NewHandler(d Deps) (http.Handler, error) {
 		handlers[patternMetrics] = d.Metrics.Handler(d.Gatherer)
 	}
 	if d.Config.GraphiQL {
-		handlers[patternGraphiQL] = playground.Handler("Taskgraph", "/graphql")
+		// Served from the binary (internal/graphiql): no CDN, so it works offline.
+		ide, err := graphiql.New("Taskgraph", "/graphql")
+		if err != nil {
+			return nil, err
+		}
+		handlers[patternGraphiQL] = ide
+		handlers[patternGraphiQLAssets] = ide
 	}
 	if err := registerRoutes(mux, d.Metrics, handlers); err != nil {
 		return nil, err
@@ -106,7 +112,11 @@ func NewHandler(d Deps) (http.Handler, error) {
 		MaxAge:         600,
 	})
 	// Compress answers above a small threshold for clients that accept it (GraphQL JSON compresses ~5-10x).
-	gzip, err := gzhttp.NewWrapper(gzhttp.MinSize(1024))
+	// Streams (SSE, incremental delivery) are sent as they are: compression would hold their events back.
+	// gzip wins over zstd when a client offers both alike: some offer zstd they cannot decode
+	// (GraphQL Code Generator's loader on Node.js 20); zstd goes to clients that rank it higher.
+	gzip, err := gzhttp.NewWrapper(gzhttp.MinSize(1024), gzhttp.PreferZstd(false),
+		gzhttp.ExceptContentTypes([]string{mediaEventStream, mediaMultipart}))
 	if err != nil {
 		return nil, fmt.Errorf("gzip: %w", err)
 	}
@@ -137,10 +147,11 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 	gqllimits.Complexity(&cfg.Complexity)
 	srv := handler.New(graph.NewExecutableSchema(cfg))
 	srv.AddTransport(transport.Options{})
-	srv.AddTransport(websocketTransport(d))
-	srv.AddTransport(transport.GET{})
-	srv.AddTransport(transport.SSE{}) // before POST: both accept POSTs of JSON
-	srv.AddTransport(transport.POST{})
+	srv.AddTransport(incrementalWebsockets(websocketTransport(d)))
+	// guardGraphQL chose each request's framing; every transport below serves one (transport.go).
+	srv.AddTransport(jsonTransport{})
+	srv.AddTransport(sseTransport{})
+	srv.AddTransport(multipartTransport{})
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	srv.SetParserTokenLimit(parserTokenLimit)
 	srv.SetErrorPresenter(errorPresenter(d.Logger))
@@ -179,6 +190,10 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 	limits.MaxDepth = int(d.Config.QueryMaxDepth)
 	limits.MaxNodes = int(d.Config.QueryMaxNodes)
 	srv.Use(gqllimits.NewGuard(limits, 2048))
+	// A client that cannot take @defer's later payloads gets the whole answer at once; the others
+	// get deferred fragments only in later payloads.
+	srv.Use(deferDelivery{})
+	srv.Use(&deferredPayloads{})
 	// After validation: what gqlparser lets through but the spec does not, and mutations that a GET
 	// reached through a persisted-query hash (guardGraphQL sees only documents sent as text).
 	srv.Use(&strictVariables{})

@@ -34,10 +34,9 @@ func isWebsocket(r *http.Request) bool {
 	return r.Method == http.MethodGet && strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
 }
 
-// isEventStream reports whether r asks for an SSE answer.
-func isEventStream(r *http.Request) bool {
-	return r.Method == http.MethodPost && strings.Contains(r.Header.Get("Accept"), "text/event-stream")
-}
+// isEventStream reports whether r asks for an SSE answer above all (urql lists text/event-stream
+// after the JSON types in every request: those get JSON).
+func isEventStream(r *http.Request) bool { return prefersEventStream(r) }
 
 // isStreaming: the request lives as long as its subscriptions.
 func isStreaming(r *http.Request) bool { return isWebsocket(r) || isEventStream(r) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -76,6 +77,11 @@ func (t *throttleWriter) WriteHeader(code int) {
 		return
 	}
 	t.wroteHeader = true
+	if mt, _, _ := mime.ParseMediaType(t.Header().Get("Content-Type")); mt == mediaEventStream {
+		// An event stream reports its refusals as events (GraphQL over SSE): the status stays 200.
+		t.ResponseWriter.WriteHeader(code)
+		return
+	}
 	t.st.mu.Lock()
 	ra, status, header := t.st.retryAfter, t.st.status, t.st.header
 	t.st.mu.Unlock()
