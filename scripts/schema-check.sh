@@ -70,12 +70,16 @@ changelog="${3:-CHANGELOG.md}"
 
 baseline_version="$(basename "$baseline" .graphql)"
 echo "schema-check: graphql-inspector diff $baseline $schema"
+# Both sides as clients see them (introspected): a release frozen by an older printer (which showed
+# uses of @auth, which introspection does not) then compares like with like.
+"$work/schemacheck" introspect "$baseline" >"$work/baseline.graphql"
+"$work/schemacheck" introspect "$schema" >"$work/schema.graphql"
 
 # graphql-inspector prints every change (✖ breaking, ⚠ dangerous, ✔ safe); the completion handler
 # writes them as JSON instead of failing on the first breaking change. It is not called when nothing
 # changed, so start from an empty diff.
 printf '{"breaking":[],"dangerous":[],"safe":[]}\n' >"$work/diff.json"
-SCHEMA_DIFF_JSON="$work/diff.json" "$inspector" diff "$baseline" "$schema" \
+SCHEMA_DIFF_JSON="$work/diff.json" "$inspector" diff "$work/baseline.graphql" "$work/schema.graphql" \
   --onComplete "$root/scripts/schema-diff-json.cjs"
 
 "$work/schemacheck" check -diff "$work/diff.json" -changelog "$changelog" -baseline "$baseline_version"

@@ -1,16 +1,14 @@
 package schemaversion
 
 import (
-	"strings"
-
 	"github.com/vektah/gqlparser/v2/ast"
-	"github.com/vektah/gqlparser/v2/formatter"
 
 	"github.com/taskgraph/taskgraph/graph"
 )
 
 // SnapshotHeader starts the printed schema; graphql-inspector and other SDL tools read it as a comment.
-const SnapshotHeader = `# The Taskgraph GraphQL schema exactly as the server builds it from schema/*.graphqls.
+const SnapshotHeader = `# The Taskgraph GraphQL schema as clients see it: printed from the server's answer to the standard
+# introspection query (so the schema description and @defer are in, and uses of @auth are not).
 # Do not edit: regenerate with ` + "`go test ./internal/schemaversion -update`" + ` and commit the result.
 `
 
@@ -19,16 +17,16 @@ func Schema() *ast.Schema {
 	return graph.NewExecutableSchema(graph.Config{}).Schema()
 }
 
-// PrintSchema prints the executable schema as SDL with descriptions. The output is deterministic:
-// directives and types are sorted by name, fields, arguments and enum values keep their source order,
-// and built-in scalars, directives and introspection types are left out.
+// PrintSchema prints what introspecting the server shows, as SDL with descriptions (see
+// PrintIntrospection). The output is deterministic.
 func PrintSchema() string {
-	return SnapshotHeader + "\n" + Print(Schema())
-}
-
-// Print formats any schema the way PrintSchema does, without the header.
-func Print(s *ast.Schema) string {
-	var b strings.Builder
-	formatter.NewFormatter(&b, formatter.WithIndent("  ")).FormatSchema(s)
-	return b.String()
+	data, err := Introspect(graph.NewExecutableSchema(graph.Config{}))
+	if err != nil {
+		panic(err) // the generated schema always answers its own introspection
+	}
+	sdl, err := PrintIntrospection(data)
+	if err != nil {
+		panic(err)
+	}
+	return SnapshotHeader + "\n" + sdl
 }

@@ -60,7 +60,7 @@ func TestSchemaCheckScript(t *testing.T) {
 			"0 breaking (0 acknowledged), 0 dangerous, 1 safe", "schema check: OK"}},
 		{"enum value added (dangerous)", edit("  IN_PROGRESS\n  DONE\n", "  IN_PROGRESS\n  BLOCKED\n  DONE\n"), unacknowledged, true, []string{
 			"dangerous (not fatal): TaskStatus.BLOCKED", "schema check: OK"}},
-		{"required argument added", edit("  me: User! @auth\n", "  me(tenant: ID!): User! @auth\n"), acknowledged, false, []string{
+		{"required argument added", edit("  me: User!\n", "  me(tenant: ID!): User!\n"), acknowledged, false, []string{
 			"BREAKING, NOT acknowledged: Query.me.tenant"}},
 	}
 	for _, tc := range cases {

@@ -1,13 +1,16 @@
 package schemaversion_test
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/taskgraph/taskgraph/graph"
 	"github.com/taskgraph/taskgraph/internal/schemaversion"
 )
 
@@ -80,4 +83,49 @@ func firstDifference(want, got string) string {
 		}
 	}
 	return "end of file"
+}
+
+// TestSnapshotShowsWhatClientsSee: the committed snapshot is what a client that introspects the
+// server gets (GraphiQL, codegen, a schema registry diffing it): the schema description and every
+// directive introspection lists (@defer included), and nothing introspection does not show. A
+// server built from the snapshot answers the introspection query exactly like the real one.
+func TestSnapshotShowsWhatClientsSee(t *testing.T) {
+	snapshot, err := os.ReadFile(snapshotPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"directive @defer(",
+		"Taskgraph: register, log in, and manage your own tasks.",
+		"schema {\n  query: Query\n  mutation: Mutation\n  subscription: Subscription\n}",
+	} {
+		if !strings.Contains(string(snapshot), want) {
+			t.Errorf("the snapshot lacks %q, which introspection shows", want)
+		}
+	}
+	live, err := schemaversion.Introspect(graph.NewExecutableSchema(graph.Config{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromSnapshot, err := schemaversion.IntrospectSDL(snapshotPath, string(snapshot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !jsonEqual(t, live, fromSnapshot) {
+		l, _ := schemaversion.PrintIntrospection(live)
+		s, _ := schemaversion.PrintIntrospection(fromSnapshot)
+		t.Fatalf("introspecting the snapshot differs from introspecting the server (first difference at %s)", firstDifference(s, l))
+	}
+}
+
+func jsonEqual(t *testing.T, a, b []byte) bool {
+	t.Helper()
+	var x, y any
+	if err := json.Unmarshal(a, &x); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &y); err != nil {
+		t.Fatal(err)
+	}
+	return reflect.DeepEqual(x, y)
 }

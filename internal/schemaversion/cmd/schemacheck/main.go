@@ -3,6 +3,9 @@
 //
 //	schemacheck latest DIR
 //	    prints the newest released schema, DIR/<MAJOR.MINOR.PATCH>.graphql
+//	schemacheck introspect FILE
+//	    prints the schema of an SDL file as clients see it (introspected, printed like the snapshot),
+//	    so a release frozen by an older printer compares like with like
 //	schemacheck check -diff FILE -changelog CHANGELOG.md [-baseline VERSION]
 //	    prints the breaking and dangerous changes in FILE and exits 1 when a breaking change is not
 //	    acknowledged in the changelog's Unreleased section by a line containing "BREAKING:" and the
@@ -26,7 +29,7 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: schemacheck latest DIR | schemacheck check -diff FILE -changelog FILE [-baseline VERSION]")
+		fmt.Fprintln(stderr, "usage: schemacheck latest DIR | schemacheck introspect FILE | schemacheck check -diff FILE -changelog FILE [-baseline VERSION]")
 		return 2
 	}
 	switch args[0] {
@@ -42,6 +45,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stdout, filepath.Join(args[1], releases[len(releases)-1].String()+".graphql"))
 		return 0
+	case "introspect":
+		if len(args) != 2 {
+			fmt.Fprintln(stderr, "usage: schemacheck introspect FILE")
+			return 2
+		}
+		sdl, err := os.ReadFile(args[1])
+		if err != nil {
+			fmt.Fprintln(stderr, "schemacheck:", err)
+			return 2
+		}
+		data, err := schemaversion.IntrospectSDL(args[1], string(sdl))
+		if err == nil {
+			var out string
+			if out, err = schemaversion.PrintIntrospection(data); err == nil {
+				fmt.Fprint(stdout, out)
+				return 0
+			}
+		}
+		fmt.Fprintln(stderr, "schemacheck:", err)
+		return 2
 	case "check":
 		return check(args[1:], stdout, stderr)
 	default:
