@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/taskgraph/taskgraph/internal/download"
+	"github.com/taskgraph/taskgraph/internal/graphiql"
 	"github.com/taskgraph/taskgraph/internal/observe"
 )
 
@@ -87,6 +88,8 @@ const (
 	patternReadyz    = "GET /readyz"
 	patternMetrics   = "GET /metrics"
 	patternGraphiQL  = "GET /{$}"
+	// GraphiQL's script, styles and licenses (internal/graphiql).
+	patternGraphiQLAssets = "GET " + graphiql.AssetPrefix
 )
 
 // Routes is every route NewHandler can serve, some only when enabled (/metrics with a Gatherer,
@@ -103,6 +106,7 @@ func Routes() []Route {
 		{Pattern: download.Pattern, Label: "/exports/{id}", Exposure: Public},
 		// GraphiQL, when enabled.
 		{Pattern: patternGraphiQL, Label: "/", Exposure: Public},
+		{Pattern: patternGraphiQLAssets, Label: graphiql.AssetPrefix, Exposure: Public},
 		{Pattern: patternHealthz, Label: "/healthz", Exposure: Probe},
 		{Pattern: patternReadyz, Label: "/readyz", Exposure: Probe},
 		// Scraped by Prometheus; deploy/nginx.conf and the Ingress keep it off the public side.
