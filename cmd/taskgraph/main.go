@@ -69,10 +69,63 @@ Usage:
 Settings come from the environment:
 `
 
+// commandUsage is each command's own --help.
+var commandUsage = map[string]string{
+	"serve": `Usage: taskgraph [serve]
+
+Run the GraphQL server on HTTP_ADDR (default :8080, every interface): the API at /graphql, GraphiQL
+at / (GRAPHIQL), /healthz, /readyz and /metrics. It creates the database named by DATABASE_URL if
+it does not exist and applies the migrations first, and it works background jobs too unless
+JOBS_IN_PROCESS=false. Logs are JSON lines on stderr. Stop it with SIGTERM or Ctrl-C: it drains
+for up to SHUTDOWN_TIMEOUT.
+
+Settings come from the environment; taskgraph --help lists every one with its default.
+`,
+	"worker": `Usage: taskgraph worker
+
+Work background jobs only (notifications, webhooks, email, exports, reports, bulk operations), next
+to any number of serve instances on the same database; run as many as you like. It serves
+/healthz, /readyz and /metrics on WORKER_HTTP_ADDR (default :8081). JOB_WORKERS jobs run at once;
+on SIGTERM running jobs get SHUTDOWN_TIMEOUT to finish.
+
+Settings come from the environment; taskgraph --help lists every one with its default.
+`,
+	"migrate": `Usage: taskgraph migrate
+
+Create the database named by DATABASE_URL if it does not exist, apply every pending migration, and
+exit. serve does the same on start; run this first when several instances start at once.
+`,
+	"set-role": `Usage: taskgraph set-role EMAIL ROLE
+
+Make the user registered with EMAIL a USER or an ADMIN (ROLE, in any case). Running servers apply
+it at once (through Redis with REDIS_URL, else over the database's event bus); the user's current
+access token carries the new role on its next request.
+`,
+	"healthcheck": `Usage: taskgraph healthcheck [worker]
+
+Exit 0 if the server on this host answers GET /healthz with 200 (on HTTP_ADDR; with worker, the
+worker's on WORKER_HTTP_ADDR), 1 otherwise: a container health check that needs no shell or curl.
+`,
+}
+
+// wantsHelp reports whether args ask for help (-h, -help or --help anywhere).
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			return true
+		}
+	}
+	return false
+}
+
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cmd := "serve"
 	if len(args) > 0 {
 		cmd = args[0]
+	}
+	if usage, ok := commandUsage[cmd]; ok && wantsHelp(args[1:]) {
+		fmt.Fprint(stdout, usage)
+		return nil
 	}
 	switch cmd {
 	case "-h", "--help", "help":
@@ -96,9 +149,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("configuration: %w", err)
 	}
 	logger := newLogger(stderr, cfg.LogLevel)
-	logger.Info("starting", "command", cmd, "config", cfg)
-	if cfg.GeneratedSecret {
-		logger.Warn("JWT_SECRET is not set: using a random secret for this run; tokens and cursors will not survive a restart")
+	if cmd == "serve" || cmd == "worker" {
+		// Long-running processes log their settings once; one-shot commands only say what they did.
+		logger.Info("starting", "command", cmd, "config", cfg)
+		if cfg.GeneratedSecret && cmd == "serve" {
+			logger.Warn("JWT_SECRET is not set: using a random secret for this run; tokens and cursors will not survive a restart")
+		}
 	}
 
 	// Metrics exist before the pool so its tracer times every statement from the first.

@@ -92,4 +92,51 @@ func TestMigrateCreatesTheDatabaseAndSetRoleWorks(t *testing.T) {
 	if strings.Contains(logs.String(), "password_hash") {
 		t.Fatalf("logs mention password hashes")
 	}
+	// One-shot commands say what they did, not the whole settings dump or the JWT_SECRET warning
+	// (they issue no tokens).
+	for _, noise := range []string{`"config"`, "JWT_SECRET", "DB_MAX_CONNS", `"msg":"starting"`} {
+		if strings.Contains(logs.String(), noise) {
+			t.Errorf("migrate and set-role logged %q:\n%s", noise, logs.String())
+		}
+	}
+}
+
+// TestSubcommandHelp: every command answers -h and --help with its own usage on stdout and exit
+// status 0, and does nothing else: no database (DATABASE_URL points at a closed port, so any attempt
+// would fail), no listener, no job, no log line.
+func TestSubcommandHelp(t *testing.T) {
+	env := map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=1",
+		"HTTP_ADDR": "127.0.0.1:1", "WORKER_HTTP_ADDR": "127.0.0.1:1"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "--help"}, "taskgraph [serve]"},
+		{[]string{"worker", "--help"}, "taskgraph worker"},
+		{[]string{"worker", "-h"}, "taskgraph worker"},
+		{[]string{"migrate", "--help"}, "taskgraph migrate"},
+		{[]string{"set-role", "--help"}, "taskgraph set-role EMAIL ROLE"},
+		{[]string{"set-role", "ada@example.com", "-h"}, "taskgraph set-role EMAIL ROLE"},
+		{[]string{"healthcheck", "--help"}, "taskgraph healthcheck [worker]"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			start := time.Now()
+			err := run(ctx, tc.args, func(k string) string { return env[k] }, &stdout, &stderr)
+			if err != nil {
+				t.Fatalf("err = %v (stderr %s)", err, stderr.String())
+			}
+			if !strings.Contains(stdout.String(), "Usage:") || !strings.Contains(stdout.String(), tc.want) {
+				t.Errorf("stdout = %q, want the usage of %q", stdout.String(), tc.want)
+			}
+			if stderr.Len() != 0 {
+				t.Errorf("stderr = %q, want nothing", stderr.String())
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("took %s: it did more than print help", d)
+			}
+		})
+	}
 }
