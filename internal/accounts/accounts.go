@@ -318,10 +318,22 @@ func (s *Service) SetRole(ctx context.Context, email string, role policy.Role) (
 // from it (both invalidated on revocation, rotation, role change and deletion), so a signed-in
 // operation costs no SQL for authentication.
 func (s *Service) Authenticate(ctx context.Context, c auth.Claims) (policy.Actor, error) {
+	return s.authenticate(ctx, c, s.lookupSession)
+}
+
+// AuthenticateNow is Authenticate against the primary, past every cache: an operation on a
+// long-lived connection must see a logout or role change committed on any instance a moment ago,
+// before that instance's invalidation has reached this one.
+func (s *Service) AuthenticateNow(ctx context.Context, c auth.Claims) (policy.Actor, error) {
+	return s.authenticate(ctx, c, s.LookupSessionUncached)
+}
+
+func (s *Service) authenticate(ctx context.Context, c auth.Claims,
+	lookup func(context.Context, uuid.UUID) (uuid.UUID, policy.Role, error)) (policy.Actor, error) {
 	if !c.ExpiresAt.IsZero() && !time.Now().Before(c.ExpiresAt) {
 		return policy.Actor{}, fmt.Errorf("access token expired at %s: %w", c.ExpiresAt.Format(time.RFC3339), auth.ErrSessionInactive)
 	}
-	userID, role, err := s.lookupSession(ctx, c.SessionID)
+	userID, role, err := lookup(ctx, c.SessionID)
 	if err != nil {
 		return policy.Actor{}, err
 	}

@@ -159,8 +159,8 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 	// Outermost interceptor, so its timing covers everything below.
 	srv.Use(d.Metrics.GraphQLExtension())
 	// Every operation on a long-lived connection is checked against its session and role as they
-	// are when it starts; then it gets loaders of its own, for its actor.
-	srv.Use(liveAuth{authenticate: sv.Accounts.Authenticate})
+	// are on the primary when it starts; then it gets loaders of its own, for its actor.
+	srv.Use(liveAuth{authenticate: sv.Accounts.AuthenticateNow})
 	srv.Use(loaders.Extension{Services: loaders.Services{Accounts: sv.Accounts, Tasks: sv.Tasks}})
 	// Every GraphQL answer names the API version it was served by.
 	srv.AroundResponses(func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
