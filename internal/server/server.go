@@ -107,8 +107,9 @@ func NewHandler(d Deps) (http.Handler, error) {
 	c := cors.New(cors.Options{
 		AllowedOrigins: d.Config.CORSAllowedOrigins,
 		AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodOptions},
-		AllowedHeaders: []string{"Authorization", "Content-Type", "X-Request-ID", "Apollographql-Client-Name", "Apollographql-Client-Version"},
-		ExposedHeaders: []string{"X-Request-ID", "Retry-After"},
+		AllowedHeaders: []string{"Authorization", "Content-Type", "X-Request-ID", "Apollographql-Client-Name", "Apollographql-Client-Version",
+			headerIdempotencyKey},
+		ExposedHeaders: []string{"X-Request-ID", "Retry-After", headerReplayed, headerRateLimit, headerRateLimitPolicy},
 		MaxAge:         600,
 	})
 	// Compress answers above a small threshold for clients that accept it (GraphQL JSON compresses ~5-10x).
@@ -208,6 +209,9 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 			metrics: d.Metrics,
 		})
 	}
+	// After admission (cost and budget): a mutation with an Idempotency-Key runs at most once.
+	srv.Use(idempotentMutations{store: d.DB, keep: d.Config.IdempotencyKeyTTL,
+		lease: d.Config.RequestTimeout + 10*time.Second, logger: d.Logger})
 	if d.Config.Production() {
 		// Suggestions ("did you mean …") and introspection describe the schema to anyone probing it.
 		srv.SetDisableSuggestion(true)

@@ -57,6 +57,19 @@ func markStatus(ctx context.Context, status int, header, value string) {
 	}
 }
 
+// markHeader adds a header to the HTTP answer of an operation decided inside the executor (ignored on
+// transports without headers, such as a websocket).
+func markHeader(ctx context.Context, header, value string) {
+	if st, ok := ctx.Value(throttleKey{}).(*throttleState); ok {
+		st.mu.Lock()
+		if st.header == nil {
+			st.header = http.Header{}
+		}
+		st.header.Set(header, value)
+		st.mu.Unlock()
+	}
+}
+
 // withThrottleStatus installs the state and rewrites the status line when it is set.
 func withThrottleStatus(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -85,10 +98,10 @@ func (t *throttleWriter) WriteHeader(code int) {
 	t.st.mu.Lock()
 	ra, status, header := t.st.retryAfter, t.st.status, t.st.header
 	t.st.mu.Unlock()
+	for k, vs := range header {
+		t.Header()[k] = vs
+	}
 	if status != 0 {
-		for k, vs := range header {
-			t.Header()[k] = vs
-		}
 		code = status
 	}
 	if ra > 0 {
