@@ -137,7 +137,7 @@ func (d *DB) stores(q querier, changed *changeSet) Stores {
 		Jobs:          JobStore{q: q, queue: d.jobs},
 		// BackgroundJobs: what users follow of the exports, reports and bulk operations.
 		BackgroundJobs: BackgroundJobStore{q: q, cursors: d.cursors},
-		TaskChanges:    TaskChangeStore{q: q},
+		TaskChanges:    TaskChangeStore{q: q, cursors: d.cursors},
 		Idempotency:    IdempotencyStore{q: q},
 	}
 }
