@@ -86,11 +86,15 @@ func TestTaskChangesDeliversChangesDeletionsAndLostVisibility(t *testing.T) {
 	ownerTok := syncOnce(t, owner, "", 10).SyncToken
 	helperTok := syncOnce(t, helper, "", 10).SyncToken
 
-	var created struct{ CreateTask struct{ Task struct{ ID string } } }
+	var created struct {
+		CreateTask struct{ Task struct{ ID string } }
+	}
 	owner.Do(t, `mutation($a: ID) { createTask(input: {title: "shared", assigneeId: $a}) { task { id } } }`,
 		map[string]any{"a": helper.GlobalID}).Decode(t, &created)
 	id := created.CreateTask.Task.ID
-	var other struct{ CreateTask struct{ Task struct{ ID string } } }
+	var other struct {
+		CreateTask struct{ Task struct{ ID string } }
+	}
 	owner.Do(t, `mutation { createTask(input: {title: "mine"}) { task { id } } }`, nil).Decode(t, &other)
 	owner.Do(t, `mutation($id: ID!) { updateTask(id: $id, input: {assigneeId: null}) { task { id } } }`, map[string]any{"id": id}).Decode(t, &struct{}{})
 	owner.Do(t, `mutation($id: ID!) { deleteTask(id: $id) { deletedTaskId } }`, map[string]any{"id": other.CreateTask.Task.ID}).Decode(t, &struct{}{})
@@ -161,7 +165,9 @@ func TestTaskChangesNeverPassesASlowTransaction(t *testing.T) {
 	}
 	fast := map[string]bool{}
 	for i := range 3 {
-		var d struct{ CreateTask struct{ Task struct{ ID string } } }
+		var d struct {
+			CreateTask struct{ Task struct{ ID string } }
+		}
 		u.Do(t, `mutation($t: String!) { createTask(input: {title: $t}) { task { id } } }`, map[string]any{"t": fmt.Sprint("fast ", i)}).Decode(t, &d)
 		fast[d.CreateTask.Task.ID] = true
 	}
