@@ -219,6 +219,7 @@ type ComplexityRoot struct {
 		DeletedTaskID func(childComplexity int) int
 		Kind          func(childComplexity int) int
 		Task          func(childComplexity int) int
+		TaskID        func(childComplexity int) int
 	}
 
 	TaskChangesPayload struct {
@@ -1157,6 +1158,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.TaskChangedEvent.Task(childComplexity), true
+	case "TaskChangedEvent.taskId":
+		if e.ComplexityRoot.TaskChangedEvent.TaskID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskChangedEvent.TaskID(childComplexity), true
 
 	case "TaskChangesPayload.changes":
 		if e.ComplexityRoot.TaskChangesPayload.Changes == nil {
@@ -2038,7 +2045,9 @@ type TaskChangedEvent {
   "The task as it is now; null when DELETED or RESYNC."
   task: Task
   "The id of the task that went away; set when DELETED."
-  deletedTaskId: ID
+  deletedTaskId: ID @deprecated(reason: "Removal after 2027-06-01; use taskId instead, which is set for every kind but RESYNC.")
+  "The id of the task the event is about: set for CREATED, UPDATED and DELETED; null for RESYNC."
+  taskId: ID
 }
 `, BuiltIn: false},
 	{Name: "../schema/sync.graphqls", Input: `extend type Query {
@@ -2622,6 +2631,8 @@ func (ec *executionContext) childFields_TaskChangedEvent(ctx context.Context, fi
 		return ec.fieldContext_TaskChangedEvent_task(ctx, field)
 	case "deletedTaskId":
 		return ec.fieldContext_TaskChangedEvent_deletedTaskId(ctx, field)
+	case "taskId":
+		return ec.fieldContext_TaskChangedEvent_taskId(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type TaskChangedEvent", field.Name)
 }
@@ -7003,6 +7014,29 @@ func (ec *executionContext) _TaskChangedEvent_deletedTaskId(ctx context.Context,
 	)
 }
 func (ec *executionContext) fieldContext_TaskChangedEvent_deletedTaskId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskChangedEvent", field, false, false, "ID")
+}
+
+func (ec *executionContext) _TaskChangedEvent_taskId(ctx context.Context, field graphql.CollectedField, obj *model.TaskChangedEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskChangedEvent_taskId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TaskID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TaskChangedEvent_taskId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("TaskChangedEvent", field, false, false, "ID")
 }
 
@@ -11606,6 +11640,11 @@ func (ec *executionContext) _TaskChangedEvent(ctx context.Context, sel ast.Selec
 			}
 		case "deletedTaskId":
 			out.Values[i] = ec._TaskChangedEvent_deletedTaskId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "taskId":
+			out.Values[i] = ec._TaskChangedEvent_taskId(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}

@@ -177,6 +177,8 @@ type TaskChangedEvent struct {
 	Task *db.Task `json:"task,omitempty"`
 	// The id of the task that went away; set when DELETED.
 	DeletedTaskID *string `json:"deletedTaskId,omitempty"`
+	// The id of the task the event is about: set for CREATED, UPDATED and DELETED; null for RESYNC.
+	TaskID *string `json:"taskId,omitempty"`
 }
 
 type UpdateMeInput struct {

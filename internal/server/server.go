@@ -74,7 +74,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 	mux := http.NewServeMux()
 	inner := withNegotiatedRefusals(withThrottleStatus(guardGraphQL(d.Config.MaxBodyBytes,
 		auth.Middleware(d.Tokens, d.Services.Accounts.Authenticate, d.Logger)(
-			withLiveStream(d.Sessions, withFlusher(gql))))))
+			withBudgetHeaders(newCostBudget(d), withLiveStream(d.Sessions, withFlusher(gql)))))))
 	// Websocket upgrades and SSE streams live as long as their subscriptions: no request deadline.
 	graphqlChain := withStreaming(d.Shutdown, inner, withDeadline(d.Config.RequestTimeout, inner))
 	handlers := map[string]http.Handler{
@@ -201,13 +201,8 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 	srv.Use(getRunsQueriesOnly{})
 	// After validation: cost, then the client's budget for it.
 	srv.Use(gqllimits.NewCostLimit(limits.MaxNodes))
-	if d.Limiter != nil {
-		srv.Use(costBudget{
-			limiter: d.Limiter,
-			user:    ratelimit.PerHour(int(d.Config.RateLimitPoints), int(d.Config.RateLimitPoints)),
-			anon:    ratelimit.PerHour(int(d.Config.AnonRateLimitPoints), int(d.Config.AnonRateLimitPoints)),
-			metrics: d.Metrics,
-		})
+	if b := newCostBudget(d); b != nil {
+		srv.Use(*b)
 	}
 	// After admission (cost and budget): a mutation with an Idempotency-Key runs at most once.
 	srv.Use(idempotentMutations{store: d.DB, keep: d.Config.IdempotencyKeyTTL,
@@ -225,6 +220,19 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 		srv.Use(responseCache{responses: responses})
 	}
 	return srv, nil
+}
+
+// newCostBudget is the hourly cost budget per client (nil without rate limits).
+func newCostBudget(d Deps) *costBudget {
+	if d.Limiter == nil {
+		return nil
+	}
+	return &costBudget{
+		limiter: d.Limiter,
+		user:    ratelimit.PerHour(int(d.Config.RateLimitPoints), int(d.Config.RateLimitPoints)),
+		anon:    ratelimit.PerHour(int(d.Config.AnonRateLimitPoints), int(d.Config.AnonRateLimitPoints)),
+		metrics: d.Metrics,
+	}
 }
 
 // downloadSigner signs export download URLs (resolvers) and checks them (the download route).
