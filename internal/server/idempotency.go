@@ -17,6 +17,7 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/auth"
+	"github.com/taskgraph/taskgraph/internal/schemaversion"
 )
 
 const (
@@ -135,7 +136,7 @@ func (m idempotentMutations) answerExisting(ctx context.Context, rec *db.Idempot
 		}
 		markHeader(ctx, headerReplayed, "true")
 		return graphql.OneShot(&graphql.Response{Data: a.Data, Errors: a.Errors,
-			Extensions: map[string]any{"idempotency": map[string]any{"replayed": true}}})
+			Extensions: map[string]any{"apiVersion": schemaversion.Version, "idempotency": map[string]any{"replayed": true}}})
 	case rec.CommittedAt != nil && time.Since(*rec.CommittedAt) > m.lease:
 		// The write committed but its run died before storing the answer: it must not run again.
 		markStatus(ctx, http.StatusConflict, "", "")
