@@ -108,7 +108,9 @@ func TestDeprecatedDeletedTaskIDIsCounted(t *testing.T) {
 	testsupport.WaitFor(t, 10*time.Second, "the subscription to be counted", func() bool {
 		return deprecatedCount(t, env, "TaskChangedEvent.deletedTaskId") >= 1
 	})
-	var created struct{ CreateTask struct{ Task struct{ ID string } } }
+	var created struct {
+		CreateTask struct{ Task struct{ ID string } }
+	}
 	testsupport.WaitFor(t, 10*time.Second, "the watcher", func() bool { return env.App.Feed.Watchers() == 1 })
 	u.Do(t, `mutation { createTask(input: {title: "x"}) { task { id } } }`, nil).Decode(t, &created)
 	u.Do(t, `mutation($id: ID!) { deleteTask(id: $id) { deletedTaskId } }`, map[string]any{"id": created.CreateTask.Task.ID}).Decode(t, &struct{}{})
