@@ -147,6 +147,15 @@ func TestIdempotencyKeyExpiresAndFailedRunsRelease(t *testing.T) {
 	if n := env.CountRows(t, "tasks"); n != 2 {
 		t.Fatalf("%d tasks, want 2", n)
 	}
+	// The retention sweep deletes expired keys only.
+	env.Exec(t, `UPDATE idempotency_keys SET expires_at = now() - interval '1 second'`)
+	idemTaskID(t, idemPost(t, env, u.Token, "e-live", idemCreate, vars))
+	if n, err := env.Store.Stores().Idempotency.PurgeExpired(context.Background()); err != nil || n != 1 {
+		t.Fatalf("purged %d keys (%v), want 1", n, err)
+	}
+	if n := env.CountRows(t, "idempotency_keys"); n != 1 {
+		t.Fatalf("%d keys left, want the live one", n)
+	}
 	// A request that failed wrote nothing: its key is given up, so the corrected retry... is the same
 	// request, which runs again (no answer is kept for it).
 	bad := map[string]any{"input": map[string]any{"title": ""}}
@@ -156,7 +165,7 @@ func TestIdempotencyKeyExpiresAndFailedRunsRelease(t *testing.T) {
 		}
 	}
 	if n := env.CountRows(t, "idempotency_keys"); n != 1 {
-		t.Fatalf("%d keys kept, want 1 (failed runs keep none)", n)
+		t.Fatalf("%d keys kept, want only e-live (failed runs keep none)", n)
 	}
 }
 
