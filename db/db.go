@@ -159,7 +159,7 @@ func (d *DB) InTx(ctx context.Context, fn func(Stores) error) error {
 		if err := fn(st); err != nil {
 			return err
 		}
-		if claim != nil && !claim.Committed() {
+		if claim != nil {
 			return st.Idempotency.markCommitted(ctx, claim)
 		}
 		return nil

@@ -92,11 +92,12 @@ func (s IdempotencyStore) Claim(ctx context.Context, scope, key string, hash []b
 	return false, nil, errors.New("idempotency key: claim kept racing")
 }
 
-// markCommitted records, inside the write's transaction, that the claim's request committed.
+// markCommitted records, inside the write's transaction, that the claim's request committed (every
+// transaction of the request checks that it still holds the claim).
 func (s IdempotencyStore) markCommitted(ctx context.Context, c *IdempotencyClaim) error {
 	tag, err := s.q.Exec(ctx, `
-		UPDATE idempotency_keys SET committed_at = now()
-		WHERE scope = $1 AND key = $2 AND lease = $3 AND committed_at IS NULL`, c.Scope, c.Key, c.Lease)
+		UPDATE idempotency_keys SET committed_at = coalesce(committed_at, now())
+		WHERE scope = $1 AND key = $2 AND lease = $3`, c.Scope, c.Key, c.Lease)
 	if err != nil {
 		return mapError(err, "idempotency key")
 	}

@@ -13,7 +13,9 @@ CREATE TABLE idempotency_keys (
     lease        uuid        NOT NULL,
     locked_until timestamptz NOT NULL,
     committed_at timestamptz,
-    response     jsonb,
+    -- the stored answer, sealed (AES-GCM, key derived from JWT_SECRET): answers carry tokens and
+    -- personal data that must not sit readable in the database.
+    response     bytea,
     created_at   timestamptz NOT NULL DEFAULT now(),
     expires_at   timestamptz NOT NULL,
     PRIMARY KEY (scope, key)

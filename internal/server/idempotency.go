@@ -3,8 +3,14 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -41,7 +47,42 @@ type idempotentMutations struct {
 	store  *db.DB
 	keep   time.Duration // how long a key and its answer are kept
 	lease  time.Duration // how long a run may hold its key before a retry may take over
+	seal   cipher.AEAD   // stored answers are sealed: they carry tokens (register) and personal data
 	logger *slog.Logger
+}
+
+// newIdempotentMutations derives the answer-sealing key from the server secret, so every instance
+// that shares the secret opens every stored answer.
+func newIdempotentMutations(d Deps) (idempotentMutations, error) {
+	m := hmac.New(sha256.New, []byte(d.Config.JWTSecret))
+	m.Write([]byte("taskgraph idempotency answers v1"))
+	block, err := aes.NewCipher(m.Sum(nil))
+	if err != nil {
+		return idempotentMutations{}, fmt.Errorf("idempotency: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return idempotentMutations{}, fmt.Errorf("idempotency: %w", err)
+	}
+	return idempotentMutations{store: d.DB, keep: d.Config.IdempotencyKeyTTL,
+		lease: d.Config.RequestTimeout + 10*time.Second, seal: aead, logger: d.Logger}, nil
+}
+
+// sealAnswer encrypts an answer bound to its key (a sealed answer moved to another row fails to open).
+func (m idempotentMutations) sealAnswer(c *db.IdempotencyClaim, plain []byte) ([]byte, error) {
+	nonce := make([]byte, m.seal.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	return m.seal.Seal(nonce, nonce, plain, []byte(c.Scope+"\x00"+c.Key)), nil
+}
+
+func (m idempotentMutations) openAnswer(scope, key string, sealed []byte) ([]byte, error) {
+	n := m.seal.NonceSize()
+	if len(sealed) < n {
+		return nil, errors.New("idempotency: stored answer too short")
+	}
+	return m.seal.Open(nil, sealed[:n], sealed[n:], []byte(scope+"\x00"+key))
 }
 
 var _ interface {
@@ -86,7 +127,7 @@ func (m idempotentMutations) InterceptOperation(ctx context.Context, next graphq
 		return refuseOperation(apperr.Internal, "internal error: the request could not be completed; retry")
 	}
 	if !claimed {
-		return m.answerExisting(ctx, rec, hash)
+		return m.answerExisting(ctx, scope, key, rec, hash)
 	}
 	h := next(db.WithIdempotencyClaim(ctx, claim))
 	first := true
@@ -112,7 +153,9 @@ func (m idempotentMutations) finish(ctx context.Context, claim *db.IdempotencyCl
 	if claim.Committed() || len(resp.Errors) == 0 {
 		var body []byte
 		if body, err = json.Marshal(storedAnswer{Data: resp.Data, Errors: resp.Errors}); err == nil {
-			err = st.Idempotency.Finish(ctx, claim, body)
+			if body, err = m.sealAnswer(claim, body); err == nil {
+				err = st.Idempotency.Finish(ctx, claim, body)
+			}
 		}
 	} else {
 		err = st.Idempotency.Release(ctx, claim)
@@ -123,7 +166,7 @@ func (m idempotentMutations) finish(ctx context.Context, claim *db.IdempotencyCl
 }
 
 // answerExisting answers a request whose key another run holds or finished.
-func (m idempotentMutations) answerExisting(ctx context.Context, rec *db.IdempotencyRecord, hash []byte) graphql.ResponseHandler {
+func (m idempotentMutations) answerExisting(ctx context.Context, scope, key string, rec *db.IdempotencyRecord, hash []byte) graphql.ResponseHandler {
 	switch {
 	case !bytes.Equal(rec.RequestHash, hash):
 		markStatus(ctx, http.StatusUnprocessableEntity, "", "")
@@ -131,7 +174,12 @@ func (m idempotentMutations) answerExisting(ctx context.Context, rec *db.Idempot
 			"this Idempotency-Key was already used with a different request; use a new key for a new request")
 	case rec.Response != nil:
 		var a storedAnswer
-		if err := json.Unmarshal(rec.Response, &a); err != nil {
+		plain, err := m.openAnswer(scope, key, rec.Response)
+		if err == nil {
+			err = json.Unmarshal(plain, &a)
+		}
+		if err != nil {
+			m.logger.ErrorContext(ctx, "idempotency key: stored answer unreadable", "request_id", RequestID(ctx), "err", err)
 			return refuseOperation(apperr.Internal, "internal error: the stored answer cannot be read")
 		}
 		markHeader(ctx, headerReplayed, "true")

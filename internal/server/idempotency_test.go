@@ -99,7 +99,7 @@ func TestIdempotencyKeyReplaysTheStoredAnswer(t *testing.T) {
 func TestIdempotencyKeyRegisterAndJobs(t *testing.T) {
 	env := testsupport.NewEnv(t, nil)
 	// Anonymous: scoped to the client IP.
-	reg := `mutation($input: RegisterInput!) { register(input: $input) { user { id } } }`
+	reg := `mutation($input: RegisterInput!) { register(input: $input) { accessToken user { id } } }`
 	vars := map[string]any{"input": map[string]any{"name": "R", "email": "r@example.com", "password": "password-123"}}
 	a := idemPost(t, env, "", "reg-1", reg, vars)
 	b := idemPost(t, env, "", "reg-1", reg, vars)
@@ -108,6 +108,12 @@ func TestIdempotencyKeyRegisterAndJobs(t *testing.T) {
 	}
 	if n := env.CountRows(t, "users"); n != 1 {
 		t.Fatalf("%d users, want 1", n)
+	}
+	// The stored answer holds tokens: it is sealed, never readable in the database.
+	var readable int
+	if err := env.DB.Pool.QueryRow(context.Background(), `SELECT count(*) FROM idempotency_keys
+		WHERE position(convert_to('accessToken', 'UTF8') IN response) > 0`).Scan(&readable); err != nil || readable != 0 {
+		t.Fatalf("%d stored answers readable (%v)", readable, err)
 	}
 
 	u := env.Register(t, "Jobs")

@@ -205,8 +205,11 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 		srv.Use(*b)
 	}
 	// After admission (cost and budget): a mutation with an Idempotency-Key runs at most once.
-	srv.Use(idempotentMutations{store: d.DB, keep: d.Config.IdempotencyKeyTTL,
-		lease: d.Config.RequestTimeout + 10*time.Second, logger: d.Logger})
+	idem, err := newIdempotentMutations(d)
+	if err != nil {
+		return nil, err
+	}
+	srv.Use(idem)
 	if d.Config.Production() {
 		// Suggestions ("did you mean …") and introspection describe the schema to anyone probing it.
 		srv.SetDisableSuggestion(true)
