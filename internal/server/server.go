@@ -201,9 +201,13 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 	srv.Use(getRunsQueriesOnly{})
 	// After validation: cost, then the client's budget for it.
 	srv.Use(gqllimits.NewCostLimit(limits.MaxNodes))
-	if b := newCostBudget(d); b != nil {
-		srv.Use(*b)
+	// Always installed: without rate limits it charges nothing but still answers dry runs (which must
+	// never execute).
+	budget := newCostBudget(d)
+	if budget == nil {
+		budget = &costBudget{metrics: d.Metrics}
 	}
+	srv.Use(*budget)
 	// After admission (cost and budget): a mutation with an Idempotency-Key runs at most once.
 	idem, err := newIdempotentMutations(d)
 	if err != nil {

@@ -167,7 +167,7 @@ func dryRun(oc *graphql.OperationContext) bool {
 
 func (b costBudget) MutateOperationContext(ctx context.Context, oc *graphql.OperationContext) *gqlerror.Error {
 	cost, ok := gqllimits.CostFrom(ctx)
-	if !ok || dryRun(oc) {
+	if !ok || dryRun(oc) || b.limiter == nil {
 		return nil // a dry run spends nothing: InterceptOperation answers it
 	}
 	key, limit := b.client(ctx)
@@ -199,26 +199,23 @@ func (b costBudget) InterceptOperation(ctx context.Context, next graphql.Operati
 	if !ok || !dryRun(oc) {
 		return next(ctx)
 	}
-	key, limit := b.client(ctx)
-	res, err := b.limiter.Peek(ctx, key, limit)
-	if err != nil {
-		return refuseOperation(apperr.Internal, "internal error: the budget cannot be read; retry")
+	info := map[string]any{"dryRun": true, "requestedNodes": cost.Nodes, "points": cost.Points, "wouldBeAdmitted": true}
+	if b.limiter != nil {
+		key, limit := b.client(ctx)
+		res, err := b.limiter.Peek(ctx, key, limit)
+		if err != nil {
+			return refuseOperation(apperr.Internal, "internal error: the budget cannot be read; retry")
+		}
+		for k, v := range rateLimitHeaders(limit, res) {
+			markHeader(ctx, k, v[0])
+		}
+		info["limit"] = limit.Burst
+		info["remaining"] = res.Remaining
+		info["resetAt"] = time.Now().Add(res.ResetAfter).UTC().Format(time.RFC3339)
+		info["wouldBeAdmitted"] = cost.Points <= res.Remaining
 	}
-	for k, v := range rateLimitHeaders(limit, res) {
-		markHeader(ctx, k, v[0])
-	}
-	return graphql.OneShot(&graphql.Response{Data: json.RawMessage("null"), Extensions: map[string]any{
-		"apiVersion": schemaversion.Version,
-		"cost": map[string]any{
-			"dryRun":          true,
-			"requestedNodes":  cost.Nodes,
-			"points":          cost.Points,
-			"limit":           limit.Burst,
-			"remaining":       res.Remaining,
-			"resetAt":         time.Now().Add(res.ResetAfter).UTC().Format(time.RFC3339),
-			"wouldBeAdmitted": cost.Points <= res.Remaining,
-		},
-	}})
+	return graphql.OneShot(&graphql.Response{Data: json.RawMessage("null"),
+		Extensions: map[string]any{"apiVersion": schemaversion.Version, "cost": info}})
 }
 
 // peekHeaders returns the rate-limit headers of the client of ctx without spending (for answers

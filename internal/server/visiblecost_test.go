@@ -96,6 +96,24 @@ func TestCostDryRunNeitherRunsNorSpends(t *testing.T) {
 	}
 }
 
+// Without rate limits a dry run still never executes; it reports the cost alone.
+func TestCostDryRunWithoutRateLimits(t *testing.T) {
+	env := testsupport.NewEnv(t, map[string]string{"RATE_LIMIT_ENABLED": "false"})
+	u := env.Register(t, "NoLimits")
+	r := costPost(t, env, u.Token, `mutation { createTask(input: {title: "dry"}) { task { id } } }`,
+		map[string]any{"cost": map[string]any{"dryRun": true}})
+	c, _ := r.Extensions["cost"].(map[string]any)
+	if r.hasData() || c["dryRun"] != true || c["wouldBeAdmitted"] != true || c["remaining"] != nil {
+		t.Fatalf("dry run without limits: %d %s", r.Status, r.Body)
+	}
+	if n := env.CountRows(t, "tasks"); n != 0 {
+		t.Fatalf("a dry run executed: %d tasks", n)
+	}
+	if r.Header.Get("RateLimit") != "" {
+		t.Fatalf("RateLimit without limits: %q", r.Header.Get("RateLimit"))
+	}
+}
+
 // TaskChangedEvent.deletedTaskId is deprecated for taskId: subscribers selecting it are counted, and
 // taskId carries the id for every kind.
 func TestDeprecatedDeletedTaskIDIsCounted(t *testing.T) {
