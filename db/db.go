@@ -120,6 +120,8 @@ type Stores struct {
 	BackgroundJobs BackgroundJobStore
 	// TaskChanges is the log of committed task changes the live feed delivers.
 	TaskChanges TaskChangeStore
+	// Idempotency keeps the idempotency keys of mutations and their stored answers.
+	Idempotency IdempotencyStore
 	// OnReplica is true when these stores read from a replica (possibly a little behind).
 	OnReplica bool
 }
@@ -135,7 +137,8 @@ func (d *DB) stores(q querier, changed *changeSet) Stores {
 		Jobs:          JobStore{q: q, queue: d.jobs},
 		// BackgroundJobs: what users follow of the exports, reports and bulk operations.
 		BackgroundJobs: BackgroundJobStore{q: q, cursors: d.cursors},
-		TaskChanges:    TaskChangeStore{q: q},
+		TaskChanges:    TaskChangeStore{q: q, cursors: d.cursors},
+		Idempotency:    IdempotencyStore{q: q},
 	}
 }
 
@@ -145,16 +148,38 @@ func (d *DB) Stores() Stores {
 }
 
 // InTx runs fn in one transaction: everything fn writes commits together or not at all. Caches hear
-// of the changes only after the commit.
+// of the changes only after the commit. When ctx carries an idempotency claim (WithIdempotencyClaim),
+// the claim is marked committed in the same transaction, or the transaction rolls back if the claim
+// was lost.
 func (d *DB) InTx(ctx context.Context, fn func(Stores) error) error {
 	changed := &changeSet{inv: d.inv}
+	claim := idempotencyClaimFrom(ctx)
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
-		return fn(d.stores(tx, changed))
+		st := d.stores(tx, changed)
+		if err := fn(st); err != nil {
+			return err
+		}
+		if claim != nil {
+			return st.Idempotency.markCommitted(ctx, claim)
+		}
+		return nil
 	})
+	if err == nil && claim != nil {
+		claim.committed.Store(true)
+	}
 	// Even on error: a COMMIT whose answer was lost may still have applied, and a needless
 	// invalidation only costs a cache miss.
 	changed.flush(ctx)
 	return err
+}
+
+// Write runs a write that needs no transaction of its own (one statement) on the pool, or in a
+// transaction when ctx carries an idempotency claim, so the claim's record commits with the write.
+func (d *DB) Write(ctx context.Context, fn func(Stores) error) error {
+	if idempotencyClaimFrom(ctx) != nil {
+		return d.InTx(ctx, fn)
+	}
+	return fn(d.Stores())
 }
 
 // ErrEmailTaken: another user has this email (compared without case).

@@ -18,6 +18,7 @@ import (
 	"github.com/taskgraph/taskgraph/graph/model"
 	"github.com/taskgraph/taskgraph/internal/gqlscalar"
 	"github.com/taskgraph/taskgraph/internal/policy"
+	"github.com/taskgraph/taskgraph/internal/tasks"
 	"github.com/taskgraph/taskgraph/internal/userjobs"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -43,6 +44,7 @@ type ResolverRoot interface {
 	Task() TaskResolver
 	TaskConnection() TaskConnectionResolver
 	TaskExport() TaskExportResolver
+	TaskSyncChange() TaskSyncChangeResolver
 	User() UserResolver
 	UserConnection() UserConnectionResolver
 }
@@ -181,6 +183,7 @@ type ComplexityRoot struct {
 		Nodes         func(childComplexity int, ids []string) int
 		Notifications func(childComplexity int, first *int, after *string, last *int, before *string, unreadOnly *bool) int
 		Task          func(childComplexity int, id string) int
+		TaskChanges   func(childComplexity int, since *string, first *int) int
 		Tasks         func(childComplexity int, first *int, after *string, last *int, before *string, filter *db.TaskFilter, orderBy *db.TaskOrder) int
 		Users         func(childComplexity int, first *int, after *string, last *int, before *string, filter *db.UserFilter, orderBy *db.UserOrder) int
 		Webhooks      func(childComplexity int) int
@@ -216,6 +219,13 @@ type ComplexityRoot struct {
 		DeletedTaskID func(childComplexity int) int
 		Kind          func(childComplexity int) int
 		Task          func(childComplexity int) int
+		TaskID        func(childComplexity int) int
+	}
+
+	TaskChangesPayload struct {
+		Changes func(childComplexity int) int
+		HasMore func(childComplexity int) int
+		Token   func(childComplexity int) int
 	}
 
 	TaskConnection struct {
@@ -263,6 +273,13 @@ type ComplexityRoot struct {
 	TaskStatusCount struct {
 		Count  func(childComplexity int) int
 		Status func(childComplexity int) int
+	}
+
+	TaskSyncChange struct {
+		Kind    func(childComplexity int) int
+		Task    func(childComplexity int) int
+		TaskID  func(childComplexity int) int
+		Version func(childComplexity int) int
 	}
 
 	UpdateMePayload struct {
@@ -355,6 +372,7 @@ type QueryResolver interface {
 	Users(ctx context.Context, first *int, after *string, last *int, before *string, filter *db.UserFilter, orderBy *db.UserOrder) (*db.UserConnection, error)
 	Jobs(ctx context.Context, first *int, after *string, last *int, before *string) (*db.BackgroundJobConnection, error)
 	Notifications(ctx context.Context, first *int, after *string, last *int, before *string, unreadOnly *bool) (*db.NotificationConnection, error)
+	TaskChanges(ctx context.Context, since *string, first *int) (*tasks.SyncPage, error)
 	Webhooks(ctx context.Context) ([]db.Webhook, error)
 }
 type SubscriptionResolver interface {
@@ -372,6 +390,9 @@ type TaskConnectionResolver interface {
 type TaskExportResolver interface {
 	DownloadURL(ctx context.Context, obj *userjobs.ExportResult) (*string, error)
 	DownloadURLExpiresAt(ctx context.Context, obj *userjobs.ExportResult) (*time.Time, error)
+}
+type TaskSyncChangeResolver interface {
+	TaskID(ctx context.Context, obj *tasks.SyncChange) (string, error)
 }
 type UserResolver interface {
 	Email(ctx context.Context, obj *db.User) (*string, error)
@@ -964,6 +985,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Task(childComplexity, args["id"].(string)), true
+	case "Query.taskChanges":
+		if e.ComplexityRoot.Query.TaskChanges == nil {
+			break
+		}
+
+		args, err := ec.field_Query_taskChanges_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.TaskChanges(childComplexity, args["since"].(*string), args["first"].(*int)), true
 	case "Query.tasks":
 		if e.ComplexityRoot.Query.Tasks == nil {
 			break
@@ -1126,6 +1158,31 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.TaskChangedEvent.Task(childComplexity), true
+	case "TaskChangedEvent.taskId":
+		if e.ComplexityRoot.TaskChangedEvent.TaskID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskChangedEvent.TaskID(childComplexity), true
+
+	case "TaskChangesPayload.changes":
+		if e.ComplexityRoot.TaskChangesPayload.Changes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskChangesPayload.Changes(childComplexity), true
+	case "TaskChangesPayload.hasMore":
+		if e.ComplexityRoot.TaskChangesPayload.HasMore == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskChangesPayload.HasMore(childComplexity), true
+	case "TaskChangesPayload.syncToken":
+		if e.ComplexityRoot.TaskChangesPayload.Token == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskChangesPayload.Token(childComplexity), true
 
 	case "TaskConnection.edges":
 		if e.ComplexityRoot.TaskConnection.Edges == nil {
@@ -1289,6 +1346,31 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.TaskStatusCount.Status(childComplexity), true
+
+	case "TaskSyncChange.kind":
+		if e.ComplexityRoot.TaskSyncChange.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskSyncChange.Kind(childComplexity), true
+	case "TaskSyncChange.task":
+		if e.ComplexityRoot.TaskSyncChange.Task == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskSyncChange.Task(childComplexity), true
+	case "TaskSyncChange.taskId":
+		if e.ComplexityRoot.TaskSyncChange.TaskID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskSyncChange.TaskID(childComplexity), true
+	case "TaskSyncChange.version":
+		if e.ComplexityRoot.TaskSyncChange.Version == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskSyncChange.Version(childComplexity), true
 
 	case "UpdateMePayload.user":
 		if e.ComplexityRoot.UpdateMePayload.User == nil {
@@ -1868,6 +1950,12 @@ enum ErrorCode {
   PERSISTED_QUERY_NOT_FOUND
   "An unexpected server error. Details are logged with the request id, never returned."
   INTERNAL
+  "The ` + "`" + `Idempotency-Key` + "`" + ` was already used with a different request (another operation or other variables); use a new key."
+  IDEMPOTENCY_KEY_REUSED
+  "A request with the same ` + "`" + `Idempotency-Key` + "`" + ` is still running; retry after ` + "`" + `Retry-After` + "`" + ` to get its answer."
+  IDEMPOTENCY_KEY_IN_USE
+  "The ` + "`" + `taskChanges` + "`" + ` sync token is older than the change history kept: reload every task and sync from a new token."
+  SYNC_TOKEN_EXPIRED
 }
 
 type Query {
@@ -1957,7 +2045,55 @@ type TaskChangedEvent {
   "The task as it is now; null when DELETED or RESYNC."
   task: Task
   "The id of the task that went away; set when DELETED."
-  deletedTaskId: ID
+  deletedTaskId: ID @deprecated(reason: "Removal after 2027-06-01; use taskId instead, which is set for every kind but RESYNC.")
+  "The id of the task the event is about: set for CREATED, UPDATED and DELETED; null for RESYNC."
+  taskId: ID
+}
+`, BuiltIn: false},
+	{Name: "../schema/sync.graphqls", Input: `extend type Query {
+  """
+  Delta sync: what changed in the tasks you may see since ` + "`" + `since` + "`" + `, a token from an earlier answer.
+  Without ` + "`" + `since` + "`" + ` the answer has no changes and a token for what commits from now on: take it, load
+  your tasks (` + "`" + `tasks` + "`" + `), then call ` + "`" + `taskChanges(since:)` + "`" + ` whenever you want to catch up, and again at once
+  while ` + "`" + `hasMore` + "`" + ` is true. Changes come in commit order within a page; keep, per task, the change with
+  the highest ` + "`" + `version` + "`" + ` (a ` + "`" + `DELETED` + "`" + ` or ` + "`" + `REMOVED` + "`" + ` wins over a ` + "`" + `CHANGED` + "`" + ` of the same version). A page
+  holds at most ` + "`" + `first` + "`" + ` changes (1..500, default 100).
+
+  A token stays valid for ` + "`" + `TASK_CHANGES_RETENTION` + "`" + ` (7 days by default); an older one answers
+  ` + "`" + `SYNC_TOKEN_EXPIRED` + "`" + `: reload every task and start again without ` + "`" + `since` + "`" + `.
+  """
+  taskChanges(since: String, first: Int): TaskChangesPayload! @auth
+}
+
+"What a delta-sync change tells you to do with your copy of a task."
+enum TaskSyncKind {
+  "The task is visible to you and changed, was created or became visible (assigned to you): keep ` + "`" + `task` + "`" + `."
+  CHANGED
+  "The task was deleted: drop it."
+  DELETED
+  "The task still exists but you may no longer see it (unassigned from you, or given to another owner): drop it."
+  REMOVED
+}
+
+"One change of a delta-sync page."
+type TaskSyncChange {
+  kind: TaskSyncKind!
+  "The task's ID, also when DELETED or REMOVED."
+  taskId: ID!
+  "The task's version this change made (for DELETED and REMOVED, the last version you could see)."
+  version: Int!
+  "The task as this change left it; null when DELETED or REMOVED."
+  task: Task
+}
+
+"A page of delta sync."
+type TaskChangesPayload {
+  "The changes since the token, in commit order."
+  changes: [TaskSyncChange!]!
+  "Pass this as ` + "`" + `since` + "`" + ` next time."
+  syncToken: String!
+  "More changes are ready now: call again with ` + "`" + `syncToken` + "`" + ` at once."
+  hasMore: Boolean!
 }
 `, BuiltIn: false},
 	{Name: "../schema/task.graphqls", Input: `enum TaskStatus {
@@ -2495,8 +2631,22 @@ func (ec *executionContext) childFields_TaskChangedEvent(ctx context.Context, fi
 		return ec.fieldContext_TaskChangedEvent_task(ctx, field)
 	case "deletedTaskId":
 		return ec.fieldContext_TaskChangedEvent_deletedTaskId(ctx, field)
+	case "taskId":
+		return ec.fieldContext_TaskChangedEvent_taskId(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type TaskChangedEvent", field.Name)
+}
+
+func (ec *executionContext) childFields_TaskChangesPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "changes":
+		return ec.fieldContext_TaskChangesPayload_changes(ctx, field)
+	case "syncToken":
+		return ec.fieldContext_TaskChangesPayload_syncToken(ctx, field)
+	case "hasMore":
+		return ec.fieldContext_TaskChangesPayload_hasMore(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TaskChangesPayload", field.Name)
 }
 
 func (ec *executionContext) childFields_TaskConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2555,6 +2705,20 @@ func (ec *executionContext) childFields_TaskStatusCount(ctx context.Context, fie
 		return ec.fieldContext_TaskStatusCount_count(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type TaskStatusCount", field.Name)
+}
+
+func (ec *executionContext) childFields_TaskSyncChange(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "kind":
+		return ec.fieldContext_TaskSyncChange_kind(ctx, field)
+	case "taskId":
+		return ec.fieldContext_TaskSyncChange_taskId(ctx, field)
+	case "version":
+		return ec.fieldContext_TaskSyncChange_version(ctx, field)
+	case "task":
+		return ec.fieldContext_TaskSyncChange_task(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TaskSyncChange", field.Name)
 }
 
 func (ec *executionContext) childFields_UpdateMePayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -3148,6 +3312,28 @@ func (ec *executionContext) field_Query_notifications_args(ctx context.Context, 
 		return nil, err
 	}
 	args["unreadOnly"] = arg4
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_taskChanges_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "since",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["since"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
 	return args, nil
 }
 
@@ -6067,6 +6253,63 @@ func (ec *executionContext) fieldContext_Query_notifications(ctx context.Context
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_taskChanges(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_taskChanges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().TaskChanges(ctx, fc.Args["since"].(*string), fc.Args["first"].(*int))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Auth == nil {
+					var zeroVal *tasks.SyncPage
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *tasks.SyncPage) graphql.Marshaler {
+			return ec.marshalNTaskChangesPayload2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋtasksᚐSyncPage(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_taskChanges(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TaskChangesPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_taskChanges_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_webhooks(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -6774,6 +7017,107 @@ func (ec *executionContext) fieldContext_TaskChangedEvent_deletedTaskId(_ contex
 	return graphql.NewScalarFieldContext("TaskChangedEvent", field, false, false, "ID")
 }
 
+func (ec *executionContext) _TaskChangedEvent_taskId(ctx context.Context, field graphql.CollectedField, obj *model.TaskChangedEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskChangedEvent_taskId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TaskID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TaskChangedEvent_taskId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskChangedEvent", field, false, false, "ID")
+}
+
+func (ec *executionContext) _TaskChangesPayload_changes(ctx context.Context, field graphql.CollectedField, obj *tasks.SyncPage) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskChangesPayload_changes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Changes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []tasks.SyncChange) graphql.Marshaler {
+			return ec.marshalNTaskSyncChange2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋtasksᚐSyncChangeᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskChangesPayload_changes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "TaskChangesPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TaskSyncChange(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _TaskChangesPayload_syncToken(ctx context.Context, field graphql.CollectedField, obj *tasks.SyncPage) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskChangesPayload_syncToken(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Token, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskChangesPayload_syncToken(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskChangesPayload", field, false, false, "String")
+}
+
+func (ec *executionContext) _TaskChangesPayload_hasMore(ctx context.Context, field graphql.CollectedField, obj *tasks.SyncPage) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskChangesPayload_hasMore(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.HasMore, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskChangesPayload_hasMore(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskChangesPayload", field, false, false, "Boolean")
+}
+
 func (ec *executionContext) _TaskConnection_edges(ctx context.Context, field graphql.CollectedField, obj *db.TaskConnection) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -7424,6 +7768,107 @@ func (ec *executionContext) _TaskStatusCount_count(ctx context.Context, field gr
 }
 func (ec *executionContext) fieldContext_TaskStatusCount_count(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("TaskStatusCount", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TaskSyncChange_kind(ctx context.Context, field graphql.CollectedField, obj *tasks.SyncChange) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskSyncChange_kind(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Kind, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v tasks.SyncKind) graphql.Marshaler {
+			return ec.marshalNTaskSyncKind2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋtasksᚐSyncKind(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskSyncChange_kind(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskSyncChange", field, false, false, "TaskSyncKind")
+}
+
+func (ec *executionContext) _TaskSyncChange_taskId(ctx context.Context, field graphql.CollectedField, obj *tasks.SyncChange) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskSyncChange_taskId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.TaskSyncChange().TaskID(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskSyncChange_taskId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskSyncChange", field, true, true, "ID")
+}
+
+func (ec *executionContext) _TaskSyncChange_version(ctx context.Context, field graphql.CollectedField, obj *tasks.SyncChange) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskSyncChange_version(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Version, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int32) graphql.Marshaler {
+			return ec.marshalNInt2int32(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskSyncChange_version(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskSyncChange", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TaskSyncChange_task(ctx context.Context, field graphql.CollectedField, obj *tasks.SyncChange) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskSyncChange_task(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Task, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *db.Task) graphql.Marshaler {
+			return ec.marshalOTask2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTask(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TaskSyncChange_task(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "TaskSyncChange",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Task(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _UpdateMePayload_user(ctx context.Context, field graphql.CollectedField, obj *model.UpdateMePayload) (ret graphql.Marshaler) {
@@ -10977,6 +11422,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_notifications(ctx, field)
 				})
+		case "taskChanges":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_taskChanges(ctx, field)
+				})
 		case "webhooks":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,
@@ -11190,6 +11641,54 @@ func (ec *executionContext) _TaskChangedEvent(ctx context.Context, sel ast.Selec
 		case "deletedTaskId":
 			out.Values[i] = ec._TaskChangedEvent_deletedTaskId(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "taskId":
+			out.Values[i] = ec._TaskChangedEvent_taskId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var taskChangesPayloadImplementors = []string{"TaskChangesPayload"}
+
+func (ec *executionContext) _TaskChangesPayload(ctx context.Context, sel ast.SelectionSet, obj *tasks.SyncPage) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, taskChangesPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("TaskChangesPayload")
+		case "changes":
+			out.Values[i] = ec._TaskChangesPayload_changes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "syncToken":
+			out.Values[i] = ec._TaskChangesPayload_syncToken(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "hasMore":
+			out.Values[i] = ec._TaskChangesPayload_hasMore(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
 		default:
@@ -11520,6 +12019,55 @@ func (ec *executionContext) _TaskStatusCount(ctx context.Context, sel ast.Select
 			out.Values[i] = ec._TaskStatusCount_count(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var taskSyncChangeImplementors = []string{"TaskSyncChange"}
+
+func (ec *executionContext) _TaskSyncChange(ctx context.Context, sel ast.SelectionSet, obj *tasks.SyncChange) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, taskSyncChangeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("TaskSyncChange")
+		case "kind":
+			out.Values[i] = ec._TaskSyncChange_kind(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "taskId":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._TaskSyncChange_taskId(ctx, field, obj)
+				})
+		case "version":
+			out.Values[i] = ec._TaskSyncChange_version(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "task":
+			out.Values[i] = ec._TaskSyncChange_task(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -12764,6 +13312,14 @@ func (ec *executionContext) marshalNTaskChangedEvent2ᚖgithubᚗcomᚋtaskgraph
 	return ec._TaskChangedEvent(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalNTaskChangesPayload2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋtasksᚐSyncPage(ctx context.Context, sel ast.SelectionSet, v *tasks.SyncPage) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "TaskChangesPayload!")
+		return graphql.Null
+	}
+	return ec._TaskChangesPayload(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNTaskConnection2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTaskConnection(ctx context.Context, sel ast.SelectionSet, v *db.TaskConnection) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "TaskConnection!")
@@ -12932,6 +13488,54 @@ func (ec *executionContext) marshalNTaskStatusCount2ᚕgithubᚗcomᚋtaskgraph�
 
 	return ret
 }
+
+func (ec *executionContext) marshalNTaskSyncChange2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋtasksᚐSyncChange(ctx context.Context, sel ast.SelectionSet, v tasks.SyncChange) graphql.Marshaler {
+	return ec._TaskSyncChange(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNTaskSyncChange2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋtasksᚐSyncChangeᚄ(ctx context.Context, sel ast.SelectionSet, v []tasks.SyncChange) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNTaskSyncChange2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋtasksᚐSyncChange(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalNTaskSyncKind2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋtasksᚐSyncKind(ctx context.Context, v any) (tasks.SyncKind, error) {
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalNTaskSyncKind2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋtasksᚐSyncKind[tmp]
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNTaskSyncKind2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋtasksᚐSyncKind(ctx context.Context, sel ast.SelectionSet, v tasks.SyncKind) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalString(marshalNTaskSyncKind2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋtasksᚐSyncKind[v])
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "TaskSyncKind!")
+	}
+	return res
+}
+
+var (
+	unmarshalNTaskSyncKind2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋtasksᚐSyncKind = map[string]tasks.SyncKind{
+		"CHANGED": tasks.SyncChanged,
+		"DELETED": tasks.SyncDeleted,
+		"REMOVED": tasks.SyncRemoved,
+	}
+	marshalNTaskSyncKind2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋtasksᚐSyncKind = map[tasks.SyncKind]string{
+		tasks.SyncChanged: "CHANGED",
+		tasks.SyncDeleted: "DELETED",
+		tasks.SyncRemoved: "REMOVED",
+	}
+)
 
 func (ec *executionContext) unmarshalNUpdateMeInput2githubᚗcomᚋtaskgraphᚋtaskgraphᚋgraphᚋmodelᚐUpdateMeInput(ctx context.Context, v any) (model.UpdateMeInput, error) {
 	res, err := ec.unmarshalInputUpdateMeInput(ctx, v)

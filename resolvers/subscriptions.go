@@ -45,14 +45,15 @@ func subscribe[T, U any](ctx context.Context, open func(context.Context) (<-chan
 
 // taskChangedEvent maps a feed change to the GraphQL event.
 func taskChangedEvent(c tasks.Change) *model.TaskChangedEvent {
-	switch {
-	case c.Resync:
+	if c.Resync {
 		return &model.TaskChangedEvent{Kind: model.TaskChangeKindResync}
-	case c.Kind == db.TaskDeleted:
-		gid := globalid.Encode(globalid.KindTask, c.TaskID)
-		return &model.TaskChangedEvent{Kind: model.TaskChangeKindDeleted, DeletedTaskID: &gid}
-	case c.Kind == db.TaskCreated:
-		return &model.TaskChangedEvent{Kind: model.TaskChangeKindCreated, Task: c.Task}
 	}
-	return &model.TaskChangedEvent{Kind: model.TaskChangeKindUpdated, Task: c.Task}
+	gid := globalid.Encode(globalid.KindTask, c.TaskID)
+	switch c.Kind {
+	case db.TaskDeleted:
+		return &model.TaskChangedEvent{Kind: model.TaskChangeKindDeleted, DeletedTaskID: &gid, TaskID: &gid}
+	case db.TaskCreated:
+		return &model.TaskChangedEvent{Kind: model.TaskChangeKindCreated, Task: c.Task, TaskID: &gid}
+	}
+	return &model.TaskChangedEvent{Kind: model.TaskChangeKindUpdated, Task: c.Task, TaskID: &gid}
 }

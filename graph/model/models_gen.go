@@ -177,6 +177,8 @@ type TaskChangedEvent struct {
 	Task *db.Task `json:"task,omitempty"`
 	// The id of the task that went away; set when DELETED.
 	DeletedTaskID *string `json:"deletedTaskId,omitempty"`
+	// The id of the task the event is about: set for CREATED, UPDATED and DELETED; null for RESYNC.
+	TaskID *string `json:"taskId,omitempty"`
 }
 
 type UpdateMeInput struct {
@@ -233,6 +235,12 @@ const (
 	ErrorCodePersistedQueryNotFound ErrorCode = "PERSISTED_QUERY_NOT_FOUND"
 	// An unexpected server error. Details are logged with the request id, never returned.
 	ErrorCodeInternal ErrorCode = "INTERNAL"
+	// The `Idempotency-Key` was already used with a different request (another operation or other variables); use a new key.
+	ErrorCodeIdempotencyKeyReused ErrorCode = "IDEMPOTENCY_KEY_REUSED"
+	// A request with the same `Idempotency-Key` is still running; retry after `Retry-After` to get its answer.
+	ErrorCodeIdempotencyKeyInUse ErrorCode = "IDEMPOTENCY_KEY_IN_USE"
+	// The `taskChanges` sync token is older than the change history kept: reload every task and sync from a new token.
+	ErrorCodeSyncTokenExpired ErrorCode = "SYNC_TOKEN_EXPIRED"
 )
 
 var AllErrorCode = []ErrorCode{
@@ -245,11 +253,14 @@ var AllErrorCode = []ErrorCode{
 	ErrorCodeQueryTooComplex,
 	ErrorCodePersistedQueryNotFound,
 	ErrorCodeInternal,
+	ErrorCodeIdempotencyKeyReused,
+	ErrorCodeIdempotencyKeyInUse,
+	ErrorCodeSyncTokenExpired,
 }
 
 func (e ErrorCode) IsValid() bool {
 	switch e {
-	case ErrorCodeUnauthenticated, ErrorCodeForbidden, ErrorCodeNotFound, ErrorCodeBadUserInput, ErrorCodeConflict, ErrorCodeRateLimited, ErrorCodeQueryTooComplex, ErrorCodePersistedQueryNotFound, ErrorCodeInternal:
+	case ErrorCodeUnauthenticated, ErrorCodeForbidden, ErrorCodeNotFound, ErrorCodeBadUserInput, ErrorCodeConflict, ErrorCodeRateLimited, ErrorCodeQueryTooComplex, ErrorCodePersistedQueryNotFound, ErrorCodeInternal, ErrorCodeIdempotencyKeyReused, ErrorCodeIdempotencyKeyInUse, ErrorCodeSyncTokenExpired:
 		return true
 	}
 	return false

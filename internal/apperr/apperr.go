@@ -23,6 +23,12 @@ const (
 	RateLimited     Code = "RATE_LIMITED"
 	QueryTooComplex Code = "QUERY_TOO_COMPLEX"
 	Internal        Code = "INTERNAL"
+	// IdempotencyKeyReused: the Idempotency-Key was already used with a different request.
+	IdempotencyKeyReused Code = "IDEMPOTENCY_KEY_REUSED"
+	// IdempotencyKeyInUse: a request with the same Idempotency-Key is still running; retry shortly.
+	IdempotencyKeyInUse Code = "IDEMPOTENCY_KEY_IN_USE"
+	// SyncTokenExpired: the sync token is older than the change retention; reload everything.
+	SyncTokenExpired Code = "SYNC_TOKEN_EXPIRED"
 )
 
 // Violation names one invalid input field and what is wrong with it.

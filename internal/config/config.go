@@ -98,6 +98,9 @@ type Config struct {
 	PublicURL       string        // PUBLIC_URL
 
 	ResponseCacheTTL time.Duration // RESPONSE_CACHE_TTL
+
+	IdempotencyKeyTTL    time.Duration // IDEMPOTENCY_KEY_TTL
+	TaskChangesRetention time.Duration // TASK_CHANGES_RETENTION
 }
 
 // Load reads every setting through getenv (os.Getenv in production code, a map in tests), applies
@@ -495,6 +498,12 @@ func settings() []setting {
 		durationSetting("RESPONSE_CACHE_TTL", "30s", 0, 5*time.Minute,
 			"with the Redis cache (and no read replicas): how long a whole answer to a query that reads only the viewer's own data may be reused while nothing it depends on changed; 0: off",
 			func(c *Config) *time.Duration { return &c.ResponseCacheTTL }),
+		durationSetting("IDEMPOTENCY_KEY_TTL", "24h", time.Minute, 30*24*time.Hour,
+			"a mutation's Idempotency-Key and its stored answer are kept this long; a retry after that runs again",
+			func(c *Config) *time.Duration { return &c.IdempotencyKeyTTL }),
+		durationSetting("TASK_CHANGES_RETENTION", "168h", time.Minute, 365*24*time.Hour,
+			"task changes and deletions are kept this long for taskChanges (delta sync); an older sync token answers SYNC_TOKEN_EXPIRED",
+			func(c *Config) *time.Duration { return &c.TaskChangesRetention }),
 		durationSetting("LONG_JOB_TIMEOUT", "30m", time.Second, 12*time.Hour,
 			"exports, reports and bulk operations get this long per attempt (a retry resumes at the last chunk)",
 			func(c *Config) *time.Duration { return &c.LongJobTimeout }),

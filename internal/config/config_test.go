@@ -71,6 +71,8 @@ func TestLoadDefaults(t *testing.T) {
 		ExportRetention:            24 * time.Hour,
 		ExportURLTTL:               15 * time.Minute,
 		ResponseCacheTTL:           30 * time.Second,
+		IdempotencyKeyTTL:          24 * time.Hour,
+		TaskChangesRetention:       168 * time.Hour,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -188,6 +190,8 @@ func TestLoadParsesOverrides(t *testing.T) {
 		"JOB_RESCUE_AFTER":                "2m",
 		"LONG_JOB_TIMEOUT":                "90s",
 		"RESPONSE_CACHE_TTL":              "0",
+		"IDEMPOTENCY_KEY_TTL":             "2h",
+		"TASK_CHANGES_RETENTION":          "72h",
 		"JOB_MAX_ACTIVE":                  "5",
 		"JOB_RETENTION":                   "48h",
 		"EXPORT_RETENTION":                "1h",
@@ -219,7 +223,8 @@ func TestLoadParsesOverrides(t *testing.T) {
 		JobWorkers: 3, JobTimeout: 30 * time.Second, JobRescueAfter: 2 * time.Minute, DueSoonWindow: 2 * time.Hour,
 		WebhookRetryBase:    time.Second,
 		DueReminderInterval: 5 * time.Minute,
-		LongJobTimeout:      90 * time.Second, JobMaxActive: 5, JobRetention: 48 * time.Hour,
+		IdempotencyKeyTTL:   2 * time.Hour, TaskChangesRetention: 72 * time.Hour,
+		LongJobTimeout: 90 * time.Second, JobMaxActive: 5, JobRetention: 48 * time.Hour,
 		ExportRetention: time.Hour, ExportURLTTL: 5 * time.Minute, PublicURL: "https://api.example.com",
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -346,6 +351,7 @@ func TestUsageListsEverySetting(t *testing.T) {
 		"LIVE_CONNECTIONS_PER_USER", "WEBHOOK_ALLOW_PRIVATE", "WEBHOOK_RETRY_BASE",
 		"SMTP_URL", "SMTP_FROM", "SMTP_TLS", "WORKER_HTTP_ADDR",
 		"RESPONSE_CACHE_TTL", "LONG_JOB_TIMEOUT", "JOB_MAX_ACTIVE", "JOB_RETENTION", "EXPORT_RETENTION", "EXPORT_URL_TTL", "PUBLIC_URL",
+		"IDEMPOTENCY_KEY_TTL", "TASK_CHANGES_RETENTION",
 	}
 	for _, name := range names {
 		if !strings.Contains(out, "\n"+name+" ") {

@@ -53,6 +53,17 @@ func Complexity(c *graph.ComplexityRoot) {
 	c.Query.Jobs = func(child int, first *int, _ *string, last *int, _ *string) int {
 		return connectionCost(child, first, last)
 	}
+	// A delta-sync page costs its size like a connection (its default and cap are larger: 100, 500).
+	c.Query.TaskChanges = func(child int, _ *string, first *int) int {
+		n := 100
+		if first != nil {
+			n = min(max(*first, 1), 500)
+		}
+		if child < 0 || child == maxInt {
+			return maxInt
+		}
+		return mulSat(n, 1+child)
+	}
 	// Requesting background work costs what its run may cost the server, so the hourly budget
 	// bounds it besides JOB_MAX_ACTIVE.
 	c.Mutation.RequestTaskExport = func(child int, _ userjobs.ExportFormat, _ *db.TaskFilter) int { return addSat(child, jobCost) }

@@ -19,6 +19,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/email"
 	"github.com/taskgraph/taskgraph/internal/notifications"
 	"github.com/taskgraph/taskgraph/internal/reads"
+	"github.com/taskgraph/taskgraph/internal/tasks"
 	"github.com/taskgraph/taskgraph/internal/userjobs"
 	"github.com/taskgraph/taskgraph/internal/webhook"
 	"github.com/taskgraph/taskgraph/internal/webhooks"
@@ -62,6 +63,8 @@ type Options struct {
 	LongJobTimeout  time.Duration
 	JobRetention    time.Duration
 	ExportRetention time.Duration
+	// TaskChangesRetention is how long delta-sync history is kept (TASK_CHANGES_RETENTION).
+	TaskChangesRetention time.Duration
 	// Invalidator hears of the tasks the workers change (bulk operations), after commit, so caches
 	// and live subscriptions see them. nil: nobody.
 	Invalidator db.Invalidator
@@ -81,22 +84,23 @@ type Options struct {
 // FromConfig returns the options the settings ask for; work says whether this process works jobs.
 func FromConfig(cfg config.Config, work bool) Options {
 	return Options{
-		Work:                work,
-		Workers:             int(cfg.JobWorkers),
-		JobTimeout:          cfg.JobTimeout,
-		RescueAfter:         cfg.JobRescueAfter,
-		DueSoonWindow:       cfg.DueSoonWindow,
-		DueReminderInterval: cfg.DueReminderInterval,
-		StopTimeout:         cfg.ShutdownTimeout,
-		WebhookAllowPrivate: cfg.WebhookAllowPrivate,
-		WebhookRetryBase:    cfg.WebhookRetryBase,
-		SMTPURL:             cfg.SMTPURL,
-		SMTPFrom:            cfg.SMTPFrom,
-		SMTPTLS:             cfg.SMTPTLS,
-		EmailRetryBase:      time.Second,
-		LongJobTimeout:      cfg.LongJobTimeout,
-		JobRetention:        cfg.JobRetention,
-		ExportRetention:     cfg.ExportRetention,
+		Work:                 work,
+		Workers:              int(cfg.JobWorkers),
+		JobTimeout:           cfg.JobTimeout,
+		RescueAfter:          cfg.JobRescueAfter,
+		DueSoonWindow:        cfg.DueSoonWindow,
+		DueReminderInterval:  cfg.DueReminderInterval,
+		StopTimeout:          cfg.ShutdownTimeout,
+		WebhookAllowPrivate:  cfg.WebhookAllowPrivate,
+		WebhookRetryBase:     cfg.WebhookRetryBase,
+		SMTPURL:              cfg.SMTPURL,
+		SMTPFrom:             cfg.SMTPFrom,
+		SMTPTLS:              cfg.SMTPTLS,
+		EmailRetryBase:       time.Second,
+		LongJobTimeout:       cfg.LongJobTimeout,
+		JobRetention:         cfg.JobRetention,
+		ExportRetention:      cfg.ExportRetention,
+		TaskChangesRetention: cfg.TaskChangesRetention,
 	}
 }
 
@@ -170,11 +174,13 @@ func New(primary *pgxpool.Pool, o Options) (*Queue, error) {
 		notes  *notifications.Service
 		hooks  *webhooks.Service
 		runner *userjobs.Runner
+		taskSv *tasks.Service
 	)
 	if store != nil {
 		router := reads.NewRouter(store, nil)
 		notes = notifications.New(router).WithDeliveries(deliveries)
 		hooks = webhooks.New(router, o.WebhookAllowPrivate)
+		taskSv = tasks.New(router, nil, nil)
 		runner = userjobs.NewRunner(router, userjobs.RunOptions{AfterChunk: o.AfterChunk, Timeout: o.LongJobTimeout,
 			Logger: logger.With("component", "jobs"), ExportRetention: o.ExportRetention,
 			ExportChunkSize: o.ExportChunkSize, ExportMaxBytes: o.ExportMaxBytes})
@@ -191,6 +197,8 @@ func New(primary *pgxpool.Pool, o Options) (*Queue, error) {
 	river.AddWorker(workers, &BulkUpdateWorker{Runner: runner})
 	river.AddWorker(workers, &BulkDeleteWorker{Runner: runner})
 	river.AddWorker(workers, &PurgeJobsWorker{Runner: runner, Retention: o.JobRetention})
+	river.AddWorker(workers, &PruneSyncWorker{Tasks: taskSv, Store: store, Retention: o.TaskChangesRetention,
+		Logger: logger.With("component", "jobs")})
 	river.AddWorker(workers, &DueRemindersWorker{Notifications: notes, Window: o.DueSoonWindow, Logger: logger, AfterWrite: o.AfterWrite})
 
 	rc := &river.Config{
@@ -216,6 +224,12 @@ func New(primary *pgxpool.Pool, o Options) (*Queue, error) {
 				return PurgeJobsArgs{}, &river.InsertOpts{MaxAttempts: 3, UniqueOpts: river.UniqueOpts{ByPeriod: purgeInterval}}
 			},
 			&river.PeriodicJobOpts{ID: KindPurgeJobs, RunOnStart: true},
+		), river.NewPeriodicJob(
+			river.PeriodicInterval(purgeInterval),
+			func() (river.JobArgs, *river.InsertOpts) {
+				return PruneSyncArgs{}, &river.InsertOpts{MaxAttempts: 3, UniqueOpts: river.UniqueOpts{ByPeriod: purgeInterval}}
+			},
+			&river.PeriodicJobOpts{ID: KindPruneSync, RunOnStart: true},
 		)}
 	}
 	client, err := river.NewClient(riverpgxv5.New(q.pool), rc)

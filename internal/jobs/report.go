@@ -3,12 +3,15 @@ package jobs
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/tasks"
 	"github.com/taskgraph/taskgraph/internal/userjobs"
 )
 
@@ -110,4 +113,41 @@ type PurgeJobsWorker struct {
 // Work implements river.Worker.
 func (w *PurgeJobsWorker) Work(ctx context.Context, _ *river.Job[PurgeJobsArgs]) error {
 	return w.Runner.Purge(ctx, w.Retention)
+}
+
+// KindPruneSync is the sweep of delta-sync history and idempotency keys, as stored in river_job.kind.
+const KindPruneSync = "prune_sync"
+
+// PruneSyncArgs is the periodic sweep that deletes task changes older than TASK_CHANGES_RETENTION
+// (sync tokens that needed them then answer SYNC_TOKEN_EXPIRED) and idempotency keys past
+// IDEMPOTENCY_KEY_TTL.
+type PruneSyncArgs struct{}
+
+// Kind implements river.JobArgs.
+func (PruneSyncArgs) Kind() string { return KindPruneSync }
+
+// PruneSyncWorker runs the sweep.
+type PruneSyncWorker struct {
+	river.WorkerDefaults[PruneSyncArgs]
+	Tasks     *tasks.Service
+	Store     *db.DB
+	Retention time.Duration
+	Logger    *slog.Logger
+}
+
+// Work implements river.Worker.
+func (w *PruneSyncWorker) Work(ctx context.Context, _ *river.Job[PruneSyncArgs]) error {
+	changes, err := w.Tasks.PruneChanges(ctx, w.Retention)
+	if err != nil {
+		return err
+	}
+	// Expired keys need no decision, only deleting: the store does it directly.
+	keys, err := w.Store.Stores().Idempotency.PurgeExpired(ctx)
+	if err != nil {
+		return err
+	}
+	if changes > 0 || keys > 0 {
+		w.Logger.InfoContext(ctx, "pruned task changes and idempotency keys", "changes", changes, "keys", keys)
+	}
+	return nil
 }

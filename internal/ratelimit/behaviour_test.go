@@ -9,6 +9,30 @@ import (
 
 // testBehaviours checks what every Limiter must do; newLimiter returns a fresh, empty limiter.
 func testBehaviours(t *testing.T, newLimiter func(t *testing.T) Limiter) {
+	t.Run("peek reports the budget and spends nothing", func(t *testing.T) {
+		lim := newLimiter(t)
+		l := PerHour(5, 5)
+		peek := func() Result {
+			t.Helper()
+			res, err := lim.Peek(context.Background(), "p", l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return res
+		}
+		if res := peek(); res.Remaining != 5 || res.ResetAfter != 0 {
+			t.Fatalf("fresh key: got %+v, want Remaining 5, ResetAfter 0", res)
+		}
+		allow(t, lim, "p", l, 2)
+		for range 3 {
+			if res := peek(); res.Remaining != 3 || res.ResetAfter <= 0 {
+				t.Fatalf("after spending 2: got %+v, want Remaining 3 and a reset time", res)
+			}
+		}
+		if res := allow(t, lim, "p", l, 3); !res.Allowed || res.Remaining != 0 {
+			t.Fatalf("peeks spent budget: got %+v, want the last 3 allowed", res)
+		}
+	})
 	t.Run("burst then refusal, allowed again after RetryAfter", func(t *testing.T) {
 		lim := newLimiter(t)
 		l := Limit{Rate: 10, Period: time.Second, Burst: 3}

@@ -40,6 +40,9 @@ type Result struct {
 type Limiter interface {
 	// Allow spends n events (n >= 1) of key's budget under l, or refuses without spending.
 	Allow(ctx context.Context, key string, l Limit, n int) (Result, error)
+	// Peek reports key's budget under l without spending any: Remaining and ResetAfter (for rate-limit
+	// headers and dry runs). Allowed is unset.
+	Peek(ctx context.Context, key string, l Limit) (Result, error)
 }
 
 // ErrInvalid is returned for a Limit with a non-positive field or for n < 1: a programming error,

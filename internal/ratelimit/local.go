@@ -50,6 +50,16 @@ func (c *localLimiter) Allow(_ context.Context, key string, l Limit, n int) (Res
 
 // bucket returns key's bucket, created full on first use and retuned if the caller changed the
 // limit for the key (as Redis would reinterpret the stored state under the new limit).
+// Peek implements Limiter.
+func (c *localLimiter) Peek(_ context.Context, key string, l Limit) (Result, error) {
+	if err := check(l, 1); err != nil {
+		return Result{}, err
+	}
+	now := time.Now()
+	tokens := c.bucket(key, l, now).TokensAt(now)
+	return Result{Remaining: whole(tokens), ResetAfter: l.durationFor(float64(l.Burst) - tokens)}, nil
+}
+
 func (c *localLimiter) bucket(key string, l Limit, now time.Time) *rate.Limiter {
 	want := rate.Limit(l.perSecond())
 	b, ok := c.buckets.Get(key)

@@ -41,3 +41,17 @@ func (r *redisLimiter) Allow(ctx context.Context, key string, l Limit, n int) (R
 	out.Remaining = whole(float64(l.Burst) - l.eventsIn(out.ResetAfter-time.Microsecond))
 	return neverFits(l, n, out), nil
 }
+
+// Peek implements Limiter: the GCRA script with cost 0 reads the state and leaves the budget as it is.
+func (r *redisLimiter) Peek(ctx context.Context, key string, l Limit) (Result, error) {
+	if err := check(l, 1); err != nil {
+		return Result{}, err
+	}
+	res, err := r.rl.AllowN(ctx, r.prefix+key, redis_rate.Limit{Rate: l.Rate, Burst: l.Burst, Period: l.Period}, 0)
+	if err != nil {
+		return Result{}, fmt.Errorf("ratelimit: redis peek %q: %w", r.prefix+key, err)
+	}
+	out := Result{ResetAfter: max(0, res.ResetAfter)}
+	out.Remaining = min(l.Burst, whole(float64(l.Burst)-l.eventsIn(out.ResetAfter-time.Microsecond)))
+	return out, nil
+}

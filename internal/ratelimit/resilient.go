@@ -63,6 +63,26 @@ func (r *Resilient) Allow(ctx context.Context, key string, l Limit, n int) (Resu
 	return r.fallback.Allow(ctx, key, l, n)
 }
 
+// Peek implements Limiter, from memory whenever Redis cannot answer in time.
+func (r *Resilient) Peek(ctx context.Context, key string, l Limit) (Result, error) {
+	if ctx.Err() != nil {
+		return r.fallback.Peek(ctx, key, l)
+	}
+	var res Result
+	pctx, cancel := context.WithTimeout(ctx, primaryBudget)
+	defer cancel()
+	err := r.guard.Do(pctx, func(ctx context.Context) error {
+		var err error
+		res, err = r.primary.Peek(ctx, key, l)
+		return err
+	})
+	if err == nil {
+		return res, nil
+	}
+	r.faults.Add(1)
+	return r.fallback.Peek(ctx, key, l)
+}
+
 // Faults is how many calls were answered by the fallback because the primary failed or was skipped
 // by the open breaker.
 func (r *Resilient) Faults() int64 { return r.faults.Load() }

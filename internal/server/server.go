@@ -74,7 +74,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 	mux := http.NewServeMux()
 	inner := withNegotiatedRefusals(withThrottleStatus(guardGraphQL(d.Config.MaxBodyBytes,
 		auth.Middleware(d.Tokens, d.Services.Accounts.Authenticate, d.Logger)(
-			withLiveStream(d.Sessions, withFlusher(gql))))))
+			withBudgetHeaders(newCostBudget(d), withLiveStream(d.Sessions, withFlusher(gql)))))))
 	// Websocket upgrades and SSE streams live as long as their subscriptions: no request deadline.
 	graphqlChain := withStreaming(d.Shutdown, inner, withDeadline(d.Config.RequestTimeout, inner))
 	handlers := map[string]http.Handler{
@@ -107,8 +107,9 @@ func NewHandler(d Deps) (http.Handler, error) {
 	c := cors.New(cors.Options{
 		AllowedOrigins: d.Config.CORSAllowedOrigins,
 		AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodOptions},
-		AllowedHeaders: []string{"Authorization", "Content-Type", "X-Request-ID", "Apollographql-Client-Name", "Apollographql-Client-Version"},
-		ExposedHeaders: []string{"X-Request-ID", "Retry-After"},
+		AllowedHeaders: []string{"Authorization", "Content-Type", "X-Request-ID", "Apollographql-Client-Name", "Apollographql-Client-Version",
+			headerIdempotencyKey},
+		ExposedHeaders: []string{"X-Request-ID", "Retry-After", headerReplayed, headerRateLimit, headerRateLimitPolicy},
 		MaxAge:         600,
 	})
 	// Compress answers above a small threshold for clients that accept it (GraphQL JSON compresses ~5-10x).
@@ -200,14 +201,19 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 	srv.Use(getRunsQueriesOnly{})
 	// After validation: cost, then the client's budget for it.
 	srv.Use(gqllimits.NewCostLimit(limits.MaxNodes))
-	if d.Limiter != nil {
-		srv.Use(costBudget{
-			limiter: d.Limiter,
-			user:    ratelimit.PerHour(int(d.Config.RateLimitPoints), int(d.Config.RateLimitPoints)),
-			anon:    ratelimit.PerHour(int(d.Config.AnonRateLimitPoints), int(d.Config.AnonRateLimitPoints)),
-			metrics: d.Metrics,
-		})
+	// Always installed: without rate limits it charges nothing but still answers dry runs (which must
+	// never execute).
+	budget := newCostBudget(d)
+	if budget == nil {
+		budget = &costBudget{metrics: d.Metrics}
 	}
+	srv.Use(*budget)
+	// After admission (cost and budget): a mutation with an Idempotency-Key runs at most once.
+	idem, err := newIdempotentMutations(d)
+	if err != nil {
+		return nil, err
+	}
+	srv.Use(idem)
 	if d.Config.Production() {
 		// Suggestions ("did you mean …") and introspection describe the schema to anyone probing it.
 		srv.SetDisableSuggestion(true)
@@ -221,6 +227,19 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 		srv.Use(responseCache{responses: responses})
 	}
 	return srv, nil
+}
+
+// newCostBudget is the hourly cost budget per client (nil without rate limits).
+func newCostBudget(d Deps) *costBudget {
+	if d.Limiter == nil {
+		return nil
+	}
+	return &costBudget{
+		limiter: d.Limiter,
+		user:    ratelimit.PerHour(int(d.Config.RateLimitPoints), int(d.Config.RateLimitPoints)),
+		anon:    ratelimit.PerHour(int(d.Config.AnonRateLimitPoints), int(d.Config.AnonRateLimitPoints)),
+		metrics: d.Metrics,
+	}
 }
 
 // downloadSigner signs export download URLs (resolvers) and checks them (the download route).

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"mime"
@@ -19,6 +20,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/gqllimits"
 	"github.com/taskgraph/taskgraph/internal/observe"
 	"github.com/taskgraph/taskgraph/internal/ratelimit"
+	"github.com/taskgraph/taskgraph/internal/schemaversion"
 )
 
 // throttleState lets code deep in the GraphQL executor turn the HTTP answer into 429 with
@@ -27,7 +29,10 @@ type throttleState struct {
 	mu         sync.Mutex
 	retryAfter time.Duration
 	status     int         // another status for a refusal made inside the executor (0: gqlgen's)
-	header     http.Header // headers that go with status
+	header     http.Header // headers the answer carries (with status, or alone)
+	// peek reports the client's budget headers for answers that never reached the budget check
+	// (refused before execution): nil without rate limits.
+	peek func() http.Header
 }
 
 type throttleKey struct{}
@@ -53,6 +58,19 @@ func markStatus(ctx context.Context, status int, header, value string) {
 			}
 			st.header.Set(header, value)
 		}
+		st.mu.Unlock()
+	}
+}
+
+// markHeader adds a header to the HTTP answer of an operation decided inside the executor (ignored on
+// transports without headers, such as a websocket).
+func markHeader(ctx context.Context, header, value string) {
+	if st, ok := ctx.Value(throttleKey{}).(*throttleState); ok {
+		st.mu.Lock()
+		if st.header == nil {
+			st.header = http.Header{}
+		}
+		st.header.Set(header, value)
 		st.mu.Unlock()
 	}
 }
@@ -83,12 +101,17 @@ func (t *throttleWriter) WriteHeader(code int) {
 		return
 	}
 	t.st.mu.Lock()
-	ra, status, header := t.st.retryAfter, t.st.status, t.st.header
+	ra, status, header, peek := t.st.retryAfter, t.st.status, t.st.header, t.st.peek
 	t.st.mu.Unlock()
-	if status != 0 {
-		for k, vs := range header {
+	if header.Get(headerRateLimit) == "" && peek != nil {
+		for k, vs := range peek() {
 			t.Header()[k] = vs
 		}
+	}
+	for k, vs := range header {
+		t.Header()[k] = vs
+	}
+	if status != 0 {
 		code = status
 	}
 	if ra > 0 {
@@ -109,7 +132,9 @@ func (t *throttleWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter 
 
 // costBudget charges each operation's cost points to its client (the signed-in user, else the client
 // IP) and refuses the operation once the hourly budget is spent (GitHub's model). The budget state is
-// reported in the "cost" response extension.
+// reported in the "cost" response extension and in the RateLimit / RateLimit-Policy headers. A dry run
+// (extensions: {"cost": {"dryRun": true}}) answers the cost, the budget and whether the operation would
+// be admitted, without executing it and without spending anything.
 type costBudget struct {
 	limiter    ratelimit.Limiter
 	user, anon ratelimit.Limit
@@ -119,27 +144,43 @@ type costBudget struct {
 var (
 	_ graphql.HandlerExtension        = costBudget{}
 	_ graphql.OperationContextMutator = costBudget{}
+	_ graphql.OperationInterceptor    = costBudget{}
 )
 
 func (costBudget) ExtensionName() string                   { return "CostBudget" }
 func (costBudget) Validate(graphql.ExecutableSchema) error { return nil }
 
-func (b costBudget) MutateOperationContext(ctx context.Context, _ *graphql.OperationContext) *gqlerror.Error {
-	cost, ok := gqllimits.CostFrom(ctx)
-	if !ok {
-		return nil
-	}
-	key, limit := "ip:"+ClientIP(ctx), b.anon
+// client names the budget the request of ctx is charged to.
+func (b costBudget) client(ctx context.Context) (string, ratelimit.Limit) {
 	if v, ok := auth.ActorFrom(ctx); ok {
-		key, limit = "user:"+v.UserID.String(), b.user
+		return "cost:user:" + v.UserID.String(), b.user
 	}
-	res, err := b.limiter.Allow(ctx, "cost:"+key, limit, cost.Points)
+	return "cost:ip:" + ClientIP(ctx), b.anon
+}
+
+// dryRun reports whether the request asks for extensions.cost.dryRun.
+func dryRun(oc *graphql.OperationContext) bool {
+	c, _ := oc.Extensions["cost"].(map[string]any)
+	v, _ := c["dryRun"].(bool)
+	return v
+}
+
+func (b costBudget) MutateOperationContext(ctx context.Context, oc *graphql.OperationContext) *gqlerror.Error {
+	cost, ok := gqllimits.CostFrom(ctx)
+	if !ok || dryRun(oc) || b.limiter == nil {
+		return nil // a dry run spends nothing: InterceptOperation answers it
+	}
+	key, limit := b.client(ctx)
+	res, err := b.limiter.Allow(ctx, key, limit, cost.Points)
 	if err != nil {
 		return nil // only invalid arguments reach here; never fail a request over its budget bookkeeping
 	}
 	gqllimits.AddCostInfo(ctx, "limit", limit.Burst)
 	gqllimits.AddCostInfo(ctx, "remaining", res.Remaining)
 	gqllimits.AddCostInfo(ctx, "resetAt", time.Now().Add(res.ResetAfter).UTC().Format(time.RFC3339))
+	for k, v := range rateLimitHeaders(limit, res) {
+		markHeader(ctx, k, v[0])
+	}
 	if !res.Allowed {
 		b.metrics.RateLimited(observe.LimitCost)
 		markThrottled(ctx, res.RetryAfter)
@@ -148,6 +189,62 @@ func (b costBudget) MutateOperationContext(ctx context.Context, _ *graphql.Opera
 		return &gqlerror.Error{Err: apperr.Throttled(res.RetryAfter, "%s", msg), Message: msg}
 	}
 	return nil
+}
+
+// InterceptOperation answers a dry run: the cost extension with the budget as it stands, and
+// wouldBeAdmitted; data is null and nothing runs.
+func (b costBudget) InterceptOperation(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	oc := graphql.GetOperationContext(ctx)
+	cost, ok := gqllimits.CostFrom(ctx)
+	if !ok || !dryRun(oc) {
+		return next(ctx)
+	}
+	info := map[string]any{"dryRun": true, "requestedNodes": cost.Nodes, "points": cost.Points, "wouldBeAdmitted": true}
+	if b.limiter != nil {
+		key, limit := b.client(ctx)
+		res, err := b.limiter.Peek(ctx, key, limit)
+		if err != nil {
+			return refuseOperation(apperr.Internal, "internal error: the budget cannot be read; retry")
+		}
+		for k, v := range rateLimitHeaders(limit, res) {
+			markHeader(ctx, k, v[0])
+		}
+		info["limit"] = limit.Burst
+		info["remaining"] = res.Remaining
+		info["resetAt"] = time.Now().Add(res.ResetAfter).UTC().Format(time.RFC3339)
+		info["wouldBeAdmitted"] = cost.Points <= res.Remaining
+	}
+	return graphql.OneShot(&graphql.Response{Data: json.RawMessage("null"),
+		Extensions: map[string]any{"apiVersion": schemaversion.Version, "cost": info}})
+}
+
+// peekHeaders returns the rate-limit headers of the client of ctx without spending (for answers
+// refused before the budget check).
+func (b costBudget) peekHeaders(ctx context.Context) http.Header {
+	key, limit := b.client(ctx)
+	res, err := b.limiter.Peek(ctx, key, limit)
+	if err != nil {
+		return nil
+	}
+	return rateLimitHeaders(limit, res)
+}
+
+// withBudgetHeaders makes every answer below it carry the client's rate-limit headers, also when the
+// request never reached the budget check (a document refused before execution). Inside auth: the
+// budget is the signed-in user's.
+func withBudgetHeaders(b *costBudget, next http.Handler) http.Handler {
+	if b == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if st, ok := r.Context().Value(throttleKey{}).(*throttleState); ok {
+			ctx := r.Context()
+			st.mu.Lock()
+			st.peek = func() http.Header { return b.peekHeaders(ctx) }
+			st.mu.Unlock()
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // signInLimiter throttles login and register per client IP and, more tightly, per email, so guessing

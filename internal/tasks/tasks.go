@@ -119,8 +119,9 @@ func (s *Service) Create(ctx context.Context, a policy.Actor, in NewTask) (*db.T
 		return st.Jobs.Enqueue(ctx, notifications.ForTaskChange(a.UserID, nil, t)...)
 	}
 	if nt.AssigneeID == nil || *nt.AssigneeID == a.UserID {
-		// Nothing to enqueue: the INSERT alone, without a transaction's extra round trips.
-		err = write(s.reads.Primary())
+		// Nothing to enqueue: the INSERT alone, without a transaction's extra round trips (unless an
+		// idempotency key must commit with it).
+		err = s.reads.DB().Write(ctx, write)
 	} else {
 		err = s.reads.DB().InTx(ctx, write)
 	}
