@@ -7,7 +7,6 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -150,8 +149,10 @@ func (b costBudget) MutateOperationContext(ctx context.Context, _ *graphql.Opera
 	return nil
 }
 
-// signInLimiter throttles login and register per client IP and, more tightly, per email, so guessing
-// passwords for one account or spraying many accounts from one address is slow.
+// signInLimiter throttles every attempt that verifies a password or reveals whether an email is
+// registered (login, register, changePassword, deleteMe, updateMe's email) per client IP and, more
+// tightly, per subject (the email tried or the signed-in user), so guessing passwords for one
+// account or spraying many accounts from one address is slow.
 type signInLimiter struct {
 	limiter       ratelimit.Limiter
 	perIP, perKey ratelimit.Limit
@@ -168,14 +169,14 @@ func newSignInLimiter(l ratelimit.Limiter, perMinute int, m *observe.Metrics) *s
 	}
 }
 
-// Allow implements resolvers.SignInLimiter.
-func (s *signInLimiter) Allow(ctx context.Context, email string) error {
+// Allow implements accounts.SignInLimiter.
+func (s *signInLimiter) Allow(ctx context.Context, subject string) error {
 	checks := []struct {
 		key   string
 		limit ratelimit.Limit
 	}{
 		{"signin:ip:" + ClientIP(ctx), s.perIP},
-		{"signin:email:" + strings.ToLower(strings.TrimSpace(email)), s.perKey},
+		{"signin:" + subject, s.perKey},
 	}
 	for _, c := range checks {
 		res, err := s.limiter.Allow(ctx, c.key, c.limit, 1)

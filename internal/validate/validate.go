@@ -73,6 +73,9 @@ func Email(v *apperr.Violations, field, s string) string {
 	return s
 }
 
+// EmailKey is the form of an email compared for uniqueness and sign-in: trimmed and case-folded.
+func EmailKey(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+
 // Password checks a new password's length.
 func Password(v *apperr.Violations, field, s string) {
 	n := utf8.RuneCountInString(s)
