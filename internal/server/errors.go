@@ -44,6 +44,8 @@ func errorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 					out.Extensions["field"] = violations[0].Field
 				}
 				out.Extensions["violations"] = violations
+				// The list is capped (apperr.MaxViolations); the count says how many there were.
+				out.Extensions["violationCount"] = max(app.ViolationCount, len(violations))
 			}
 			return out
 		}

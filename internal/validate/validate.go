@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/mail"
 	"regexp"
-	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -30,6 +29,12 @@ const (
 	MaxTags           = 20
 	MaxTagLen         = 50
 	MaxSearchLen      = 200
+	// MaxListLen bounds every list an input may hold (ids, tags before de-duplication, filters):
+	// longer lists are refused whole, before any work per element.
+	MaxListLen = 100
+	// MaxStringBytes bounds every string an input may hold, before any work on it: far above the
+	// longest accepted value (a description of MaxDescriptionLen characters of up to 4 bytes).
+	MaxStringBytes = 64 << 10
 )
 
 var (
@@ -95,16 +100,23 @@ func DueAt(v *apperr.Violations, field string, t *time.Time) {
 	}
 }
 
-// Tags lower-cases, de-duplicates and checks tags, keeping their first-seen order.
+// Tags lower-cases, de-duplicates and checks tags, keeping their first-seen order. A list longer
+// than MaxListLen is refused whole before any tag is looked at; the rest is linear in the list.
 func Tags(v *apperr.Violations, field string, in []string) []string {
+	if len(in) > MaxListLen {
+		v.Add(field, fmt.Sprintf("at most %d tags, got %d", MaxTags, len(in)))
+		return []string{}
+	}
 	out := make([]string, 0, len(in))
+	seen := make(map[string]struct{}, len(in))
 	for i, t := range in {
 		t = strings.ToLower(strings.TrimSpace(t))
 		if len(t) == 0 || len(t) > MaxTagLen || !tagPattern.MatchString(t) {
 			v.Add(fmt.Sprintf("%s[%d]", field, i), fmt.Sprintf("must be 1..%d characters of letters, digits, '-', '_', ':' or '.'", MaxTagLen))
 			continue
 		}
-		if !slices.Contains(out, t) {
+		if _, dup := seen[t]; !dup {
+			seen[t] = struct{}{}
 			out = append(out, t)
 		}
 	}
