@@ -78,7 +78,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 	// Websocket upgrades and SSE streams live as long as their subscriptions: no request deadline.
 	// Only the API answers browsers of other origins: health, metrics, GraphiQL and downloads never do.
 	graphqlChain := withCORS(d.Config.CORSAllowedOrigins,
-		withStreaming(d.Shutdown, inner, withDeadline(d.Config.RequestTimeout, inner)))
+		withStreaming(d.Shutdown, d.Config.MaxBodyBytes, inner, withDeadline(d.Config.RequestTimeout, inner)))
 	handlers := map[string]http.Handler{
 		patternGraphQL:   graphqlChain,
 		patternGraphQLV1: graphqlChain,
