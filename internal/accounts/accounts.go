@@ -128,9 +128,10 @@ func (s *Service) Register(ctx context.Context, in NewAccount) (*Session, error)
 // Login checks the password and opens a new session. Both failure paths cost one argon2id run.
 func (s *Service) Login(ctx context.Context, email, password string) (*Session, error) {
 	// Over-long inputs cannot be valid credentials; refusing them early bounds the hashing work.
-	if len(email) > validate.MaxEmailLen || validate.TooLongForPassword(password) {
+	if len(email) > 4*validate.MaxEmailLen || validate.TooLongForPassword(password) {
 		return nil, errBadCredentials()
 	}
+	email = validate.NormalizeEmail(email)
 	if err := s.allowAttempt(ctx, emailSubject(email)); err != nil {
 		return nil, err
 	}
@@ -327,7 +328,7 @@ func (s *Service) SetRole(ctx context.Context, email string, role policy.Role) (
 	if !role.Valid() {
 		return nil, apperr.Invalid("role", "must be USER or ADMIN")
 	}
-	return s.reads.Primary().Users.SetRole(ctx, email, role)
+	return s.reads.Primary().Users.SetRole(ctx, validate.NormalizeEmail(email), role)
 }
 
 // Authenticate turns a verified access token into the operation's actor: the session must still be

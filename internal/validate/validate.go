@@ -15,6 +15,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/text/unicode/norm"
+
 	"github.com/taskgraph/taskgraph/internal/apperr"
 )
 
@@ -63,9 +65,13 @@ func Text(v *apperr.Violations, field, s string, minLen, maxLen int, multiline b
 	return s
 }
 
-// Email trims s and checks that it is one plain address.
+// Email normalizes s (NormalizeEmail) and checks that it is one plain address.
 func Email(v *apperr.Violations, field, s string) string {
-	s = strings.TrimSpace(s)
+	if len(s) > 4*MaxEmailLen {
+		v.Add(field, fmt.Sprintf("must be at most %d characters", MaxEmailLen))
+		return s
+	}
+	s = NormalizeEmail(s)
 	addr, err := mail.ParseAddress(s)
 	switch {
 	case s == "":
@@ -78,8 +84,13 @@ func Email(v *apperr.Violations, field, s string) string {
 	return s
 }
 
-// EmailKey is the form of an email compared for uniqueness and sign-in: trimmed and case-folded.
-func EmailKey(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+// NormalizeEmail is the form an email is stored and looked up in: trimmed and in Unicode NFC, so
+// "zoë" typed as one code point or as e + combining diaeresis is the same address. The database
+// compares lower(email) (its unique index), which completes the comparison with case folding.
+func NormalizeEmail(s string) string { return norm.NFC.String(strings.TrimSpace(s)) }
+
+// EmailKey is the form of an email compared for uniqueness and sign-in: normalized and case-folded.
+func EmailKey(s string) string { return strings.ToLower(NormalizeEmail(s)) }
 
 // Password checks a new password's length.
 func Password(v *apperr.Violations, field, s string) {
