@@ -164,7 +164,7 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 	srv.AddTransport(multipartTransport{})
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	srv.SetParserTokenLimit(parserTokenLimit)
-	srv.SetErrorPresenter(errorPresenter(d.Logger))
+	srv.SetErrorPresenter(errorPresenter(d.Logger, d.Config.Production()))
 	srv.SetRecoverFunc(recoverFunc(d.Logger))
 	// Outermost interceptor, so its timing covers everything below.
 	srv.Use(d.Metrics.GraphQLExtension())
