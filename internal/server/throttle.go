@@ -144,7 +144,7 @@ func (b costBudget) MutateOperationContext(ctx context.Context, _ *graphql.Opera
 		markThrottled(ctx, res.RetryAfter)
 		msg := fmt.Sprintf("query budget spent: this query costs %d points and %d remain; retry in %s",
 			cost.Points, res.Remaining, res.RetryAfter.Round(time.Second))
-		return &gqlerror.Error{Err: apperr.Throttled(res.RetryAfter, "%s", msg), Message: msg}
+		return refusalOf(apperr.Throttled(res.RetryAfter, "%s", msg))
 	}
 	return nil
 }
