@@ -128,7 +128,7 @@ func (b costBudget) MutateOperationContext(ctx context.Context, _ *graphql.Opera
 	if !ok {
 		return nil
 	}
-	key, limit := "ip:"+ClientIP(ctx), b.anon
+	key, limit := "ip:"+rateLimitKey(ctx), b.anon
 	if v, ok := auth.ActorFrom(ctx); ok {
 		key, limit = "user:"+v.UserID.String(), b.user
 	}
@@ -175,7 +175,7 @@ func (s *signInLimiter) Allow(ctx context.Context, subject string) error {
 		key   string
 		limit ratelimit.Limit
 	}{
-		{"signin:ip:" + ClientIP(ctx), s.perIP},
+		{"signin:ip:" + rateLimitKey(ctx), s.perIP},
 		{"signin:" + subject, s.perKey},
 	}
 	for _, c := range checks {
