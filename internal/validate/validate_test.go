@@ -1,6 +1,7 @@
 package validate
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -225,6 +226,22 @@ func TestTags(t *testing.T) {
 			}
 			if f := violationFields(v); !slices.Equal(f, tc.wantFields) {
 				t.Errorf("violation fields = %q, want %q (%+v)", f, tc.wantFields, v)
+			}
+		})
+	}
+}
+
+// BenchmarkTags: tags cost linear time, and an over-long list costs nothing per element.
+func BenchmarkTags(b *testing.B) {
+	for _, n := range []int{20, 100, 40_000} {
+		in := make([]string, n)
+		for i := range in {
+			in[i] = fmt.Sprintf("Tag-%d", i)
+		}
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for b.Loop() {
+				var v apperr.Violations
+				Tags(&v, "tags", in)
 			}
 		})
 	}
