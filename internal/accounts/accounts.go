@@ -25,10 +25,16 @@ import (
 )
 
 // SignInLimiter throttles the attempts that verify a password or reveal whether an email is
-// registered (per client and per email).
+// registered: per client address and per subject (the email tried, or the signed-in user), one
+// attempt per call, so every alias of a field in one document counts.
 type SignInLimiter interface {
-	Allow(ctx context.Context, email string) error
+	Allow(ctx context.Context, subject string) error
 }
+
+// emailSubject and userSubject are the SignInLimiter subjects: the email as compared for
+// uniqueness, or the signed-in user.
+func emailSubject(email string) string { return "email:" + validate.EmailKey(email) }
+func userSubject(id uuid.UUID) string  { return "user:" + id.String() }
 
 // Service runs the account flows.
 type Service struct {
@@ -76,11 +82,13 @@ type NewAccount struct {
 	Name, Email, Password string
 }
 
-func (s *Service) allowSignIn(ctx context.Context, email string) error {
+// allowAttempt spends one attempt of subject's budget; it runs before any password is checked or
+// any email looked up.
+func (s *Service) allowAttempt(ctx context.Context, subject string) error {
 	if s.signIn == nil {
 		return nil
 	}
-	return s.signIn.Allow(ctx, email)
+	return s.signIn.Allow(ctx, subject)
 }
 
 // Register validates the registration, creates the user and signs them in, in one transaction.
@@ -92,7 +100,7 @@ func (s *Service) Register(ctx context.Context, in NewAccount) (*Session, error)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	if err := s.allowSignIn(ctx, in.Email); err != nil {
+	if err := s.allowAttempt(ctx, emailSubject(in.Email)); err != nil {
 		return nil, err
 	}
 	hash, err := auth.HashPassword(in.Password)
@@ -120,10 +128,11 @@ func (s *Service) Register(ctx context.Context, in NewAccount) (*Session, error)
 // Login checks the password and opens a new session. Both failure paths cost one argon2id run.
 func (s *Service) Login(ctx context.Context, email, password string) (*Session, error) {
 	// Over-long inputs cannot be valid credentials; refusing them early bounds the hashing work.
-	if len(email) > validate.MaxEmailLen || validate.TooLongForPassword(password) {
+	if len(email) > 4*validate.MaxEmailLen || validate.TooLongForPassword(password) {
 		return nil, errBadCredentials()
 	}
-	if err := s.allowSignIn(ctx, email); err != nil {
+	email = validate.NormalizeEmail(email)
+	if err := s.allowAttempt(ctx, emailSubject(email)); err != nil {
 		return nil, err
 	}
 	st := s.reads.Primary()
@@ -228,6 +237,12 @@ func (s *Service) UpdateProfile(ctx context.Context, a policy.Actor, in ProfileP
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
+	// A CONFLICT answer tells whether an email is registered: probing is limited like register.
+	if patch.Email != nil {
+		if err := s.allowAttempt(ctx, userSubject(a.UserID)); err != nil {
+			return nil, err
+		}
+	}
 	u, err := s.reads.Primary().Users.Update(ctx, a.UserID, patch)
 	if errors.Is(err, db.ErrEmailTaken) {
 		return nil, errEmailTaken()
@@ -287,7 +302,12 @@ func (s *Service) DeleteAccount(ctx context.Context, a policy.Actor, password st
 	return s.reads.Primary().Users.Delete(ctx, user.ID)
 }
 
+// verifyPassword checks the actor's password, after spending one attempt of the actor's sign-in
+// budget: aliases of changePassword or deleteMe in one document are guesses like logins are.
 func (s *Service) verifyPassword(ctx context.Context, a policy.Actor, field, password string) (*db.User, error) {
+	if err := s.allowAttempt(ctx, userSubject(a.UserID)); err != nil {
+		return nil, err
+	}
 	user, err := s.reads.Primary().Users.ByID(ctx, a.UserID)
 	if err != nil {
 		return nil, err
@@ -308,7 +328,7 @@ func (s *Service) SetRole(ctx context.Context, email string, role policy.Role) (
 	if !role.Valid() {
 		return nil, apperr.Invalid("role", "must be USER or ADMIN")
 	}
-	return s.reads.Primary().Users.SetRole(ctx, email, role)
+	return s.reads.Primary().Users.SetRole(ctx, validate.NormalizeEmail(email), role)
 }
 
 // Authenticate turns a verified access token into the operation's actor: the session must still be

@@ -42,6 +42,9 @@ type Error struct {
 	Code       Code
 	Message    string
 	Violations []Violation
+	// ViolationCount is how many violations were found; Violations holds at most MaxViolations of
+	// them, so an answer stays small however many elements of an input are wrong.
+	ViolationCount int
 	// RetryAfter, on RATE_LIMITED errors, is how long the client should wait (HTTP Retry-After).
 	RetryAfter time.Duration
 	// listed: Message is the violations joined ("field: message; …"), so Under rebuilds it.
@@ -81,7 +84,7 @@ func FieldError(code Code, field, message string) *Error {
 	if field != "" {
 		text = field + ": " + message
 	}
-	return &Error{Code: code, Message: text, Violations: []Violation{{Field: field, Message: message}}, listed: true}
+	return &Error{Code: code, Message: text, Violations: []Violation{{Field: field, Message: message}}, ViolationCount: 1, listed: true}
 }
 
 // Whole, as a violation's field, names the validated value itself (e.g. a patch that changes
@@ -109,7 +112,7 @@ func Under(prefix string, err error) error {
 		out.Violations[i] = v
 	}
 	if e.listed {
-		out.Message = joinViolations(out.Violations)
+		out.Message = joinViolations(out.Violations, out.ViolationCount)
 	}
 	return &out
 }
@@ -130,24 +133,53 @@ func CodeOf(err error) Code {
 	return Internal
 }
 
-// Violations collects every invalid field of an input before any write, so a client can fix them all at once.
-type Violations []Violation
+// MaxViolations is how many violations one error lists; the rest are only counted
+// (Error.ViolationCount), so a hostile input with a wrong value in each of 100,000 elements gets an
+// answer of a few hundred bytes, not megabytes.
+const MaxViolations = 10
+
+// Violations collects the invalid fields of an input before any write, so a client can fix them
+// all at once. It keeps the first MaxViolations and counts the rest.
+type Violations struct {
+	list  []Violation
+	count int
+}
 
 // Add records that field is invalid.
 func (v *Violations) Add(field, message string) {
-	*v = append(*v, Violation{Field: field, Message: message})
+	v.count++
+	if len(v.list) < MaxViolations {
+		v.list = append(v.list, Violation{Field: field, Message: message})
+	}
 }
 
-// Err returns nil when nothing was recorded, else one BAD_USER_INPUT error listing every violation.
-func (v Violations) Err() error {
-	if len(v) == 0 {
+// AddAll records the violations of err (an *Error listing some; other errors are ignored).
+func (v *Violations) AddAll(err *Error) {
+	for _, x := range err.Violations {
+		v.Add(x.Field, x.Message)
+	}
+	v.count += max(0, err.ViolationCount-len(err.Violations))
+}
+
+// List is the violations kept (at most MaxViolations).
+func (v *Violations) List() []Violation { return v.list }
+
+// Len is how many violations were recorded.
+func (v *Violations) Len() int { return v.count }
+
+// Err returns nil when nothing was recorded, else one BAD_USER_INPUT error listing the violations
+// (at most MaxViolations of them) and their count.
+func (v *Violations) Err() error {
+	if v.count == 0 {
 		return nil
 	}
-	return &Error{Code: BadUserInput, Message: joinViolations(v), Violations: v, listed: true}
+	return &Error{Code: BadUserInput, Message: joinViolations(v.list, v.count), Violations: v.list,
+		ViolationCount: v.count, listed: true}
 }
 
-// joinViolations is the message of an error that lists its violations.
-func joinViolations(v []Violation) string {
+// joinViolations is the message of an error that lists its violations, saying how many more there
+// are beyond the listed ones.
+func joinViolations(v []Violation, count int) string {
 	parts := make([]string, len(v))
 	for i, x := range v {
 		if x.Field == "" {
@@ -156,5 +188,9 @@ func joinViolations(v []Violation) string {
 			parts[i] = x.Field + ": " + x.Message
 		}
 	}
-	return strings.Join(parts, "; ")
+	msg := strings.Join(parts, "; ")
+	if more := count - len(v); more > 0 {
+		msg += fmt.Sprintf("; and %d more", more)
+	}
+	return msg
 }

@@ -83,10 +83,11 @@ func errForeign() error {
 
 // Decode checks a cursor's signature, version and scope and returns its position.
 func (c *Codec) Decode(cursor, scope string) (Position, error) {
-	if len(cursor) > maxLen {
+	if len(cursor) > maxLen || strings.ContainsAny(cursor, "\r\n") {
 		return Position{}, Invalid()
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(cursor)
+	// Strict, and no line breaks (which base64 skips even then): non-zero padding bits or a CR/LF would give one cursor several spellings.
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(cursor)
 	if err != nil || len(raw) <= 16 {
 		return Position{}, Invalid()
 	}

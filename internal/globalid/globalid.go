@@ -29,10 +29,11 @@ func Encode(kind Kind, id uuid.UUID) string {
 // Decode splits a global ID; a malformed one is BAD_USER_INPUT naming field.
 func Decode(field, gid string) (Kind, uuid.UUID, error) {
 	bad := apperr.Invalid(field, "is not a valid ID: pass back an id exactly as this server returned it")
-	if len(gid) > 100 {
+	if len(gid) > 100 || strings.ContainsAny(gid, "\r\n") {
 		return "", uuid.Nil, bad
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(gid)
+	// Strict, and no line breaks (which base64 skips even then): non-zero padding bits or a CR/LF would give one id several spellings.
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(gid)
 	if err != nil {
 		return "", uuid.Nil, bad
 	}
@@ -40,8 +41,10 @@ func Decode(field, gid string) (Kind, uuid.UUID, error) {
 	if !ok || (Kind(kind) != KindUser && Kind(kind) != KindTask && Kind(kind) != KindNotification && Kind(kind) != KindWebhook && Kind(kind) != KindJob) {
 		return "", uuid.Nil, bad
 	}
+	// uuid.Parse also takes {…}, urn:uuid:…, upper case and no hyphens: only the spelling Encode
+	// writes is an id, so one object has one global id.
 	id, err := uuid.Parse(rest)
-	if err != nil {
+	if err != nil || rest != id.String() {
 		return "", uuid.Nil, bad
 	}
 	return Kind(kind), id, nil

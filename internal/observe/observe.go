@@ -37,7 +37,7 @@ const (
 // Rate limits reported by RateLimited.
 const (
 	LimitCost   = "cost"   // the per-client hourly query-cost budget
-	LimitSignIn = "signin" // login and register attempts per IP and per email
+	LimitSignIn = "signin" // password checks and email probes (login, register, changePassword, deleteMe, updateMe email) per IP and per account
 )
 
 // Metrics holds every collector of one Taskgraph process. Build it with New; the zero value is not

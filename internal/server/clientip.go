@@ -17,6 +17,25 @@ func ClientIP(ctx context.Context) string {
 	return ip
 }
 
+// ipv6ClientBits is how much of an IPv6 address names one client for rate limits: a /64 is the
+// smallest block a site is given, and one host may use any address in it.
+const ipv6ClientBits = 64
+
+// rateLimitKey is the client address as per-client limits count it: an IPv4 address as it is, an
+// IPv6 address by its /64, so rotating addresses within one's own network earns no new budget.
+func rateLimitKey(ctx context.Context) string {
+	ip := ClientIP(ctx)
+	a, err := netip.ParseAddr(ip)
+	if err != nil || !a.Unmap().Is6() {
+		return ip
+	}
+	p, err := a.WithZone("").Prefix(ipv6ClientBits)
+	if err != nil {
+		return ip
+	}
+	return p.String()
+}
+
 // withClientIP resolves the client address once per request. X-Forwarded-For is believed only when
 // the peer is a trusted proxy, and read from the right so a client cannot forge its way past a limit.
 func withClientIP(trusted []netip.Prefix, next http.Handler) http.Handler {

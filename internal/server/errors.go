@@ -24,8 +24,10 @@ const persistedQueryNotFound = "PERSISTED_QUERY_NOT_FOUND"
 
 // errorPresenter is the one place errors become client-visible. Domain errors keep their code and
 // message; gqlgen's parse and validation errors become BAD_USER_INPUT; anything else is logged with
-// the request id and shown as INTERNAL with no detail.
-func errorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
+// the request id and shown as INTERNAL with no detail. hideSuggestions drops gqlparser's "Did you
+// mean …" from document errors (production): gqlgen's SetDisableSuggestion covers field names
+// only, not arguments, enum values, input fields or type conditions.
+func errorPresenter(logger *slog.Logger, hideSuggestions bool) graphql.ErrorPresenterFunc {
 	return func(ctx context.Context, err error) *gqlerror.Error {
 		base := graphql.DefaultErrorPresenter(ctx, err)
 		out := &gqlerror.Error{Path: base.Path, Locations: base.Locations, Extensions: map[string]any{}}
@@ -44,6 +46,8 @@ func errorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 					out.Extensions["field"] = violations[0].Field
 				}
 				out.Extensions["violations"] = violations
+				// The list is capped (apperr.MaxViolations); the count says how many there were.
+				out.Extensions["violationCount"] = max(app.ViolationCount, len(violations))
 			}
 			return out
 		}
@@ -55,7 +59,11 @@ func errorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 			out.Extensions["code"] = persistedQueryNotFound
 			return out
 		case code == errcode.ParseFailed || code == errcode.ValidationFailed:
-			out.Message, out.Path = redactRequestValues(base.Message, base.Path)
+			msg := base.Message
+			if hideSuggestions {
+				msg = suggestion.ReplaceAllString(msg, "")
+			}
+			out.Message, out.Path = redactRequestValues(msg, base.Path)
 			out.Extensions["code"] = string(apperr.BadUserInput)
 			return out
 		}
@@ -80,6 +88,9 @@ var (
 	quotedText = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 	// notAValidEnum is gqlparser's message for a variable's unknown enum value, which it prints unquoted.
 	notAValidEnum = regexp.MustCompile(`(?s)^(.*) is not a valid ([_A-Za-z][_0-9A-Za-z]*)$`)
+	// suggestion is the "Did you mean …?" gqlparser appends to a validation message (core.SuggestList*,
+	// fields_on_correct_type); it always ends the message.
+	suggestion = regexp.MustCompile(`(?s)\s*Did you mean .*$`)
 	// operationNotFound is gqlgen's message for an operationName that names no operation.
 	operationNotFound = regexp.MustCompile(`(?s)^operation (.*) not found$`)
 )

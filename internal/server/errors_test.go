@@ -72,7 +72,7 @@ func TestErrorPresenterKeepsDomainErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			logger, logs := newTestLogger()
-			got := errorPresenter(logger)(withRequestIDValue("req-7"), tc.err)
+			got := errorPresenter(logger, false)(withRequestIDValue("req-7"), tc.err)
 			if got.Message != tc.message {
 				t.Errorf("message = %q, want %q", got.Message, tc.message)
 			}
@@ -107,7 +107,7 @@ func TestErrorPresenterKeepsDomainErrors(t *testing.T) {
 	logger, _ := newTestLogger()
 	in := &gqlerror.Error{Err: apperr.New(apperr.NotFound, "task not found"), Message: "x",
 		Path: ast.Path{ast.PathName("nodes"), ast.PathIndex(2)}}
-	if got := errorPresenter(logger)(context.Background(), in); got.Path.String() != "nodes[2]" {
+	if got := errorPresenter(logger, false)(context.Background(), in); got.Path.String() != "nodes[2]" {
 		t.Errorf("path = %q, want nodes[2]", got.Path.String())
 	}
 }
@@ -127,7 +127,7 @@ func TestErrorPresenterHidesInternalErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			logger, logs := newTestLogger()
-			got := errorPresenter(logger)(withRequestIDValue("req-42"), tc.err)
+			got := errorPresenter(logger, false)(withRequestIDValue("req-42"), tc.err)
 			for _, leak := range []string{"SQL", "relation", "42P01", "tasks", "does not exist"} {
 				if strings.Contains(got.Message, leak) {
 					t.Errorf("message %q leaks %q", got.Message, leak)
@@ -165,7 +165,7 @@ func TestErrorPresenterMapsGraphQLDocumentErrors(t *testing.T) {
 			in := &gqlerror.Error{Message: `Cannot query field "mee" on type "Query".`, Locations: []gqlerror.Location{{Line: 1, Column: 3}}}
 			errcode.Set(in, code)
 			in.Extensions["internal"] = "must not be passed on"
-			got := errorPresenter(logger)(withRequestIDValue("req-9"), in)
+			got := errorPresenter(logger, false)(withRequestIDValue("req-9"), in)
 			if got.Extensions["code"] != "BAD_USER_INPUT" {
 				t.Errorf("code = %v, want BAD_USER_INPUT", got.Extensions["code"])
 			}
@@ -200,7 +200,7 @@ func TestRecoverFunc(t *testing.T) {
 		}
 	}
 	// What the client finally sees is an INTERNAL error without the panic's detail.
-	got := errorPresenter(logger)(ctx, err)
+	got := errorPresenter(logger, false)(ctx, err)
 	if got.Extensions["code"] != "INTERNAL" || strings.Contains(got.Message, "boom") || strings.Contains(got.Message, "secret") {
 		t.Errorf("presented panic = %q %v", got.Message, got.Extensions)
 	}

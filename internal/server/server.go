@@ -76,7 +76,9 @@ func NewHandler(d Deps) (http.Handler, error) {
 		auth.Middleware(d.Tokens, d.Services.Accounts.Authenticate, d.Logger)(
 			withBudgetHeaders(newCostBudget(d), withLiveStream(d.Sessions, withFlusher(gql)))))))
 	// Websocket upgrades and SSE streams live as long as their subscriptions: no request deadline.
-	graphqlChain := withStreaming(d.Shutdown, inner, withDeadline(d.Config.RequestTimeout, inner))
+	// Only the API answers browsers of other origins: health, metrics, GraphiQL and downloads never do.
+	graphqlChain := withCORS(d.Config.CORSAllowedOrigins,
+		withStreaming(d.Shutdown, d.Config.MaxBodyBytes, inner, withDeadline(d.Config.RequestTimeout, inner)))
 	handlers := map[string]http.Handler{
 		patternGraphQL:   graphqlChain,
 		patternGraphQLV1: graphqlChain,
@@ -104,14 +106,6 @@ func NewHandler(d Deps) (http.Handler, error) {
 		return nil, err
 	}
 
-	c := cors.New(cors.Options{
-		AllowedOrigins: d.Config.CORSAllowedOrigins,
-		AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodOptions},
-		AllowedHeaders: []string{"Authorization", "Content-Type", "X-Request-ID", "Apollographql-Client-Name", "Apollographql-Client-Version",
-			headerIdempotencyKey},
-		ExposedHeaders: []string{"X-Request-ID", "Retry-After", headerReplayed, headerRateLimit, headerRateLimitPolicy},
-		MaxAge:         600,
-	})
 	// Compress answers above a small threshold for clients that accept it (GraphQL JSON compresses ~5-10x).
 	// Streams (SSE, incremental delivery) are sent as they are: compression would hold their events back.
 	// gzip wins over zstd when a client offers both alike: some offer zstd they cannot decode
@@ -122,7 +116,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 		return nil, fmt.Errorf("gzip: %w", err)
 	}
 	// Streams are not compressed: gzip would buffer events (and cannot hijack for a websocket).
-	compressed, plain := gzip(c.Handler(mux)), c.Handler(mux)
+	compressed, plain := gzip(mux), mux
 	body := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isStreaming(r) {
 			plain.ServeHTTP(w, r)
@@ -132,6 +126,22 @@ func NewHandler(d Deps) (http.Handler, error) {
 	})
 	return withRequestID(withRecover(d.Logger, withAccessLog(d.Logger,
 		withClientIP(parsePrefixes(d.Config.TrustedProxies), body)))), nil
+}
+
+// withCORS lets browsers on exactly origins call next. With no origin configured it adds nothing:
+// rs/cors reads an empty AllowedOrigins as every origin, so it is not even built then.
+func withCORS(origins []string, next http.Handler) http.Handler {
+	if len(origins) == 0 {
+		return next
+	}
+	return cors.New(cors.Options{
+		AllowedOrigins: origins,
+		AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodOptions},
+		AllowedHeaders: []string{"Authorization", "Content-Type", "X-Request-ID", "Apollographql-Client-Name", "Apollographql-Client-Version",
+			headerIdempotencyKey},
+		ExposedHeaders: []string{"X-Request-ID", "Retry-After", headerReplayed, headerRateLimit, headerRateLimitPolicy},
+		MaxAge:         600,
+	}).Handler(next)
 }
 
 func newGraphQL(d Deps) (*handler.Server, error) {
@@ -155,7 +165,7 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 	srv.AddTransport(multipartTransport{})
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	srv.SetParserTokenLimit(parserTokenLimit)
-	srv.SetErrorPresenter(errorPresenter(d.Logger))
+	srv.SetErrorPresenter(errorPresenter(d.Logger, d.Config.Production()))
 	srv.SetRecoverFunc(recoverFunc(d.Logger))
 	// Outermost interceptor, so its timing covers everything below.
 	srv.Use(d.Metrics.GraphQLExtension())

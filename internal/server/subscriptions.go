@@ -1,8 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -265,12 +267,24 @@ func initToken(p transport.InitPayload) string {
 
 // withStreaming serves streaming requests (websocket upgrades, SSE) through streaming, without the
 // per-request deadline and server write/read timeouts, and ending when shutdown is done; every
-// other request goes to regular.
-func withStreaming(shutdown context.Context, streaming, regular http.Handler) http.Handler {
+// other request goes to regular. The body of a streaming request is read whole (up to maxBody+1
+// bytes, guardGraphQL refuses more) while the server's read deadline still runs: only the answer
+// may outlive HTTP_READ_TIMEOUT, never a client trickling its request.
+func withStreaming(shutdown context.Context, maxBody int64, streaming, regular http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !isStreaming(r) {
 			regular.ServeHTTP(w, r)
 			return
+		}
+		// A body refused from its length alone is left to guardGraphQL (which never asks for it).
+		if r.Body != nil && r.Body != http.NoBody && r.ContentLength <= maxBody {
+			body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+			if err != nil {
+				w.Header().Set("Connection", "close")
+				writeError(w, http.StatusRequestTimeout, apperr.BadUserInput, "request body could not be read in time")
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
 		rc := http.NewResponseController(w)
 		_ = rc.SetReadDeadline(time.Time{})

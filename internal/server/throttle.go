@@ -8,7 +8,6 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -155,7 +154,7 @@ func (b costBudget) client(ctx context.Context) (string, ratelimit.Limit) {
 	if v, ok := auth.ActorFrom(ctx); ok {
 		return "cost:user:" + v.UserID.String(), b.user
 	}
-	return "cost:ip:" + ClientIP(ctx), b.anon
+	return "cost:ip:" + rateLimitKey(ctx), b.anon
 }
 
 // dryRun reports whether the request asks for extensions.cost.dryRun.
@@ -186,7 +185,7 @@ func (b costBudget) MutateOperationContext(ctx context.Context, oc *graphql.Oper
 		markThrottled(ctx, res.RetryAfter)
 		msg := fmt.Sprintf("query budget spent: this query costs %d points and %d remain; retry in %s",
 			cost.Points, res.Remaining, res.RetryAfter.Round(time.Second))
-		return &gqlerror.Error{Err: apperr.Throttled(res.RetryAfter, "%s", msg), Message: msg}
+		return refusalOf(apperr.Throttled(res.RetryAfter, "%s", msg))
 	}
 	return nil
 }
@@ -247,8 +246,10 @@ func withBudgetHeaders(b *costBudget, next http.Handler) http.Handler {
 	})
 }
 
-// signInLimiter throttles login and register per client IP and, more tightly, per email, so guessing
-// passwords for one account or spraying many accounts from one address is slow.
+// signInLimiter throttles every attempt that verifies a password or reveals whether an email is
+// registered (login, register, changePassword, deleteMe, updateMe's email) per client IP and, more
+// tightly, per subject (the email tried or the signed-in user), so guessing passwords for one
+// account or spraying many accounts from one address is slow.
 type signInLimiter struct {
 	limiter       ratelimit.Limiter
 	perIP, perKey ratelimit.Limit
@@ -265,14 +266,14 @@ func newSignInLimiter(l ratelimit.Limiter, perMinute int, m *observe.Metrics) *s
 	}
 }
 
-// Allow implements resolvers.SignInLimiter.
-func (s *signInLimiter) Allow(ctx context.Context, email string) error {
+// Allow implements accounts.SignInLimiter.
+func (s *signInLimiter) Allow(ctx context.Context, subject string) error {
 	checks := []struct {
 		key   string
 		limit ratelimit.Limit
 	}{
-		{"signin:ip:" + ClientIP(ctx), s.perIP},
-		{"signin:email:" + strings.ToLower(strings.TrimSpace(email)), s.perKey},
+		{"signin:ip:" + rateLimitKey(ctx), s.perIP},
+		{"signin:" + subject, s.perKey},
 	}
 	for _, c := range checks {
 		res, err := s.limiter.Allow(ctx, c.key, c.limit, 1)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -72,9 +73,20 @@ func (t *trustedDocuments) MutateOperationParameters(_ context.Context, p *graph
 	return nil
 }
 
-// refusal is a pre-execution error carrying a domain code for the presenter.
+// refusal is a pre-execution error carrying a domain code. The code is also set on the error
+// itself: gqlgen's websocket transport sends pre-execution errors of the "user" kind as they are,
+// without the presenter, and a refusal must read the same over every transport.
 func refusal(code apperr.Code, msg string) *gqlerror.Error {
-	return &gqlerror.Error{Err: apperr.New(code, "%s", msg), Message: msg}
+	return refusalOf(apperr.New(code, "%s", msg))
+}
+
+// refusalOf is refusal for a prepared domain error (a RATE_LIMITED one with its retry delay).
+func refusalOf(e *apperr.Error) *gqlerror.Error {
+	ext := map[string]any{"code": string(e.Code)}
+	if e.RetryAfter > 0 {
+		ext["retryAfter"] = int(math.Ceil(e.RetryAfter.Seconds()))
+	}
+	return &gqlerror.Error{Err: e, Message: e.Message, Extensions: ext}
 }
 
 // persistedQueries is gqlgen's automatic persisted queries with its request errors (bad extension

@@ -10,6 +10,8 @@ import (
 	"github.com/99designs/gqlgen/graphql/errcode"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/taskgraph/taskgraph/internal/validate"
 )
 
 // strictVariables refuses variable values that gqlparser's variable validation lets through although
@@ -19,7 +21,10 @@ import (
 //     unmarshalers then map the unknown name to the zero value without an error, so "urgent" became a
 //     LOW priority and a status filter of ["done"] silently matched nothing;
 //   - a JSON number where a String is expected (the decoder keeps numbers as json.Number, whose kind is
-//     string), which gqlgen turns into text: {"title": 5} created a task titled "5".
+//     string), which gqlgen turns into text: {"title": 5} created a task titled "5";
+//   - a list longer than validate.MaxListLen or a string longer than validate.MaxStringBytes: refused
+//     whole before any resolver works on their elements (40,000 tags cost seconds of de-duplication
+//     and a 100,000-element list of bad tags a 19 MB answer).
 //
 // It runs after gqlgen's own variable validation, so values already have the right shape otherwise.
 type strictVariables struct {
@@ -62,10 +67,16 @@ func (s *strictVariables) check(typ *ast.Type, v any, path ast.Path) (string, as
 	if v == nil || typ == nil {
 		return "", nil
 	}
+	if str, ok := v.(string); ok && len(str) > validate.MaxStringBytes {
+		return fmt.Sprintf("a string may hold at most %d bytes", validate.MaxStringBytes), path
+	}
 	if typ.Elem != nil {
 		rv := reflect.ValueOf(v)
 		if rv.Kind() != reflect.Slice {
 			return s.check(typ.Elem, v, path) // a single value stands for a list of one
+		}
+		if rv.Len() > validate.MaxListLen {
+			return fmt.Sprintf("a list may hold at most %d values, got %d", validate.MaxListLen, rv.Len()), path
 		}
 		for i := range rv.Len() {
 			if msg, at := s.check(typ.Elem, rv.Index(i).Interface(), append(slices.Clip(path), ast.PathIndex(i))); msg != "" {

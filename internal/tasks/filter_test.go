@@ -75,7 +75,7 @@ func TestValidateTaskFilter(t *testing.T) {
 }
 
 // violationFields lists the fields of v in order.
-func violationFields(v apperr.Violations) []string {
+func violationFields(v []apperr.Violation) []string {
 	out := make([]string, len(v))
 	for i, x := range v {
 		out[i] = x.Field

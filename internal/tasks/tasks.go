@@ -63,7 +63,7 @@ type NewTask struct {
 func withAssignee(v *apperr.Violations, problem error) error {
 	var e *apperr.Error
 	if problem != nil && errors.As(problem, &e) && e.Code == apperr.BadUserInput {
-		*v = append(*v, e.Violations...)
+		v.AddAll(e)
 		problem = nil
 	}
 	if err := v.Err(); err != nil {

@@ -10,11 +10,12 @@ import (
 	"fmt"
 	"net/mail"
 	"regexp"
-	"slices"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/taskgraph/taskgraph/internal/apperr"
 )
@@ -30,6 +31,12 @@ const (
 	MaxTags           = 20
 	MaxTagLen         = 50
 	MaxSearchLen      = 200
+	// MaxListLen bounds every list an input may hold (ids, tags before de-duplication, filters):
+	// longer lists are refused whole, before any work per element.
+	MaxListLen = 100
+	// MaxStringBytes bounds every string an input may hold, before any work on it: far above the
+	// longest accepted value (a description of MaxDescriptionLen characters of up to 4 bytes).
+	MaxStringBytes = 64 << 10
 )
 
 var (
@@ -58,9 +65,13 @@ func Text(v *apperr.Violations, field, s string, minLen, maxLen int, multiline b
 	return s
 }
 
-// Email trims s and checks that it is one plain address.
+// Email normalizes s (NormalizeEmail) and checks that it is one plain address.
 func Email(v *apperr.Violations, field, s string) string {
-	s = strings.TrimSpace(s)
+	if len(s) > 4*MaxEmailLen {
+		v.Add(field, fmt.Sprintf("must be at most %d characters", MaxEmailLen))
+		return s
+	}
+	s = NormalizeEmail(s)
 	addr, err := mail.ParseAddress(s)
 	switch {
 	case s == "":
@@ -72,6 +83,14 @@ func Email(v *apperr.Violations, field, s string) string {
 	}
 	return s
 }
+
+// NormalizeEmail is the form an email is stored and looked up in: trimmed and in Unicode NFC, so
+// "zoë" typed as one code point or as e + combining diaeresis is the same address. The database
+// compares lower(email) (its unique index), which completes the comparison with case folding.
+func NormalizeEmail(s string) string { return norm.NFC.String(strings.TrimSpace(s)) }
+
+// EmailKey is the form of an email compared for uniqueness and sign-in: normalized and case-folded.
+func EmailKey(s string) string { return strings.ToLower(NormalizeEmail(s)) }
 
 // Password checks a new password's length.
 func Password(v *apperr.Violations, field, s string) {
@@ -92,16 +111,23 @@ func DueAt(v *apperr.Violations, field string, t *time.Time) {
 	}
 }
 
-// Tags lower-cases, de-duplicates and checks tags, keeping their first-seen order.
+// Tags lower-cases, de-duplicates and checks tags, keeping their first-seen order. A list longer
+// than MaxListLen is refused whole before any tag is looked at; the rest is linear in the list.
 func Tags(v *apperr.Violations, field string, in []string) []string {
+	if len(in) > MaxListLen {
+		v.Add(field, fmt.Sprintf("at most %d tags, got %d", MaxTags, len(in)))
+		return []string{}
+	}
 	out := make([]string, 0, len(in))
+	seen := make(map[string]struct{}, len(in))
 	for i, t := range in {
 		t = strings.ToLower(strings.TrimSpace(t))
 		if len(t) == 0 || len(t) > MaxTagLen || !tagPattern.MatchString(t) {
 			v.Add(fmt.Sprintf("%s[%d]", field, i), fmt.Sprintf("must be 1..%d characters of letters, digits, '-', '_', ':' or '.'", MaxTagLen))
 			continue
 		}
-		if !slices.Contains(out, t) {
+		if _, dup := seen[t]; !dup {
+			seen[t] = struct{}{}
 			out = append(out, t)
 		}
 	}

@@ -1,6 +1,7 @@
 package validate
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -11,8 +12,8 @@ import (
 
 // violationFields lists the fields of v in order.
 func violationFields(v apperr.Violations) []string {
-	out := make([]string, len(v))
-	for i, x := range v {
+	out := make([]string, v.Len())
+	for i, x := range v.List() {
 		out[i] = x.Field
 	}
 	return out
@@ -56,7 +57,7 @@ func TestText(t *testing.T) {
 			var v apperr.Violations
 			got := Text(&v, "input.title", tc.in, tc.min, tc.max, tc.multiline)
 			if tc.wantErr == "" {
-				if len(v) != 0 {
+				if v.Len() != 0 {
 					t.Fatalf("violations = %+v, want none", v)
 				}
 				if got != tc.want {
@@ -64,7 +65,7 @@ func TestText(t *testing.T) {
 				}
 				return
 			}
-			if len(v) != 1 || v[0].Field != "input.title" || !strings.Contains(v[0].Message, tc.wantErr) {
+			if v.Len() != 1 || v.List()[0].Field != "input.title" || !strings.Contains(v.List()[0].Message, tc.wantErr) {
 				t.Fatalf("violations = %+v, want one for input.title containing %q", v, tc.wantErr)
 			}
 		})
@@ -102,12 +103,12 @@ func TestEmail(t *testing.T) {
 		var v apperr.Violations
 		got := Email(&v, "input.email", tc.in)
 		if tc.valid {
-			if len(v) != 0 || got != tc.want {
+			if v.Len() != 0 || got != tc.want {
 				t.Errorf("Email(%q) = %q, %+v; want %q, valid", tc.in, got, v, tc.want)
 			}
 			continue
 		}
-		if len(v) != 1 || v[0].Field != "input.email" {
+		if v.Len() != 1 || v.List()[0].Field != "input.email" {
 			t.Errorf("Email(%q): violations = %+v, want one for input.email", tc.in, v)
 		}
 	}
@@ -133,11 +134,11 @@ func TestPassword(t *testing.T) {
 	for _, tc := range tests {
 		var v apperr.Violations
 		Password(&v, "input.password", tc.in)
-		if tc.valid != (len(v) == 0) {
+		if tc.valid != (v.Len() == 0) {
 			t.Errorf("Password(%d chars, %d bytes): violations = %+v, want valid=%v", len([]rune(tc.in)), len(tc.in), v, tc.valid)
 		}
-		if !tc.valid && len(v) == 1 && v[0].Field != "input.password" {
-			t.Errorf("field = %q, want input.password", v[0].Field)
+		if !tc.valid && v.Len() == 1 && v.List()[0].Field != "input.password" {
+			t.Errorf("field = %q, want input.password", v.List()[0].Field)
 		}
 	}
 }
@@ -171,11 +172,11 @@ func TestDueAt(t *testing.T) {
 	for _, tc := range tests {
 		var v apperr.Violations
 		DueAt(&v, "input.dueAt", tc.in)
-		if tc.valid != (len(v) == 0) {
+		if tc.valid != (v.Len() == 0) {
 			t.Errorf("%s: violations = %+v, want valid=%v", tc.name, v, tc.valid)
 		}
-		if len(v) == 1 && v[0].Field != "input.dueAt" {
-			t.Errorf("%s: field = %q, want input.dueAt", tc.name, v[0].Field)
+		if v.Len() == 1 && v.List()[0].Field != "input.dueAt" {
+			t.Errorf("%s: field = %q, want input.dueAt", tc.name, v.List()[0].Field)
 		}
 	}
 }
@@ -225,6 +226,22 @@ func TestTags(t *testing.T) {
 			}
 			if f := violationFields(v); !slices.Equal(f, tc.wantFields) {
 				t.Errorf("violation fields = %q, want %q (%+v)", f, tc.wantFields, v)
+			}
+		})
+	}
+}
+
+// BenchmarkTags: tags cost linear time, and an over-long list costs nothing per element.
+func BenchmarkTags(b *testing.B) {
+	for _, n := range []int{20, 100, 40_000} {
+		in := make([]string, n)
+		for i := range in {
+			in[i] = fmt.Sprintf("Tag-%d", i)
+		}
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for b.Loop() {
+				var v apperr.Violations
+				Tags(&v, "tags", in)
 			}
 		})
 	}

@@ -59,7 +59,8 @@ var forbiddenPrefixes = func() []netip.Prefix {
 		"fc00::/7",          // unique local (ULA)
 		"fe80::/10",         // link-local
 		"ff00::/8",          // multicast
-		"64:ff9b::/96",      // NAT64 (embeds IPv4 addresses)
+		"64:ff9b::/96",      // NAT64 well-known prefix: the translator may sit inside the network
+		"64:ff9b:1::/48",    // NAT64 local-use prefix (RFC 8215), likewise
 		"fd00:ec2::254/128", // AWS IPv6 metadata (inside ULA already; listed for clarity)
 	} {
 		out = append(out, netip.MustParsePrefix(s))
@@ -67,11 +68,55 @@ var forbiddenPrefixes = func() []netip.Prefix {
 	return out
 }()
 
+// IPv6 ranges whose addresses carry an IPv4 address (RFC 4291, 6052, 3056, 4380).
+var (
+	ipv4Compatible = netip.MustParsePrefix("::/96")           // ::a.b.c.d (deprecated)
+	ipv4Translated = netip.MustParsePrefix("::ffff:0:0:0/96") // ::ffff:0:a.b.c.d (SIIT)
+	sixToFour      = netip.MustParsePrefix("2002::/16")       // 2002:AABB:CCDD::/48
+	teredo         = netip.MustParsePrefix("2001::/32")       // 2001:0:SSSS:SSSS:flags:port:~CCCC:~CCCC
+)
+
+// embeddedIPv4 returns the IPv4 addresses an IPv6 address carries and that a packet to it may end
+// up at: the address itself for IPv4-compatible and IPv4-translated forms, the 6to4 router, and the
+// Teredo server and (obfuscated) client. IPv4-mapped addresses are unmapped before this; the NAT64
+// prefixes are refused whole.
+func embeddedIPv4(ip netip.Addr) []netip.Addr {
+	if !ip.Is6() {
+		return nil
+	}
+	b := ip.As16()
+	at := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{b[i], b[i+1], b[i+2], b[i+3]}) }
+	switch {
+	case ipv4Compatible.Contains(ip), ipv4Translated.Contains(ip):
+		return []netip.Addr{at(12)}
+	case sixToFour.Contains(ip):
+		return []netip.Addr{at(2)}
+	case teredo.Contains(ip):
+		client := netip.AddrFrom4([4]byte{^b[12], ^b[13], ^b[14], ^b[15]})
+		return []netip.Addr{at(4), client}
+	}
+	return nil
+}
+
 // Forbidden reports whether ip is an address a webhook may not reach: loopback, private (RFC 1918,
-// ULA), link-local (and the metadata service), unspecified, multicast, CGNAT and the like. IPv4-mapped
-// IPv6 addresses are judged as the IPv4 address they carry.
+// ULA), link-local (and the metadata service), unspecified, multicast, CGNAT and the like. IPv6
+// addresses that carry an IPv4 address (mapped, compatible, translated, 6to4, Teredo) are also
+// judged as the IPv4 addresses they carry; NAT64 prefixes are refused whole. Registration
+// (ValidateURL) and every dial (Control) ask this one function.
 func Forbidden(ip netip.Addr) bool {
-	ip = ip.Unmap()
+	ip = ip.Unmap().WithZone("")
+	if forbiddenAddr(ip) {
+		return true
+	}
+	for _, v4 := range embeddedIPv4(ip) {
+		if forbiddenAddr(v4) {
+			return true
+		}
+	}
+	return false
+}
+
+func forbiddenAddr(ip netip.Addr) bool {
 	if !ip.IsValid() || ip.IsLoopback() || ip.IsPrivate() || ip.IsUnspecified() || ip.IsMulticast() ||
 		ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsInterfaceLocalMulticast() {
 		return true

@@ -129,3 +129,43 @@ func TestSign(t *testing.T) {
 }
 
 func itoa(p uint16) string { return strconv.Itoa(int(p)) }
+
+// embeddedInternal are IPv6 spellings of internal IPv4 addresses: each must be refused like the
+// IPv4 address it carries, at registration (ValidateURL) and at dial time (Control).
+var embeddedInternal = []string{
+	"::7f00:1",                             // IPv4-compatible ::127.0.0.1
+	"::127.0.0.1",                          // the same, dotted
+	"::a9fe:a9fe",                          // IPv4-compatible metadata service
+	"::ffff:0:7f00:1",                      // IPv4-translated (SIIT) ::ffff:0:127.0.0.1
+	"::ffff:0:a00:1",                       // IPv4-translated 10.0.0.1
+	"2002:7f00:1::1",                       // 6to4 of 127.0.0.1
+	"2002:a9fe:a9fe::",                     // 6to4 of 169.254.169.254
+	"2002:c0a8:101:1::1",                   // 6to4 of 192.168.1.1
+	"64:ff9b::7f00:1",                      // NAT64 well-known prefix
+	"64:ff9b::5db8:d822",                   // NAT64: a translator may be inside the network, any embedded address
+	"64:ff9b:1::7f00:1",                    // NAT64 local-use prefix (RFC 8215)
+	"64:ff9b:1:ffff::a00:1",                // NAT64 local-use prefix, other layout
+	"2001:0:4136:e378:8000:63bf:80ff:fffe", // Teredo, client 127.0.0.1 (obfuscated)
+	"2001:0:7f00:1::1",                     // Teredo, server 127.0.0.1
+}
+
+func TestForbiddenEmbeddedIPv4(t *testing.T) {
+	for _, s := range embeddedInternal {
+		ip := netip.MustParseAddr(s)
+		if !Forbidden(ip) {
+			t.Errorf("%s is allowed, want forbidden", s)
+		}
+		if err := Control("tcp", netip.AddrPortFrom(ip, 443).String(), nil); !errors.Is(err, ErrForbiddenAddress) {
+			t.Errorf("Control([%s]:443) = %v, want ErrForbiddenAddress", s, err)
+		}
+		if problem := ValidateURL("https://["+s+"]/hook", false); problem == "" {
+			t.Errorf("ValidateURL(https://[%s]/hook) accepted it", s)
+		}
+	}
+	// The same forms carrying a public address stay usable.
+	for _, s := range []string{"2002:5db8:d822::1", "2001:0:5db8:d822:8000:63bf:a247:29dd"} {
+		if Forbidden(netip.MustParseAddr(s)) {
+			t.Errorf("%s is forbidden, want allowed (it carries a public address)", s)
+		}
+	}
+}
