@@ -1868,6 +1868,11 @@ enum ErrorCode {
   PERSISTED_QUERY_NOT_FOUND
   "An unexpected server error. Details are logged with the request id, never returned."
   INTERNAL
+  """
+  The database cannot be reached right now (restarting, or its primary failing over to a standby): retry
+  after a moment. A write that failed this way may have been applied; re-read, or retry with ` + "`" + `expectedVersion` + "`" + `.
+  """
+  UNAVAILABLE
 }
 
 type Query {

@@ -233,6 +233,9 @@ const (
 	ErrorCodePersistedQueryNotFound ErrorCode = "PERSISTED_QUERY_NOT_FOUND"
 	// An unexpected server error. Details are logged with the request id, never returned.
 	ErrorCodeInternal ErrorCode = "INTERNAL"
+	// The database cannot be reached right now (restarting, or its primary failing over to a standby): retry
+	// after a moment. A write that failed this way may have been applied; re-read, or retry with `expectedVersion`.
+	ErrorCodeUnavailable ErrorCode = "UNAVAILABLE"
 )
 
 var AllErrorCode = []ErrorCode{
@@ -245,11 +248,12 @@ var AllErrorCode = []ErrorCode{
 	ErrorCodeQueryTooComplex,
 	ErrorCodePersistedQueryNotFound,
 	ErrorCodeInternal,
+	ErrorCodeUnavailable,
 }
 
 func (e ErrorCode) IsValid() bool {
 	switch e {
-	case ErrorCodeUnauthenticated, ErrorCodeForbidden, ErrorCodeNotFound, ErrorCodeBadUserInput, ErrorCodeConflict, ErrorCodeRateLimited, ErrorCodeQueryTooComplex, ErrorCodePersistedQueryNotFound, ErrorCodeInternal:
+	case ErrorCodeUnauthenticated, ErrorCodeForbidden, ErrorCodeNotFound, ErrorCodeBadUserInput, ErrorCodeConflict, ErrorCodeRateLimited, ErrorCodeQueryTooComplex, ErrorCodePersistedQueryNotFound, ErrorCodeInternal, ErrorCodeUnavailable:
 		return true
 	}
 	return false

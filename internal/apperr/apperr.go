@@ -23,6 +23,8 @@ const (
 	RateLimited     Code = "RATE_LIMITED"
 	QueryTooComplex Code = "QUERY_TOO_COMPLEX"
 	Internal        Code = "INTERNAL"
+	// Unavailable: the database could not take the request right now (down, failing over); retry.
+	Unavailable Code = "UNAVAILABLE"
 )
 
 // Violation names one invalid input field and what is wrong with it.

@@ -16,4 +16,4 @@ package schemaversion
 // schema/released/<Version>.graphql holds the schema of every released version. Once a version is
 // released its schema is frozen: the first schema change after a release bumps Version (the tests
 // insist), and releasing copies the snapshot to schema/released/<Version>.graphql.
-const Version = "1.2.0"
+const Version = "1.3.0"
