@@ -31,7 +31,7 @@ func processes() []proc {
 			continue
 		}
 		f := strings.Fields(s[i+1:])
-		if len(f) < 3 {
+		if len(f) < 3 || f[0] == "Z" { // a zombie is dead already, only not yet reaped
 			continue
 		}
 		ppid, _ := strconv.Atoi(f[1])
@@ -75,23 +75,33 @@ func processTree(pgids, roots []int) []int {
 	return out
 }
 
-// killTree stops every process of the tree first (so that none restarts another meanwhile), then
-// kills them all with SIGKILL, and waits (up to 10 s) until they are gone.
+// killTree stops every process of the tree first (so that none restarts another meanwhile: the
+// keeper supervises its services), then kills them all with SIGKILL, and waits (up to 10 s) until
+// they are gone; a process forked while the tree was being listed is caught by the next round.
+// It returns every pid it killed.
 func killTree(pgids, roots []int) []int {
-	pids := processTree(pgids, roots)
-	for _, pid := range pids {
-		_ = syscall.Kill(pid, syscall.SIGSTOP)
-	}
-	for _, pid := range pids {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
+	var killed []int
 	deadline := time.Now().Add(10 * time.Second)
-	for _, pid := range pids {
-		for processAlive(pid) && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
+	for round := 0; round < 5; round++ {
+		pids := processTree(pgids, roots)
+		if len(pids) == 0 {
+			break
 		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGSTOP)
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		for _, pid := range pids {
+			for processAlive(pid) && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		killed = append(killed, pids...)
+		roots = nil // the postmasters are in the tree already; their pids must not be reused by mistake
 	}
-	return pids
+	return killed
 }
 
 // processAlive reports whether pid exists and is not a zombie.
