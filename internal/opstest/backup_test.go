@@ -48,10 +48,12 @@ func TestBackupPointInTimeRecovery(t *testing.T) {
 	}
 	target := primary.Query(t, "postgres", `SELECT clock_timestamp()::text`)
 	bob := env.Register(t, "Bob")
+	_, laterRefresh := refresh(t, env, alice.RefreshToken) // rotates Alice's refresh token after the target
 	for i := range 3 {
 		createTask(t, alice.Client, fmt.Sprintf("B%d", i+1))
 	}
 	backrest.Run(t, "check") // switches the WAL segment and waits until it is archived
+	backrest.Run(t, "verify") // reads the repository back and checks every file's checksum
 	checkMetrics(t, backrest, primary)
 
 	// Restore to the recorded time.
@@ -69,7 +71,11 @@ func TestBackupPointInTimeRecovery(t *testing.T) {
 	if len(res.Errors) == 0 || res.Errors[0].Code() != "UNAUTHENTICATED" {
 		t.Fatalf("Bob registered after the target, yet login answers %+v", res)
 	}
-	access, _ := refresh(t, renv, alice.RefreshToken)
+	res = renv.Anonymous().Do(t, refreshMutation, map[string]any{"t": laterRefresh})
+	if len(res.Errors) == 0 || res.Errors[0].Code() != "UNAUTHENTICATED" {
+		t.Fatalf("a refresh token issued after the target works on the restored cluster: %+v", res)
+	}
+	access, _ := refresh(t, renv, alice.RefreshToken) // the one she held at the target
 	if got := allTitles(t, &testsupport.Client{Env: renv, Token: access}); !slices.Equal(got, wantA) {
 		t.Fatalf("after refreshing her session: %v", got)
 	}
