@@ -52,7 +52,7 @@ func TestBackupPointInTimeRecovery(t *testing.T) {
 	for i := range 3 {
 		createTask(t, alice.Client, fmt.Sprintf("B%d", i+1))
 	}
-	backrest.Run(t, "check") // switches the WAL segment and waits until it is archived
+	backrest.Run(t, "check")  // switches the WAL segment and waits until it is archived
 	backrest.Run(t, "verify") // reads the repository back and checks every file's checksum
 	checkMetrics(t, backrest, primary)
 

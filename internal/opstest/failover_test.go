@@ -164,6 +164,12 @@ func TestPrimaryFailover(t *testing.T) {
 			t.Fatal("the subscription delivers nothing")
 		}
 	}
+	// Before: the standby (replica-2) takes reads, the primary (replica-1) does not.
+	testsupport.WaitForState(t, 10*time.Second, "/readyz shows the standby alone in the read rotation", func() (bool, string) {
+		code, checks := readyz(env)
+		return code == http.StatusOK && !strings.HasPrefix(checks["replica-1"], "ok") && strings.HasPrefix(checks["replica-2"], "ok"),
+			fmt.Sprintf("%d %v", code, checks)
+	})
 	if s := primary.Query(t, "postgres", `SELECT coalesce(string_agg(sync_state, ','), 'none') FROM pg_stat_replication`); s != "sync" && s != "quorum" {
 		t.Fatalf("the standby is not synchronous before the kill: sync_state %s", s)
 	}
@@ -314,6 +320,14 @@ func TestPrimaryFailover(t *testing.T) {
 	if n, distinct := notificationsOf(t, standby, bob); n != distinct || n < assignedAcked || n > assignedAcked+committedFailures {
 		t.Errorf("Bob has %d notifications for %d tasks; %d assignments were acknowledged", n, distinct, assignedAcked)
 	}
+	// Ready again, on the new primary; the promoted node and the dead one are out of the read
+	// rotation (only a streaming replica takes reads).
+	testsupport.WaitForState(t, 10*time.Second, "/readyz answers 200 with both nodes out of the read rotation", func() (bool, string) {
+		code, checks := readyz(env)
+		return code == http.StatusOK && checks["database"] == "ok" &&
+				!strings.HasPrefix(checks["replica-1"], "ok") && !strings.HasPrefix(checks["replica-2"], "ok"),
+			fmt.Sprintf("%d %v", code, checks)
+	})
 	// River follows the new primary: a job requested now runs.
 	if attempts := runReport(t, alice.Client, 30*time.Second); attempts != 1 {
 		t.Errorf("a report after the failover took %d attempts", attempts)
@@ -432,4 +446,21 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// readyz asks /readyz for its status and checks (safe from any goroutine).
+func readyz(env *testsupport.Env) (int, map[string]string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, env.Server.URL+"/readyz", nil)
+	res, err := env.Server.Client().Do(req)
+	if err != nil {
+		return 0, map[string]string{"error": err.Error()}
+	}
+	defer res.Body.Close()
+	var out struct {
+		Checks map[string]string `json:"checks"`
+	}
+	_ = json.NewDecoder(res.Body).Decode(&out)
+	return res.StatusCode, out.Checks
 }
