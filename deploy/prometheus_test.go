@@ -187,3 +187,36 @@ type grafanaPanel struct {
 		Expr string `json:"expr"`
 	} `json:"targets"`
 }
+
+// backupMetric is a series name of deploy/pgbackrest/pgbackrest-metrics.
+var backupMetric = regexp.MustCompile(`\b(?:pgbackrest|pg_archiver)_[a-z_]+`)
+
+// TestAlertRules: `promtool check rules` accepts deploy/prometheus-rules.yml, its unit tests
+// (`promtool test rules`) pass, and every backup series the rules read is one that
+// deploy/pgbackrest/pgbackrest-metrics prints (internal/opstest runs that script for real).
+func TestAlertRules(t *testing.T) {
+	t.Parallel()
+	promtool := tool(t, "promtool", "prometheus")
+	run(t, promtool, "check", "rules", repoPath(t, "deploy/prometheus-rules.yml"))
+	run(t, promtool, "test", "rules", repoPath(t, "deploy/prometheus-rules.test.yml"))
+
+	script := string(readFile(t, "deploy/pgbackrest/pgbackrest-metrics"))
+	names := backupMetric.FindAllString(string(readFile(t, "deploy/prometheus-rules.yml")), -1)
+	if len(names) == 0 {
+		t.Fatal("the rules read no backup series")
+	}
+	for _, name := range names {
+		if !strings.Contains(script, "'"+name+"{") && !strings.Contains(script, "'"+name+" ") {
+			t.Errorf("deploy/prometheus-rules.yml reads %s, which pgbackrest-metrics does not print", name)
+		}
+	}
+	var cfg struct {
+		RuleFiles []string `json:"rule_files"`
+	}
+	if err := yaml.Unmarshal(readFile(t, "deploy/prometheus.yml"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(cfg.RuleFiles, "prometheus-rules.yml") {
+		t.Errorf("deploy/prometheus.yml loads rule files %v, want prometheus-rules.yml", cfg.RuleFiles)
+	}
+}

@@ -1956,6 +1956,11 @@ enum ErrorCode {
   IDEMPOTENCY_KEY_IN_USE
   "The ` + "`" + `taskChanges` + "`" + ` sync token is older than the change history kept: reload every task and sync from a new token."
   SYNC_TOKEN_EXPIRED
+  """
+  The database cannot be reached right now (restarting, or its primary failing over to a standby): retry
+  after a moment. A write that failed this way may have been applied; re-read, or retry with ` + "`" + `expectedVersion` + "`" + `.
+  """
+  UNAVAILABLE
 }
 
 type Query {

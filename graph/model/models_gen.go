@@ -241,6 +241,9 @@ const (
 	ErrorCodeIdempotencyKeyInUse ErrorCode = "IDEMPOTENCY_KEY_IN_USE"
 	// The `taskChanges` sync token is older than the change history kept: reload every task and sync from a new token.
 	ErrorCodeSyncTokenExpired ErrorCode = "SYNC_TOKEN_EXPIRED"
+	// The database cannot be reached right now (restarting, or its primary failing over to a standby): retry
+	// after a moment. A write that failed this way may have been applied; re-read, or retry with `expectedVersion`.
+	ErrorCodeUnavailable ErrorCode = "UNAVAILABLE"
 )
 
 var AllErrorCode = []ErrorCode{
@@ -256,11 +259,12 @@ var AllErrorCode = []ErrorCode{
 	ErrorCodeIdempotencyKeyReused,
 	ErrorCodeIdempotencyKeyInUse,
 	ErrorCodeSyncTokenExpired,
+	ErrorCodeUnavailable,
 }
 
 func (e ErrorCode) IsValid() bool {
 	switch e {
-	case ErrorCodeUnauthenticated, ErrorCodeForbidden, ErrorCodeNotFound, ErrorCodeBadUserInput, ErrorCodeConflict, ErrorCodeRateLimited, ErrorCodeQueryTooComplex, ErrorCodePersistedQueryNotFound, ErrorCodeInternal, ErrorCodeIdempotencyKeyReused, ErrorCodeIdempotencyKeyInUse, ErrorCodeSyncTokenExpired:
+	case ErrorCodeUnauthenticated, ErrorCodeForbidden, ErrorCodeNotFound, ErrorCodeBadUserInput, ErrorCodeConflict, ErrorCodeRateLimited, ErrorCodeQueryTooComplex, ErrorCodePersistedQueryNotFound, ErrorCodeInternal, ErrorCodeIdempotencyKeyReused, ErrorCodeIdempotencyKeyInUse, ErrorCodeSyncTokenExpired, ErrorCodeUnavailable:
 		return true
 	}
 	return false

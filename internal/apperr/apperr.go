@@ -29,6 +29,8 @@ const (
 	IdempotencyKeyInUse Code = "IDEMPOTENCY_KEY_IN_USE"
 	// SyncTokenExpired: the sync token is older than the change retention; reload everything.
 	SyncTokenExpired Code = "SYNC_TOKEN_EXPIRED"
+	// Unavailable: the database could not take the request right now (down, failing over); retry.
+	Unavailable Code = "UNAVAILABLE"
 )
 
 // Violation names one invalid input field and what is wrong with it.

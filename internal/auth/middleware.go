@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/policy"
 )
@@ -67,7 +68,11 @@ func Middleware(tokens *TokenIssuer, authenticate Authenticator, logger *slog.Lo
 				return
 			case err != nil:
 				logger.ErrorContext(ctx, "access token: session lookup failed", "session_id", claims.SessionID, "err", err)
-				writeError(w, http.StatusServiceUnavailable, apperr.Internal, msgUnavailable)
+				code := apperr.Internal
+				if db.IsUnavailable(err) {
+					code = apperr.Unavailable // the database is down or failing over: the client retries
+				}
+				writeError(w, http.StatusServiceUnavailable, code, msgUnavailable)
 				return
 			}
 			next.ServeHTTP(w, r.WithContext(WithClaims(WithActor(ctx, a), claims)))

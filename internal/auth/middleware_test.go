@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
@@ -166,5 +167,20 @@ func TestMiddlewareLookupError(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), tok) || strings.Contains(logs.String(), strings.Split(tok, ".")[2]) {
 		t.Fatal("token was logged")
+	}
+}
+
+// TestMiddlewareDatabaseUnavailable: when the session cannot be looked up because the database is
+// down or failing over, the 503 says UNAVAILABLE, which clients retry.
+func TestMiddlewareDatabaseUnavailable(t *testing.T) {
+	ti := newTestIssuer(t)
+	tok, _, _ := ti.Issue(uuid.New(), policy.RoleUser, uuid.New())
+	rec, _ := serve(t, []string{"Bearer " + tok}, lookupResult{err: fmt.Errorf("lookup: %w", &pgconn.PgError{Code: "57P03"})}, nil)
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503", rec.Code)
+	}
+	want := `{"errors":[{"message":"temporarily unable to verify the access token","extensions":{"code":"UNAVAILABLE"}}]}`
+	if got := rec.Body.String(); got != want {
+		t.Fatalf("body = %s, want %s", got, want)
 	}
 }

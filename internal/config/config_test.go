@@ -310,6 +310,14 @@ func TestLogValueMasksSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// With failover (docs/operations.md) the URL lists every node and picks the writable one.
+	multi, err := Load(env(map[string]string{
+		"JWT_SECRET":   secret,
+		"DATABASE_URL": "postgres://app:" + password + "@db1:5432,db2:5432/tg?target_session_attrs=read-write",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		c       Config
 		secrets []string
@@ -317,6 +325,7 @@ func TestLogValueMasksSecrets(t *testing.T) {
 	}{
 		{c, []string{secret, password, queryPassword}, []string{"JWT_SECRET=***", "app:xxxxx@db:5432", "DB_MAX_CONNS=20"}},
 		{gen, []string{gen.JWTSecret}, []string{"JWT_SECRET=(generated)"}},
+		{multi, []string{password}, []string{"app:xxxxx@db1:5432,db2:5432/tg?target_session_attrs=read-write"}},
 	} {
 		var buf bytes.Buffer
 		slog.New(slog.NewTextHandler(&buf, nil)).Info("config", "config", tc.c)

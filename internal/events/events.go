@@ -294,10 +294,12 @@ func (b *Bus) markGapAll() {
 	}
 }
 
-// Backoff bounds of the listener's reconnects.
+// Backoff bounds of the listener's reconnects. The ceiling bounds how long live updates stay off
+// after the database is back (a restart, a failover to a standby): one connection attempt every 2 s
+// costs nothing, while 10 s left subscribers without events for seconds after writes had resumed.
 const (
 	minBackoff = 100 * time.Millisecond
-	maxBackoff = 10 * time.Second
+	maxBackoff = 2 * time.Second
 )
 
 // Run keeps a listener connection until ctx ends, reconnecting with backoff.

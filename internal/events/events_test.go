@@ -188,3 +188,39 @@ func sameKeys(a, b []db.EntityKey) bool {
 	}
 	return true
 }
+
+// TestListenerReturnsSoonAfterAnOutage: PostgreSQL is down for 7 s (a restart, a failover), then
+// back. The listener listens again within about 2 s of the server being back, not after a backoff
+// that grew through the outage (with a 10 s ceiling it would next try at about 12.7 s).
+func TestListenerReturnsSoonAfterAnOutage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: stops and starts a PostgreSQL cluster")
+	}
+	cluster := testsupport.NewCluster(t)
+	database := cluster.Database(t)
+	bus := events.New(database.Pool, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); bus.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-bus.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("listener never became ready")
+	}
+
+	cluster.Stop(t)
+	down := time.Now()
+	time.Sleep(7 * time.Second) // the outage under test lasts this long (a precondition, not a wait for a signal)
+	cluster.Start(t)
+	up := time.Now()
+	testsupport.WaitFor(t, 20*time.Second, "the listener listens again", func() bool {
+		_, reconnects := bus.Stats()
+		return reconnects >= 1
+	})
+	late := time.Since(up)
+	t.Logf("down %s; listening again %s after the server was back", up.Sub(down).Round(time.Millisecond), late.Round(time.Millisecond))
+	if late > 3*time.Second {
+		t.Errorf("the listener listened again %s after PostgreSQL was back, want within its 2 s backoff ceiling and a little", late)
+	}
+}

@@ -16,8 +16,12 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
+	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/apperr"
 )
+
+// UnavailableMessage is what a request that failed because the database could not be reached says.
+const UnavailableMessage = "the database is unavailable right now (restarting or failing over); retry in a moment"
 
 // persistedQueryNotFound is the APQ protocol's code for "send the whole document".
 const persistedQueryNotFound = "PERSISTED_QUERY_NOT_FOUND"
@@ -68,6 +72,14 @@ func errorPresenter(logger *slog.Logger, hideSuggestions bool) graphql.ErrorPres
 			return out
 		}
 		id := RequestID(ctx)
+		if db.IsUnavailable(err) && !errors.Is(err, context.DeadlineExceeded) {
+			// Not a fault of the request or the server: the client retries, so no error-level noise.
+			logger.WarnContext(ctx, "database unavailable", "request_id", id, "err", err, "path", base.Path.String())
+			out.Message = UnavailableMessage
+			out.Extensions["code"] = string(apperr.Unavailable)
+			out.Extensions["requestId"] = id
+			return out
+		}
 		logger.ErrorContext(ctx, "internal error", "request_id", id, "err", err, "path", base.Path.String())
 		out.Message = "internal error: the request could not be completed; quote the request id when reporting it"
 		if errors.Is(err, context.DeadlineExceeded) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/99designs/gqlgen/graphql/errcode"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
@@ -210,5 +211,21 @@ func TestRecoverFunc(t *testing.T) {
 	// A panic value that is an error works too.
 	if err := recoverFunc(logger)(ctx, errors.New("nil map")); err == nil || !strings.Contains(logs.String(), "nil map") {
 		t.Errorf("error panic value: err=%v, log %s", err, logs)
+	}
+}
+
+// TestPresenterDatabaseUnavailable: an error that means the database could not be reached (down,
+// failing over) is UNAVAILABLE with a fixed message and the request id, never the driver's words.
+func TestPresenterDatabaseUnavailable(t *testing.T) {
+	for _, err := range []error{
+		fmt.Errorf("create task: %w", &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}),
+		fmt.Errorf("create task: %w", &pgconn.PgError{Code: "25006", Message: "cannot execute INSERT in a read-only transaction"}),
+		fmt.Errorf("list: %w", pgconn.ErrConnClosed),
+	} {
+		logger, _ := newTestLogger()
+		got := errorPresenter(logger)(withRequestIDValue("req-7"), err)
+		if got.Extensions["code"] != "UNAVAILABLE" || got.Message != UnavailableMessage || got.Extensions["requestId"] != "req-7" {
+			t.Errorf("%v: presented as %q %v", err, got.Message, got.Extensions)
+		}
 	}
 }

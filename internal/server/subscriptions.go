@@ -16,6 +16,7 @@ import (
 	coderws "github.com/coder/websocket"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
+	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/events"
@@ -222,7 +223,11 @@ func (l liveAuth) InterceptOperation(ctx context.Context, next graphql.Operation
 	case errors.Is(err, auth.ErrSessionInactive):
 		return refuseOperation(apperr.Unauthenticated, "access token is invalid or expired: reconnect with a fresh one")
 	case err != nil:
-		return refuseOperation(apperr.Internal, "temporarily unable to verify the access token")
+		code := apperr.Internal
+		if db.IsUnavailable(err) {
+			code = apperr.Unavailable
+		}
+		return refuseOperation(code, "temporarily unable to verify the access token")
 	}
 	return next(auth.WithActor(ctx, a))
 }

@@ -436,3 +436,120 @@ func (c *Cluster) mustBeReplica(t testing.TB) {
 		t.Fatalf("%s is not a replica", c.Name)
 	}
 }
+
+// DataDir is the cluster's data directory.
+func (c *Cluster) DataDir() string { return c.dataDir }
+
+// Dir is the directory (0755, owned by the server user) holding the data directory, the socket and
+// the log; tools the server runs (an archive_command) may keep their files there.
+func (c *Cluster) Dir() string { return c.root }
+
+// RunAsServer runs a program as the server's OS user (bounded in time, in Dir), for tools that must
+// read or write the data directory, such as a backup tool.
+func (c *Cluster) RunAsServer(t testing.TB, bin string, args ...string) (string, error) {
+	t.Helper()
+	return c.run(t, bin, args...)
+}
+
+// WriteOwnedFile writes a file anywhere under Dir, owned by the server user.
+func (c *Cluster) WriteOwnedFile(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.chown(t, path)
+}
+
+// MkdirOwned makes a directory under Dir owned by the server user (0700, as PostgreSQL and backup
+// tools want their directories).
+func (c *Cluster) MkdirOwned(t testing.TB, path string) {
+	t.Helper()
+	if err := os.MkdirAll(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	c.chown(t, path)
+}
+
+func (c *Cluster) chown(t testing.TB, path string) {
+	t.Helper()
+	if c.owner != nil {
+		if err := os.Chown(path, c.owner.uid, c.owner.gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Configure appends settings to postgresql.conf and restarts the server so that all of them apply
+// (archive_mode, for one, needs a restart).
+func (c *Cluster) Configure(t testing.TB, settings string) {
+	t.Helper()
+	c.writeFile(t, "postgresql.conf", "\n"+settings+"\n", true)
+	c.Restart(t)
+}
+
+// NewRestoredCluster makes a cluster from a data directory that restore fills (a backup tool's
+// restore into the empty, server-owned directory it is given), appends extra settings, and starts
+// it on a free port of its own. A restore that ends in recovery is not waited for: see WaitPrimary.
+// It is stopped and deleted when the test ends.
+func NewRestoredCluster(t testing.TB, name string, restore func(c *Cluster), extra string) *Cluster {
+	t.Helper()
+	owner := serverUser(t)
+	c := &Cluster{Name: name, owner: owner}
+	c.root = newRoot(t, owner, "taskgraph-pg-"+name+"-")
+	c.dataDir = filepath.Join(c.root, "data")
+	c.logFile = filepath.Join(c.root, "server.log")
+	c.watchdog(t)
+	c.MkdirOwned(t, c.dataDir)
+	restore(c)
+	c.writeFile(t, "postgresql.conf", "\n"+extra+"\n", true)
+	c.startOnFreePort(t)
+	return c
+}
+
+// WaitPrimary waits (up to within) until the server accepts writes: recovery has ended and it has
+// been promoted.
+func (c *Cluster) WaitPrimary(t testing.TB, within time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	var last string
+	var err error
+	for {
+		last, err = c.queryString(ctx, `SELECT pg_is_in_recovery()::text`)
+		if err == nil && last == "false" {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s did not leave recovery within %s (in recovery: %s, err %v)\n--- log ---\n%s", c.Name, within, last, err, c.logTail())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Query runs one query returning one text value on database db of this server.
+func (c *Cluster) Query(t testing.TB, db, sql string, args ...any) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, c.URL(db))
+	if err != nil {
+		t.Fatalf("%s: connect: %v", c.Name, err)
+	}
+	defer conn.Close(ctx)
+	var s string
+	if err := conn.QueryRow(ctx, sql, args...).Scan(&s); err != nil {
+		t.Fatalf("%s: %s: %v", c.Name, sql, err)
+	}
+	return s
+}
+
+// LogTail is the end of the server log, for failure messages.
+func (c *Cluster) LogTail() string { return c.logTail() }
+
+// Crash stops the server the way a power cut would (pg_ctl stop -m immediate): no shutdown
+// checkpoint, and WAL not yet archived stays behind.
+func (c *Cluster) Crash(t testing.TB) {
+	t.Helper()
+	c.mustRun(t, pgBin(t, "pg_ctl"), "stop", "-m", "immediate", "-w", "-t", pgWaitSeconds, "-D", c.dataDir)
+}
