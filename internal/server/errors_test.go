@@ -223,7 +223,7 @@ func TestPresenterDatabaseUnavailable(t *testing.T) {
 		fmt.Errorf("list: %w", pgconn.ErrConnClosed),
 	} {
 		logger, _ := newTestLogger()
-		got := errorPresenter(logger)(withRequestIDValue("req-7"), err)
+		got := errorPresenter(logger, false)(withRequestIDValue("req-7"), err)
 		if got.Extensions["code"] != "UNAVAILABLE" || got.Message != UnavailableMessage || got.Extensions["requestId"] != "req-7" {
 			t.Errorf("%v: presented as %q %v", err, got.Message, got.Extensions)
 		}
