@@ -14,18 +14,7 @@ func TestNotificationsMigrationDownAndUp(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	databaseURL, _ := newOpenTestDatabase(t)
-	if err := EnsureDatabase(ctx, databaseURL); err != nil {
-		t.Fatalf("EnsureDatabase: %v", err)
-	}
-	pool, err := OpenPool(ctx, databaseURL, PoolOptions{MaxConns: 3})
-	if err != nil {
-		t.Fatalf("OpenPool: %v", err)
-	}
-	t.Cleanup(pool.Close)
-	if err := Migrate(ctx, pool); err != nil {
-		t.Fatalf("Migrate: %v", err)
-	}
+	pool := newMigratedTestPool(ctx, t)
 	// The latest version, whatever later migrations exist: Migrate must come back to it.
 	latest, err := MigrationStatus(ctx, pool)
 	if err != nil || latest < 4 {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/taskgraph/taskgraph/migrations"
 )
 
@@ -22,6 +23,25 @@ const openTestServer = "postgres://postgres@127.0.0.1:5432"
 
 // newOpenTestDatabase returns a URL for a database name that does not exist yet and drops that
 // database when the test ends (after the test's own cleanups, e.g. closing pools).
+// newMigratedTestPool creates a fresh database for t, migrates it to the latest version and returns a
+// small pool on it (closed when t ends).
+func newMigratedTestPool(ctx context.Context, t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	databaseURL, _ := newOpenTestDatabase(t)
+	if err := EnsureDatabase(ctx, databaseURL); err != nil {
+		t.Fatalf("EnsureDatabase: %v", err)
+	}
+	pool, err := OpenPool(ctx, databaseURL, PoolOptions{MaxConns: 3})
+	if err != nil {
+		t.Fatalf("OpenPool: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	if err := Migrate(ctx, pool); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	return pool
+}
+
 func newOpenTestDatabase(t *testing.T) (databaseURL, name string) {
 	t.Helper()
 	b := make([]byte, 6)
@@ -247,18 +267,7 @@ func TestAssigneeMigrationDownAndUp(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	databaseURL, _ := newOpenTestDatabase(t)
-	if err := EnsureDatabase(ctx, databaseURL); err != nil {
-		t.Fatalf("EnsureDatabase: %v", err)
-	}
-	pool, err := OpenPool(ctx, databaseURL, PoolOptions{MaxConns: 3})
-	if err != nil {
-		t.Fatalf("OpenPool: %v", err)
-	}
-	t.Cleanup(pool.Close)
-	if err := Migrate(ctx, pool); err != nil {
-		t.Fatalf("Migrate: %v", err)
-	}
+	pool := newMigratedTestPool(ctx, t)
 	if _, err := pool.Exec(ctx, `
 		INSERT INTO users (id, name, email, password_hash) VALUES (gen_random_uuid(), 'M', 'm@example.com', 'x');
 		INSERT INTO tasks (id, owner_id, assignee_id, title)
