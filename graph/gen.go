@@ -1,5 +1,5 @@
 // Package graph holds gqlgen's generated executable schema; nothing here is edited by hand but
-// lazydefer.go, the helper internal/gqlgenpost rewrites the generated code to call.
+// rewrites.go, the helpers internal/gqlgenpost rewrites the generated code to call.
 package graph
 
 // gqlgen resolves the paths in gqlgen.yml from the working directory, so generate from the module root.
