@@ -78,3 +78,31 @@ func TestNoFieldMiddleware(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// stringList and enumString must write what gqlgen's marshalers write.
+func TestStringMarshalersWriteWhatGqlgenWrites(t *testing.T) {
+	strs := []string{"", "plain", `quote " back \ slash`, "tab\tcr\rnl\n", "\x00\x01\x1f\x7f", "Zoë 日本語 \u2028",
+		string([]byte{0xff, 'a', 0xfe}), "<html>&amp;"}
+	for _, list := range [][]string{nil, {}, strs, strs[:1]} {
+		arr := make(graphql.Array, len(list))
+		for i, s := range list {
+			arr[i] = graphql.MarshalString(s)
+		}
+		var want, got bytes.Buffer
+		arr.MarshalGQL(&want)
+		stringList(list).MarshalGQL(&got)
+		if got.String() != want.String() {
+			t.Errorf("stringList(%q) wrote %s, graphql.Array %s", list, got.String(), want.String())
+		}
+	}
+	for _, s := range strs {
+		for range 2 { // the second time from the shared marshaler
+			var want, got bytes.Buffer
+			graphql.MarshalString(s).MarshalGQL(&want)
+			enumString(s).MarshalGQL(&got)
+			if got.String() != want.String() {
+				t.Errorf("enumString(%q) wrote %s, MarshalString %s", s, got.String(), want.String())
+			}
+		}
+	}
+}
