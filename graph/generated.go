@@ -3430,14 +3430,14 @@ func (ec *executionContext) field___Type_inputFields_args(ctx context.Context, r
 // region    **************************** field.gotpl *****************************
 
 func (ec *executionContext) _AuthPayload_accessToken(ctx context.Context, field graphql.CollectedField, obj *model.AuthPayload) (ret graphql.Marshaler) {
-	return ec.marshalNString2string(ctx, field.Selections, obj.AccessToken)
+	return (*stringField)(&obj.AccessToken)
 }
 func (ec *executionContext) fieldContext_AuthPayload_accessToken(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("AuthPayload", field, false, false, "String")
 }
 
 func (ec *executionContext) _AuthPayload_refreshToken(ctx context.Context, field graphql.CollectedField, obj *model.AuthPayload) (ret graphql.Marshaler) {
-	return ec.marshalNString2string(ctx, field.Selections, obj.RefreshToken)
+	return (*stringField)(&obj.RefreshToken)
 }
 func (ec *executionContext) fieldContext_AuthPayload_refreshToken(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("AuthPayload", field, false, false, "String")
@@ -3451,23 +3451,20 @@ func (ec *executionContext) fieldContext_AuthPayload_expiresAt(_ context.Context
 }
 
 func (ec *executionContext) _AuthPayload_user(ctx context.Context, field graphql.CollectedField, obj *model.AuthPayload) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_AuthPayload_user(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.User, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *db.User) graphql.Marshaler {
-			return ec.marshalNUser2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐUser(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext_AuthPayload_user(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.User
+	fc.Result = res
+	return ec.marshalNUser2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐUser(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext_AuthPayload_user(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -3497,23 +3494,20 @@ func (ec *executionContext) fieldContext_BulkTasksResult_affectedCount(_ context
 }
 
 func (ec *executionContext) _ChangePasswordPayload_user(ctx context.Context, field graphql.CollectedField, obj *model.ChangePasswordPayload) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_ChangePasswordPayload_user(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.User, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *db.User) graphql.Marshaler {
-			return ec.marshalNUser2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐUser(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext_ChangePasswordPayload_user(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.User
+	fc.Result = res
+	return ec.marshalNUser2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐUser(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext_ChangePasswordPayload_user(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -3529,23 +3523,20 @@ func (ec *executionContext) fieldContext_ChangePasswordPayload_user(_ context.Co
 }
 
 func (ec *executionContext) _CreateTaskPayload_task(ctx context.Context, field graphql.CollectedField, obj *model.CreateTaskPayload) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_CreateTaskPayload_task(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Task, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *db.Task) graphql.Marshaler {
-			return ec.marshalNTask2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTask(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext_CreateTaskPayload_task(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.Task
+	fc.Result = res
+	return ec.marshalNTask2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTask(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext_CreateTaskPayload_task(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -3723,23 +3714,20 @@ func (ec *executionContext) fieldContext_Job_finishedAt(_ context.Context, field
 }
 
 func (ec *executionContext) _JobConnection_edges(ctx context.Context, field graphql.CollectedField, obj *db.BackgroundJobConnection) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_JobConnection_edges(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Edges, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []db.BackgroundJobEdge) graphql.Marshaler {
-			return ec.marshalNJobEdge2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐBackgroundJobEdgeᚄ(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext_JobConnection_edges(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.Edges
+	fc.Result = res
+	return ec.marshalNJobEdge2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐBackgroundJobEdgeᚄ(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext_JobConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -3810,30 +3798,27 @@ func (ec *executionContext) fieldContext_JobConnection_totalCount(_ context.Cont
 }
 
 func (ec *executionContext) _JobEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *db.BackgroundJobEdge) (ret graphql.Marshaler) {
-	return ec.marshalNString2string(ctx, field.Selections, obj.Cursor)
+	return (*stringField)(&obj.Cursor)
 }
 func (ec *executionContext) fieldContext_JobEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("JobEdge", field, false, false, "String")
 }
 
 func (ec *executionContext) _JobEdge_node(ctx context.Context, field graphql.CollectedField, obj *db.BackgroundJobEdge) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_JobEdge_node(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Node, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *db.BackgroundJob) graphql.Marshaler {
-			return ec.marshalNJob2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐBackgroundJob(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext_JobEdge_node(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.Node
+	fc.Result = res
+	return ec.marshalNJob2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐBackgroundJob(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext_JobEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -3872,7 +3857,7 @@ func (ec *executionContext) fieldContext_JobError_code(_ context.Context, field 
 }
 
 func (ec *executionContext) _JobError_message(ctx context.Context, field graphql.CollectedField, obj *model.JobError) (ret graphql.Marshaler) {
-	return ec.marshalNString2string(ctx, field.Selections, obj.Message)
+	return (*stringField)(&obj.Message)
 }
 func (ec *executionContext) fieldContext_JobError_message(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("JobError", field, false, false, "String")
@@ -4946,23 +4931,20 @@ func (ec *executionContext) fieldContext_Notification_readAt(_ context.Context, 
 }
 
 func (ec *executionContext) _NotificationConnection_edges(ctx context.Context, field graphql.CollectedField, obj *db.NotificationConnection) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_NotificationConnection_edges(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Edges, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []db.NotificationEdge) graphql.Marshaler {
-			return ec.marshalNNotificationEdge2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐNotificationEdgeᚄ(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext_NotificationConnection_edges(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.Edges
+	fc.Result = res
+	return ec.marshalNNotificationEdge2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐNotificationEdgeᚄ(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext_NotificationConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -5033,30 +5015,27 @@ func (ec *executionContext) fieldContext_NotificationConnection_totalCount(_ con
 }
 
 func (ec *executionContext) _NotificationEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *db.NotificationEdge) (ret graphql.Marshaler) {
-	return ec.marshalNString2string(ctx, field.Selections, obj.Cursor)
+	return (*stringField)(&obj.Cursor)
 }
 func (ec *executionContext) fieldContext_NotificationEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("NotificationEdge", field, false, false, "String")
 }
 
 func (ec *executionContext) _NotificationEdge_node(ctx context.Context, field graphql.CollectedField, obj *db.NotificationEdge) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_NotificationEdge_node(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Node, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *db.Notification) graphql.Marshaler {
-			return ec.marshalNNotification2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐNotification(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext_NotificationEdge_node(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.Node
+	fc.Result = res
+	return ec.marshalNNotification2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐNotification(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext_NotificationEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -5693,23 +5672,20 @@ func (ec *executionContext) fieldContext_Query___schema(_ context.Context, field
 }
 
 func (ec *executionContext) _RegisterWebhookPayload_webhook(ctx context.Context, field graphql.CollectedField, obj *model.RegisterWebhookPayload) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_RegisterWebhookPayload_webhook(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Webhook, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *db.Webhook) graphql.Marshaler {
-			return ec.marshalNWebhook2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐWebhook(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext_RegisterWebhookPayload_webhook(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.Webhook
+	fc.Result = res
+	return ec.marshalNWebhook2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐWebhook(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext_RegisterWebhookPayload_webhook(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -5725,7 +5701,7 @@ func (ec *executionContext) fieldContext_RegisterWebhookPayload_webhook(_ contex
 }
 
 func (ec *executionContext) _RegisterWebhookPayload_secret(ctx context.Context, field graphql.CollectedField, obj *model.RegisterWebhookPayload) (ret graphql.Marshaler) {
-	return ec.marshalNString2string(ctx, field.Selections, obj.Secret)
+	return (*stringField)(&obj.Secret)
 }
 func (ec *executionContext) fieldContext_RegisterWebhookPayload_secret(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("RegisterWebhookPayload", field, false, false, "String")
@@ -5898,7 +5874,7 @@ func (ec *executionContext) fieldContext_Task_id(_ context.Context, field graphq
 }
 
 func (ec *executionContext) _Task_title(ctx context.Context, field graphql.CollectedField, obj *db.Task) (ret graphql.Marshaler) {
-	return ec.marshalNString2string(ctx, field.Selections, obj.Title)
+	return (*stringField)(&obj.Title)
 }
 func (ec *executionContext) fieldContext_Task_title(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Task", field, false, false, "String")
@@ -6048,23 +6024,20 @@ func (ec *executionContext) fieldContext_TaskChangedEvent_kind(_ context.Context
 }
 
 func (ec *executionContext) _TaskChangedEvent_task(ctx context.Context, field graphql.CollectedField, obj *model.TaskChangedEvent) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_TaskChangedEvent_task(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Task, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *db.Task) graphql.Marshaler {
-			return ec.marshalOTask2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTask(ctx, selections, v)
-		},
-		true,
-		false,
-	)
+	fc, err := ec.fieldContext_TaskChangedEvent_task(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.Task
+	fc.Result = res
+	return ec.marshalOTask2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTask(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext_TaskChangedEvent_task(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -6087,23 +6060,20 @@ func (ec *executionContext) fieldContext_TaskChangedEvent_deletedTaskId(_ contex
 }
 
 func (ec *executionContext) _TaskConnection_edges(ctx context.Context, field graphql.CollectedField, obj *db.TaskConnection) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_TaskConnection_edges(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Edges, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []db.TaskEdge) graphql.Marshaler {
-			return ec.marshalNTaskEdge2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTaskEdgeᚄ(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext_TaskConnection_edges(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.Edges
+	fc.Result = res
+	return ec.marshalNTaskEdge2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTaskEdgeᚄ(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext_TaskConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -6209,30 +6179,27 @@ func (ec *executionContext) fieldContext_TaskCounts_overdue(_ context.Context, f
 }
 
 func (ec *executionContext) _TaskEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *db.TaskEdge) (ret graphql.Marshaler) {
-	return ec.marshalNString2string(ctx, field.Selections, obj.Cursor)
+	return (*stringField)(&obj.Cursor)
 }
 func (ec *executionContext) fieldContext_TaskEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("TaskEdge", field, false, false, "String")
 }
 
 func (ec *executionContext) _TaskEdge_node(ctx context.Context, field graphql.CollectedField, obj *db.TaskEdge) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_TaskEdge_node(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Node, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *db.Task) graphql.Marshaler {
-			return ec.marshalNTask2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTask(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext_TaskEdge_node(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.Node
+	fc.Result = res
+	return ec.marshalNTask2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTask(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext_TaskEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -6350,23 +6317,20 @@ func (ec *executionContext) fieldContext_TaskReport_totalCount(_ context.Context
 }
 
 func (ec *executionContext) _TaskReport_byStatus(ctx context.Context, field graphql.CollectedField, obj *userjobs.TaskReport) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_TaskReport_byStatus(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.ByStatus, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []userjobs.TaskStatusCount) graphql.Marshaler {
-			return ec.marshalNTaskStatusCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐTaskStatusCountᚄ(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext_TaskReport_byStatus(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.ByStatus
+	fc.Result = res
+	return ec.marshalNTaskStatusCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐTaskStatusCountᚄ(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext_TaskReport_byStatus(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -6382,23 +6346,20 @@ func (ec *executionContext) fieldContext_TaskReport_byStatus(_ context.Context, 
 }
 
 func (ec *executionContext) _TaskReport_byPriority(ctx context.Context, field graphql.CollectedField, obj *userjobs.TaskReport) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_TaskReport_byPriority(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.ByPriority, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []userjobs.TaskPriorityCount) graphql.Marshaler {
-			return ec.marshalNTaskPriorityCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐTaskPriorityCountᚄ(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext_TaskReport_byPriority(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.ByPriority
+	fc.Result = res
+	return ec.marshalNTaskPriorityCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐTaskPriorityCountᚄ(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext_TaskReport_byPriority(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -6421,23 +6382,20 @@ func (ec *executionContext) fieldContext_TaskReport_overdueCount(_ context.Conte
 }
 
 func (ec *executionContext) _TaskReport_completedPerWeek(ctx context.Context, field graphql.CollectedField, obj *userjobs.TaskReport) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_TaskReport_completedPerWeek(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.CompletedPerWeek, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []userjobs.WeeklyCount) graphql.Marshaler {
-			return ec.marshalNWeeklyCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐWeeklyCountᚄ(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext_TaskReport_completedPerWeek(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.CompletedPerWeek
+	fc.Result = res
+	return ec.marshalNWeeklyCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐWeeklyCountᚄ(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext_TaskReport_completedPerWeek(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -6467,23 +6425,20 @@ func (ec *executionContext) fieldContext_TaskStatusCount_count(_ context.Context
 }
 
 func (ec *executionContext) _UpdateMePayload_user(ctx context.Context, field graphql.CollectedField, obj *model.UpdateMePayload) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_UpdateMePayload_user(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.User, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *db.User) graphql.Marshaler {
-			return ec.marshalNUser2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐUser(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext_UpdateMePayload_user(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.User
+	fc.Result = res
+	return ec.marshalNUser2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐUser(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext_UpdateMePayload_user(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -6499,23 +6454,20 @@ func (ec *executionContext) fieldContext_UpdateMePayload_user(_ context.Context,
 }
 
 func (ec *executionContext) _UpdateTaskPayload_task(ctx context.Context, field graphql.CollectedField, obj *model.UpdateTaskPayload) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_UpdateTaskPayload_task(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Task, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *db.Task) graphql.Marshaler {
-			return ec.marshalNTask2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTask(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext_UpdateTaskPayload_task(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.Task
+	fc.Result = res
+	return ec.marshalNTask2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTask(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext_UpdateTaskPayload_task(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -6538,7 +6490,7 @@ func (ec *executionContext) fieldContext_User_id(_ context.Context, field graphq
 }
 
 func (ec *executionContext) _User_name(ctx context.Context, field graphql.CollectedField, obj *db.User) (ret graphql.Marshaler) {
-	return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+	return (*stringField)(&obj.Name)
 }
 func (ec *executionContext) fieldContext_User_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("User", field, false, false, "String")
@@ -6681,23 +6633,20 @@ func (ec *executionContext) fieldContext_User_unreadNotificationCount(_ context.
 }
 
 func (ec *executionContext) _UserConnection_edges(ctx context.Context, field graphql.CollectedField, obj *db.UserConnection) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_UserConnection_edges(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Edges, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []db.UserEdge) graphql.Marshaler {
-			return ec.marshalNUserEdge2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐUserEdgeᚄ(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext_UserConnection_edges(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.Edges
+	fc.Result = res
+	return ec.marshalNUserEdge2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐUserEdgeᚄ(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext_UserConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -6768,30 +6717,27 @@ func (ec *executionContext) fieldContext_UserConnection_totalCount(_ context.Con
 }
 
 func (ec *executionContext) _UserEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *db.UserEdge) (ret graphql.Marshaler) {
-	return ec.marshalNString2string(ctx, field.Selections, obj.Cursor)
+	return (*stringField)(&obj.Cursor)
 }
 func (ec *executionContext) fieldContext_UserEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("UserEdge", field, false, false, "String")
 }
 
 func (ec *executionContext) _UserEdge_node(ctx context.Context, field graphql.CollectedField, obj *db.UserEdge) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_UserEdge_node(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Node, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *db.User) graphql.Marshaler {
-			return ec.marshalNUser2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐUser(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext_UserEdge_node(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.Node
+	fc.Result = res
+	return ec.marshalNUser2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐUser(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext_UserEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -6814,7 +6760,7 @@ func (ec *executionContext) fieldContext_Webhook_id(_ context.Context, field gra
 }
 
 func (ec *executionContext) _Webhook_url(ctx context.Context, field graphql.CollectedField, obj *db.Webhook) (ret graphql.Marshaler) {
-	return ec.marshalNString2string(ctx, field.Selections, obj.URL)
+	return (*stringField)(&obj.URL)
 }
 func (ec *executionContext) fieldContext_Webhook_url(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Webhook", field, false, false, "String")
@@ -6842,7 +6788,7 @@ func (ec *executionContext) fieldContext_WeeklyCount_count(_ context.Context, fi
 }
 
 func (ec *executionContext) ___Directive_name(ctx context.Context, field graphql.CollectedField, obj *introspection.Directive) (ret graphql.Marshaler) {
-	return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+	return (*stringField)(&obj.Name)
 }
 func (ec *executionContext) fieldContext___Directive_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("__Directive", field, false, false, "String")
@@ -6863,23 +6809,20 @@ func (ec *executionContext) fieldContext___Directive_isRepeatable(_ context.Cont
 }
 
 func (ec *executionContext) ___Directive_locations(ctx context.Context, field graphql.CollectedField, obj *introspection.Directive) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext___Directive_locations(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Locations, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
-			return ec.marshalN__DirectiveLocation2ᚕstringᚄ(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext___Directive_locations(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.Locations
+	fc.Result = res
+	return ec.marshalN__DirectiveLocation2ᚕstringᚄ(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext___Directive_locations(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("__Directive", field, false, false, "__DirectiveLocation")
@@ -6930,7 +6873,7 @@ func (ec *executionContext) fieldContext___Directive_args(ctx context.Context, f
 }
 
 func (ec *executionContext) ___EnumValue_name(ctx context.Context, field graphql.CollectedField, obj *introspection.EnumValue) (ret graphql.Marshaler) {
-	return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+	return (*stringField)(&obj.Name)
 }
 func (ec *executionContext) fieldContext___EnumValue_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("__EnumValue", field, false, false, "String")
@@ -6958,7 +6901,7 @@ func (ec *executionContext) fieldContext___EnumValue_deprecationReason(_ context
 }
 
 func (ec *executionContext) ___Field_name(ctx context.Context, field graphql.CollectedField, obj *introspection.Field) (ret graphql.Marshaler) {
-	return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+	return (*stringField)(&obj.Name)
 }
 func (ec *executionContext) fieldContext___Field_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("__Field", field, false, false, "String")
@@ -7016,23 +6959,20 @@ func (ec *executionContext) fieldContext___Field_args(ctx context.Context, field
 }
 
 func (ec *executionContext) ___Field_type(ctx context.Context, field graphql.CollectedField, obj *introspection.Field) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext___Field_type(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Type, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *introspection.Type) graphql.Marshaler {
-			return ec.marshalN__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext___Field_type(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.Type
+	fc.Result = res
+	return ec.marshalN__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext___Field_type(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -7062,7 +7002,7 @@ func (ec *executionContext) fieldContext___Field_deprecationReason(_ context.Con
 }
 
 func (ec *executionContext) ___InputValue_name(ctx context.Context, field graphql.CollectedField, obj *introspection.InputValue) (ret graphql.Marshaler) {
-	return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+	return (*stringField)(&obj.Name)
 }
 func (ec *executionContext) fieldContext___InputValue_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("__InputValue", field, false, false, "String")
@@ -7076,23 +7016,20 @@ func (ec *executionContext) fieldContext___InputValue_description(_ context.Cont
 }
 
 func (ec *executionContext) ___InputValue_type(ctx context.Context, field graphql.CollectedField, obj *introspection.InputValue) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext___InputValue_type(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Type, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *introspection.Type) graphql.Marshaler {
-			return ec.marshalN__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext___InputValue_type(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.Type
+	fc.Result = res
+	return ec.marshalN__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext___InputValue_type(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -7136,23 +7073,20 @@ func (ec *executionContext) fieldContext___Schema_description(_ context.Context,
 }
 
 func (ec *executionContext) ___Schema_types(ctx context.Context, field graphql.CollectedField, obj *introspection.Schema) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext___Schema_types(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Types(), nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []introspection.Type) graphql.Marshaler {
-			return ec.marshalN__Type2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐTypeᚄ(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext___Schema_types(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.Types()
+	fc.Result = res
+	return ec.marshalN__Type2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐTypeᚄ(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext___Schema_types(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -7168,23 +7102,20 @@ func (ec *executionContext) fieldContext___Schema_types(_ context.Context, field
 }
 
 func (ec *executionContext) ___Schema_queryType(ctx context.Context, field graphql.CollectedField, obj *introspection.Schema) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext___Schema_queryType(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.QueryType(), nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *introspection.Type) graphql.Marshaler {
-			return ec.marshalN__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext___Schema_queryType(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.QueryType()
+	fc.Result = res
+	return ec.marshalN__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext___Schema_queryType(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -7200,23 +7131,20 @@ func (ec *executionContext) fieldContext___Schema_queryType(_ context.Context, f
 }
 
 func (ec *executionContext) ___Schema_mutationType(ctx context.Context, field graphql.CollectedField, obj *introspection.Schema) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext___Schema_mutationType(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.MutationType(), nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *introspection.Type) graphql.Marshaler {
-			return ec.marshalO__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, selections, v)
-		},
-		true,
-		false,
-	)
+	fc, err := ec.fieldContext___Schema_mutationType(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.MutationType()
+	fc.Result = res
+	return ec.marshalO__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext___Schema_mutationType(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -7232,23 +7160,20 @@ func (ec *executionContext) fieldContext___Schema_mutationType(_ context.Context
 }
 
 func (ec *executionContext) ___Schema_subscriptionType(ctx context.Context, field graphql.CollectedField, obj *introspection.Schema) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext___Schema_subscriptionType(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.SubscriptionType(), nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *introspection.Type) graphql.Marshaler {
-			return ec.marshalO__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, selections, v)
-		},
-		true,
-		false,
-	)
+	fc, err := ec.fieldContext___Schema_subscriptionType(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.SubscriptionType()
+	fc.Result = res
+	return ec.marshalO__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext___Schema_subscriptionType(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -7264,23 +7189,20 @@ func (ec *executionContext) fieldContext___Schema_subscriptionType(_ context.Con
 }
 
 func (ec *executionContext) ___Schema_directives(ctx context.Context, field graphql.CollectedField, obj *introspection.Schema) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext___Schema_directives(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Directives(), nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []introspection.Directive) graphql.Marshaler {
-			return ec.marshalN__Directive2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐDirectiveᚄ(ctx, selections, v)
-		},
-		true,
-		true,
-	)
+	fc, err := ec.fieldContext___Schema_directives(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.Directives()
+	fc.Result = res
+	return ec.marshalN__Directive2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐDirectiveᚄ(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext___Schema_directives(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -7368,23 +7290,20 @@ func (ec *executionContext) fieldContext___Type_fields(ctx context.Context, fiel
 }
 
 func (ec *executionContext) ___Type_interfaces(ctx context.Context, field graphql.CollectedField, obj *introspection.Type) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext___Type_interfaces(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Interfaces(), nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []introspection.Type) graphql.Marshaler {
-			return ec.marshalO__Type2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐTypeᚄ(ctx, selections, v)
-		},
-		true,
-		false,
-	)
+	fc, err := ec.fieldContext___Type_interfaces(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.Interfaces()
+	fc.Result = res
+	return ec.marshalO__Type2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐTypeᚄ(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext___Type_interfaces(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -7400,23 +7319,20 @@ func (ec *executionContext) fieldContext___Type_interfaces(_ context.Context, fi
 }
 
 func (ec *executionContext) ___Type_possibleTypes(ctx context.Context, field graphql.CollectedField, obj *introspection.Type) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext___Type_possibleTypes(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.PossibleTypes(), nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []introspection.Type) graphql.Marshaler {
-			return ec.marshalO__Type2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐTypeᚄ(ctx, selections, v)
-		},
-		true,
-		false,
-	)
+	fc, err := ec.fieldContext___Type_possibleTypes(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.PossibleTypes()
+	fc.Result = res
+	return ec.marshalO__Type2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐTypeᚄ(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext___Type_possibleTypes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -7520,23 +7436,20 @@ func (ec *executionContext) fieldContext___Type_inputFields(ctx context.Context,
 }
 
 func (ec *executionContext) ___Type_ofType(ctx context.Context, field graphql.CollectedField, obj *introspection.Type) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext___Type_ofType(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.OfType(), nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *introspection.Type) graphql.Marshaler {
-			return ec.marshalO__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, selections, v)
-		},
-		true,
-		false,
-	)
+	fc, err := ec.fieldContext___Type_ofType(ctx, field)
+	if err != nil {
+		return graphql.Null
+	}
+	ctx = graphql.WithFieldContext(ctx, fc)
+	defer func() {
+		if r := recover(); r != nil {
+			ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+			ret = graphql.Null
+		}
+	}()
+	res := obj.OfType()
+	fc.Result = res
+	return ec.marshalO__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, field.Selections, res)
 }
 func (ec *executionContext) fieldContext___Type_ofType(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
@@ -8553,7 +8466,7 @@ var authPayloadImplementors = []string{"AuthPayload"}
 func (ec *executionContext) _AuthPayload(ctx context.Context, sel ast.SelectionSet, obj *model.AuthPayload) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, authPayloadImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -8593,7 +8506,7 @@ func (ec *executionContext) _AuthPayload(ctx context.Context, sel ast.SelectionS
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var bulkTasksResultImplementors = []string{"BulkTasksResult", "JobResult"}
@@ -8601,7 +8514,7 @@ var bulkTasksResultImplementors = []string{"BulkTasksResult", "JobResult"}
 func (ec *executionContext) _BulkTasksResult(ctx context.Context, sel ast.SelectionSet, obj *userjobs.BulkResult) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, bulkTasksResultImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -8631,7 +8544,7 @@ func (ec *executionContext) _BulkTasksResult(ctx context.Context, sel ast.Select
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var changePasswordPayloadImplementors = []string{"ChangePasswordPayload"}
@@ -8639,7 +8552,7 @@ var changePasswordPayloadImplementors = []string{"ChangePasswordPayload"}
 func (ec *executionContext) _ChangePasswordPayload(ctx context.Context, sel ast.SelectionSet, obj *model.ChangePasswordPayload) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, changePasswordPayloadImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -8664,7 +8577,7 @@ func (ec *executionContext) _ChangePasswordPayload(ctx context.Context, sel ast.
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var createTaskPayloadImplementors = []string{"CreateTaskPayload"}
@@ -8672,7 +8585,7 @@ var createTaskPayloadImplementors = []string{"CreateTaskPayload"}
 func (ec *executionContext) _CreateTaskPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CreateTaskPayload) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, createTaskPayloadImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -8697,7 +8610,7 @@ func (ec *executionContext) _CreateTaskPayload(ctx context.Context, sel ast.Sele
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var deleteMePayloadImplementors = []string{"DeleteMePayload"}
@@ -8705,7 +8618,7 @@ var deleteMePayloadImplementors = []string{"DeleteMePayload"}
 func (ec *executionContext) _DeleteMePayload(ctx context.Context, sel ast.SelectionSet, obj *model.DeleteMePayload) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, deleteMePayloadImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -8730,7 +8643,7 @@ func (ec *executionContext) _DeleteMePayload(ctx context.Context, sel ast.Select
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var deleteTaskPayloadImplementors = []string{"DeleteTaskPayload"}
@@ -8738,7 +8651,7 @@ var deleteTaskPayloadImplementors = []string{"DeleteTaskPayload"}
 func (ec *executionContext) _DeleteTaskPayload(ctx context.Context, sel ast.SelectionSet, obj *model.DeleteTaskPayload) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, deleteTaskPayloadImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -8763,7 +8676,7 @@ func (ec *executionContext) _DeleteTaskPayload(ctx context.Context, sel ast.Sele
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var deleteWebhookPayloadImplementors = []string{"DeleteWebhookPayload"}
@@ -8771,7 +8684,7 @@ var deleteWebhookPayloadImplementors = []string{"DeleteWebhookPayload"}
 func (ec *executionContext) _DeleteWebhookPayload(ctx context.Context, sel ast.SelectionSet, obj *model.DeleteWebhookPayload) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, deleteWebhookPayloadImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -8796,7 +8709,7 @@ func (ec *executionContext) _DeleteWebhookPayload(ctx context.Context, sel ast.S
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var jobImplementors = []string{"Job", "Node"}
@@ -8938,7 +8851,7 @@ var jobEdgeImplementors = []string{"JobEdge"}
 func (ec *executionContext) _JobEdge(ctx context.Context, sel ast.SelectionSet, obj *db.BackgroundJobEdge) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, jobEdgeImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -8968,7 +8881,7 @@ func (ec *executionContext) _JobEdge(ctx context.Context, sel ast.SelectionSet, 
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var jobErrorImplementors = []string{"JobError"}
@@ -8976,7 +8889,7 @@ var jobErrorImplementors = []string{"JobError"}
 func (ec *executionContext) _JobError(ctx context.Context, sel ast.SelectionSet, obj *model.JobError) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, jobErrorImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -9006,7 +8919,7 @@ func (ec *executionContext) _JobError(ctx context.Context, sel ast.SelectionSet,
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var logoutPayloadImplementors = []string{"LogoutPayload"}
@@ -9014,7 +8927,7 @@ var logoutPayloadImplementors = []string{"LogoutPayload"}
 func (ec *executionContext) _LogoutPayload(ctx context.Context, sel ast.SelectionSet, obj *model.LogoutPayload) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, logoutPayloadImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -9039,7 +8952,7 @@ func (ec *executionContext) _LogoutPayload(ctx context.Context, sel ast.Selectio
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var markNotificationsReadPayloadImplementors = []string{"MarkNotificationsReadPayload"}
@@ -9047,7 +8960,7 @@ var markNotificationsReadPayloadImplementors = []string{"MarkNotificationsReadPa
 func (ec *executionContext) _MarkNotificationsReadPayload(ctx context.Context, sel ast.SelectionSet, obj *model.MarkNotificationsReadPayload) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, markNotificationsReadPayloadImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -9077,7 +8990,7 @@ func (ec *executionContext) _MarkNotificationsReadPayload(ctx context.Context, s
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var mutationImplementors = []string{"Mutation"}
@@ -9351,7 +9264,7 @@ var notificationEdgeImplementors = []string{"NotificationEdge"}
 func (ec *executionContext) _NotificationEdge(ctx context.Context, sel ast.SelectionSet, obj *db.NotificationEdge) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, notificationEdgeImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -9381,7 +9294,7 @@ func (ec *executionContext) _NotificationEdge(ctx context.Context, sel ast.Selec
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var pageInfoImplementors = []string{"PageInfo"}
@@ -9389,7 +9302,7 @@ var pageInfoImplementors = []string{"PageInfo"}
 func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet, obj *db.PageInfo) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, pageInfoImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -9429,7 +9342,7 @@ func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet,
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var queryImplementors = []string{"Query"}
@@ -9547,7 +9460,7 @@ var registerWebhookPayloadImplementors = []string{"RegisterWebhookPayload"}
 func (ec *executionContext) _RegisterWebhookPayload(ctx context.Context, sel ast.SelectionSet, obj *model.RegisterWebhookPayload) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, registerWebhookPayloadImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -9577,7 +9490,7 @@ func (ec *executionContext) _RegisterWebhookPayload(ctx context.Context, sel ast
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var subscriptionImplementors = []string{"Subscription"}
@@ -9699,7 +9612,7 @@ var taskChangedEventImplementors = []string{"TaskChangedEvent"}
 func (ec *executionContext) _TaskChangedEvent(ctx context.Context, sel ast.SelectionSet, obj *model.TaskChangedEvent) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, taskChangedEventImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -9734,7 +9647,7 @@ func (ec *executionContext) _TaskChangedEvent(ctx context.Context, sel ast.Selec
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var taskConnectionImplementors = []string{"TaskConnection"}
@@ -9786,7 +9699,7 @@ var taskCountsImplementors = []string{"TaskCounts"}
 func (ec *executionContext) _TaskCounts(ctx context.Context, sel ast.SelectionSet, obj *db.TaskCounts) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, taskCountsImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -9831,7 +9744,7 @@ func (ec *executionContext) _TaskCounts(ctx context.Context, sel ast.SelectionSe
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var taskEdgeImplementors = []string{"TaskEdge"}
@@ -9839,7 +9752,7 @@ var taskEdgeImplementors = []string{"TaskEdge"}
 func (ec *executionContext) _TaskEdge(ctx context.Context, sel ast.SelectionSet, obj *db.TaskEdge) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, taskEdgeImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -9869,7 +9782,7 @@ func (ec *executionContext) _TaskEdge(ctx context.Context, sel ast.SelectionSet,
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var taskExportImplementors = []string{"TaskExport", "JobResult"}
@@ -9937,7 +9850,7 @@ var taskPriorityCountImplementors = []string{"TaskPriorityCount"}
 func (ec *executionContext) _TaskPriorityCount(ctx context.Context, sel ast.SelectionSet, obj *userjobs.TaskPriorityCount) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, taskPriorityCountImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -9967,7 +9880,7 @@ func (ec *executionContext) _TaskPriorityCount(ctx context.Context, sel ast.Sele
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var taskReportImplementors = []string{"TaskReport", "JobResult"}
@@ -9975,7 +9888,7 @@ var taskReportImplementors = []string{"TaskReport", "JobResult"}
 func (ec *executionContext) _TaskReport(ctx context.Context, sel ast.SelectionSet, obj *userjobs.TaskReport) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, taskReportImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -10025,7 +9938,7 @@ func (ec *executionContext) _TaskReport(ctx context.Context, sel ast.SelectionSe
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var taskStatusCountImplementors = []string{"TaskStatusCount"}
@@ -10033,7 +9946,7 @@ var taskStatusCountImplementors = []string{"TaskStatusCount"}
 func (ec *executionContext) _TaskStatusCount(ctx context.Context, sel ast.SelectionSet, obj *userjobs.TaskStatusCount) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, taskStatusCountImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -10063,7 +9976,7 @@ func (ec *executionContext) _TaskStatusCount(ctx context.Context, sel ast.Select
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var updateMePayloadImplementors = []string{"UpdateMePayload"}
@@ -10071,7 +9984,7 @@ var updateMePayloadImplementors = []string{"UpdateMePayload"}
 func (ec *executionContext) _UpdateMePayload(ctx context.Context, sel ast.SelectionSet, obj *model.UpdateMePayload) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, updateMePayloadImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -10096,7 +10009,7 @@ func (ec *executionContext) _UpdateMePayload(ctx context.Context, sel ast.Select
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var updateTaskPayloadImplementors = []string{"UpdateTaskPayload"}
@@ -10104,7 +10017,7 @@ var updateTaskPayloadImplementors = []string{"UpdateTaskPayload"}
 func (ec *executionContext) _UpdateTaskPayload(ctx context.Context, sel ast.SelectionSet, obj *model.UpdateTaskPayload) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, updateTaskPayloadImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -10129,7 +10042,7 @@ func (ec *executionContext) _UpdateTaskPayload(ctx context.Context, sel ast.Sele
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var userImplementors = []string{"User", "Node"}
@@ -10253,7 +10166,7 @@ var userEdgeImplementors = []string{"UserEdge"}
 func (ec *executionContext) _UserEdge(ctx context.Context, sel ast.SelectionSet, obj *db.UserEdge) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, userEdgeImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -10283,7 +10196,7 @@ func (ec *executionContext) _UserEdge(ctx context.Context, sel ast.SelectionSet,
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var webhookImplementors = []string{"Webhook"}
@@ -10291,7 +10204,7 @@ var webhookImplementors = []string{"Webhook"}
 func (ec *executionContext) _Webhook(ctx context.Context, sel ast.SelectionSet, obj *db.Webhook) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, webhookImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -10326,7 +10239,7 @@ func (ec *executionContext) _Webhook(ctx context.Context, sel ast.SelectionSet, 
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var weeklyCountImplementors = []string{"WeeklyCount"}
@@ -10334,7 +10247,7 @@ var weeklyCountImplementors = []string{"WeeklyCount"}
 func (ec *executionContext) _WeeklyCount(ctx context.Context, sel ast.SelectionSet, obj *userjobs.WeeklyCount) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, weeklyCountImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -10364,7 +10277,7 @@ func (ec *executionContext) _WeeklyCount(ctx context.Context, sel ast.SelectionS
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var __DirectiveImplementors = []string{"__Directive"}
@@ -10372,7 +10285,7 @@ var __DirectiveImplementors = []string{"__Directive"}
 func (ec *executionContext) ___Directive(ctx context.Context, sel ast.SelectionSet, obj *introspection.Directive) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, __DirectiveImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -10417,7 +10330,7 @@ func (ec *executionContext) ___Directive(ctx context.Context, sel ast.SelectionS
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var __EnumValueImplementors = []string{"__EnumValue"}
@@ -10425,7 +10338,7 @@ var __EnumValueImplementors = []string{"__EnumValue"}
 func (ec *executionContext) ___EnumValue(ctx context.Context, sel ast.SelectionSet, obj *introspection.EnumValue) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, __EnumValueImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -10465,7 +10378,7 @@ func (ec *executionContext) ___EnumValue(ctx context.Context, sel ast.SelectionS
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var __FieldImplementors = []string{"__Field"}
@@ -10473,7 +10386,7 @@ var __FieldImplementors = []string{"__Field"}
 func (ec *executionContext) ___Field(ctx context.Context, sel ast.SelectionSet, obj *introspection.Field) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, __FieldImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -10523,7 +10436,7 @@ func (ec *executionContext) ___Field(ctx context.Context, sel ast.SelectionSet, 
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var __InputValueImplementors = []string{"__InputValue"}
@@ -10531,7 +10444,7 @@ var __InputValueImplementors = []string{"__InputValue"}
 func (ec *executionContext) ___InputValue(ctx context.Context, sel ast.SelectionSet, obj *introspection.InputValue) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, __InputValueImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -10581,7 +10494,7 @@ func (ec *executionContext) ___InputValue(ctx context.Context, sel ast.Selection
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var __SchemaImplementors = []string{"__Schema"}
@@ -10589,7 +10502,7 @@ var __SchemaImplementors = []string{"__Schema"}
 func (ec *executionContext) ___Schema(ctx context.Context, sel ast.SelectionSet, obj *introspection.Schema) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, __SchemaImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -10639,7 +10552,7 @@ func (ec *executionContext) ___Schema(ctx context.Context, sel ast.SelectionSet,
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 var __TypeImplementors = []string{"__Type"}
@@ -10647,7 +10560,7 @@ var __TypeImplementors = []string{"__Type"}
 func (ec *executionContext) ___Type(ctx context.Context, sel ast.SelectionSet, obj *introspection.Type) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, __TypeImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newPlainFields(fields)
 	deferred := newDeferredGroup(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -10722,7 +10635,7 @@ func (ec *executionContext) ___Type(ctx context.Context, sel ast.SelectionSet, o
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return &fieldValues{fields: fields, values: out.Values}
+	return &out.fieldValues
 }
 
 // endregion **************************** object.gotpl ****************************
@@ -10843,7 +10756,7 @@ func (ec *executionContext) unmarshalNExportFormat2githubᚗcomᚋtaskgraphᚋta
 
 func (ec *executionContext) marshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐExportFormat(ctx context.Context, sel ast.SelectionSet, v userjobs.ExportFormat) graphql.Marshaler {
 	_ = sel
-	res := graphql.MarshalString(marshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐExportFormat[v])
+	res := enumString(marshalNExportFormat2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐExportFormat[v])
 	if res == graphql.Null {
 		graphql.AddInvalidNullFromMarshaler(ctx, "ExportFormat!")
 	}
@@ -10990,7 +10903,7 @@ func (ec *executionContext) unmarshalNJobKind2githubᚗcomᚋtaskgraphᚋtaskgra
 
 func (ec *executionContext) marshalNJobKind2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐJobKind(ctx context.Context, sel ast.SelectionSet, v db.JobKind) graphql.Marshaler {
 	_ = sel
-	res := graphql.MarshalString(marshalNJobKind2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐJobKind[v])
+	res := enumString(marshalNJobKind2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐJobKind[v])
 	if res == graphql.Null {
 		graphql.AddInvalidNullFromMarshaler(ctx, "JobKind!")
 	}
@@ -11020,7 +10933,7 @@ func (ec *executionContext) unmarshalNJobStatus2githubᚗcomᚋtaskgraphᚋtaskg
 
 func (ec *executionContext) marshalNJobStatus2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐJobStatus(ctx context.Context, sel ast.SelectionSet, v db.JobStatus) graphql.Marshaler {
 	_ = sel
-	res := graphql.MarshalString(marshalNJobStatus2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐJobStatus[v])
+	res := enumString(marshalNJobStatus2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐJobStatus[v])
 	if res == graphql.Null {
 		graphql.AddInvalidNullFromMarshaler(ctx, "JobStatus!")
 	}
@@ -11124,7 +11037,7 @@ func (ec *executionContext) unmarshalNNotificationKind2githubᚗcomᚋtaskgraph�
 
 func (ec *executionContext) marshalNNotificationKind2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐNotificationKind(ctx context.Context, sel ast.SelectionSet, v db.NotificationKind) graphql.Marshaler {
 	_ = sel
-	res := graphql.MarshalString(marshalNNotificationKind2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐNotificationKind[v])
+	res := enumString(marshalNNotificationKind2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐNotificationKind[v])
 	if res == graphql.Null {
 		graphql.AddInvalidNullFromMarshaler(ctx, "NotificationKind!")
 	}
@@ -11152,7 +11065,7 @@ func (ec *executionContext) unmarshalNOrderDirection2githubᚗcomᚋtaskgraphᚋ
 
 func (ec *executionContext) marshalNOrderDirection2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐDirection(ctx context.Context, sel ast.SelectionSet, v db.Direction) graphql.Marshaler {
 	_ = sel
-	res := graphql.MarshalString(marshalNOrderDirection2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐDirection[v])
+	res := enumString(marshalNOrderDirection2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐDirection[v])
 	if res == graphql.Null {
 		graphql.AddInvalidNullFromMarshaler(ctx, "OrderDirection!")
 	}
@@ -11205,7 +11118,7 @@ func (ec *executionContext) unmarshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraph�
 
 func (ec *executionContext) marshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole(ctx context.Context, sel ast.SelectionSet, v policy.Role) graphql.Marshaler {
 	_ = sel
-	res := graphql.MarshalString(marshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole[v])
+	res := enumString(marshalNRole2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋpolicyᚐRole[v])
 	if res == graphql.Null {
 		graphql.AddInvalidNullFromMarshaler(ctx, "Role!")
 	}
@@ -11252,18 +11165,7 @@ func (ec *executionContext) unmarshalNString2ᚕstringᚄ(ctx context.Context, v
 }
 
 func (ec *executionContext) marshalNString2ᚕstringᚄ(ctx context.Context, sel ast.SelectionSet, v []string) graphql.Marshaler {
-	ret := make(graphql.Array, len(v))
-	for i := range v {
-		ret[i] = ec.marshalNString2string(ctx, sel, v[i])
-	}
-
-	for _, e := range ret {
-		if e == graphql.Null {
-			return graphql.Null
-		}
-	}
-
-	return ret
+	return stringList(v)
 }
 
 func (ec *executionContext) marshalNTask2ᚖgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTask(ctx context.Context, sel ast.SelectionSet, v *db.Task) graphql.Marshaler {
@@ -11341,7 +11243,7 @@ func (ec *executionContext) unmarshalNTaskOrderField2githubᚗcomᚋtaskgraphᚋ
 
 func (ec *executionContext) marshalNTaskOrderField2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTaskOrderField(ctx context.Context, sel ast.SelectionSet, v db.TaskOrderField) graphql.Marshaler {
 	_ = sel
-	res := graphql.MarshalString(marshalNTaskOrderField2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTaskOrderField[v])
+	res := enumString(marshalNTaskOrderField2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTaskOrderField[v])
 	if res == graphql.Null {
 		graphql.AddInvalidNullFromMarshaler(ctx, "TaskOrderField!")
 	}
@@ -11371,7 +11273,7 @@ func (ec *executionContext) unmarshalNTaskPriority2githubᚗcomᚋtaskgraphᚋta
 
 func (ec *executionContext) marshalNTaskPriority2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐPriority(ctx context.Context, sel ast.SelectionSet, v db.Priority) graphql.Marshaler {
 	_ = sel
-	res := graphql.MarshalString(marshalNTaskPriority2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐPriority[v])
+	res := enumString(marshalNTaskPriority2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐPriority[v])
 	if res == graphql.Null {
 		graphql.AddInvalidNullFromMarshaler(ctx, "TaskPriority!")
 	}
@@ -11421,7 +11323,7 @@ func (ec *executionContext) unmarshalNTaskStatus2githubᚗcomᚋtaskgraphᚋtask
 
 func (ec *executionContext) marshalNTaskStatus2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTaskStatus(ctx context.Context, sel ast.SelectionSet, v db.TaskStatus) graphql.Marshaler {
 	_ = sel
-	res := graphql.MarshalString(marshalNTaskStatus2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTaskStatus[v])
+	res := enumString(marshalNTaskStatus2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTaskStatus[v])
 	if res == graphql.Null {
 		graphql.AddInvalidNullFromMarshaler(ctx, "TaskStatus!")
 	}
@@ -11531,7 +11433,7 @@ func (ec *executionContext) unmarshalNUserOrderField2githubᚗcomᚋtaskgraphᚋ
 
 func (ec *executionContext) marshalNUserOrderField2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐUserOrderField(ctx context.Context, sel ast.SelectionSet, v db.UserOrderField) graphql.Marshaler {
 	_ = sel
-	res := graphql.MarshalString(marshalNUserOrderField2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐUserOrderField[v])
+	res := enumString(marshalNUserOrderField2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐUserOrderField[v])
 	if res == graphql.Null {
 		graphql.AddInvalidNullFromMarshaler(ctx, "UserOrderField!")
 	}

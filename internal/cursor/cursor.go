@@ -23,9 +23,14 @@ import (
 // Codec signs and checks cursors.
 type Codec struct {
 	key []byte
-	// macs holds keyed HMAC states: a page encodes a cursor per row, and hmac.New costs several
-	// allocations each time.
-	macs sync.Pool
+	// sealers holds keyed HMAC states and payload buffers: a page encodes a cursor per row, and
+	// hmac.New costs several allocations each time.
+	sealers sync.Pool
+}
+
+type sealer struct {
+	mac hash.Hash
+	buf [256]byte
 }
 
 // NewCodec derives the cursor key from the server secret, so cursors survive restarts and work on
@@ -34,7 +39,7 @@ func NewCodec(secret []byte) *Codec {
 	m := hmac.New(sha256.New, secret)
 	m.Write([]byte("taskgraph cursor v1"))
 	c := &Codec{key: m.Sum(nil)}
-	c.macs.New = func() any { return hmac.New(sha256.New, c.key) }
+	c.sealers.New = func() any { return &sealer{mac: hmac.New(sha256.New, c.key)} }
 	return c
 }
 
@@ -68,8 +73,9 @@ func Scope(parts ...string) string {
 // what json.Marshal(payload{…}) writes (cursor_test.go proves it), because a page encodes one
 // cursor per row.
 func (c *Codec) Encode(scope string, key any, id uuid.UUID) (string, error) {
-	var arr [256]byte
-	body := append(arr[:0], `{"v":`...)
+	sl := c.sealers.Get().(*sealer)
+	defer c.sealers.Put(sl)
+	body := append(sl.buf[:0], `{"v":`...)
 	body = strconv.AppendInt(body, version, 10)
 	body = append(body, `,"s":`...)
 	body, err := appendJSON(body, scope)
@@ -84,12 +90,10 @@ func (c *Codec) Encode(scope string, key any, id uuid.UUID) (string, error) {
 	body = appendUUID(body, id)
 	body = append(body, `"}`...)
 
-	m := c.macs.Get().(hash.Hash)
-	m.Reset()
-	m.Write(body)
+	sl.mac.Reset()
+	sl.mac.Write(body)
 	n := len(body)
-	body = m.Sum(body)[:n+16]
-	c.macs.Put(m)
+	body = sl.mac.Sum(body)[:n+16]
 
 	var out [512]byte
 	enc := base64.RawURLEncoding
