@@ -23,7 +23,7 @@ func TestNearCachesFollowWritesOnOtherInstances(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration: two instances and Redis")
 	}
-	env := map[string]string{"REDIS_URL": testenv.RedisURL(0)}
+	env := map[string]string{"REDIS_URL": testenv.RedisURL(0), "CACHE_NEAR_MAX_ENTRIES": "1000"}
 	a := testsupport.NewEnv(t, env)
 	b := testsupport.NewEnvOn(t, a.DB, env)
 	for _, e := range []*testsupport.Env{a, b} {

@@ -28,7 +28,8 @@ const (
 )
 
 // benchModes are the setups the page benchmarks run in: every cache off, the default (in-process
-// row cache, no Redis, no response cache) and Redis (row and response caches).
+// row cache, no Redis, no response cache), Redis (row and response caches) and Redis with a near
+// cache in front of it.
 var benchModes = []struct {
 	name string
 	env  map[string]string
@@ -36,6 +37,8 @@ var benchModes = []struct {
 	{"cache-off", map[string]string{"CACHE_ENABLED": "false", "RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "warn"}},
 	{"default", map[string]string{"RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "warn"}},
 	{"redis-cache", map[string]string{"REDIS_URL": testenv.RedisURL(0), "RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "warn"}},
+	{"redis-near", map[string]string{"REDIS_URL": testenv.RedisURL(0), "CACHE_NEAR_MAX_ENTRIES": "100000",
+		"RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "warn"}},
 }
 
 // BenchmarkTaskPage serves the page scenario through the real handler, in process (no network),

@@ -63,8 +63,10 @@ type App struct {
 // SharesInvalidations reports whether processes with cfg keep cache entries in their own memory (the
 // in-process cache without Redis, the near cache in front of Redis) and so must tell each other,
 // over the event bus, which entries their writes made stale. Every process of a deployment (serve,
-// worker, set-role) must agree, as they agree on CACHE_ENABLED.
-func SharesInvalidations(cfg config.Config) bool { return cfg.CacheEnabled }
+// worker, set-role) must agree, as they agree on REDIS_URL and CACHE_NEAR_MAX_ENTRIES.
+func SharesInvalidations(cfg config.Config) bool {
+	return cfg.CacheEnabled && (cfg.RedisURL == "" || cfg.CacheNearMaxEntries > 0)
+}
 
 // peerInvalidationBuffer is generous: an invalidate event is small, and a full buffer empties the
 // whole cache.
@@ -190,11 +192,15 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 	}
 	if cfg.CacheEnabled {
 		if app.Redis != nil {
-			// A near cache in front of Redis: hot rows (sessions, users, tasks) without a round trip.
 			app.Cache = cache.NewRedis(app.Redis, RedisPrefix+"cache:", logger)
-			if err = app.Cache.EnableNear(int(cfg.CacheMaxEntries)); err != nil {
-				app.Close()
-				return nil, err
+			if cfg.CacheNearMaxEntries > 0 {
+				// A near cache in front of Redis: hot rows (sessions, users, tasks) without a round
+				// trip, at the price of a few milliseconds in which another instance's write is not
+				// seen yet (its invalidate event is on the way).
+				if err = app.Cache.EnableNear(int(cfg.CacheNearMaxEntries)); err != nil {
+					app.Close()
+					return nil, err
+				}
 			}
 		} else if app.Cache, err = cache.NewLocal(int(cfg.CacheMaxEntries), logger); err != nil {
 			app.Close()
