@@ -57,6 +57,8 @@ type keysetList[T any] struct {
 	desc    bool
 	idOf    func(T) uuid.UUID
 	scope   string
+	// scan reads one row of columns (nil: pgx.RowToStructByName).
+	scan pgx.RowToFunc[T]
 }
 
 // page is one fetched page, in the list's order.
@@ -87,6 +89,10 @@ func fetchPage[T any](ctx context.Context, q querier, codec *cursor.Codec, l key
 	pageSQL := fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s %s, id %s LIMIT %d",
 		l.columns, l.table, pageWhere.sql(), l.sort.expr, dir, dir, req.limit+1)
 
+	scan := l.scan
+	if scan == nil {
+		scan = pgx.RowToStructByName[T]
+	}
 	var (
 		rows       []T
 		otherSide  bool
@@ -97,7 +103,7 @@ func fetchPage[T any](ctx context.Context, q querier, codec *cursor.Codec, l key
 		if err != nil {
 			return page[T]{}, fmt.Errorf("query %s page: %w", l.table, err)
 		}
-		rows, collectErr = pgx.CollectRows(r, pgx.RowToStructByName[T])
+		rows, collectErr = pgx.CollectRows(r, scan)
 	} else {
 		b := &pgx.Batch{}
 		b.Queue(pageSQL, pageWhere.args...)
@@ -105,7 +111,7 @@ func fetchPage[T any](ctx context.Context, q querier, codec *cursor.Codec, l key
 		br := q.SendBatch(ctx, b)
 		r, err := br.Query()
 		if err == nil {
-			rows, collectErr = pgx.CollectRows(r, pgx.RowToStructByName[T])
+			rows, collectErr = pgx.CollectRows(r, scan)
 			if collectErr == nil {
 				collectErr = br.QueryRow().Scan(&otherSide)
 			}

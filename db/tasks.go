@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/taskgraph/taskgraph/internal/cursor"
 )
 
@@ -25,6 +26,24 @@ type TaskStore struct {
 }
 
 const taskColumns = "id, owner_id, assignee_id, title, description, status, priority, due_at, tags, created_at, updated_at, version"
+
+// scanTask reads a row of taskColumns, in their order. Pages and loaders read many tasks per
+// request: pgx.RowToStructByName matches columns to fields by reflection on every row and decodes
+// uuids through their text form (uuid.UUID is an sql.Scanner); this scans uuids as their 16 bytes.
+func scanTask(row pgx.CollectableRow) (Task, error) {
+	var t Task
+	var assignee pgtype.UUID
+	err := row.Scan((*[16]byte)(&t.ID), (*[16]byte)(&t.OwnerID), &assignee, &t.Title, &t.Description,
+		&t.Status, &t.Priority, &t.DueAt, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &t.Version)
+	if err != nil {
+		return Task{}, err
+	}
+	if assignee.Valid {
+		id := uuid.UUID(assignee.Bytes)
+		t.AssigneeID = &id
+	}
+	return t, nil
+}
 
 // TaskFilter narrows a task list; nil fields do not filter. Inputs are validated before they get here.
 type TaskFilter struct {
@@ -201,6 +220,7 @@ func (s TaskStore) List(ctx context.Context, sc TaskScope, filter *TaskFilter, o
 	l := keysetList[Task]{
 		table: "tasks", columns: taskColumns, filter: filter.where(sc),
 		sort: key, desc: o.Direction == Desc, idOf: func(t Task) uuid.UUID { return t.ID }, scope: scope,
+		scan: scanTask,
 	}
 	p, err := fetchPage(ctx, s.q, s.cursors, l, req)
 	if err != nil {
@@ -287,8 +307,11 @@ func (s TaskStore) one(ctx context.Context, sql string, args ...any) (*Task, err
 	if err != nil {
 		return nil, mapError(err, "task")
 	}
-	task, err := pgx.CollectExactlyOneRow(rows, pgx.RowToAddrOfStructByName[Task])
-	return task, mapError(err, "task")
+	task, err := pgx.CollectExactlyOneRow(rows, scanTask)
+	if err != nil {
+		return nil, mapError(err, "task")
+	}
+	return &task, nil
 }
 
 // ByIDs returns the tasks with these ids, in no particular order, whoever owns them. Callers check
@@ -298,7 +321,7 @@ func (s TaskStore) ByIDs(ctx context.Context, ids []uuid.UUID) ([]Task, error) {
 	if err != nil {
 		return nil, mapError(err, "tasks")
 	}
-	tasks, err := pgx.CollectRows(rows, pgx.RowToStructByName[Task])
+	tasks, err := pgx.CollectRows(rows, scanTask)
 	return tasks, mapError(err, "tasks")
 }
 

@@ -19,6 +19,13 @@ type UserStore struct {
 
 const userColumns = "id, name, email, role, password_hash, created_at, updated_at"
 
+// scanUser reads a row of userColumns, in their order (see scanTask for why not RowToStructByName).
+func scanUser(row pgx.CollectableRow) (User, error) {
+	var u User
+	err := row.Scan((*[16]byte)(&u.ID), &u.Name, &u.Email, &u.Role, &u.PasswordHash, &u.CreatedAt, &u.UpdatedAt)
+	return u, err
+}
+
 // NewUser is a validated registration.
 type NewUser struct {
 	Name         string
@@ -69,7 +76,7 @@ func (s UserStore) ByIDs(ctx context.Context, ids []uuid.UUID) ([]User, error) {
 	if err != nil {
 		return nil, mapError(err, "users")
 	}
-	users, err := pgx.CollectRows(rows, pgx.RowToStructByName[User])
+	users, err := pgx.CollectRows(rows, scanUser)
 	return users, mapError(err, "users")
 }
 
@@ -230,6 +237,7 @@ func (s UserStore) List(ctx context.Context, filter *UserFilter, order *UserOrde
 	l := keysetList[User]{
 		table: "users", columns: userColumns, filter: filter.where(),
 		sort: key, desc: o.Direction == Desc, idOf: func(u User) uuid.UUID { return u.ID }, scope: scope,
+		scan: scanUser,
 	}
 	p, err := fetchPage(ctx, s.q, s.cursors, l, req)
 	if err != nil {

@@ -74,7 +74,7 @@ func (r *Resolver) loadNode(ctx context.Context, field, gid string) (db.Node, er
 	case globalid.KindTask:
 		return r.loaders(ctx).TaskByID.Load(ctx, id)()
 	case globalid.KindUser:
-		return r.loaders(ctx).UserByID.Load(ctx, id)()
+		return r.loaders(ctx).User(ctx, id)
 	case globalid.KindNotification:
 		return r.Notifications.Get(ctx, a, id)
 	case globalid.KindJob:

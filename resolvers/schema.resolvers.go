@@ -122,7 +122,7 @@ func (r *queryResolver) Me(ctx context.Context) (*db.User, error) {
 	if err := policy.RequireSignedIn(a); err != nil {
 		return nil, err
 	}
-	return r.loaders(ctx).UserByID.Load(ctx, a.UserID)()
+	return r.loaders(ctx).User(ctx, a.UserID)
 }
 
 func (r *queryResolver) Node(ctx context.Context, id string) (db.Node, error) {

@@ -15,14 +15,14 @@ import (
 )
 
 func (r *taskResolver) Owner(ctx context.Context, obj *db.Task) (*db.User, error) {
-	return r.loaders(ctx).UserByID.Load(ctx, obj.OwnerID)()
+	return r.loaders(ctx).User(ctx, obj.OwnerID)
 }
 
 func (r *taskResolver) Assignee(ctx context.Context, obj *db.Task) (*db.User, error) {
 	if obj.AssigneeID == nil {
 		return nil, nil
 	}
-	u, err := r.loaders(ctx).UserByID.Load(ctx, *obj.AssigneeID)()
+	u, err := r.loaders(ctx).User(ctx, *obj.AssigneeID)
 	if errors.Is(err, apperr.ErrNotFound) {
 		// The assignee deleted their account: the row is unassigned now (ON DELETE SET NULL), though a
 		// cached copy of it may not know yet.

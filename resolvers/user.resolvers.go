@@ -30,7 +30,7 @@ func (r *userResolver) TaskCounts(ctx context.Context, obj *db.User) (*db.TaskCo
 	if err := policy.CheckSeeTaskCounts(actor(ctx), obj.ID); err != nil {
 		return nil, err
 	}
-	return r.loaders(ctx).TaskCountsByUser.Load(ctx, obj.ID)()
+	return r.loaders(ctx).TaskCounts(ctx, obj.ID)
 }
 
 func (r *userConnectionResolver) TotalCount(ctx context.Context, obj *db.UserConnection) (int, error) {

@@ -216,8 +216,8 @@ func work(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *sl
 	opts.Logger, opts.Tracer = logger, metrics.PGXTracer()
 	// New notifications, job progress and tasks changed by bulk operations reach live subscriptions
 	// on the API instances from the database itself (its triggers announce every commit). With
-	// Redis, the shared cache drops the changed tasks too; without it, the API instances'
-	// in-process caches hear of them on the bus.
+	// Redis, the shared cache drops the changed tasks too; the API instances' in-process (or near)
+	// caches hear of them on the bus.
 	bus := events.New(pool, logger)
 	if server.SharesInvalidations(cfg) {
 		bus.ShareInvalidations()
@@ -249,7 +249,7 @@ func setRole(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, args []
 		return fmt.Errorf("%w: role must be USER or ADMIN, got %q", errUsage, args[1])
 	}
 	// Running servers cache users (and take roles from them): invalidate the shared Redis cache, or
-	// tell the servers' in-process caches over the event bus, so the change applies at once.
+	// tell the servers' in-process (or near) caches over the event bus, so the change applies at once.
 	var opts []db.Option
 	if cfg.RedisURL != "" && cfg.CacheEnabled {
 		rdb, err := redisx.NewClient(cfg.RedisURL)

@@ -12,6 +12,12 @@
 //   - If an invalidation could not reach Redis, Redis is bypassed until the cache epoch has been bumped,
 //     so no value written before the lost invalidation is ever served again.
 //   - Concurrent misses for the same entity collapse into one database read.
+//   - With Redis, a near cache (EnableNear) keeps recently read entries in the process too, so a hot
+//     row costs no round trip. A write drops its entries from the writing process's near cache
+//     before the write answers, and from every other process's when they hear the write's
+//     invalidate event over the event bus (InvalidatePeer; normally milliseconds after the commit).
+//     A process that may have missed events empties its near cache (Purge), and no near entry
+//     outlives nearTTL. Near fills follow the same tombstone and fill-delay rules as Redis's.
 //
 // The cache holds rows, not decisions: callers still check who may see what on every read.
 package cache
@@ -52,6 +58,7 @@ func ttlFor(kind db.EntityKind) time.Duration {
 type Cache struct {
 	store  store
 	redis  *redisStore   // set when backed by Redis
+	near   *localStore   // with Redis: entries recently read by this process (EnableNear)
 	guard  *redisx.Guard // set when backed by Redis
 	logger *slog.Logger
 	flight flightGroup
@@ -62,7 +69,26 @@ type Cache struct {
 
 	now func() time.Time // the clock that times loads against tombstoneTTL
 
-	hits, misses, faults atomic.Int64
+	hits, misses, faults, nearHits atomic.Int64
+}
+
+// nearTTL bounds how long a near-cache entry is served: invalidate events remove entries at once,
+// and this caps the damage of an event lost without the gap that empties the near cache.
+const nearTTL = 5 * time.Second
+
+// EnableNear puts an in-process near cache of at most maxEntries entries in front of Redis. It does
+// nothing for a cache without Redis (that one lives in the process already). Only processes that
+// hear other processes' invalidations (InvalidatePeer, Purge on a gap) may enable it.
+func (c *Cache) EnableNear(maxEntries int) error {
+	if c == nil || c.redis == nil {
+		return nil
+	}
+	s, err := newLocalStore(maxEntries)
+	if err != nil {
+		return err
+	}
+	c.near = s
+	return nil
 }
 
 // NewLocal returns an in-process cache of at most maxEntries entries.
@@ -90,6 +116,8 @@ func NewRedis(rdb *redis.Client, prefix string, logger *slog.Logger) *Cache {
 // Stats are counters since start, for metrics and the benchmark.
 type Stats struct {
 	Hits, Misses, Faults int64
+	// NearHits are the hits (counted in Hits too) answered by the near cache, without Redis.
+	NearHits int64
 }
 
 // Stats returns the hit, miss and fault counters.
@@ -97,7 +125,7 @@ func (c *Cache) Stats() Stats {
 	if c == nil {
 		return Stats{}
 	}
-	return Stats{Hits: c.hits.Load(), Misses: c.misses.Load(), Faults: c.faults.Load()}
+	return Stats{Hits: c.hits.Load(), Misses: c.misses.Load(), Faults: c.faults.Load(), NearHits: c.nearHits.Load()}
 }
 
 // callBudget caps one Redis call, like ratelimit's primaryBudget: the client's timeouts alone do not
@@ -145,20 +173,47 @@ func (c *Cache) Invalidate(ctx context.Context, keys []db.EntityKey) {
 	// A load already running for these keys may carry the rows from before the write: later reads
 	// must start their own load rather than wait for that one.
 	c.flight.forget(strs)
+	if c.near != nil {
+		_ = c.near.invalidate(ctx, strs)
+	}
 	if err := c.do(ctx, func(ctx context.Context) error { return c.store.invalidate(ctx, strs) }); err != nil {
 		c.lost.Add(1)
 		c.logger.WarnContext(ctx, "cache invalidation lost; bypassing Redis until the cache is retired", "err", err, "keys", len(strs))
 	}
 }
 
-// Purge empties an in-process cache, and makes loads already running not fill it: for when this
-// process may have missed other processes' invalidations. A Redis-backed cache is shared and
-// invalidated by every process directly, so it is left alone.
-func (c *Cache) Purge() {
-	if c == nil || c.redis != nil {
+// InvalidatePeer applies another process's invalidation (heard over the event bus): the in-process
+// cache drops the entries, or with Redis the near cache does (that process invalidated Redis itself).
+func (c *Cache) InvalidatePeer(ctx context.Context, keys []db.EntityKey) {
+	if c == nil || c.redis == nil {
+		c.Invalidate(ctx, keys)
 		return
 	}
-	if local, ok := c.store.(*localStore); ok {
+	if c.near == nil || len(keys) == 0 {
+		return
+	}
+	strs := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if _, cached := defaultTTLs[k.Kind]; cached {
+			strs = append(strs, key(k.Kind, k.ID))
+		}
+	}
+	c.flight.forget(strs)
+	_ = c.near.invalidate(ctx, strs)
+}
+
+// Purge empties an in-process cache (or the near cache in front of Redis), and makes loads already
+// running not fill it: for when this process may have missed other processes' invalidations. Redis
+// itself is shared and invalidated by every process directly, so it is left alone.
+func (c *Cache) Purge() {
+	if c == nil {
+		return
+	}
+	local := c.near
+	if c.redis == nil {
+		local, _ = c.store.(*localStore)
+	}
+	if local != nil {
 		c.flight.forgetAll()
 		local.purge()
 	}
@@ -183,6 +238,10 @@ func (c *Cache) repair(ctx context.Context) {
 	}
 	if err := c.do(ctx, c.redis.retire); err != nil {
 		return
+	}
+	if c.near != nil {
+		c.flight.forgetAll()
+		c.near.purge() // it may hold entries read from Redis before the retire
 	}
 	for {
 		r := c.repaired.Load()
@@ -235,9 +294,28 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 	useStore := c.usable(ctx)
 	missing := ids
 	var gen int64 // the store generation (Redis epoch) this read saw; its fills go there
-	if useStore {
+	// The near cache's generation and the time before it was read: its fills, like Redis's, must
+	// land in the generation and within maxFillDelay of the read they come from.
+	var nearGen int64
+	var nearStart time.Time
+	near := c.near
+	if !useStore {
+		near = nil
+	}
+	if near != nil {
+		nearStart, nearGen = c.now(), near.generation()
 		keys := make([]string, len(ids))
 		for i, id := range ids {
+			keys[i] = key(kind, id)
+		}
+		found, _ := near.getMulti(ctx, keys)
+		missing = decodeFound(ids, keys, found, out)
+		c.hits.Add(int64(len(ids) - len(missing)))
+		c.nearHits.Add(int64(len(ids) - len(missing)))
+	}
+	if useStore && len(missing) > 0 {
+		keys := make([]string, len(missing))
+		for i, id := range missing {
 			keys[i] = key(kind, id)
 		}
 		var found map[string]string
@@ -249,21 +327,18 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 			found = nil // a cache fault is a miss
 		}
 		gen = c.store.generation()
-		missing = missing[:0:0]
-		for i, id := range ids {
-			v, ok := found[keys[i]]
-			if !ok || v == tombstone {
-				missing = append(missing, id)
-				continue
+		asked := missing
+		missing = decodeFound(asked, keys, found, out)
+		c.hits.Add(int64(len(asked) - len(missing)))
+		if near != nil && len(missing) < len(asked) && c.now().Sub(nearStart) < maxFillDelay {
+			fill := make(map[string]string, len(asked)-len(missing))
+			for _, k := range keys {
+				if v, ok := found[k]; ok && v != tombstone {
+					fill[k] = v
+				}
 			}
-			var row T
-			if err := json.Unmarshal([]byte(v), &row); err != nil {
-				missing = append(missing, id)
-				continue
-			}
-			out[id] = &row
+			_ = near.fill(ctx, nearGen, fill, nearTTL)
 		}
-		c.hits.Add(int64(len(ids) - len(missing)))
 	}
 	c.misses.Add(int64(len(missing)))
 	if len(missing) == 0 {
@@ -298,6 +373,9 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 			defer cancel()
 			_ = c.do(fctx, func(ctx context.Context) error { return c.store.fill(ctx, gen, fill, ttlFor(kind)) })
 		}
+		if near != nil && !noFill && len(fill) > 0 && c.now().Sub(nearStart) < maxFillDelay {
+			_ = near.fill(lctx, nearGen, fill, nearTTL)
+		}
 		return m, nil
 	})
 	if err != nil {
@@ -307,6 +385,26 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 		out[id] = v.(*T)
 	}
 	return out, nil
+}
+
+// decodeFound puts the entries of found (keyed by keys, one per id) into out and returns the ids
+// not found (absent, tombstoned or undecodable).
+func decodeFound[T any](ids []uuid.UUID, keys []string, found map[string]string, out map[uuid.UUID]*T) []uuid.UUID {
+	var missing []uuid.UUID
+	for i, id := range ids {
+		v, ok := found[keys[i]]
+		if !ok || v == tombstone {
+			missing = append(missing, id)
+			continue
+		}
+		var row T
+		if err := json.Unmarshal([]byte(v), &row); err != nil {
+			missing = append(missing, id)
+			continue
+		}
+		out[id] = &row
+	}
+	return missing
 }
 
 type staleSourceKey struct{}

@@ -53,6 +53,8 @@ type Config struct {
 	RedisURL        string // REDIS_URL
 	CacheEnabled    bool   // CACHE_ENABLED
 	CacheMaxEntries int64  // CACHE_MAX_ENTRIES
+	// CacheNearMaxEntries sizes the near cache in front of Redis (0: none).
+	CacheNearMaxEntries int64 // CACHE_NEAR_MAX_ENTRIES
 
 	RateLimitEnabled    bool     // RATE_LIMIT_ENABLED
 	RateLimitPoints     int64    // RATE_LIMIT_POINTS_PER_HOUR
@@ -362,6 +364,9 @@ func settings() []setting {
 			func(c *Config) *bool { return &c.CacheEnabled }),
 		intSetting("CACHE_MAX_ENTRIES", "100000", 100, 100_000_000, "entries held by the in-process cache (used without REDIS_URL)",
 			func(c *Config) *int64 { return &c.CacheMaxEntries }),
+		intSetting("CACHE_NEAR_MAX_ENTRIES", "0", 0, 100_000_000,
+			"entries each instance keeps in a near cache in front of Redis (0: none); another instance's write reaches it within milliseconds, not before the write answers",
+			func(c *Config) *int64 { return &c.CacheNearMaxEntries }),
 		boolSetting("RATE_LIMIT_ENABLED", "true", "limit each client's query cost per hour and sign-in attempts per minute",
 			func(c *Config) *bool { return &c.RateLimitEnabled }),
 		intSetting("RATE_LIMIT_POINTS_PER_HOUR", "5000", 1, 10_000_000,

@@ -10,7 +10,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"hash"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/google/uuid"
 
@@ -20,6 +23,14 @@ import (
 // Codec signs and checks cursors.
 type Codec struct {
 	key []byte
+	// sealers holds keyed HMAC states and payload buffers: a page encodes a cursor per row, and
+	// hmac.New costs several allocations each time.
+	sealers sync.Pool
+}
+
+type sealer struct {
+	mac hash.Hash
+	buf [256]byte
 }
 
 // NewCodec derives the cursor key from the server secret, so cursors survive restarts and work on
@@ -27,7 +38,9 @@ type Codec struct {
 func NewCodec(secret []byte) *Codec {
 	m := hmac.New(sha256.New, secret)
 	m.Write([]byte("taskgraph cursor v1"))
-	return &Codec{key: m.Sum(nil)}
+	c := &Codec{key: m.Sum(nil)}
+	c.sealers.New = func() any { return &sealer{mac: hmac.New(sha256.New, c.key)} }
+	return c
 }
 
 // version is the cursor format; a cursor of another version is refused.
@@ -56,19 +69,90 @@ func Scope(parts ...string) string {
 	return base64.RawURLEncoding.EncodeToString(h[:9])
 }
 
-// Encode seals a row's position in the list scope.
+// Encode seals a row's position in the list scope. The payload is written by hand, byte for byte
+// what json.Marshal(payload{…}) writes (cursor_test.go proves it), because a page encodes one
+// cursor per row.
 func (c *Codec) Encode(scope string, key any, id uuid.UUID) (string, error) {
-	k, err := json.Marshal(key)
-	if err != nil {
-		return "", fmt.Errorf("encode cursor key: %w", err)
-	}
-	body, err := json.Marshal(payload{V: version, Scope: scope, Key: k, ID: id})
+	sl := c.sealers.Get().(*sealer)
+	defer c.sealers.Put(sl)
+	body := append(sl.buf[:0], `{"v":`...)
+	body = strconv.AppendInt(body, version, 10)
+	body = append(body, `,"s":`...)
+	body, err := appendJSON(body, scope)
 	if err != nil {
 		return "", fmt.Errorf("encode cursor: %w", err)
 	}
-	m := hmac.New(sha256.New, c.key)
-	m.Write(body)
-	return base64.RawURLEncoding.EncodeToString(append(body, m.Sum(nil)[:16]...)), nil
+	body = append(body, `,"k":`...)
+	if body, err = appendJSON(body, key); err != nil {
+		return "", fmt.Errorf("encode cursor key: %w", err)
+	}
+	body = append(body, `,"i":"`...)
+	body = appendUUID(body, id)
+	body = append(body, `"}`...)
+
+	sl.mac.Reset()
+	sl.mac.Write(body)
+	n := len(body)
+	body = sl.mac.Sum(body)[:n+16]
+
+	var out [512]byte
+	enc := base64.RawURLEncoding
+	if enc.EncodedLen(len(body)) > len(out) {
+		return enc.EncodeToString(body), nil
+	}
+	dst := out[:enc.EncodedLen(len(body))]
+	enc.Encode(dst, body)
+	return string(dst), nil
+}
+
+// appendJSON appends v as json.Marshal writes it: integers and plain strings directly, anything
+// else through encoding/json.
+func appendJSON(b []byte, v any) ([]byte, error) {
+	switch v := v.(type) {
+	case int64:
+		return strconv.AppendInt(b, v, 10), nil
+	case int:
+		return strconv.AppendInt(b, int64(v), 10), nil
+	case string:
+		if plainJSONString(v) {
+			b = append(b, '"')
+			b = append(b, v...)
+			return append(b, '"'), nil
+		}
+	}
+	j, err := json.Marshal(v)
+	if err != nil {
+		return b, err
+	}
+	return append(b, j...), nil
+}
+
+// plainJSONString reports whether json.Marshal writes s unchanged between quotes: printable ASCII
+// without the characters it escapes (quote, backslash and the HTML-sensitive <, > and &).
+func plainJSONString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
+}
+
+// appendUUID appends id in its canonical text form (uuid.UUID.String) without allocating.
+func appendUUID(b []byte, id uuid.UUID) []byte {
+	var s [36]byte
+	const hexDigits = "0123456789abcdef"
+	j := 0
+	for i, x := range id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			s[j] = '-'
+			j++
+		}
+		s[j], s[j+1] = hexDigits[x>>4], hexDigits[x&0x0f]
+		j += 2
+	}
+	return append(b, s[:]...)
 }
 
 // Invalid answers a cursor that is malformed, forged or of another version (BAD_USER_INPUT).

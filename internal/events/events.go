@@ -54,8 +54,9 @@ const (
 	KindUser Kind = "user"
 	// KindJob: a background job was created or changed status or progress (ID is the job; UserIDs its user).
 	KindJob Kind = "job"
-	// KindInvalidate: a committed write made these cache entries stale (Keys). Sent only by
-	// processes that keep an in-process cache (no Redis), so that the others drop them too.
+	// KindInvalidate: a committed write made these cache entries stale (Keys). Sent by processes
+	// whose deployment keeps cache entries in process memory (the in-process cache, or the near
+	// cache in front of Redis), so that the others drop them too.
 	KindInvalidate Kind = "invalidate"
 )
 
@@ -193,8 +194,8 @@ func (b *Bus) Publish(ctx context.Context, evs ...Event) {
 	}
 }
 
-// Invalidate implements db.Invalidator for processes whose caches live in their own memory (no
-// Redis, see ShareInvalidations): after a commit it tells the other processes which entities the
+// Invalidate implements db.Invalidator for processes whose caches live (partly) in their own memory
+// (see ShareInvalidations): after a commit it tells the other processes which entities the
 // write changed, so they drop them too. Otherwise it publishes nothing: live subscribers hear of
 // changes from the database's own notifications.
 func (b *Bus) Invalidate(ctx context.Context, keys []db.EntityKey) {

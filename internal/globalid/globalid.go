@@ -22,8 +22,35 @@ const (
 )
 
 // Encode returns the global ID of the object of kind with database id.
+// Every row's id goes through here, so it builds the text on the stack: one allocation, the result.
 func Encode(kind Kind, id uuid.UUID) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(string(kind) + ":" + id.String()))
+	var raw [64]byte
+	b := append(raw[:0], kind...)
+	b = append(b, ':')
+	b = appendUUID(b, id)
+	var out [88]byte
+	enc := base64.RawURLEncoding
+	if n := enc.EncodedLen(len(b)); n <= len(out) {
+		enc.Encode(out[:n], b)
+		return string(out[:n])
+	}
+	return enc.EncodeToString(b)
+}
+
+// appendUUID appends id in its canonical text form (uuid.UUID.String) without allocating.
+func appendUUID(b []byte, id uuid.UUID) []byte {
+	var s [36]byte
+	const hexDigits = "0123456789abcdef"
+	j := 0
+	for i, x := range id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			s[j] = '-'
+			j++
+		}
+		s[j], s[j+1] = hexDigits[x>>4], hexDigits[x&0x0f]
+		j += 2
+	}
+	return append(b, s[:]...)
 }
 
 // Decode splits a global ID; a malformed one is BAD_USER_INPUT naming field.

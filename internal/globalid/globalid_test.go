@@ -1,6 +1,7 @@
 package globalid
 
 import (
+	"encoding/base64"
 	"testing"
 
 	"github.com/google/uuid"
@@ -28,5 +29,27 @@ func TestDecodeAsOtherKindIsNotFound(t *testing.T) {
 	_, err := DecodeAs("id", KindTask, Encode(KindUser, uuid.New()))
 	if apperr.CodeOf(err) != apperr.NotFound {
 		t.Fatalf("code = %v, want NOT_FOUND", apperr.CodeOf(err))
+	}
+}
+
+// Global ids already handed to clients were base64url("Kind:" + uuid.String()); the hand-built
+// encoding must stay byte for byte the same.
+func TestEncodeMatchesTheDocumentedForm(t *testing.T) {
+	for _, kind := range []Kind{KindUser, KindTask, KindNotification, KindWebhook, KindJob} {
+		for range 50 {
+			id := uuid.New()
+			want := base64.RawURLEncoding.EncodeToString([]byte(string(kind) + ":" + id.String()))
+			if got := Encode(kind, id); got != want {
+				t.Fatalf("Encode(%s, %s) = %s, want %s", kind, id, got, want)
+			}
+		}
+	}
+}
+
+func BenchmarkEncode(b *testing.B) {
+	id := uuid.New()
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = Encode(KindTask, id)
 	}
 }

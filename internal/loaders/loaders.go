@@ -33,6 +33,10 @@ type Loaders struct {
 	TaskByID         *dataloader.Loader[uuid.UUID, *db.Task]
 	TaskCountsByUser *dataloader.Loader[uuid.UUID, *db.TaskCounts]
 
+	// The loaders' caches, for the fast paths (User, TaskCounts).
+	userCache   *dataloader.InMemoryCache[uuid.UUID, *db.User]
+	countsCache *dataloader.InMemoryCache[uuid.UUID, *db.TaskCounts]
+
 	// The batch functions behind the loaders, for Preload.
 	users  dataloader.BatchFunc[uuid.UUID, *db.User]
 	tasks  dataloader.BatchFunc[uuid.UUID, *db.Task]
@@ -67,13 +71,14 @@ func New(a policy.Actor, s Services) *Loaders {
 	countBatch := func(ctx context.Context, ids []uuid.UUID) []*dataloader.Result[*db.TaskCounts] {
 		return results(s.Tasks.CountsOf(ctx, a, ids))
 	}
+	userCache, countsCache := dataloader.NewCache[uuid.UUID, *db.User](), dataloader.NewCache[uuid.UUID, *db.TaskCounts]()
 	return &Loaders{
-		users: userBatch, tasks: taskBatch, counts: countBatch,
-		UserByID: dataloader.NewBatchedLoader(userBatch,
+		users: userBatch, tasks: taskBatch, counts: countBatch, userCache: userCache, countsCache: countsCache,
+		UserByID: dataloader.NewBatchedLoader(userBatch, dataloader.WithCache[uuid.UUID, *db.User](userCache),
 			dataloader.WithWait[uuid.UUID, *db.User](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.User](db.MaxPageSize)),
 		TaskByID: dataloader.NewBatchedLoader(taskBatch,
 			dataloader.WithWait[uuid.UUID, *db.Task](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.Task](db.MaxPageSize)),
-		TaskCountsByUser: dataloader.NewBatchedLoader(countBatch,
+		TaskCountsByUser: dataloader.NewBatchedLoader(countBatch, dataloader.WithCache[uuid.UUID, *db.TaskCounts](countsCache),
 			dataloader.WithWait[uuid.UUID, *db.TaskCounts](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.TaskCounts](db.MaxPageSize)),
 	}
 }
@@ -118,6 +123,24 @@ func For(ctx context.Context, s Services) *Loaders {
 		return l
 	}
 	return New(auth.Actor(ctx), s)
+}
+
+// User is UserByID.Load(ctx, id)(): when the operation already read or primed the user (a page's
+// preloaded owners), it answers from the loader's cache without Load's per-call channel, result
+// and tracing (Load itself answers the same cached thunk).
+func (l *Loaders) User(ctx context.Context, id uuid.UUID) (*db.User, error) {
+	if th, ok := l.userCache.Get(ctx, id); ok {
+		return th()
+	}
+	return l.UserByID.Load(ctx, id)()
+}
+
+// TaskCounts is TaskCountsByUser.Load(ctx, userID)(), the same way.
+func (l *Loaders) TaskCounts(ctx context.Context, userID uuid.UUID) (*db.TaskCounts, error) {
+	if th, ok := l.countsCache.Get(ctx, userID); ok {
+		return th()
+	}
+	return l.TaskCountsByUser.Load(ctx, userID)()
 }
 
 // PrimeTasks stores tasks already read (a page) so later by-id loads need no query.

@@ -55,20 +55,25 @@ type App struct {
 	endStreams   context.CancelFunc
 	replicaPools []*db.Replica
 	logger       *slog.Logger
-	// peerInvalidations hears other processes' writes for the in-process cache (nil with Redis).
+	// peerInvalidations hears other processes' writes for the in-process cache, or with Redis for
+	// the near cache in front of it (nil with the cache off).
 	peerInvalidations *events.Subscription
 }
 
-// SharesInvalidations reports whether processes with cfg keep their caches in their own memory and
-// so must tell each other, over the event bus, which entries their writes made stale. Every process
-// of a deployment (serve, worker, set-role) must agree, as they agree on REDIS_URL.
-func SharesInvalidations(cfg config.Config) bool { return cfg.CacheEnabled && cfg.RedisURL == "" }
+// SharesInvalidations reports whether processes with cfg keep cache entries in their own memory (the
+// in-process cache without Redis, the near cache in front of Redis) and so must tell each other,
+// over the event bus, which entries their writes made stale. Every process of a deployment (serve,
+// worker, set-role) must agree, as they agree on REDIS_URL and CACHE_NEAR_MAX_ENTRIES.
+func SharesInvalidations(cfg config.Config) bool {
+	return cfg.CacheEnabled && (cfg.RedisURL == "" || cfg.CacheNearMaxEntries > 0)
+}
 
 // peerInvalidationBuffer is generous: an invalidate event is small, and a full buffer empties the
 // whole cache.
 const peerInvalidationBuffer = 4096
 
-// relayInvalidations applies other processes' invalidations to the in-process cache until ctx ends.
+// relayInvalidations applies other processes' invalidations to the in-process (or near) cache until
+// ctx ends.
 // Events that may have been lost (a full buffer, a listener reconnect) empty it: any entry could be
 // stale.
 func relayInvalidations(ctx context.Context, sub *events.Subscription, c *cache.Cache, logger *slog.Logger) {
@@ -78,7 +83,7 @@ func relayInvalidations(ctx context.Context, sub *events.Subscription, c *cache.
 		case <-ctx.Done():
 			return
 		case ev := <-sub.C:
-			c.Invalidate(ctx, ev.EntityKeys())
+			c.InvalidatePeer(ctx, ev.EntityKeys())
 		case <-sub.Gaps:
 			c.Purge()
 			logger.WarnContext(ctx, "cache emptied: invalidations from other processes may have been missed")
@@ -188,14 +193,24 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 	if cfg.CacheEnabled {
 		if app.Redis != nil {
 			app.Cache = cache.NewRedis(app.Redis, RedisPrefix+"cache:", logger)
+			if cfg.CacheNearMaxEntries > 0 {
+				// A near cache in front of Redis: hot rows (sessions, users, tasks) without a round
+				// trip, at the price of a few milliseconds in which another instance's write is not
+				// seen yet (its invalidate event is on the way).
+				if err = app.Cache.EnableNear(int(cfg.CacheNearMaxEntries)); err != nil {
+					app.Close()
+					return nil, err
+				}
+			}
 		} else if app.Cache, err = cache.NewLocal(int(cfg.CacheMaxEntries), logger); err != nil {
 			app.Close()
 			return nil, err
 		}
 	}
 	if SharesInvalidations(cfg) {
-		// Without Redis each instance (and worker) caches in its own memory: they tell each other
-		// what their writes changed, over the same LISTEN/NOTIFY channel as live updates.
+		// Each instance (and worker) caches in its own memory (without Redis, or the near cache in
+		// front of it): they tell each other what their writes changed, over the same LISTEN/NOTIFY
+		// channel as live updates.
 		app.Events.ShareInvalidations()
 		bus := app.Events
 		app.peerInvalidations = bus.Subscribe(func(ev events.Event) bool {

@@ -308,10 +308,11 @@ func requestErrorStatus(errs gqlerror.List) int {
 }
 
 func writeGraphQL(w http.ResponseWriter, status int, media string, v any) {
-	b, err := json.Marshal(v)
+	b, release, err := marshalResponse(v)
 	if err != nil {
 		panic(err)
 	}
+	defer release()
 	w.Header().Set("Content-Type", media)
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
