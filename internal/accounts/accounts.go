@@ -43,6 +43,7 @@ type Service struct {
 	tokens     *auth.TokenIssuer
 	refreshTTL time.Duration
 	signIn     SignInLimiter // nil: no limit
+	hasher     auth.Hasher
 }
 
 // Options are the Service's optional parts.
@@ -51,11 +52,12 @@ type Options struct {
 	Tokens     *auth.TokenIssuer // nil: a service that cannot sign anyone in (the CLI's)
 	RefreshTTL time.Duration     // how long an unused refresh token lives
 	SignIn     SignInLimiter
+	Hasher     auth.Hasher // zero: the production parameters
 }
 
 // New builds the account service.
 func New(r *reads.Router, o Options) *Service {
-	return &Service{reads: r, cache: o.Cache, tokens: o.Tokens, refreshTTL: o.RefreshTTL, signIn: o.SignIn}
+	return &Service{reads: r, cache: o.Cache, tokens: o.Tokens, refreshTTL: o.RefreshTTL, signIn: o.SignIn, hasher: o.Hasher}
 }
 
 // Session is what a client receives after signing in or refreshing.
@@ -103,7 +105,7 @@ func (s *Service) Register(ctx context.Context, in NewAccount) (*Session, error)
 	if err := s.allowAttempt(ctx, emailSubject(in.Email)); err != nil {
 		return nil, err
 	}
-	hash, err := auth.HashPassword(in.Password)
+	hash, err := s.hasher.Hash(in.Password)
 	if err != nil {
 		return nil, fmt.Errorf("register: %w", err)
 	}
@@ -138,7 +140,7 @@ func (s *Service) Login(ctx context.Context, email, password string) (*Session, 
 	st := s.reads.Primary()
 	user, err := st.Users.ByEmail(ctx, email)
 	if apperr.CodeOf(err) == apperr.NotFound {
-		auth.CheckPasswordAgainstNothing(password)
+		s.hasher.CheckAgainstNothing(password)
 		return nil, errBadCredentials()
 	}
 	if err != nil {
@@ -271,7 +273,7 @@ func (s *Service) ChangePassword(ctx context.Context, a policy.Actor, current, n
 	if err != nil {
 		return nil, err
 	}
-	hash, err := auth.HashPassword(next)
+	hash, err := s.hasher.Hash(next)
 	if err != nil {
 		return nil, fmt.Errorf("change password: %w", err)
 	}

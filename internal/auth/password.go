@@ -41,7 +41,30 @@ func passwordParams() *argon2id.Params {
 
 // HashPassword returns an argon2id PHC string ($argon2id$v=19$m=19456,t=2,p=1$salt$key) with a random salt.
 func HashPassword(password string) (string, error) {
-	hash, err := argon2id.CreateHash(password, passwordParams())
+	return Hasher{}.Hash(password)
+}
+
+// Hasher hashes new passwords. Its zero value uses the OWASP parameters above; CheckPassword needs
+// no Hasher, since it reads the parameters back from each stored hash.
+type Hasher struct {
+	params *argon2id.Params // nil: passwordParams()
+}
+
+// TestHasher is for test suites only: argon2id at 64 KiB and one pass costs microseconds instead of
+// tens of milliseconds of CPU per sign-up, and CheckPassword verifies its hashes exactly as any other.
+func TestHasher() Hasher {
+	p := passwordParams()
+	p.Memory, p.Iterations = 64, 1
+	return Hasher{params: p}
+}
+
+// Hash returns an argon2id PHC string of password with a random salt.
+func (h Hasher) Hash(password string) (string, error) {
+	params := h.params
+	if params == nil {
+		params = passwordParams()
+	}
+	hash, err := argon2id.CreateHash(password, params)
 	if err != nil {
 		return "", fmt.Errorf("hash password: %w", err)
 	}
@@ -81,17 +104,28 @@ func checkStoredParams(p *argon2id.Params) error {
 	return nil
 }
 
-// dummyHash is a well-formed hash with the current parameters. It is built by formatting, not hashing,
-// so the first unknown-email login costs the same single argon2 run as every later one.
-var dummyHash = sync.OnceValue(func() string {
-	p := passwordParams()
+// dummyHash is a well-formed hash with the production parameters. It is built by formatting, not
+// hashing, so the first unknown-email login costs the same single argon2 run as every later one.
+var dummyHash = sync.OnceValue(func() string { return formatDummyHash(passwordParams()) })
+
+func formatDummyHash(p *argon2id.Params) string {
 	salt := base64.RawStdEncoding.EncodeToString([]byte(strings.Repeat("s", int(p.SaltLength))))
 	key := base64.RawStdEncoding.EncodeToString(make([]byte, p.KeyLength))
 	return fmt.Sprintf("$argon2id$v=19$m=%d,t=%d,p=%d$%s$%s", p.Memory, p.Iterations, p.Parallelism, salt, key)
-})
+}
 
 // CheckPasswordAgainstNothing spends one argon2id comparison so that "unknown email" takes as long as
 // "wrong password" and login timing does not reveal which accounts exist.
 func CheckPasswordAgainstNothing(password string) {
 	_, _ = CheckPassword(password, dummyHash())
+}
+
+// CheckAgainstNothing is CheckPasswordAgainstNothing at the cost of h's own hashes, which is what a
+// wrong password for an account it created costs.
+func (h Hasher) CheckAgainstNothing(password string) {
+	if h.params == nil {
+		CheckPasswordAgainstNothing(password)
+		return
+	}
+	_, _ = CheckPassword(password, formatDummyHash(h.params))
 }

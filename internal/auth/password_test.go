@@ -62,3 +62,27 @@ func TestDummyHashMatchesRealParams(t *testing.T) {
 	}
 	CheckPasswordAgainstNothing("anything") // must not panic
 }
+
+// TestTestHasher: the test suites' cheap hashes verify exactly like production ones, and its
+// unknown-account check costs what its hashes cost, not the production parameters.
+func TestTestHasher(t *testing.T) {
+	h := TestHasher()
+	hash, err := h.Hash("correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := CheckPassword("correct horse", hash); !ok || err != nil {
+		t.Fatalf("CheckPassword(right) = %v, %v", ok, err)
+	}
+	if ok, err := CheckPassword("wrong horse", hash); ok || err != nil {
+		t.Fatalf("CheckPassword(wrong) = %v, %v", ok, err)
+	}
+	p, _, _, err := argon2id.DecodeHash(hash)
+	if err != nil || p.Memory != 64 || p.Iterations != 1 {
+		t.Fatalf("TestHasher params = %+v, %v; want m=64 t=1", p, err)
+	}
+	if prod, _ := (Hasher{}).Hash("x"); !strings.Contains(prod, "m=19456,t=2,p=1") {
+		t.Fatalf("the zero Hasher hashed %q, want the production parameters", prod)
+	}
+	h.CheckAgainstNothing("anything") // must not panic
+}

@@ -176,9 +176,25 @@ type Observability struct {
 	Gatherer prometheus.Gatherer
 }
 
+// Option changes how Build wires a part that is not a setting.
+type Option func(*buildOptions)
+
+type buildOptions struct {
+	hasher auth.Hasher
+}
+
+// WithPasswordHasher hashes new passwords with h (test suites pass auth.TestHasher()).
+func WithPasswordHasher(h auth.Hasher) Option {
+	return func(o *buildOptions) { o.hasher = h }
+}
+
 // Build wires every component from the configuration: the one place the pieces meet. The pool's
 // tracer, if any, is set by whoever opened it (metrics need it from the first statement).
-func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Observability) (*App, error) {
+func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Observability, options ...Option) (*App, error) {
+	var bo buildOptions
+	for _, o := range options {
+		o(&bo)
+	}
 	tokens, err := auth.NewTokenIssuer([]byte(cfg.JWTSecret), cfg.AccessTokenTTL)
 	if err != nil {
 		return nil, fmt.Errorf("token issuer: %w", err)
@@ -263,7 +279,7 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 	}
 	app.Services = Services{
 		Accounts: accounts.New(router, accounts.Options{Cache: app.Cache, Tokens: tokens, RefreshTTL: cfg.RefreshTokenTTL,
-			SignIn: signIn}),
+			SignIn: signIn, Hasher: bo.hasher}),
 		Tasks:         tasks.New(router, app.Cache, app.Feed),
 		Notifications: notifications.New(router),
 		Webhooks:      webhooks.New(router, cfg.WebhookAllowPrivate),

@@ -108,7 +108,7 @@ func (s *spareDatabases) drain() []string {
 }
 
 // emptyDatabase makes a used test database as the template left it: every table of ours and River's
-// emptied and every sequence restarted, the schema untouched. It refuses (and the database is
+// emptied and every sequence of ours restarted, the schema untouched. It refuses (and the database is
 // dropped instead) if anyone is still connected or the schema was changed.
 func emptyDatabase(ctx context.Context, name string) error {
 	conn, err := pgx.Connect(ctx, dbURL(name))
@@ -139,7 +139,17 @@ func emptyDatabase(ctx context.Context, name string) error {
 	if disabled > 0 {
 		return fmt.Errorf("%d triggers left disabled", disabled)
 	}
-	_, err = conn.Exec(ctx, "TRUNCATE "+strings.Join(tables, ", ")+" RESTART IDENTITY CASCADE")
+	// DELETE, not TRUNCATE: a test leaves a few rows, and TRUNCATE's new files for ~40 tables and
+	// their indexes cost twice as long per test. The replica role skips foreign-key checks and our
+	// triggers, so the order does not matter and the change feed records nothing.
+	var sql strings.Builder
+	sql.WriteString("BEGIN; SET LOCAL session_replication_role = replica;")
+	for _, t := range tables {
+		sql.WriteString(" DELETE FROM " + t + ";")
+	}
+	sql.WriteString(` SELECT setval(format('%I.%I', schemaname, sequencename), coalesce(start_value, 1), false)
+		FROM pg_sequences WHERE schemaname = 'public'; COMMIT;`)
+	_, err = conn.Exec(ctx, sql.String())
 	return err
 }
 

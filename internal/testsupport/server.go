@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/config"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/observe"
@@ -68,7 +69,9 @@ func NewEnvOn(t testing.TB, database *Database, overrides map[string]string) *En
 	if err != nil {
 		t.Fatalf("metrics: %v", err)
 	}
-	app, err := server.Build(cfg, database.Pool, logger, server.Observability{Metrics: metrics, Gatherer: reg})
+	// Sign-ups hash with cheap argon2 parameters: the production ones cost most of the fast tier's CPU.
+	app, err := server.Build(cfg, database.Pool, logger, server.Observability{Metrics: metrics, Gatherer: reg},
+		server.WithPasswordHasher(auth.TestHasher()))
 	if err != nil {
 		t.Fatalf("build server: %v", err)
 	}
