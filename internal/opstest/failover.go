@@ -157,6 +157,9 @@ func (f *Formation) command(ctx context.Context, args ...string) *exec.Cmd {
 	cmd.Dir = f.root
 	cmd.Env = []string{
 		"PATH=" + f.pgBin + ":/usr/bin:/bin", "HOME=" + f.root, "PG_CONFIG=" + filepath.Join(f.pgBin, "pg_config"),
+		// initdb takes the encoding from the locale: without one it makes SQL_ASCII databases, where
+		// migration 00007's Unicode normalisation cannot run.
+		"LANG=C.UTF-8", "LC_ALL=C.UTF-8",
 		"XDG_CONFIG_HOME=" + filepath.Join(f.root, "config"), "XDG_DATA_HOME=" + filepath.Join(f.root, "share"),
 		"XDG_RUNTIME_DIR=" + filepath.Join(f.root, "run"), "PGHOST=127.0.0.1",
 	}
