@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/taskgraph/taskgraph/internal/apperr"
+	"github.com/taskgraph/taskgraph/internal/globalid"
 )
 
 // Codec signs and checks cursors.
@@ -87,7 +88,7 @@ func (c *Codec) Encode(scope string, key any, id uuid.UUID) (string, error) {
 		return "", fmt.Errorf("encode cursor key: %w", err)
 	}
 	body = append(body, `,"i":"`...)
-	body = appendUUID(body, id)
+	body = globalid.AppendUUID(body, id)
 	body = append(body, `"}`...)
 
 	sl.mac.Reset()
@@ -137,22 +138,6 @@ func plainJSONString(s string) bool {
 		}
 	}
 	return true
-}
-
-// appendUUID appends id in its canonical text form (uuid.UUID.String) without allocating.
-func appendUUID(b []byte, id uuid.UUID) []byte {
-	var s [36]byte
-	const hexDigits = "0123456789abcdef"
-	j := 0
-	for i, x := range id {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			s[j] = '-'
-			j++
-		}
-		s[j], s[j+1] = hexDigits[x>>4], hexDigits[x&0x0f]
-		j += 2
-	}
-	return append(b, s[:]...)
 }
 
 // Invalid answers a cursor that is malformed, forged or of another version (BAD_USER_INPUT).

@@ -27,7 +27,7 @@ func Encode(kind Kind, id uuid.UUID) string {
 	var raw [64]byte
 	b := append(raw[:0], kind...)
 	b = append(b, ':')
-	b = appendUUID(b, id)
+	b = AppendUUID(b, id)
 	var out [88]byte
 	enc := base64.RawURLEncoding
 	if n := enc.EncodedLen(len(b)); n <= len(out) {
@@ -37,8 +37,8 @@ func Encode(kind Kind, id uuid.UUID) string {
 	return enc.EncodeToString(b)
 }
 
-// appendUUID appends id in its canonical text form (uuid.UUID.String) without allocating.
-func appendUUID(b []byte, id uuid.UUID) []byte {
+// AppendUUID appends id in its canonical text form (uuid.UUID.String) without allocating.
+func AppendUUID(b []byte, id uuid.UUID) []byte {
 	var s [36]byte
 	const hexDigits = "0123456789abcdef"
 	j := 0
