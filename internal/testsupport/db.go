@@ -222,12 +222,36 @@ type StatementCounter struct {
 
 	mu     sync.Mutex
 	recent []string // the last statements, for failure messages
+	// keyOf names the request a statement runs for (see KeyBy); byKey counts statements per name.
+	keyOf func(context.Context) string
+	byKey map[string]int64
 }
 
-func (c *StatementCounter) record(sql string) {
+// KeyBy makes the counter also count statements per key, keyOf(ctx) of the statement's context
+// (the server's request id, say), so a test can count one request's statements while background
+// work (jobs, listeners) runs statements of its own on the same pool.
+func (c *StatementCounter) KeyBy(keyOf func(context.Context) string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.keyOf, c.byKey = keyOf, map[string]int64{}
+}
+
+// CountFor returns how many statements have run under key (see KeyBy).
+func (c *StatementCounter) CountFor(key string) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.byKey[key]
+}
+
+func (c *StatementCounter) record(ctx context.Context, sql string) {
 	c.n.Add(1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.keyOf != nil {
+		if k := c.keyOf(ctx); k != "" {
+			c.byKey[k]++
+		}
+	}
 	c.recent = append(c.recent, strings.Join(strings.Fields(sql), " "))
 	if len(c.recent) > 50 {
 		c.recent = c.recent[len(c.recent)-50:]
@@ -245,7 +269,7 @@ func (c *StatementCounter) Recent(n int) []string {
 func (c *StatementCounter) Count() int64 { return c.n.Load() }
 
 func (c *StatementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	c.record(d.SQL)
+	c.record(ctx, d.SQL)
 	return ctx
 }
 
@@ -255,8 +279,8 @@ func (c *StatementCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ p
 	return ctx
 }
 
-func (c *StatementCounter) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
-	c.record(d.SQL)
+func (c *StatementCounter) TraceBatchQuery(ctx context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	c.record(ctx, d.SQL)
 }
 
 func (c *StatementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}

@@ -62,6 +62,8 @@ func NewEnvOn(t testing.TB, database *Database, overrides map[string]string) *En
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	// Statements are also counted per request, so a test can tell one request's from background work's.
+	database.Counter.KeyBy(server.RequestID)
 	logs := &LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := prometheus.NewRegistry()
