@@ -10,6 +10,6 @@ import (
 // TestMain drops the package's template database after the tests (the external tests clone it).
 func TestMain(m *testing.M) {
 	code := m.Run()
-	testsupport.DropTemplate()
+	testsupport.ReleaseDatabases()
 	os.Exit(code)
 }

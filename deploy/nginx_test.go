@@ -50,7 +50,7 @@ func TestNginxFrontsThreeInstances(t *testing.T) {
 	}
 	// This package's TestMain does not drop testsupport's template database; this is the only test
 	// here that creates one, so drop it when the test ends (registered first, so it runs last).
-	t.Cleanup(testsupport.DropTemplate)
+	t.Cleanup(testsupport.ReleaseDatabases)
 	database := testsupport.NewDatabase(t)
 	redisURL := lbFlushRedis(t)
 

@@ -28,7 +28,7 @@ const shortTTL = 5 * time.Second
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	testsupport.DropTemplate()
+	testsupport.ReleaseDatabases()
 	os.Exit(code)
 }
 

@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
-	testsupport.DropTemplate()
+	testsupport.ReleaseDatabases()
 	os.Exit(code)
 }
 

@@ -15,7 +15,7 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	testsupport.DropTemplate()
+	testsupport.ReleaseDatabases()
 	os.Exit(code)
 }
 

@@ -9,6 +9,6 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	testsupport.DropTemplate()
+	testsupport.ReleaseDatabases()
 	os.Exit(code)
 }

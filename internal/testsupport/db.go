@@ -5,8 +5,10 @@ package testsupport
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io/fs"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/testenv"
+	"github.com/taskgraph/taskgraph/migrations"
 )
 
 // serverURL is the PostgreSQL server tests create databases on (TEST_POSTGRES_URL overrides it).
@@ -26,33 +29,222 @@ func serverURL() string { return testenv.PostgresURL() }
 
 func dbURL(name string) string { return serverURL() + "/" + name + "?sslmode=disable" }
 
-// template is one migrated database per test process; each test clones it, which is much faster
-// than migrating every test's database.
-type template struct {
-	once sync.Once
-	name string
-	err  error
+// The test databases outlive the test process. One migrated template per set of migrations
+// (taskgraph_tmpl_<hash>) and the emptied test databases cloned from it (taskgraph_test_<hash>_<id>)
+// stay on the server for the next test process: migrating a template and cloning and dropping
+// databases cost PostgreSQL a second or more each (CREATE and DROP DATABASE checkpoint), which every
+// test binary used to pay. A process claims a test database with a session-level advisory lock on
+// its own connection to the maintenance database, so concurrent test processes (go test runs
+// packages in parallel) never share one, and a process that dies releases its claims with its
+// connection.
+type databasePool struct {
+	mu     sync.Mutex
+	hash   string          // of the migrations: a schema change gets a new template and new databases
+	tmpl   string          // the migrated template's name, once made
+	claims *pgx.Conn       // holds this process's advisory locks; nil until the first claim
+	held   map[string]bool // every database this process claimed (in use or free)
+	free   []string        // claimed by this process, not in use by a test
+	err    error
 }
 
-var migrated template // test-process cache, not wiring: it only memoizes the migrated template
+var pool databasePool // test-process state, not wiring: it only tracks this process's claims
 
-func (tm *template) get() (string, error) {
-	tm.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		tm.name = "taskgraph_tmpl_" + randomHex(6)
-		if tm.err = db.EnsureDatabase(ctx, dbURL(tm.name)); tm.err != nil {
-			return
+func testDatabasePrefix(hash string) string { return "taskgraph_test_" + hash + "_" }
+
+// migrationsHash names the schema the template is migrated to.
+func migrationsHash() (string, error) {
+	h := sha256.New()
+	err := fs.WalkDir(migrations.FS, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
 		}
-		pool, err := db.OpenPool(ctx, dbURL(tm.name), db.PoolOptions{MaxConns: 2})
+		b, err := fs.ReadFile(migrations.FS, path)
 		if err != nil {
-			tm.err = err
-			return
+			return err
 		}
-		defer pool.Close()
-		tm.err = db.Migrate(ctx, pool)
+		fmt.Fprintf(h, "%s\x00%d\x00", path, len(b))
+		h.Write(b)
+		return nil
 	})
-	return tm.name, tm.err
+	return hex.EncodeToString(h.Sum(nil))[:12], err
+}
+
+// setup makes (once per process) the claims connection and, if no earlier process left it, the
+// template for this set of migrations.
+func (p *databasePool) setup(ctx context.Context) error {
+	if p.claims != nil || p.err != nil {
+		return p.err
+	}
+	p.err = func() error {
+		hash, err := migrationsHash()
+		if err != nil {
+			return fmt.Errorf("hash migrations: %w", err)
+		}
+		conn, err := pgx.Connect(ctx, dbURL("postgres"))
+		if err != nil {
+			return fmt.Errorf("connect to maintenance database: %w", err)
+		}
+		tmpl := "taskgraph_tmpl_" + hash
+		if err := ensureTemplate(ctx, conn, tmpl); err != nil {
+			conn.Close(ctx)
+			return err
+		}
+		p.hash, p.tmpl, p.claims = hash, tmpl, conn
+		return nil
+	}()
+	return p.err
+}
+
+// ensureTemplate migrates the template under a lock that every test process takes for it, building
+// it under a temporary name and renaming it when done, so no process ever clones a half-migrated one.
+func ensureTemplate(ctx context.Context, conn *pgx.Conn, tmpl string) error {
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended($1, 0))`, tmpl); err != nil {
+		return fmt.Errorf("lock template %s: %w", tmpl, err)
+	}
+	defer conn.Exec(context.Background(), `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, tmpl) //nolint:errcheck // released with the connection anyway
+	if exists, err := databaseExists(ctx, conn, tmpl); err != nil || exists {
+		return err
+	}
+	building := tmpl + "_building"
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{building}.Sanitize()+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("drop half-built template: %w", err)
+	}
+	if err := db.EnsureDatabase(ctx, dbURL(building)); err != nil {
+		return err
+	}
+	migrated, err := db.OpenPool(ctx, dbURL(building), db.PoolOptions{MaxConns: 2})
+	if err != nil {
+		return err
+	}
+	err = db.Migrate(ctx, migrated)
+	migrated.Close()
+	if err != nil {
+		return fmt.Errorf("migrate template: %w", err)
+	}
+	_, err = conn.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{building}.Sanitize()+" RENAME TO "+pgx.Identifier{tmpl}.Sanitize())
+	return err
+}
+
+func databaseExists(ctx context.Context, conn *pgx.Conn, name string) (bool, error) {
+	var exists bool
+	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists)
+	return exists, err
+}
+
+// take claims a database for a test: one this process already claimed, else an unclaimed one an
+// earlier process left, else a new clone of the template. NewDatabase empties it before use.
+func (p *databasePool) take(ctx context.Context) (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.setup(ctx); err != nil {
+		return "", err
+	}
+	return p.claim(ctx)
+}
+
+// claim returns a claimed database: a free one of this process, or an unclaimed one on the server,
+// or a fresh clone.
+func (p *databasePool) claim(ctx context.Context) (string, error) {
+	if n := len(p.free); n > 0 {
+		name := p.free[n-1]
+		p.free = p.free[:n-1]
+		return name, nil
+	}
+	rows, err := p.claims.Query(ctx, `SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY datname`,
+		testDatabasePrefix(p.hash))
+	if err != nil {
+		return "", fmt.Errorf("list test databases: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", fmt.Errorf("list test databases: %w", err)
+	}
+	for _, name := range names {
+		if !p.held[name] && p.tryLock(ctx, name) {
+			return name, nil
+		}
+	}
+	name := testDatabasePrefix(p.hash) + randomHex(4)
+	if p.held[name] || !p.tryLock(ctx, name) {
+		return "", fmt.Errorf("claim new test database %s: lock taken", name)
+	}
+	if _, err := p.claims.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s",
+		pgx.Identifier{name}.Sanitize(), pgx.Identifier{p.tmpl}.Sanitize())); err != nil {
+		return "", fmt.Errorf("create test database: %w", err)
+	}
+	// A test database need not survive a crash of the server: commits skip the WAL flush, which
+	// was most of a write's latency in tests.
+	if _, err := p.claims.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{name}.Sanitize()+" SET synchronous_commit = off"); err != nil {
+		return "", fmt.Errorf("configure test database: %w", err)
+	}
+	return name, nil
+}
+
+// tryLock claims name for this process. Session locks are re-entrant (a lock this connection holds
+// is granted again), so callers skip the names in held.
+func (p *databasePool) tryLock(ctx context.Context, name string) bool {
+	var ok bool
+	err := p.claims.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, name).Scan(&ok)
+	if err != nil || !ok {
+		return false
+	}
+	if p.held == nil {
+		p.held = map[string]bool{}
+	}
+	p.held[name] = true
+	return true
+}
+
+func (p *databasePool) drop(ctx context.Context, name string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.dropLocked(ctx, name)
+}
+
+func (p *databasePool) dropLocked(ctx context.Context, name string) error {
+	if _, err := p.claims.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("drop test database %s: %w", name, err)
+	}
+	_, _ = p.claims.Exec(ctx, `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, name)
+	delete(p.held, name)
+	return nil
+}
+
+// put gives a test's database back for the next test. It is emptied when taken again.
+func (p *databasePool) put(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.free = append(p.free, name)
+}
+
+// maxPooledDatabases bounds how many test databases stay on the server between runs: about what the
+// parallel packages of one `go test ./...` use at once.
+const maxPooledDatabases = 24
+
+// ReleaseDatabases gives back this process's claims; call it from TestMain after m.Run. The databases
+// stay for the next test process, except any beyond maxPooledDatabases.
+func ReleaseDatabases() {
+	pool.mu.Lock()
+	defer pool.mu.Unlock()
+	if pool.claims == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var pooled int
+	_ = pool.claims.QueryRow(ctx, `SELECT count(*) FROM pg_database WHERE starts_with(datname, $1)`,
+		testDatabasePrefix(pool.hash)).Scan(&pooled)
+	for _, name := range pool.free {
+		if pooled <= maxPooledDatabases {
+			break
+		}
+		if pool.dropLocked(ctx, name) == nil {
+			pooled--
+		}
+	}
+	pool.free, pool.held = nil, nil
+	_ = pool.claims.Close(ctx)
+	pool.claims = nil
 }
 
 func randomHex(n int) string {
@@ -61,115 +253,61 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// DropTemplate removes the process's template database and the test databases it kept for reuse;
-// call it from TestMain after m.Run.
-func DropTemplate() {
-	for _, name := range spare.drain() {
-		_ = dropDatabase(name)
-	}
-	if migrated.name != "" {
-		_ = dropDatabase(migrated.name)
-	}
-}
+// emptyTables empties every table of ours and River's in one round trip, leaving the schema: it
+// checks each table for a row (a test leaves rows in a few of ~40) and deletes from those that
+// have one. DELETE, not TRUNCATE: TRUNCATE's new files for each table and its indexes cost more. The
+// replica role skips foreign-key checks and our triggers, so the order does not matter and the change
+// feed records nothing. Sequences are restarted.
+const emptyTables = `DO $$
+DECLARE
+	t text;
+	found boolean;
+BEGIN
+	SET LOCAL session_replication_role = replica;
+	FOR t IN SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public'
+		AND tablename NOT IN ('goose_db_version', 'river_migration')
+	LOOP
+		EXECUTE 'SELECT EXISTS (SELECT FROM ' || t || ')' INTO found;
+		IF found THEN
+			EXECUTE 'DELETE FROM ' || t;
+		END IF;
+	END LOOP;
+	PERFORM setval(format('%I.%I', schemaname, sequencename), coalesce(start_value, 1), false)
+		FROM pg_sequences WHERE schemaname = 'public' AND last_value IS NOT NULL;
+END $$`
 
-// spareDatabases keeps the databases of tests that ended, emptied, for the next test: cloning the
-// template costs PostgreSQL a checkpoint-heavy CREATE DATABASE (about a second on a busy machine),
-// emptying one a single TRUNCATE.
-type spareDatabases struct {
-	mu    sync.Mutex
-	names []string
-}
-
-var spare spareDatabases // test-process cache, not wiring: it only recycles this process's databases
-
-func (s *spareDatabases) take() (string, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.names) == 0 {
-		return "", false
-	}
-	name := s.names[len(s.names)-1]
-	s.names = s.names[:len(s.names)-1]
-	return name, true
-}
-
-func (s *spareDatabases) put(name string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.names = append(s.names, name)
-}
-
-func (s *spareDatabases) drain() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := s.names
-	s.names = nil
-	return out
-}
-
-// emptyDatabase makes a used test database as the template left it: every table of ours and River's
-// emptied and every sequence of ours restarted, the schema untouched. It refuses (and the database is
-// dropped instead) if anyone is still connected or the schema was changed.
-func emptyDatabase(ctx context.Context, name string) error {
-	conn, err := pgx.Connect(ctx, dbURL(name))
+// emptyDatabase makes a used test database as the template left it, through one of the test's own
+// connections (its catalog caches then serve the test). It refuses (and the database is dropped
+// instead) if anyone else is still connected or a trigger was left disabled.
+func emptyDatabase(ctx context.Context, conns *pgxpool.Pool) error {
+	conn, err := conns.Acquire(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Close(ctx)
-	var others int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&others); err != nil {
-		return err
+	defer conn.Release()
+	// The last test's connections are closed, but their backends may still be exiting.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var others, disabled int
+		if err := conn.QueryRow(ctx, `SELECT
+			(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()),
+			(SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgenabled = 'D')`).Scan(&others, &disabled); err != nil {
+			return err
+		}
+		if disabled > 0 {
+			return fmt.Errorf("%d triggers left disabled", disabled)
+		}
+		if others == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d connections still open", others)
+		}
 	}
-	if others > 0 {
-		return fmt.Errorf("%d connections still open", others)
-	}
-	var tables []string
-	rows, err := conn.Query(ctx, `SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public'
-		AND tablename NOT IN ('goose_db_version', 'river_migration')`)
-	if err != nil {
-		return err
-	}
-	if tables, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
-		return err
-	}
-	var disabled int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgenabled = 'D'`).Scan(&disabled); err != nil {
-		return err
-	}
-	if disabled > 0 {
-		return fmt.Errorf("%d triggers left disabled", disabled)
-	}
-	// DELETE, not TRUNCATE: a test leaves a few rows, and TRUNCATE's new files for ~40 tables and
-	// their indexes cost twice as long per test. The replica role skips foreign-key checks and our
-	// triggers, so the order does not matter and the change feed records nothing.
-	var sql strings.Builder
-	sql.WriteString("BEGIN; SET LOCAL session_replication_role = replica;")
-	for _, t := range tables {
-		sql.WriteString(" DELETE FROM " + t + ";")
-	}
-	sql.WriteString(` SELECT setval(format('%I.%I', schemaname, sequencename), coalesce(start_value, 1), false)
-		FROM pg_sequences WHERE schemaname = 'public'; COMMIT;`)
-	_, err = conn.Exec(ctx, sql.String())
+	_, err = conn.Exec(ctx, emptyTables)
 	return err
 }
 
-func adminExec(ctx context.Context, sql string) error {
-	conn, err := pgx.Connect(ctx, dbURL("postgres"))
-	if err != nil {
-		return fmt.Errorf("connect to maintenance database: %w", err)
-	}
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, sql)
-	return err
-}
-
-func dropDatabase(name string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return adminExec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-}
-
-// Database is a fresh migrated database for one test, with a pool whose statements are counted.
+// Database is a migrated, empty database for one test, with a pool whose statements are counted.
 type Database struct {
 	Name    string
 	URL     string
@@ -177,43 +315,34 @@ type Database struct {
 	Counter *StatementCounter
 }
 
-// NewDatabase gives the test a migrated database only it uses while it runs: an emptied one another
-// test of this process used, or a fresh clone of the template. When the test ends it is emptied for
-// the next test (or dropped, if it cannot be).
+// NewDatabase gives the test a migrated, empty database only it uses while it runs (see
+// databasePool); when the test ends it goes back for the next test.
 func NewDatabase(t testing.TB) *Database {
 	t.Helper()
-	tmpl, err := migrated.get()
-	if err != nil {
-		t.Fatalf("migrate template database: %v", err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	name, reused := spare.take()
-	if !reused {
-		name = "taskgraph_test_" + randomHex(6)
-		if err := adminExec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s",
-			pgx.Identifier{name}.Sanitize(), pgx.Identifier{tmpl}.Sanitize())); err != nil {
-			t.Fatalf("create test database: %v", err)
+	for {
+		name, err := pool.take(ctx)
+		if err != nil {
+			t.Fatalf("test database: %v", err)
 		}
+		counter := &StatementCounter{}
+		conns, err := db.OpenPool(ctx, dbURL(name), db.PoolOptions{MaxConns: 10, Tracer: counter})
+		if err != nil {
+			t.Fatalf("open test database: %v", err)
+		}
+		if err := emptyDatabase(ctx, conns); err != nil {
+			conns.Close()
+			if err := pool.drop(ctx, name); err != nil {
+				t.Fatalf("%v", err)
+			}
+			continue
+		}
+		counter.reset()
+		t.Cleanup(func() { pool.put(name) })
+		t.Cleanup(conns.Close)
+		return &Database{Name: name, URL: dbURL(name), Pool: conns, Counter: counter}
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := emptyDatabase(ctx, name); err == nil {
-			spare.put(name)
-			return
-		}
-		if err := dropDatabase(name); err != nil {
-			t.Errorf("drop test database %s: %v", name, err)
-		}
-	})
-	counter := &StatementCounter{}
-	pool, err := db.OpenPool(ctx, dbURL(name), db.PoolOptions{MaxConns: 10, Tracer: counter})
-	if err != nil {
-		t.Fatalf("open test database: %v", err)
-	}
-	t.Cleanup(pool.Close)
-	return &Database{Name: name, URL: dbURL(name), Pool: pool, Counter: counter}
 }
 
 // StatementCounter is a pgx tracer that counts every SQL statement sent, batched ones included.
@@ -256,6 +385,14 @@ func (c *StatementCounter) record(ctx context.Context, sql string) {
 	if len(c.recent) > 50 {
 		c.recent = c.recent[len(c.recent)-50:]
 	}
+}
+
+// reset forgets every statement so far (the database's preparation, before the test gets it).
+func (c *StatementCounter) reset() {
+	c.n.Store(0)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.recent = nil
 }
 
 // Recent returns up to the last n statements, oldest first.
