@@ -81,7 +81,7 @@ func lbFlushRedis(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lock.Close() })
-	testsupport.WaitFor(t, 45*time.Second, fmt.Sprintf("another test run to release Redis database %d (%s)", lbRedisDB, lock.Name()), func() bool {
+	testenv.WaitFor(t, 45*time.Second, fmt.Sprintf("another test run to release Redis database %d (%s)", lbRedisDB, lock.Name()), func() bool {
 		return syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil
 	})
 	rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(), DB: lbRedisDB})
@@ -243,7 +243,7 @@ func startLBCluster(t *testing.T, bin, nginxBin, databaseURL, redisURL string, e
 	})
 	probe := &http.Client{Timeout: 2 * time.Second}
 	for _, inst := range c.instances {
-		testsupport.WaitFor(t, 20*time.Second, inst.name+" to be ready", func() bool {
+		testenv.WaitFor(t, 20*time.Second, inst.name+" to be ready", func() bool {
 			if !inst.running() {
 				t.Fatalf("%s exited (%v):\n%s", inst.name, inst.exitErr, inst.out.String())
 			}
@@ -278,7 +278,7 @@ func startLBCluster(t *testing.T, bin, nginxBin, databaseURL, redisURL string, e
 			t.Logf("nginx output:\n%s\nnginx error.log:\n%s", c.nginx.out.String(), errLog)
 		}
 	})
-	testsupport.WaitFor(t, 10*time.Second, "nginx to answer /readyz from an instance", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "nginx to answer /readyz from an instance", func() bool {
 		if !c.nginx.running() {
 			errLog, _ := os.ReadFile(filepath.Join(prefix, "error.log"))
 			t.Fatalf("nginx exited (%v):\n%s\n%s", c.nginx.exitErr, c.nginx.out.String(), errLog)
@@ -330,7 +330,7 @@ func (c *lbCluster) servedBy(t *testing.T, ids ...string) map[string]int {
 		want[id] = true
 	}
 	var got map[string]int
-	testsupport.WaitFor(t, 5*time.Second, fmt.Sprintf("the instances to log requests %v", ids), func() bool {
+	testenv.WaitFor(t, 5*time.Second, fmt.Sprintf("the instances to log requests %v", ids), func() bool {
 		got = map[string]int{}
 		for i, inst := range c.instances {
 			for _, r := range lbLogRecords(inst.out.String()) {
@@ -590,7 +590,7 @@ func (c *lbCluster) testSpread(t *testing.T) {
 	}
 	// Metrics are counted when the handler returns, like the access log: poll briefly.
 	perMetric := make([]int, len(c.instances))
-	testsupport.WaitFor(t, 5*time.Second, "the request counters to match the access logs", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the request counters to match the access logs", func() bool {
 		same := true
 		for i, inst := range c.instances {
 			perMetric[i] = int(inst.metric(t, "taskgraph_http_requests_total", route) - before[i])

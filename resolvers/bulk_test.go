@@ -20,6 +20,7 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/jobs"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 	"github.com/taskgraph/taskgraph/internal/userjobs"
 )
@@ -385,7 +386,7 @@ func TestCancelBulkUpdateStopsAtAChunkBoundary(t *testing.T) {
 		t.Fatalf("cancelled job = %+v", c)
 	}
 	close(release)
-	testsupport.WaitForState(t, 20*time.Second, "the bulk job's worker to stop", func() (bool, string) {
+	testenv.WaitForState(t, 20*time.Second, "the bulk job's worker to stop", func() (bool, string) {
 		var state string
 		if err := env.DB.Pool.QueryRow(context.Background(), `SELECT state FROM river_job WHERE kind = $1`, userjobs.KindBulkUpdate).Scan(&state); err != nil {
 			t.Fatal(err)

@@ -28,6 +28,7 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/jobs"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 	"github.com/taskgraph/taskgraph/internal/userjobs"
 )
@@ -683,14 +684,11 @@ func TestTaskExportSizeLimitAndCancellation(t *testing.T) {
 	if stopped.Status != "CANCELLED" {
 		t.Fatalf("cancelled export = %+v", stopped)
 	}
-	// The worker notices at its next chunk and deletes what it wrote; give it a moment.
-	deadline := time.Now().Add(10 * time.Second)
-	for env.CountRows(t, "export_chunks") != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d export chunks left after a failed and a cancelled export", env.CountRows(t, "export_chunks"))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	// The worker notices at its next chunk and deletes what it wrote.
+	testenv.WaitForState(t, 10*time.Second, "no export chunks left after a failed and a cancelled export", func() (bool, string) {
+		n := env.CountRows(t, "export_chunks")
+		return n == 0, fmt.Sprintf("%d chunks", n)
+	})
 }
 
 // Through the whole middleware chain (request id, access log, metrics, CORS, gzip), a download

@@ -12,6 +12,7 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/jobs"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -63,20 +64,15 @@ func jbNode(t *testing.T, u *testsupport.User, id string) (jbJob, string) {
 // jbWaitFinished polls the job until it is finished (or fails the test after 30 s).
 func jbWaitFinished(t *testing.T, u *testsupport.User, id string) jbJob {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		j, code := jbNode(t, u, id)
-		if code != "" {
+	var j jbJob
+	testenv.WaitForState(t, 30*time.Second, "job "+id+" to finish", func() (bool, string) {
+		var code string
+		if j, code = jbNode(t, u, id); code != "" {
 			t.Fatalf("node(%s): %s", id, code)
 		}
-		if j.Status == "SUCCEEDED" || j.Status == "FAILED" || j.Status == "CANCELLED" {
-			return j
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %s still %s after 30s: %+v", id, j.Status, j)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return j.Status == "SUCCEEDED" || j.Status == "FAILED" || j.Status == "CANCELLED", fmt.Sprintf("%+v", j)
+	})
+	return j
 }
 
 // jbStartWorkers works jobs on env's database from a queue of the test's own (for environments
@@ -315,20 +311,13 @@ func TestJobLimitAndCancelBeforeItRuns(t *testing.T) {
 		}
 	}
 	// The cancelled job's queue entry ran too, and did nothing: never started.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.WaitForState(t, 10*time.Second, "every report queue entry to complete", func() (bool, string) {
 		var pending int
 		if err := env.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'task_report' AND state <> 'completed'`).Scan(&pending); err != nil {
 			t.Fatal(err)
 		}
-		if pending == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d report queue entries never completed", pending)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return pending == 0, fmt.Sprintf("%d pending", pending)
+	})
 	if j, _ := jbNode(t, u, first.ID); j.Status != "CANCELLED" || j.Attempt != 0 || j.Result != nil && string(j.Result) != "null" {
 		t.Fatalf("the cancelled job ran: %+v", j)
 	}

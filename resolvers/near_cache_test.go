@@ -67,7 +67,7 @@ func TestNearCachesFollowWritesOnOtherInstances(t *testing.T) {
 	// A renames it: B's near cache drops the row when A's event arrives.
 	rename(onA, "second")
 	start := time.Now()
-	testsupport.WaitFor(t, nearWindow, "B sees A's rename", func() bool { return title(onB) == "second" })
+	testenv.WaitFor(t, nearWindow, "B sees A's rename", func() bool { return title(onB) == "second" })
 	t.Logf("B saw A's rename after %v", time.Since(start))
 
 	// The writer's own near cache: A caches the row, renames it, and its very next read sees it.
@@ -77,13 +77,13 @@ func TestNearCachesFollowWritesOnOtherInstances(t *testing.T) {
 	if got := title(onA); got != "third" {
 		t.Fatalf("A reads %q right after its own rename", got)
 	}
-	testsupport.WaitFor(t, nearWindow, "B sees A's second rename", func() bool { return title(onB) == "third" })
+	testenv.WaitFor(t, nearWindow, "B sees A's second rename", func() bool { return title(onB) == "third" })
 
 	// B's listener reconnects (events may have been lost): B empties its near cache, so its next
 	// read goes to Redis.
 	title(onB)
 	b.DB.CutEventListeners(t, 2)
-	testsupport.WaitFor(t, 10*time.Second, "B's near cache emptied after the gap", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "B's near cache emptied after the gap", func() bool {
 		before := nearHits(b)
 		title(onB)
 		return nearHits(b) == before
@@ -95,7 +95,7 @@ func TestNearCachesFollowWritesOnOtherInstances(t *testing.T) {
 	if res := onA.Do(t, `mutation { logout { ok } }`, nil); len(res.Errors) > 0 {
 		t.Fatalf("logout: %+v", res.Errors)
 	}
-	testsupport.WaitFor(t, nearWindow, "B refuses the signed-out token", func() bool {
+	testenv.WaitFor(t, nearWindow, "B refuses the signed-out token", func() bool {
 		res := onB.Do(t, `query($id: ID!) { task(id: $id) { title } }`, map[string]any{"id": gid})
 		return slices.Contains(res.Codes(), "UNAUTHENTICATED")
 	})

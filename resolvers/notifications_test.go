@@ -23,6 +23,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/notifications"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -114,7 +115,7 @@ func ntJobCount(t *testing.T, env *testsupport.Env) int {
 // test's bound on how long a notification may take).
 func ntWaitJobsDone(t *testing.T, env *testsupport.Env) {
 	t.Helper()
-	testsupport.WaitForState(t, 20*time.Second, "every notification job to complete", func() (bool, string) {
+	testenv.WaitForState(t, 20*time.Second, "every notification job to complete", func() (bool, string) {
 		rows, err := env.DB.Pool.Query(context.Background(),
 			`SELECT kind || ':' || state FROM river_job WHERE kind LIKE 'notify\_%' AND state <> 'completed'`)
 		if err != nil {
@@ -491,7 +492,7 @@ func TestDueRemindersOncePerTaskAndDueDate(t *testing.T) {
 	waitSweeps := func(n int) {
 		t.Helper()
 		start := completedSweeps()
-		testsupport.WaitForState(t, 20*time.Second, fmt.Sprintf("%d more due-reminder sweeps", n), func() (bool, string) {
+		testenv.WaitForState(t, 20*time.Second, fmt.Sprintf("%d more due-reminder sweeps", n), func() (bool, string) {
 			got := completedSweeps()
 			return got >= start+n, fmt.Sprint(got - start)
 		})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/globalid"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -39,7 +40,7 @@ func TestInProcessCachesHearOtherInstances(t *testing.T) {
 	}
 	eventually := func(what string, ok func() bool) {
 		t.Helper()
-		testsupport.WaitFor(t, 10*time.Second, what, ok)
+		testenv.WaitFor(t, 10*time.Second, what, ok)
 	}
 
 	// B caches the task; A renames it.

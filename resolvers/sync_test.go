@@ -19,6 +19,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/apperr"
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/policy"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -101,7 +102,7 @@ func TestTaskChangesDeliversChangesDeletionsAndLostVisibility(t *testing.T) {
 
 	// The owner: both created (one page of 1 at a time, so paging is exercised), one updated, one deleted.
 	var kinds []string
-	testsupport.WaitForState(t, 20*time.Second, "the owner's four changes", func() (bool, string) {
+	testenv.WaitForState(t, 20*time.Second, "the owner's four changes", func() (bool, string) {
 		for {
 			p := syncOnce(t, owner, ownerTok, 1)
 			ownerTok = p.SyncToken
@@ -121,7 +122,7 @@ func TestTaskChangesDeliversChangesDeletionsAndLostVisibility(t *testing.T) {
 	// The helper: the task arrived when assigned, and went away (REMOVED) when unassigned; the
 	// owner's private task never shows.
 	var hk []string
-	testsupport.WaitForState(t, 20*time.Second, "the helper's two changes", func() (bool, string) {
+	testenv.WaitForState(t, 20*time.Second, "the helper's two changes", func() (bool, string) {
 		p := syncOnce(t, helper, helperTok, 100)
 		helperTok = p.SyncToken
 		for _, c := range p.Changes {
@@ -194,7 +195,7 @@ func TestTaskChangesNeverPassesASlowTransaction(t *testing.T) {
 	if err := slow.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	testsupport.WaitForState(t, 30*time.Second, "every change, the slow one included", func() (bool, string) {
+	testenv.WaitForState(t, 30*time.Second, "every change, the slow one included", func() (bool, string) {
 		collect()
 		for id := range fast {
 			if !seen[id] {
@@ -315,7 +316,7 @@ func TestTaskChangesSyncLoopConverges(t *testing.T) {
 		if _, err := pgx.ForEachRow(rows, []any{&id, &title}, func() error { want[id.String()] = title; return nil }); err != nil {
 			t.Fatal(err)
 		}
-		testsupport.WaitForState(t, 30*time.Second, fmt.Sprintf("seed %d: the client's set equals the server's", seed), func() (bool, string) {
+		testenv.WaitForState(t, 30*time.Second, fmt.Sprintf("seed %d: the client's set equals the server's", seed), func() (bool, string) {
 			sync()
 			got := client.visible()
 			return fmt.Sprint(got) == fmt.Sprint(want), fmt.Sprintf("client %v, server %v", got, want)
@@ -335,7 +336,7 @@ func TestTaskChangesTokenExpiresWithRetention(t *testing.T) {
 	u.Do(t, `mutation { createTask(input: {title: "a"}) { task { id } } }`, nil).Decode(t, &struct{}{})
 	env.Exec(t, `UPDATE task_changes SET changed_at = now() - interval '8 days'`)
 	// Only changes below every running transaction are pruned (other tests' may hold it back).
-	testsupport.WaitFor(t, 30*time.Second, "the change to be pruned", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "the change to be pruned", func() bool {
 		n, err := env.App.Services.Tasks.PruneChanges(ctx, 7*24*time.Hour)
 		if err != nil {
 			t.Fatal(err)
@@ -349,7 +350,7 @@ func TestTaskChangesTokenExpiresWithRetention(t *testing.T) {
 	// A fresh token works, and so do changes after the pruning.
 	fresh := syncOnce(t, u, "", 10).SyncToken
 	u.Do(t, `mutation { createTask(input: {title: "b"}) { task { id } } }`, nil).Decode(t, &struct{}{})
-	testsupport.WaitFor(t, 20*time.Second, "the new change", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "the new change", func() bool {
 		p := syncOnce(t, u, fresh, 10)
 		fresh = p.SyncToken
 		return len(p.Changes) == 1 && p.Changes[0].Task.Title == "b"

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 	"github.com/taskgraph/taskgraph/internal/webhook"
 )
@@ -207,7 +208,7 @@ func TestWebhookDeliversASignedNotificationAfterRetries(t *testing.T) {
 	_, secret := whRegisterOK(t, b, recv.URL+"/hook")
 
 	task := asCreateTask(t, a, map[string]any{"title": "Write the report", "assigneeId": b.GlobalID})
-	testsupport.WaitForState(t, 30*time.Second, "the delivery to complete", func() (bool, string) {
+	testenv.WaitForState(t, 30*time.Second, "the delivery to complete", func() (bool, string) {
 		s := whJobStates(t, env)
 		return slices.Equal(s, []string{"completed/3"}), strings.Join(s, ",")
 	})
@@ -249,7 +250,7 @@ func TestWebhookGoneAnswerCancelsWithoutRetry(t *testing.T) {
 	whRegisterOK(t, b, recv.URL)
 
 	asCreateTask(t, a, map[string]any{"title": "T", "assigneeId": b.GlobalID})
-	testsupport.WaitForState(t, 30*time.Second, "the delivery to be cancelled", func() (bool, string) {
+	testenv.WaitForState(t, 30*time.Second, "the delivery to be cancelled", func() (bool, string) {
 		s := whJobStates(t, env)
 		return slices.Equal(s, []string{"cancelled/1"}), strings.Join(s, ",")
 	})
@@ -302,7 +303,7 @@ func TestWebhookInternalAddressesRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	asCreateTask(t, a, map[string]any{"title": "T", "assigneeId": b.GlobalID})
-	testsupport.WaitForState(t, 30*time.Second, "the delivery to be refused", func() (bool, string) {
+	testenv.WaitForState(t, 30*time.Second, "the delivery to be refused", func() (bool, string) {
 		s := whJobStates(t, env)
 		return slices.Equal(s, []string{"cancelled/1"}), strings.Join(s, ",")
 	})

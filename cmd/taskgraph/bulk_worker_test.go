@@ -14,6 +14,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/jobs"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 	"github.com/taskgraph/taskgraph/internal/userjobs"
 )
@@ -90,7 +91,7 @@ func TestBulkWorkerKilledMidChunkCompletesEachTaskOnce(t *testing.T) {
 
 	// WORKER_HTTP_ADDR: any free port, so workers never collide on the default one.
 	first := startWorker(t, database.URL, map[string]string{"JOB_WORKERS": "2", "WORKER_HTTP_ADDR": "127.0.0.1:0"})
-	testsupport.WaitFor(t, 20*time.Second, "the first worker to commit two chunks and block in the third", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "the first worker to commit two chunks and block in the third", func() bool {
 		var waiting int
 		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
 			WHERE application_name = 'taskgraph-jobs' AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
@@ -111,7 +112,7 @@ func TestBulkWorkerKilledMidChunkCompletesEachTaskOnce(t *testing.T) {
 	if err := lockTx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	testsupport.WaitFor(t, 10*time.Second, "the dead worker's transaction to end", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the dead worker's transaction to end", func() bool {
 		var left int
 		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'taskgraph-jobs' AND xact_start IS NOT NULL`).Scan(&left); err != nil {
 			t.Fatal(err)
@@ -140,7 +141,7 @@ func TestBulkWorkerKilledMidChunkCompletesEachTaskOnce(t *testing.T) {
 		"JOB_WORKERS": "2", "JOB_TIMEOUT": "1s", "LONG_JOB_TIMEOUT": "3s", "JOB_RESCUE_AFTER": "4s",
 		"SHUTDOWN_TIMEOUT": "5s", "WORKER_HTTP_ADDR": "127.0.0.1:0",
 	})
-	testsupport.WaitFor(t, 30*time.Second, "the job to finish on the second worker", func() bool { return job().Status.Finished() })
+	testenv.WaitFor(t, 30*time.Second, "the job to finish on the second worker", func() bool { return job().Status.Finished() })
 
 	j := job()
 	var res userjobs.BulkResult

@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -734,7 +735,7 @@ func TestSIGTERMWaitsForSlowRequest(t *testing.T) {
 	}()
 
 	// The request is in flight once a server backend waits for the lock.
-	testsupport.WaitFor(t, 10*time.Second, "the slow request to wait for the tasks lock", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the slow request to wait for the tasks lock", func() bool {
 		var waiting int
 		err := database.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks
 			WHERE NOT granted AND relation = 'tasks'::regclass AND pid <> $1`, lockHolder).Scan(&waiting)
@@ -746,7 +747,7 @@ func TestSIGTERMWaitsForSlowRequest(t *testing.T) {
 		t.Fatalf("SIGTERM: %v", err)
 	}
 	// Wait until the listener is closed: new connections are refused.
-	testsupport.WaitFor(t, shutdownDelay+exitSlack, "the listener to close", func() bool {
+	testenv.WaitFor(t, shutdownDelay+exitSlack, "the listener to close", func() bool {
 		c, err := net.DialTimeout("tcp", srv.addr, time.Second)
 		if err == nil {
 			c.Close()

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -22,7 +23,7 @@ import (
 func (p *workerProc) httpAddr(t *testing.T) string {
 	t.Helper()
 	var addr string
-	testsupport.WaitFor(t, 10*time.Second, "the worker's HTTP address in its log", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the worker's HTTP address in its log", func() bool {
 		sc := bufio.NewScanner(strings.NewReader(p.logs.String()))
 		for sc.Scan() {
 			var rec struct{ Msg, Addr string }
@@ -97,7 +98,7 @@ func TestWorkerServesHealthReadinessAndMetrics(t *testing.T) {
 
 	// The database is gone: not ready, but alive (a restart would not bring the database back).
 	proxy.Set(testsupport.Refuse)
-	testsupport.WaitFor(t, 10*time.Second, "/readyz to report the database unreachable", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "/readyz to report the database unreachable", func() bool {
 		p := get(t, base+"/readyz")
 		return p.Status == http.StatusServiceUnavailable && p.JSON.Checks["database"] == "unreachable"
 	})
@@ -105,7 +106,7 @@ func TestWorkerServesHealthReadinessAndMetrics(t *testing.T) {
 		t.Fatalf("/healthz with the database down: %d %s", p.Status, p.Body)
 	}
 	proxy.Set(testsupport.Forward)
-	testsupport.WaitFor(t, 10*time.Second, "/readyz to recover with the database", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "/readyz to recover with the database", func() bool {
 		return get(t, base+"/readyz").Status == http.StatusOK
 	})
 

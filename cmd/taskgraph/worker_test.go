@@ -20,6 +20,7 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/notifications"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -67,7 +68,7 @@ func startWorker(t *testing.T, databaseURL string, extra map[string]string) *wor
 			t.Logf("worker %d log (last 40 lines):\n%s", cmd.Process.Pid, tail(p.logs.String(), 40))
 		}
 	})
-	testsupport.WaitFor(t, 20*time.Second, "the worker to start its job workers", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "the worker to start its job workers", func() bool {
 		select {
 		case <-p.done:
 			t.Fatalf("worker exited before starting (%v):\n%s", p.exitErr, p.logs.String())
@@ -151,7 +152,7 @@ func TestWorkerKilledMidJobLosesNothingAndDuplicatesNothing(t *testing.T) {
 	}
 
 	first := startWorker(t, database.URL, map[string]string{"JOB_WORKERS": "10"})
-	testsupport.WaitFor(t, 15*time.Second, "the first worker to be running 10 jobs", func() bool {
+	testenv.WaitFor(t, 15*time.Second, "the first worker to be running 10 jobs", func() bool {
 		return countJobs(t, pool, "state = 'running'") == 10
 	})
 	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -180,7 +181,7 @@ func TestWorkerKilledMidJobLosesNothingAndDuplicatesNothing(t *testing.T) {
 	second := startWorker(t, database.URL, map[string]string{
 		"JOB_WORKERS": "10", "JOB_TIMEOUT": "1s", "LONG_JOB_TIMEOUT": "1s", "JOB_RESCUE_AFTER": "2s", "SHUTDOWN_TIMEOUT": "5s",
 	})
-	testsupport.WaitFor(t, 20*time.Second, fmt.Sprintf("all %d jobs to complete", n), func() bool {
+	testenv.WaitFor(t, 20*time.Second, fmt.Sprintf("all %d jobs to complete", n), func() bool {
 		return countJobs(t, pool, "state = 'completed'") == n
 	})
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/events"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -214,7 +215,7 @@ func TestListenerReturnsSoonAfterAnOutage(t *testing.T) {
 	time.Sleep(7 * time.Second) // the outage under test lasts this long (a precondition, not a wait for a signal)
 	cluster.Start(t)
 	up := time.Now()
-	testsupport.WaitFor(t, 20*time.Second, "the listener listens again", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "the listener listens again", func() bool {
 		_, reconnects := bus.Stats()
 		return reconnects >= 1
 	})

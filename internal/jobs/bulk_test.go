@@ -18,6 +18,7 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/notifications"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 	"github.com/taskgraph/taskgraph/internal/userjobs"
 )
@@ -89,20 +90,15 @@ func (w *bulkWorld) work(t *testing.T, hook userjobs.ChunkHook) {
 
 func (w *bulkWorld) waitFinished(t *testing.T, id uuid.UUID) *db.BackgroundJob {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		j, err := w.store.Stores().BackgroundJobs.ByID(w.ctx, id)
-		if err != nil {
+	var j *db.BackgroundJob
+	testenv.WaitForState(t, 30*time.Second, "the job to finish", func() (bool, string) {
+		var err error
+		if j, err = w.store.Stores().BackgroundJobs.ByID(w.ctx, id); err != nil {
 			t.Fatal(err)
 		}
-		if j.Status.Finished() {
-			return j
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job still %s after 30s", j.Status)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+		return j.Status.Finished(), string(j.Status)
+	})
+	return j
 }
 
 func (w *bulkWorld) count(t *testing.T, where string, args ...any) int {

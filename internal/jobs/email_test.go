@@ -22,6 +22,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/notifications"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -173,7 +174,7 @@ func TestNotificationEmailArrives(t *testing.T) {
 	owner, ada := e.user(t, "Owner"), e.user(t, "Ada")
 	e.assign(t, owner, ada, "Ship it")
 
-	testsupport.WaitFor(t, 20*time.Second, "the email job to complete", func() bool { return equal(e.jobStates(t, jobs.KindDeliverEmail), "completed/1") })
+	testenv.WaitFor(t, 20*time.Second, "the email job to complete", func() bool { return equal(e.jobStates(t, jobs.KindDeliverEmail), "completed/1") })
 	got := srv.Received()
 	if len(got) != 1 {
 		t.Fatalf("received %d emails, want 1", len(got))
@@ -210,7 +211,7 @@ func TestNotificationEmailRetriedAfter4xx(t *testing.T) {
 	e := ntfStart(t, smtpOn(srv))
 	e.assign(t, e.user(t, "Owner"), e.user(t, "Ada"), "Ship it")
 
-	testsupport.WaitFor(t, 20*time.Second, "the email job to complete", func() bool { return equal(e.jobStates(t, jobs.KindDeliverEmail), "completed/3") })
+	testenv.WaitFor(t, 20*time.Second, "the email job to complete", func() bool { return equal(e.jobStates(t, jobs.KindDeliverEmail), "completed/3") })
 	if n := len(srv.Received()); n != 1 {
 		t.Fatalf("accepted %d emails, want exactly 1", n)
 	}
@@ -234,7 +235,7 @@ func TestNotificationEmailEndsOn5xx(t *testing.T) {
 	e := ntfStart(t, smtpOn(srv))
 	e.assign(t, e.user(t, "Owner"), e.user(t, "Ada"), "Ship it")
 
-	testsupport.WaitFor(t, 20*time.Second, "the email job to be cancelled", func() bool { return equal(e.jobStates(t, jobs.KindDeliverEmail), "cancelled/1") })
+	testenv.WaitFor(t, 20*time.Second, "the email job to be cancelled", func() bool { return equal(e.jobStates(t, jobs.KindDeliverEmail), "cancelled/1") })
 	// Cancelled is final: no retry can follow, so the counts are final too.
 	if n, attempts := len(srv.Received()), srv.Attempts(); n != 0 || attempts != 1 {
 		t.Fatalf("%d emails accepted after %d attempts; want none after 1", n, attempts)
@@ -253,7 +254,7 @@ func TestNoEmailJobWithoutSMTP(t *testing.T) {
 	ada := e.user(t, "Ada")
 	e.assign(t, e.user(t, "Owner"), ada, "Ship it")
 
-	testsupport.WaitFor(t, 20*time.Second, "the notification job to complete", func() bool { return equal(e.jobStates(t, notifications.KindNotifyAssigned), "completed/1") })
+	testenv.WaitFor(t, 20*time.Second, "the notification job to complete", func() bool { return equal(e.jobStates(t, notifications.KindNotifyAssigned), "completed/1") })
 	if n := ntfCount(t, e, `SELECT count(*) FROM notifications WHERE user_id = $1`, ada.ID); n != 1 {
 		t.Fatalf("%d notifications, want 1", n)
 	}
@@ -276,7 +277,7 @@ func TestSMTPPasswordNeverLogged(t *testing.T) {
 	})
 	e.assign(t, e.user(t, "Owner"), e.user(t, "Ada"), "Ship it")
 
-	testsupport.WaitFor(t, 20*time.Second, "two failed attempts", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "two failed attempts", func() bool {
 		s := e.jobStates(t, jobs.KindDeliverEmail)
 		return len(s) == 1 && !strings.HasSuffix(s[0], "/0") && !strings.HasSuffix(s[0], "/1")
 	})

@@ -84,6 +84,8 @@ func (h *exportHarness) export(tb testing.TB, userID uuid.UUID, format userjobs.
 	if err != nil {
 		tb.Fatal(err)
 	}
+	// A tight 5 ms poll rather than testenv.WaitFor (which backs off to 50 ms): BenchmarkExportTasks
+	// times this wait.
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		got, err := h.store.Stores().BackgroundJobs.ByID(ctx, j.ID)

@@ -13,6 +13,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/reads"
 	"github.com/taskgraph/taskgraph/internal/tasks"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -45,7 +46,7 @@ func TestPruneSyncDeletesOnlyWhatExpired(t *testing.T) {
 		Retention: time.Hour, Logger: slog.New(slog.DiscardHandler)}
 	job := &river.Job[jobs.PruneSyncArgs]{JobRow: &rivertype.JobRow{Attempt: 1}}
 	// Changes below a transaction still running elsewhere wait for it: sweep until the old one went.
-	testsupport.WaitFor(t, 30*time.Second, "the old change to be pruned", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "the old change to be pruned", func() bool {
 		if err := w.Work(ctx, job); err != nil {
 			t.Fatal(err)
 		}

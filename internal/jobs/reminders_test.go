@@ -25,6 +25,7 @@ import (
 	"github.com/taskgraph/taskgraph/internal/jobs"
 	"github.com/taskgraph/taskgraph/internal/notifications"
 	"github.com/taskgraph/taskgraph/internal/reads"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -95,16 +96,16 @@ func TestDueSoonReminderGoesOutOnceEverywhere(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	testsupport.WaitFor(t, 20*time.Second, "three sweeps, one webhook delivery and two emails", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "three sweeps, one webhook delivery and two emails", func() bool {
 		return equal(e.jobStates(t, jobs.KindDueReminders), "completed/1", "completed/1", "completed/1") &&
 			equal(e.jobStates(t, jobs.KindDeliverWebhook), "completed/1") &&
 			equal(e.jobStates(t, jobs.KindDeliverEmail), "completed/1", "completed/1")
 	})
-	testsupport.WaitFor(t, 20*time.Second, "Ada's subscriber to hear of her reminder", func() bool { return len(sub.C) > 0 })
+	testenv.WaitFor(t, 20*time.Second, "Ada's subscriber to hear of her reminder", func() bool { return len(sub.C) > 0 })
 	// A marker published after every sweep committed arrives after anything they announced
 	// (notifications are delivered in commit order): once it is heard, a duplicate would have been.
 	bus.Publish(ctx, events.Event{Kind: events.KindNotification, UserIDs: []uuid.UUID{ada.ID}, Change: "marker"})
-	testsupport.WaitFor(t, 20*time.Second, "the marker", func() bool { return len(sub.C) >= 2 })
+	testenv.WaitFor(t, 20*time.Second, "the marker", func() bool { return len(sub.C) >= 2 })
 	if ev := <-sub.C; ev.Change == "marker" {
 		t.Fatal("Ada's subscriber heard the marker before her reminder")
 	}
@@ -125,7 +126,7 @@ func TestDueSoonReminderGoesOutOnceEverywhere(t *testing.T) {
 	if !equal(to, "ada@example.com", "owner@example.com") {
 		t.Fatalf("emails to %v; want one each to ada@ and owner@", to)
 	}
-	testsupport.WaitFor(t, 20*time.Second, "the environment's listener to hear the marker", func() bool { return e.heardMarkers() == 1 })
+	testenv.WaitFor(t, 20*time.Second, "the environment's listener to hear the marker", func() bool { return e.heardMarkers() == 1 })
 	notified := e.notifiedUsers()
 	if len(notified) != 2 || !slices.Contains(notified, owner.ID) || !slices.Contains(notified, ada.ID) {
 		t.Fatalf("Notified %v; want the owner %s and the assignee %s once each", notified, owner.ID, ada.ID)

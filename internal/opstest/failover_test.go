@@ -17,6 +17,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/opstest"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -170,7 +171,7 @@ func TestPrimaryFailover(t *testing.T) {
 		}
 	}
 	// Before: the standby (replica-2) takes reads, the primary (replica-1) does not.
-	testsupport.WaitForState(t, 10*time.Second, "/readyz shows the standby alone in the read rotation", func() (bool, string) {
+	testenv.WaitForState(t, 10*time.Second, "/readyz shows the standby alone in the read rotation", func() (bool, string) {
 		code, checks := readyz(env)
 		return code == http.StatusOK && !strings.HasPrefix(checks["replica-1"], "ok") && strings.HasPrefix(checks["replica-2"], "ok"),
 			fmt.Sprintf("%d %v", code, checks)
@@ -243,7 +244,7 @@ func TestPrimaryFailover(t *testing.T) {
 	// Writes succeed again without restarting Taskgraph: 30 acknowledged writes that started after
 	// the promotion.
 	promotedAt := killedAt.Add(promoted)
-	testsupport.WaitForState(t, 30*time.Second, "30 writes acknowledged after the promotion", func() (bool, string) {
+	testenv.WaitForState(t, 30*time.Second, "30 writes acknowledged after the promotion", func() (bool, string) {
 		mu.Lock()
 		defer mu.Unlock()
 		n := 0
@@ -319,7 +320,7 @@ func TestPrimaryFailover(t *testing.T) {
 
 	// Jobs enqueued with acknowledged writes, before the kill and after, run once each: one
 	// notification per task assigned to Bob.
-	testsupport.WaitForState(t, 75*time.Second, "Bob's notifications", func() (bool, string) {
+	testenv.WaitForState(t, 75*time.Second, "Bob's notifications", func() (bool, string) {
 		n, distinct := notificationsOf(t, standby, bob)
 		return n >= assignedAcked && n == distinct, fmt.Sprintf("%d notifications for %d tasks, %d acknowledged assignments", n, distinct, assignedAcked)
 	})
@@ -328,7 +329,7 @@ func TestPrimaryFailover(t *testing.T) {
 	}
 	// Ready again, on the new primary; the promoted node and the dead one are out of the read
 	// rotation (only a streaming replica takes reads).
-	testsupport.WaitForState(t, 10*time.Second, "/readyz answers 200 with both nodes out of the read rotation", func() (bool, string) {
+	testenv.WaitForState(t, 10*time.Second, "/readyz answers 200 with both nodes out of the read rotation", func() (bool, string) {
 		code, checks := readyz(env)
 		return code == http.StatusOK && checks["database"] == "ok" &&
 				!strings.HasPrefix(checks["replica-1"], "ok") && !strings.HasPrefix(checks["replica-2"], "ok"),

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -86,7 +87,7 @@ func waitJob(t *testing.T, c *testsupport.Client, id string, within time.Duratio
 			Attempt int
 		}
 	}
-	testsupport.WaitForState(t, within, "job "+id+" succeeds", func() (bool, string) {
+	testenv.WaitForState(t, within, "job "+id+" succeeds", func() (bool, string) {
 		c.Do(t, jobQuery, map[string]any{"id": id}).Decode(t, &job)
 		return job.Node.Status == "SUCCEEDED", fmt.Sprintf("%+v", job.Node)
 	})

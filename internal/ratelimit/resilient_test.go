@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/taskgraph/taskgraph/internal/redisx"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 )
 
 // deadPrimary returns a Redis limiter whose client points at url, which never answers.
@@ -136,13 +137,7 @@ func TestResilientRecovers(t *testing.T) {
 	}
 	faults := r.Faults()
 
-	deadline := time.Now().Add(5 * time.Second)
-	for guard.Open() {
-		if time.Now().After(deadline) {
-			t.Fatal("breaker still open 5s after a 200ms cool-down")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.WaitFor(t, 5*time.Second, "the breaker to close after a 200ms cool-down", func() bool { return !guard.Open() })
 	res := allow(t, r, "k", l, 1)
 	if !res.Allowed || res.Remaining != 2 {
 		t.Fatalf("after cool-down: got %+v, want Redis' fresh bucket (allowed, Remaining 2)", res)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/taskgraph/taskgraph/internal/policy"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -244,7 +245,7 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 			map[string]any{"u": fmt.Sprintf("https://hooks.invalid/%d", i)}).Decode(t, &hook)
 		f.webhooks = append(f.webhooks, hook.RegisterWebhook.Webhook.ID)
 	}
-	testsupport.WaitFor(t, 30*time.Second, "the export to finish and the owner's notification", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "the export to finish and the owner's notification", func() bool {
 		var data struct {
 			Node struct {
 				Status string
@@ -396,7 +397,7 @@ func (f *matrixFixture) checkEvents(t *testing.T) {
 				f.users["assignee"].Do(t, `mutation($id: ID!, $s: TaskStatus!) { updateTask(id: $id, input: {status: $s}) { task { id } } }`,
 					map[string]any{"id": f.task, "s": "DONE"}).Decode(t, &struct{}{})
 				// A worker writes it: the markers below must come after it committed.
-				testsupport.WaitFor(t, 10*time.Second, "the owner's second notification", func() bool {
+				testenv.WaitFor(t, 10*time.Second, "the owner's second notification", func() bool {
 					return f.env.CountRows(t, "notifications WHERE kind = 'TASK_STATUS_CHANGED'") == 2
 				})
 				return f.task
@@ -421,7 +422,7 @@ func (f *matrixFixture) checkEvents(t *testing.T) {
 	for _, sub := range subs {
 		t.Run(sub.name, func(t *testing.T) {
 			// The previous subtest's subscriptions end when its connections close.
-			testsupport.WaitFor(t, 10*time.Second, "the previous subscriptions to end", func() bool {
+			testenv.WaitFor(t, 10*time.Second, "the previous subscriptions to end", func() bool {
 				return f.env.App.Events.Subscribers() == idle && f.env.App.Feed.Watchers() == 0
 			})
 			type stream struct {
@@ -454,11 +455,11 @@ func (f *matrixFixture) checkEvents(t *testing.T) {
 				}
 			}
 			if sub.name == "taskChanged" {
-				testsupport.WaitFor(t, 10*time.Second, "the task subscriptions", func() bool {
+				testenv.WaitFor(t, 10*time.Second, "the task subscriptions", func() bool {
 					return f.env.App.Feed.Watchers() == 2*len(listeners)
 				})
 			} else {
-				testsupport.WaitFor(t, 10*time.Second, "the "+sub.name+" subscriptions", func() bool {
+				testenv.WaitFor(t, 10*time.Second, "the "+sub.name+" subscriptions", func() bool {
 					return f.env.App.Events.Subscribers() == idle+2*len(listeners)
 				})
 			}

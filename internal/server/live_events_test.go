@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -19,7 +20,7 @@ func TestTaskChangedDeliversTheCommittedSequence(t *testing.T) {
 	ws := testsupport.DialWS(t, a, map[string]any{"Authorization": "Bearer " + u.Token})
 	ws.MustAck()
 	ws.Subscribe("s", `subscription { taskChanged { kind deletedTaskId task { id title } } }`, nil)
-	testsupport.WaitFor(t, 5*time.Second, "the subscription to be registered", func() bool { return a.App.Feed.Watchers() == 1 })
+	testenv.WaitFor(t, 5*time.Second, "the subscription to be registered", func() bool { return a.App.Feed.Watchers() == 1 })
 
 	// Writes go through instance B, back to back, each answered before the next is sent.
 	const rounds = 100
@@ -87,14 +88,14 @@ func TestUnrelatedWriteCostsSubscribersNothing(t *testing.T) {
 			ws.Subscribe(fmt.Sprintf("%d-%d", c, s), `subscription { taskChanged { kind task { id } } }`, nil)
 		}
 	}
-	testsupport.WaitFor(t, 10*time.Second, "300 subscriptions", func() bool { return a.App.Feed.Watchers() == 300 })
+	testenv.WaitFor(t, 10*time.Second, "300 subscriptions", func() bool { return a.App.Feed.Watchers() == 300 })
 	// The writer's session is in the cache now, as it is for any active user.
 	writer.Do(t, `{ me { id } }`, nil).Decode(t, &struct{}{})
 
 	events, loads := a.App.Feed.Events(), a.App.Feed.Loads()
 	before := a.DB.Counter.Count()
 	writer.Do(t, `mutation { createTask(input: {title: "mine"}) { task { id } } }`, nil).Decode(t, &struct{}{})
-	testsupport.WaitFor(t, 5*time.Second, "the instance's feed to handle the write's event", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the instance's feed to handle the write's event", func() bool {
 		return a.App.Feed.Events() > events
 	})
 	statements := a.DB.Counter.Count() - before
@@ -107,8 +108,8 @@ func TestUnrelatedWriteCostsSubscribersNothing(t *testing.T) {
 	// The same write by the watcher themself costs one shared load for all 300.
 	loads = a.App.Feed.Loads()
 	watcher.Do(t, `mutation { createTask(input: {title: "watched"}) { task { id } } }`, nil).Decode(t, &struct{}{})
-	testsupport.WaitFor(t, 5*time.Second, "the feed to load the change", func() bool { return a.App.Feed.Loads() > loads })
-	testsupport.WaitFor(t, 5*time.Second, "the feed to settle", func() bool { return a.App.Feed.Events() >= events+2 })
+	testenv.WaitFor(t, 5*time.Second, "the feed to load the change", func() bool { return a.App.Feed.Loads() > loads })
+	testenv.WaitFor(t, 5*time.Second, "the feed to settle", func() bool { return a.App.Feed.Events() >= events+2 })
 	if n := a.App.Feed.Loads() - loads; n != 1 {
 		t.Fatalf("a related write cost %d change loads, want 1 for all 300 subscriptions", n)
 	}

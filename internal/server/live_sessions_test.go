@@ -13,6 +13,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/policy"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -41,7 +42,7 @@ func openLive(t *testing.T, a *testsupport.Env, token string) (*testsupport.WS, 
 	ws.MustAck()
 	ws.Subscribe("live", `subscription { taskChanged { kind } }`, nil)
 	sse := testsupport.OpenSSE(t, a, token, `subscription { taskChanged { kind } }`, nil)
-	testsupport.WaitFor(t, 5*time.Second, "both subscriptions to be registered", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "both subscriptions to be registered", func() bool {
 		return a.App.Feed.Watchers() == before+2
 	})
 	return ws, sse

@@ -16,6 +16,7 @@ import (
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/globalid"
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -332,7 +333,7 @@ func TestSubscriptionsPerConnectionLimit(t *testing.T) {
 	if m, ok := c.next(5 * time.Second); !ok || m.Type != "complete" {
 		t.Fatalf("want complete, got %s %s", m.Type, m.Payload)
 	}
-	testsupport.WaitFor(t, 5*time.Second, "the two admitted subscriptions", func() bool { return a.App.Feed.Watchers() == 2 })
+	testenv.WaitFor(t, 5*time.Second, "the two admitted subscriptions", func() bool { return a.App.Feed.Watchers() == 2 })
 }
 
 func TestSubscriptionOverSSE(t *testing.T) {

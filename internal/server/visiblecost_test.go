@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -123,13 +124,13 @@ func TestDeprecatedDeletedTaskIDIsCounted(t *testing.T) {
 	ws := testsupport.DialWS(t, env, map[string]any{"Authorization": "Bearer " + u.Token})
 	ws.MustAck()
 	ws.Subscribe("s", `subscription { taskChanged { kind taskId deletedTaskId } }`, nil)
-	testsupport.WaitFor(t, 10*time.Second, "the subscription to be counted", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the subscription to be counted", func() bool {
 		return deprecatedCount(t, env, "TaskChangedEvent.deletedTaskId") >= 1
 	})
 	var created struct {
 		CreateTask struct{ Task struct{ ID string } }
 	}
-	testsupport.WaitFor(t, 10*time.Second, "the watcher", func() bool { return env.App.Feed.Watchers() == 1 })
+	testenv.WaitFor(t, 10*time.Second, "the watcher", func() bool { return env.App.Feed.Watchers() == 1 })
 	u.Do(t, `mutation { createTask(input: {title: "x"}) { task { id } } }`, nil).Decode(t, &created)
 	u.Do(t, `mutation($id: ID!) { deleteTask(id: $id) { deletedTaskId } }`, map[string]any{"id": created.CreateTask.Task.ID}).Decode(t, &struct{}{})
 	var kinds []string

@@ -58,3 +58,29 @@ func FlushedRedisDB(t testing.TB, n int) string {
 	})
 	return RedisURL(n)
 }
+
+// WaitFor polls cond until it holds, failing the test with what after timeout. It is the one way
+// tests wait: for a signal (a row, a counter, a log line, an event), never for a fixed time.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	WaitForState(t, timeout, what, func() (bool, string) { return cond(), "" })
+}
+
+// WaitForState is WaitFor for a condition that can describe where it stands, for the failure message.
+func WaitForState(t testing.TB, timeout time.Duration, what string, cond func() (ok bool, state string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for wait := time.Millisecond; ; wait = min(wait*2, 50*time.Millisecond) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			if state != "" {
+				what += " (last: " + state + ")"
+			}
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(wait)
+	}
+}
