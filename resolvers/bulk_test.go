@@ -166,7 +166,9 @@ func TestBulkUpdateTasksChangesExactlyTheMatchingTasksOnce(t *testing.T) {
 	t.Logf("%d tasks matched, %d changed, in %s (chunks: %s)", matched, matched-already, time.Since(start), log)
 	if done.Status != "SUCCEEDED" || done.Progress != 1 || done.ProcessedCount != matched || done.TotalCount == nil ||
 		*done.TotalCount != matched || done.Attempt != 1 || done.Error != nil {
-		t.Fatalf("finished job = %+v", done)
+		var attemptErrors []string
+		_ = env.DB.Pool.QueryRow(context.Background(), `SELECT coalesce(array_agg(e::text), '{}') FROM river_job, unnest(errors) e`).Scan(&attemptErrors)
+		t.Fatalf("finished job = %+v; queue errors: %q", done, attemptErrors)
 	}
 	if r := done.bulkResult(t); r != (bkResult{MatchedCount: matched, AffectedCount: matched - already}) {
 		t.Fatalf("result = %+v, want %d matched, %d affected", r, matched, matched-already)
