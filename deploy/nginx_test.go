@@ -48,8 +48,8 @@ func TestNginxFrontsThreeInstances(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// This package's TestMain does not drop testsupport's template database; this is the only test
-	// here that creates one, so drop it when the test ends (registered first, so it runs last).
+	// This package's TestMain does not give back testsupport's database claims; this is the only test
+	// here that takes a database, so give them back when it ends (registered first, so it runs last).
 	t.Cleanup(testsupport.ReleaseDatabases)
 	database := testsupport.NewDatabase(t)
 	redisURL := lbFlushRedis(t)
