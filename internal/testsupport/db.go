@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"slices"
@@ -41,6 +42,7 @@ type databasePool struct {
 	mu     sync.Mutex
 	hash   string          // of the migrations: a schema change gets a new template and new databases
 	tmpl   string          // the migrated template's name, once made
+	schema string          // its schemaFingerprint: an emptied database must still match it
 	claims *pgx.Conn       // holds this process's advisory locks; nil until the first claim
 	held   map[string]bool // every database this process claimed (in use or free)
 	free   []string        // claimed by this process, not in use by a test
@@ -54,6 +56,8 @@ func testDatabasePrefix(hash string) string { return "taskgraph_test_" + hash + 
 // migrationsHash names the schema the template is migrated to.
 func migrationsHash() (string, error) {
 	h := sha256.New()
+	h.Write([]byte("pool v2\x00")) // v2: templates carry their schema fingerprint
+
 	err := fs.WalkDir(migrations.FS, ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -89,7 +93,13 @@ func (p *databasePool) setup(ctx context.Context) error {
 			conn.Close(ctx)
 			return err
 		}
-		p.hash, p.tmpl, p.claims = hash, tmpl, conn
+		var schema string
+		if err := conn.QueryRow(ctx, `SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = $1`, tmpl).Scan(&schema); err != nil || schema == "" {
+			conn.Close(ctx)
+			return fmt.Errorf("template %s has no schema fingerprint (%v): drop it to have it rebuilt", tmpl, err)
+		}
+		p.hash, p.tmpl, p.schema, p.claims = hash, tmpl, schema, conn
+		p.sweepStale(ctx)
 		return nil
 	}()
 	return p.err
@@ -117,12 +127,63 @@ func ensureTemplate(ctx context.Context, conn *pgx.Conn, tmpl string) error {
 		return err
 	}
 	err = db.Migrate(ctx, migrated)
+	var fingerprint string
+	if err == nil {
+		err = migrated.QueryRow(ctx, schemaFingerprint).Scan(&fingerprint)
+	}
 	migrated.Close()
 	if err != nil {
 		return fmt.Errorf("migrate template: %w", err)
 	}
+	// The fingerprint goes on the template itself, for every process to check clones against.
+	if _, err := conn.Exec(ctx, "COMMENT ON DATABASE "+pgx.Identifier{building}.Sanitize()+" IS "+quoteLiteral(fingerprint)); err != nil {
+		return fmt.Errorf("record template fingerprint: %w", err)
+	}
 	_, err = conn.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{building}.Sanitize()+" RENAME TO "+pgx.Identifier{tmpl}.Sanitize())
 	return err
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// schemaFingerprint sums up what a test could change in a schema and leave behind: relations and
+// their columns, constraints, triggers (and whether they are enabled) and functions. A test that
+// adds a trigger to inject a failure, say, must not hand it to the next test.
+const schemaFingerprint = `SELECT md5(string_agg(x, E'\n' ORDER BY x)) FROM (
+	SELECT 'rel ' || n.nspname || '.' || c.relname || ' ' || c.relkind::text FROM pg_class c
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND c.relkind <> 't'
+	UNION ALL SELECT 'col ' || a.attrelid::regclass::text || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+		|| ' ' || a.attnotnull || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '') FROM pg_attribute a
+		JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+		WHERE n.nspname = 'public' AND a.attnum > 0 AND NOT a.attisdropped
+	UNION ALL SELECT 'con ' || conrelid::regclass::text || '.' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
+		WHERE connamespace = 'public'::regnamespace
+	UNION ALL SELECT 'trg ' || tgrelid::regclass::text || '.' || tgname || ' ' || tgenabled::text || ' ' || pg_get_triggerdef(oid) FROM pg_trigger
+		WHERE NOT tgisinternal
+	UNION ALL SELECT 'fn ' || p.oid::regprocedure::text || ' ' || md5(p.prosrc) FROM pg_proc p
+		WHERE p.pronamespace = 'public'::regnamespace
+) schema(x)`
+
+// sweepStale drops the unclaimed test databases made for other migrations (an earlier checkout's),
+// so they do not pile up. Templates are left: another checkout may be cloning its own right now.
+func (p *databasePool) sweepStale(ctx context.Context) {
+	// Only names of this pool's form (taskgraph_test_<hash>_<id>): another tool's, or one an older
+	// test kit made without claiming it, may be in use.
+	rows, err := p.claims.Query(ctx, `SELECT datname FROM pg_database
+		WHERE datname ~ '^taskgraph_test_[0-9a-f]{12}_[0-9a-f]{8}$' AND NOT starts_with(datname, $1)`, testDatabasePrefix(p.hash))
+	if err != nil {
+		return
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return
+	}
+	for _, name := range names {
+		if p.tryLock(ctx, name) {
+			_ = p.dropLocked(ctx, name)
+		}
+	}
 }
 
 func databaseExists(ctx context.Context, conn *pgx.Conn, name string) (bool, error) {
@@ -278,23 +339,26 @@ END $$`
 
 // emptyDatabase makes a used test database as the template left it, through one of the test's own
 // connections (its catalog caches then serve the test). It refuses (and the database is dropped
-// instead) if anyone else is still connected or a trigger was left disabled.
-func emptyDatabase(ctx context.Context, conns *pgxpool.Pool) error {
+// instead) if anyone else is still connected or its schema no longer matches the template's.
+func emptyDatabase(ctx context.Context, conns *pgxpool.Pool, schema string) error {
 	conn, err := conns.Acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Release()
+	var got string
+	if err := conn.QueryRow(ctx, schemaFingerprint).Scan(&got); err != nil {
+		return err
+	}
+	if got != schema {
+		return errors.New("the schema differs from the template's (a test changed it)")
+	}
 	// The last test's connections are closed, but their backends may still be exiting.
 	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		var others, disabled int
-		if err := conn.QueryRow(ctx, `SELECT
-			(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()),
-			(SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgenabled = 'D')`).Scan(&others, &disabled); err != nil {
+		var others int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&others); err != nil {
 			return err
-		}
-		if disabled > 0 {
-			return fmt.Errorf("%d triggers left disabled", disabled)
 		}
 		if others == 0 {
 			break
@@ -331,7 +395,7 @@ func NewDatabase(t testing.TB) *Database {
 		if err != nil {
 			t.Fatalf("open test database: %v", err)
 		}
-		if err := emptyDatabase(ctx, conns); err != nil {
+		if err := emptyDatabase(ctx, conns, pool.schema); err != nil {
 			conns.Close()
 			if err := pool.drop(ctx, name); err != nil {
 				t.Fatalf("%v", err)

@@ -77,3 +77,29 @@ func TestDatabasesAreExclusiveAndComeBackEmpty(t *testing.T) {
 		}
 	})
 }
+
+// TestChangedSchemaIsNotHandedOn: a test that adds a trigger (to inject a failure, say) leaves it in
+// its database; the next test must get a database without it.
+func TestChangedSchemaIsNotHandedOn(t *testing.T) {
+	ctx := context.Background()
+	var used string
+	t.Run("change", func(t *testing.T) {
+		d := NewDatabase(t)
+		used = d.Name
+		if _, err := d.Pool.Exec(ctx, `
+			CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$;
+			CREATE TRIGGER refuse BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION refuse()`); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("next", func(t *testing.T) {
+		d := NewDatabase(t)
+		var triggers int
+		if err := d.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname = 'refuse'`).Scan(&triggers); err != nil {
+			t.Fatal(err)
+		}
+		if triggers != 0 {
+			t.Fatalf("database %s (the changed one was %s) still has the test's trigger", d.Name, used)
+		}
+	})
+}
