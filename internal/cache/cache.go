@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -308,8 +309,7 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 		for i, id := range ids {
 			keys[i] = key(kind, id)
 		}
-		found, _ := near.getMulti(ctx, keys)
-		missing = decodeFound(ids, keys, found, out)
+		missing = localFound(near, ids, keys, out)
 		c.hits.Add(int64(len(ids) - len(missing)))
 		c.nearHits.Add(int64(len(ids) - len(missing)))
 	}
@@ -318,27 +318,32 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 		for i, id := range missing {
 			keys[i] = key(kind, id)
 		}
-		var found map[string]string
-		if err := c.do(ctx, func(ctx context.Context) error {
-			var err error
-			found, err = c.store.getMulti(ctx, keys)
-			return err
-		}); err != nil {
-			found = nil // a cache fault is a miss
-		}
-		gen = c.store.generation()
 		asked := missing
-		missing = decodeFound(asked, keys, found, out)
-		c.hits.Add(int64(len(asked) - len(missing)))
-		if near != nil && len(missing) < len(asked) && c.now().Sub(nearStart) < maxFillDelay {
-			fill := make(map[string]string, len(asked)-len(missing))
-			for _, k := range keys {
-				if v, ok := found[k]; ok && v != tombstone {
-					fill[k] = v
-				}
+		if local, ok := c.store.(*localStore); ok {
+			gen = local.generation()
+			missing = localFound(local, asked, keys, out)
+		} else {
+			var found map[string]string
+			if err := c.do(ctx, func(ctx context.Context) error {
+				var err error
+				found, err = c.store.getMulti(ctx, keys)
+				return err
+			}); err != nil {
+				found = nil // a cache fault is a miss
 			}
-			_ = near.fill(ctx, nearGen, fill, nearTTL)
+			gen = c.store.generation()
+			missing = decodeFound(asked, keys, found, out)
+			if near != nil && len(missing) < len(asked) && c.now().Sub(nearStart) < maxFillDelay {
+				fill := make(map[string]string, len(asked)-len(missing))
+				for _, k := range keys {
+					if v, ok := found[k]; ok && v != tombstone {
+						fill[k] = v
+					}
+				}
+				_ = near.fill(ctx, nearGen, fill, nearTTL)
+			}
 		}
+		c.hits.Add(int64(len(asked) - len(missing)))
 	}
 	c.misses.Add(int64(len(missing)))
 	if len(missing) == 0 {
@@ -405,6 +410,71 @@ func decodeFound[T any](ids []uuid.UUID, keys []string, found map[string]string,
 		out[id] = &row
 	}
 	return missing
+}
+
+// localFound is decodeFound for an in-process store, without copying its entries into a map: an
+// entry decoded by an earlier read is copied (copyRow) rather than decoded again, and the first read
+// of an entry remembers its decoded value for the next ones. What a read returns is always its own
+// copy, as a fresh decode would be, so callers may modify it.
+func localFound[T any](s *localStore, ids []uuid.UUID, keys []string, out map[uuid.UUID]*T) []uuid.UUID {
+	var missing []uuid.UUID
+	next := 0 // ids[next:] not yet seen by found; lookup reports live keys in order
+	s.lookup(keys, func(i int, e *localEntry) {
+		missing = append(missing, ids[next:i]...)
+		next = i + 1
+		if e.value == tombstone {
+			missing = append(missing, ids[i])
+			return
+		}
+		if p := e.decoded.Load(); p != nil {
+			if v, ok := (*p).(*T); ok {
+				if row, ok := copyRow(v); ok {
+					out[ids[i]] = row
+					return
+				}
+			}
+		}
+		row := new(T)
+		if err := json.Unmarshal([]byte(e.value), row); err != nil {
+			missing = append(missing, ids[i])
+			return
+		}
+		if cp, ok := copyRow(row); ok {
+			var memo any = row
+			e.decoded.Store(&memo)
+			row = cp
+		}
+		out[ids[i]] = row
+	})
+	return append(missing, ids[next:]...)
+}
+
+// copyRow returns a copy of v that shares nothing mutable with it, for the row types whose copying
+// it knows (false for others, which are then decoded on every read). TestCopyRowCoversEveryField
+// fails if a reference field is added to one of these types without being copied here.
+func copyRow[T any](v *T) (*T, bool) {
+	switch p := any(v).(type) {
+	case *db.Task:
+		c := *p
+		if p.AssigneeID != nil {
+			a := *p.AssigneeID
+			c.AssigneeID = &a
+		}
+		if p.Description != nil {
+			d := *p.Description
+			c.Description = &d
+		}
+		if p.DueAt != nil {
+			d := *p.DueAt
+			c.DueAt = &d
+		}
+		c.Tags = slices.Clone(p.Tags)
+		return any(&c).(*T), true
+	case *db.User, *db.Session, *db.TaskCounts: // values only (strings are immutable)
+		c := *v
+		return &c, true
+	}
+	return nil, false
 }
 
 type staleSourceKey struct{}
