@@ -13,11 +13,13 @@
 //     so no value written before the lost invalidation is ever served again.
 //   - Concurrent misses for the same entity collapse into one database read.
 //   - With Redis, a near cache (EnableNear) keeps recently read entries in the process too, so a hot
-//     row costs no round trip. A write drops its entries from the writing process's near cache
-//     before the write answers, and from every other process's when they hear the write's
-//     invalidate event over the event bus (InvalidatePeer; normally milliseconds after the commit).
-//     A process that may have missed events empties its near cache (Purge), and no near entry
-//     outlives nearTTL. Near fills follow the same tombstone and fill-delay rules as Redis's.
+//     row costs no round trip. A write drops its entries from every process's near cache before
+//     it answers: it publishes them to every process over Redis and waits for each to acknowledge,
+//     or for the lease of one that does not to run out; a process serves its near cache only under
+//     a lease it renews by round-tripping pings through the same subscription (nearsync.go,
+//     RunNearSync). The event bus's invalidate events (InvalidatePeer) and gaps (Purge) apply too,
+//     and no near entry outlives nearTTL. Near fills follow the same tombstone and fill-delay
+//     rules as Redis's.
 //
 // The cache holds rows, not decisions: callers still check who may see what on every read.
 package cache
@@ -60,6 +62,8 @@ type Cache struct {
 	store  store
 	redis  *redisStore   // set when backed by Redis
 	near   *localStore   // with Redis: entries recently read by this process (EnableNear)
+	sync   *nearSync     // keeps near caches correct across processes (with near)
+	prefix string        // of the Redis keys
 	guard  *redisx.Guard // set when backed by Redis
 	logger *slog.Logger
 	flight flightGroup
@@ -89,6 +93,7 @@ func (c *Cache) EnableNear(maxEntries int) error {
 		return err
 	}
 	c.near = s
+	c.sync = newNearSync(c.redis.rdb, c.prefix, c, c.logger)
 	return nil
 }
 
@@ -103,7 +108,7 @@ func NewLocal(maxEntries int, logger *slog.Logger) (*Cache, error) {
 
 // NewRedis returns a cache in Redis under keys starting with prefix.
 func NewRedis(rdb *redis.Client, prefix string, logger *slog.Logger) *Cache {
-	c := &Cache{logger: logger, now: time.Now}
+	c := &Cache{logger: logger, now: time.Now, prefix: prefix}
 	c.redis = newRedisStore(rdb, prefix)
 	c.store = c.redis
 	c.guard = redisx.NewGuard("cache", logger, redisx.GuardOptions{OnRecover: func() {
@@ -180,6 +185,10 @@ func (c *Cache) Invalidate(ctx context.Context, keys []db.EntityKey) {
 	if err := c.do(ctx, func(ctx context.Context) error { return c.store.invalidate(ctx, strs) }); err != nil {
 		c.lost.Add(1)
 		c.logger.WarnContext(ctx, "cache invalidation lost; bypassing Redis until the cache is retired", "err", err, "keys", len(strs))
+	}
+	if c.sync != nil {
+		// After Redis: a process that drops its near entry and reads Redis again finds the tombstone.
+		c.sync.broadcast(ctx, strs)
 	}
 }
 
@@ -300,8 +309,8 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 	var nearGen int64
 	var nearStart time.Time
 	near := c.near
-	if !useStore {
-		near = nil
+	if !useStore || near != nil && !c.sync.serving() {
+		near = nil // its lease lapsed: it may have missed another process's invalidation
 	}
 	if near != nil {
 		nearStart, nearGen = c.now(), near.generation()
