@@ -89,6 +89,8 @@ func (s *nearSync) run(ctx context.Context) {
 	}
 	ps := s.rdb.Subscribe(ctx, chans...)
 	defer ps.Close()
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() }) // Receive does not return on ctx's end
+	defer stop()
 	for {
 		msg, err := ps.Receive(ctx)
 		if ctx.Err() != nil {
