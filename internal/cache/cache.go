@@ -158,7 +158,20 @@ func (c *Cache) do(ctx context.Context, fn func(context.Context) error) error {
 	return err
 }
 
-func key(kind db.EntityKind, id uuid.UUID) string { return string(kind) + ":" + id.String() }
+// key is string(kind) + ":" + id.String(), in one allocation instead of two.
+func key(kind db.EntityKind, id uuid.UUID) string {
+	const hexDigits = "0123456789abcdef"
+	var buf [64]byte
+	b := append(buf[:0], kind...)
+	b = append(b, ':')
+	for i, x := range id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b = append(b, '-')
+		}
+		b = append(b, hexDigits[x>>4], hexDigits[x&0xf])
+	}
+	return string(b)
+}
 
 // Invalidate drops entities after a committed write (it implements db.Invalidator). It runs even if
 // the request was cancelled, since the write has happened.

@@ -122,3 +122,17 @@ func TestLocalReadsAreFreshDecodes(t *testing.T) {
 		}
 	}
 }
+
+// key must name entries exactly as string(kind) + ":" + id.String() did (Redis holds entries under it).
+func TestKeyIsKindColonUUID(t *testing.T) {
+	for _, kind := range []db.EntityKind{db.EntityTask, db.EntityUser, db.EntitySession, db.EntityTaskCounts, "x"} {
+		for _, id := range []uuid.UUID{uuid.Nil, uuid.Max, uuid.New(), uuid.New(), uuid.New()} {
+			if got, want := key(kind, id), string(kind)+":"+id.String(); got != want {
+				t.Fatalf("key = %q, want %q", got, want)
+			}
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = key(db.EntityTask, uuid.Max) }); n > 1 {
+		t.Errorf("key allocates %v times, want 1", n)
+	}
+}
