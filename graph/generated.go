@@ -11347,7 +11347,7 @@ func (ec *executionContext) marshalNJobEdge2githubᚗcomᚋtaskgraphᚋtaskgraph
 }
 
 func (ec *executionContext) marshalNJobEdge2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐBackgroundJobEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []db.BackgroundJobEdge) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := ec.marshalSlice(ctx, sel, "JobEdge", len(v), func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNJobEdge2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐBackgroundJobEdge(ctx, sel, v[i])
@@ -11451,7 +11451,7 @@ func (ec *executionContext) marshalNMarkNotificationsReadPayload2ᚖgithubᚗcom
 }
 
 func (ec *executionContext) marshalNNode2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐNode(ctx context.Context, sel ast.SelectionSet, v []db.Node) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := ec.marshalSlice(ctx, sel, "Node", len(v), func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalONode2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐNode(ctx, sel, v[i])
@@ -11481,7 +11481,7 @@ func (ec *executionContext) marshalNNotificationEdge2githubᚗcomᚋtaskgraphᚋ
 }
 
 func (ec *executionContext) marshalNNotificationEdge2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐNotificationEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []db.NotificationEdge) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := ec.marshalSlice(ctx, sel, "NotificationEdge", len(v), func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNNotificationEdge2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐNotificationEdge(ctx, sel, v[i])
@@ -11690,7 +11690,7 @@ func (ec *executionContext) marshalNTaskEdge2githubᚗcomᚋtaskgraphᚋtaskgrap
 }
 
 func (ec *executionContext) marshalNTaskEdge2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTaskEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []db.TaskEdge) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := ec.marshalSlice(ctx, sel, "TaskEdge", len(v), func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNTaskEdge2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐTaskEdge(ctx, sel, v[i])
@@ -11775,7 +11775,7 @@ func (ec *executionContext) marshalNTaskPriorityCount2githubᚗcomᚋtaskgraph�
 }
 
 func (ec *executionContext) marshalNTaskPriorityCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐTaskPriorityCountᚄ(ctx context.Context, sel ast.SelectionSet, v []userjobs.TaskPriorityCount) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := ec.marshalSlice(ctx, sel, "TaskPriorityCount", len(v), func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNTaskPriorityCount2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐTaskPriorityCount(ctx, sel, v[i])
@@ -11823,7 +11823,7 @@ func (ec *executionContext) marshalNTaskStatusCount2githubᚗcomᚋtaskgraphᚋt
 }
 
 func (ec *executionContext) marshalNTaskStatusCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐTaskStatusCountᚄ(ctx context.Context, sel ast.SelectionSet, v []userjobs.TaskStatusCount) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := ec.marshalSlice(ctx, sel, "TaskStatusCount", len(v), func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNTaskStatusCount2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐTaskStatusCount(ctx, sel, v[i])
@@ -11843,7 +11843,7 @@ func (ec *executionContext) marshalNTaskSyncChange2githubᚗcomᚋtaskgraphᚋta
 }
 
 func (ec *executionContext) marshalNTaskSyncChange2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋtasksᚐSyncChangeᚄ(ctx context.Context, sel ast.SelectionSet, v []tasks.SyncChange) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := ec.marshalSlice(ctx, sel, "TaskSyncChange", len(v), func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNTaskSyncChange2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋtasksᚐSyncChange(ctx, sel, v[i])
@@ -11933,7 +11933,7 @@ func (ec *executionContext) marshalNUserEdge2githubᚗcomᚋtaskgraphᚋtaskgrap
 }
 
 func (ec *executionContext) marshalNUserEdge2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐUserEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []db.UserEdge) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := ec.marshalSlice(ctx, sel, "UserEdge", len(v), func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNUserEdge2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐUserEdge(ctx, sel, v[i])
@@ -11979,7 +11979,7 @@ func (ec *executionContext) marshalNWebhook2githubᚗcomᚋtaskgraphᚋtaskgraph
 }
 
 func (ec *executionContext) marshalNWebhook2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐWebhookᚄ(ctx context.Context, sel ast.SelectionSet, v []db.Webhook) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := ec.marshalSlice(ctx, sel, "Webhook", len(v), func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNWebhook2githubᚗcomᚋtaskgraphᚋtaskgraphᚋdbᚐWebhook(ctx, sel, v[i])
@@ -12007,7 +12007,7 @@ func (ec *executionContext) marshalNWeeklyCount2githubᚗcomᚋtaskgraphᚋtaskg
 }
 
 func (ec *executionContext) marshalNWeeklyCount2ᚕgithubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐWeeklyCountᚄ(ctx context.Context, sel ast.SelectionSet, v []userjobs.WeeklyCount) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := ec.marshalSlice(ctx, sel, "WeeklyCount", len(v), func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNWeeklyCount2githubᚗcomᚋtaskgraphᚋtaskgraphᚋinternalᚋuserjobsᚐWeeklyCount(ctx, sel, v[i])
@@ -12027,7 +12027,7 @@ func (ec *executionContext) marshalN__Directive2githubᚗcomᚋ99designsᚋgqlge
 }
 
 func (ec *executionContext) marshalN__Directive2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐDirectiveᚄ(ctx context.Context, sel ast.SelectionSet, v []introspection.Directive) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := ec.marshalSlice(ctx, sel, "__Directive", len(v), func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalN__Directive2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐDirective(ctx, sel, v[i])
@@ -12071,7 +12071,7 @@ func (ec *executionContext) unmarshalN__DirectiveLocation2ᚕstringᚄ(ctx conte
 }
 
 func (ec *executionContext) marshalN__DirectiveLocation2ᚕstringᚄ(ctx context.Context, sel ast.SelectionSet, v []string) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := ec.marshalSlice(ctx, sel, "__DirectiveLocation", len(v), func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalN__DirectiveLocation2string(ctx, sel, v[i])
@@ -12099,7 +12099,7 @@ func (ec *executionContext) marshalN__InputValue2githubᚗcomᚋ99designsᚋgqlg
 }
 
 func (ec *executionContext) marshalN__InputValue2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐInputValueᚄ(ctx context.Context, sel ast.SelectionSet, v []introspection.InputValue) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := ec.marshalSlice(ctx, sel, "__InputValue", len(v), func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalN__InputValue2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐInputValue(ctx, sel, v[i])
@@ -12127,7 +12127,7 @@ func (ec *executionContext) marshalN__Type2githubᚗcomᚋ99designsᚋgqlgenᚋg
 }
 
 func (ec *executionContext) marshalN__Type2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐTypeᚄ(ctx context.Context, sel ast.SelectionSet, v []introspection.Type) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := ec.marshalSlice(ctx, sel, "__Type", len(v), func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalN__Type2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, sel, v[i])
@@ -12681,3 +12681,20 @@ func (ec *executionContext) marshalO__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgen�
 }
 
 // endregion ***************************** type.gotpl *****************************
+
+// The fields each object's code above resolves concurrently (written by internal/gqlgenpost; see
+// concurrentFields in rewrites.go).
+func init() {
+	concurrentFields = map[string][]string{
+		"Job":                    {"result", "error"},
+		"JobConnection":          {"totalCount"},
+		"Notification":           {"task", "message"},
+		"NotificationConnection": {"totalCount"},
+		"Task":                   {"owner", "assignee"},
+		"TaskConnection":         {"totalCount"},
+		"TaskExport":             {"downloadUrl", "downloadUrlExpiresAt"},
+		"TaskSyncChange":         {"taskId"},
+		"User":                   {"email", "tasks", "taskCounts", "unreadNotificationCount"},
+		"UserConnection":         {"totalCount"},
+	}
+}

@@ -3,9 +3,12 @@ package graph
 import (
 	"context"
 	"io"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
 )
 
 // Helpers that internal/gqlgenpost rewrites the generated executor to call (see gen.go). Each
@@ -190,4 +193,137 @@ func writeQuotedString(w io.Writer, s string) {
 
 	_, _ = io.WriteString(w, s[start:])
 	_, _ = io.WriteString(w, `"`)
+}
+
+// FieldRef names a field of an object type.
+type FieldRef struct{ Object, Field string }
+
+// ListReadiness is implemented by a resolver root that can vouch, for a list about to be marshalled,
+// that the concurrent fields its elements' selection reaches (fields) will answer without waiting
+// on anything another element starts (a dataloader batch, say): typically because the list's
+// resolver already read what they need. elem returns the i-th element as a pointer (the value
+// gqlgen puts in FieldContext.Result). A false answer costs nothing but the goroutines.
+type ListReadiness interface {
+	ListReady(ctx context.Context, elemType string, fields []FieldRef, n int, elem func(i int) any) bool
+}
+
+// concurrentFields are, by object type, the fields its generated code resolves concurrently. The
+// generated code sets it (internal/gqlgenpost writes the table after the code it reads it from);
+// while it is nil, no list is marshalled on one goroutine.
+var concurrentFields map[string][]string
+
+var (
+	sequentialListsOff atomic.Bool  // SetSequentialLists(false): every list as gqlgen marshals it
+	sequentialCount    atomic.Int64 // lists marshalled by marshalSlice on one goroutine
+)
+
+// SetSequentialLists turns marshalling lists on one goroutine on or off (it is on); the
+// differential tests compare the answers of both. It returns the previous setting.
+func SetSequentialLists(on bool) (was bool) { return !sequentialListsOff.Swap(!on) }
+
+// SequentialListCount is how many lists were marshalled on one goroutine since start (for tests).
+func SequentialListCount() int64 { return sequentialCount.Load() }
+
+// marshalSlice is graphql.MarshalSliceConcurrently(ctx, n, 0, false, marshalElement), which
+// marshals each element of a list on a goroutine of its own (~20 goroutines per page of tasks, each
+// growing its stack through the field tree), minus the goroutines when they cannot matter: when
+// none of the fields the elements' selection reaches is resolved concurrently, or the resolver root
+// vouches for those that are (ListReadiness). Each element gets the same FieldContext (its index)
+// and the same panic handling as in MarshalSliceConcurrently, so the answer is the same; only
+// several elements' errors could be listed in another order (their order is not defined there).
+func (ec *executionContext) marshalSlice(ctx context.Context, sel ast.SelectionSet, elemType string, n int,
+	elem func(i int) any, marshalElement func(ctx context.Context, i int) graphql.Marshaler) graphql.Array {
+	if n < 2 || !ec.sequentialList(ctx, sel, elemType, n, elem) {
+		return graphql.MarshalSliceConcurrently(ctx, n, 0, false, marshalElement)
+	}
+	sequentialCount.Add(1)
+	ret := make(graphql.Array, n)
+	for i := range n {
+		childCtx := graphql.WithFieldContext(ctx, &graphql.FieldContext{Index: &i})
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					graphql.AddError(childCtx, graphql.Recover(childCtx, r))
+					ret[i] = graphql.Null
+				}
+			}()
+			ret[i] = marshalElement(childCtx, i)
+		}()
+	}
+	return ret
+}
+
+// sequentialList reports whether the n elements of a list of elemType, selecting sel, may be
+// marshalled one after another on the calling goroutine.
+func (ec *executionContext) sequentialList(ctx context.Context, sel ast.SelectionSet, elemType string, n int, elem func(i int) any) bool {
+	if sequentialListsOff.Load() || concurrentFields == nil {
+		return false
+	}
+	var buf [4]FieldRef
+	fields, ok := reachedConcurrentFields(ec.Schema(), elemType, sel, buf[:0], 0)
+	if !ok {
+		return false
+	}
+	if len(fields) == 0 {
+		return true
+	}
+	r, ok := ec.Resolvers.(ListReadiness)
+	return ok && r.ListReady(ctx, elemType, fields, n, elem)
+}
+
+// maxSelectionDepth bounds the walk (the server's depth limit is far lower).
+const maxSelectionDepth = 32
+
+// reachedConcurrentFields appends to out the concurrently resolved fields (concurrentFields) that
+// sel, on an object of type typ, reaches at any depth, each once. It answers ok=false when it cannot
+// tell for sure: a deferred fragment, a field whose type is not an object (an interface or union
+// would need the concrete types), a field it has no definition of.
+func reachedConcurrentFields(schema *ast.Schema, typ string, sel ast.SelectionSet, out []FieldRef, depth int) ([]FieldRef, bool) {
+	if depth > maxSelectionDepth {
+		return out, false
+	}
+	def := schema.Types[typ]
+	if def == nil || def.Kind != ast.Object {
+		return out, false
+	}
+	var ok bool
+	for _, s := range sel {
+		switch s := s.(type) {
+		case *ast.Field:
+			if s.Name == "__typename" {
+				continue
+			}
+			if s.Definition == nil || s.Definition.Type == nil {
+				return out, false
+			}
+			if slices.Contains(concurrentFields[typ], s.Name) {
+				if ref := (FieldRef{typ, s.Name}); !slices.Contains(out, ref) {
+					out = append(out, ref)
+				}
+			}
+			if len(s.SelectionSet) > 0 {
+				if out, ok = reachedConcurrentFields(schema, s.Definition.Type.Name(), s.SelectionSet, out, depth+1); !ok {
+					return out, false
+				}
+			}
+		case *ast.InlineFragment:
+			// A fragment on another type condition may not apply; walking it anyway only adds fields.
+			if s.Directives.ForName("defer") != nil {
+				return out, false
+			}
+			if out, ok = reachedConcurrentFields(schema, typ, s.SelectionSet, out, depth+1); !ok {
+				return out, false
+			}
+		case *ast.FragmentSpread:
+			if s.Directives.ForName("defer") != nil || s.Definition == nil {
+				return out, false
+			}
+			if out, ok = reachedConcurrentFields(schema, typ, s.Definition.SelectionSet, out, depth+1); !ok {
+				return out, false
+			}
+		default:
+			return out, false
+		}
+	}
+	return out, true
 }

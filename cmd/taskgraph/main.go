@@ -229,7 +229,13 @@ func work(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, logger *sl
 			return err
 		}
 		defer rdb.Close()
-		invalidators = append(invalidators, cache.NewRedis(rdb, server.RedisPrefix+"cache:", logger))
+		c := cache.NewRedis(rdb, server.RedisPrefix+"cache:", logger)
+		if cfg.CacheNearMaxEntries > 0 {
+			// The servers' near caches must drop what jobs write before the jobs' writes count as done.
+			c.AnnounceToNearCaches()
+			go func() { _ = c.RunNearSync(ctx) }()
+		}
+		invalidators = append(invalidators, c)
 	}
 	opts.Invalidator = invalidators
 	q, err := jobs.New(pool, opts)
@@ -257,7 +263,15 @@ func setRole(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, args []
 			return err
 		}
 		defer rdb.Close()
-		opts = append(opts, db.WithInvalidator(cache.NewRedis(rdb, server.RedisPrefix+"cache:", logger)))
+		c := cache.NewRedis(rdb, server.RedisPrefix+"cache:", logger)
+		if cfg.CacheNearMaxEntries > 0 {
+			// The servers' near caches drop the user before set-role answers.
+			c.AnnounceToNearCaches()
+			syncCtx, stopSync := context.WithCancel(ctx)
+			defer stopSync()
+			go func() { _ = c.RunNearSync(syncCtx) }()
+		}
+		opts = append(opts, db.WithInvalidator(c))
 	}
 	if server.SharesInvalidations(cfg) {
 		bus := events.New(pool, logger)

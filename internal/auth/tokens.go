@@ -7,6 +7,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
@@ -43,6 +44,19 @@ type TokenIssuer struct {
 	secret []byte
 	ttl    time.Duration
 	now    func() time.Time
+	// verified remembers tokens that passed Verify, by their exact text (signature included), so a
+	// client's next requests skip the JSON decoding and the HMAC: a hit re-checks only the times.
+	verified *lru.Cache[string, verifiedToken]
+}
+
+// verifiedTokens bounds the memo of verified tokens (a few hundred bytes each).
+const verifiedTokens = 8192
+
+// verifiedToken is what Verify concluded about one token, and the times it must re-check.
+type verifiedToken struct {
+	claims       Claims
+	nbf, iat     time.Time
+	hasNotBefore bool
 }
 
 // NewTokenIssuer copies secret so later changes by the caller cannot alter the signing key.
@@ -53,7 +67,11 @@ func NewTokenIssuer(secret []byte, ttl time.Duration) (*TokenIssuer, error) {
 	if ttl <= 0 {
 		return nil, fmt.Errorf("new token issuer: ttl must be positive, got %s", ttl)
 	}
-	return &TokenIssuer{secret: append([]byte(nil), secret...), ttl: ttl, now: time.Now}, nil
+	verified, err := lru.New[string, verifiedToken](verifiedTokens)
+	if err != nil {
+		return nil, fmt.Errorf("new token issuer: %w", err)
+	}
+	return &TokenIssuer{secret: append([]byte(nil), secret...), ttl: ttl, now: time.Now, verified: verified}, nil
 }
 
 // leeway is the clock skew Verify tolerates: clockLeeway, but never more than a quarter of the TTL,
@@ -67,6 +85,7 @@ func (t *TokenIssuer) WithClock(now func() time.Time) *TokenIssuer {
 		now = time.Now
 	}
 	c.now = now
+	c.verified, _ = lru.New[string, verifiedToken](verifiedTokens) // its own memo, read with its own clock
 	return &c
 }
 
@@ -102,7 +121,22 @@ func (t *TokenIssuer) Issue(userID uuid.UUID, role policy.Role, sessionID uuid.U
 
 // Verify checks signature, algorithm, issuer, audience and times, then the custom claims.
 // Errors wrap ErrInvalidToken with a short reason and never echo the token.
+//
+// A token verified before is not parsed again: its text (and so its signature) is the same, and only
+// the time checks (exp, nbf, iat, with the same leeway as jwt's validator) can change their answer.
 func (t *TokenIssuer) Verify(token string) (Claims, error) {
+	if v, ok := t.verified.Get(token); ok {
+		now, leeway := t.now(), t.leeway()
+		switch {
+		case !now.Before(v.claims.ExpiresAt.Add(leeway)):
+			return Claims{}, invalidToken(jwtReason(jwt.ErrTokenExpired))
+		case v.hasNotBefore && now.Before(v.nbf.Add(-leeway)):
+			return Claims{}, invalidToken(jwtReason(jwt.ErrTokenNotValidYet))
+		case now.Before(v.iat.Add(-leeway)):
+			return Claims{}, invalidToken(jwtReason(jwt.ErrTokenUsedBeforeIssued))
+		}
+		return v.claims, nil
+	}
 	var c accessClaims
 	_, err := jwt.ParseWithClaims(token, &c, t.key,
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
@@ -131,7 +165,13 @@ func (t *TokenIssuer) Verify(token string) (Claims, error) {
 	if !c.Role.Valid() {
 		return Claims{}, invalidToken("bad role")
 	}
-	return Claims{UserID: userID, Role: c.Role, SessionID: sessionID, ExpiresAt: c.ExpiresAt.Time}, nil
+	claims := Claims{UserID: userID, Role: c.Role, SessionID: sessionID, ExpiresAt: c.ExpiresAt.Time}
+	v := verifiedToken{claims: claims, iat: c.IssuedAt.Time}
+	if c.NotBefore != nil {
+		v.nbf, v.hasNotBefore = c.NotBefore.Time, true
+	}
+	t.verified.Add(token, v)
+	return claims, nil
 }
 
 // key refuses anything but HS256 a second time, so the HMAC secret can never be used as another alg's key.

@@ -3,6 +3,7 @@ package auth
 import (
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -193,5 +194,58 @@ func TestShortTTLExpiresSoon(t *testing.T) {
 	}
 	if _, err := ti.WithClock(func() time.Time { return start.Add(11 * time.Second) }).Verify(tok); err == nil {
 		t.Fatal("an 8s token still verifies 11s after issue")
+	}
+}
+
+// TestVerifyMemoRechecksTimes: a token verified once is answered from the issuer's memo afterwards;
+// the memo must answer exactly as a full verification would at every later (or earlier) instant:
+// the same claims while valid, the same reason once expired or before nbf/iat.
+func TestVerifyMemoRechecksTimes(t *testing.T) {
+	start := time.Now()
+	now := start
+	clock := func() time.Time { return now }
+	ti, err := NewTokenIssuer(testSecret, 15*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti = ti.WithClock(clock)
+	tok, _, err := ti.Issue(uuid.New(), policy.RoleUser, uuid.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ti.Verify(tok); err != nil { // fills the memo
+		t.Fatal(err)
+	}
+	if ti.verified.Len() != 1 {
+		t.Fatalf("memo holds %d tokens after one verification, want 1", ti.verified.Len())
+	}
+	offsets := []time.Duration{0, time.Second, 14 * time.Minute, 15*time.Minute + 29*time.Second,
+		15*time.Minute + 30*time.Second, 15*time.Minute + 31*time.Second, time.Hour,
+		-29 * time.Second, -30 * time.Second, -31 * time.Second, -time.Hour}
+	for _, off := range offsets {
+		now = start.Add(off)
+		fresh, err := NewTokenIssuer(testSecret, 15*time.Minute) // no memo of tok
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, wantErr := fresh.WithClock(clock).Verify(tok)
+		got, gotErr := ti.Verify(tok)
+		if got != want || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+			t.Fatalf("at %v: memo answered (%+v, %v), a full verification (%+v, %v)", off, got, gotErr, want, wantErr)
+		}
+	}
+	// Rejected tokens are never remembered.
+	tampered := tok[:len(tok)-2] + "AA"
+	if tampered == tok {
+		t.Fatal("tampering changed nothing")
+	}
+	now = start
+	for range 2 {
+		if _, err := ti.Verify(tampered); !errors.Is(err, ErrInvalidToken) {
+			t.Fatalf("tampered token: %v", err)
+		}
+	}
+	if ti.verified.Contains(tampered) {
+		t.Fatal("a rejected token was remembered")
 	}
 }

@@ -13,11 +13,13 @@
 //     so no value written before the lost invalidation is ever served again.
 //   - Concurrent misses for the same entity collapse into one database read.
 //   - With Redis, a near cache (EnableNear) keeps recently read entries in the process too, so a hot
-//     row costs no round trip. A write drops its entries from the writing process's near cache
-//     before the write answers, and from every other process's when they hear the write's
-//     invalidate event over the event bus (InvalidatePeer; normally milliseconds after the commit).
-//     A process that may have missed events empties its near cache (Purge), and no near entry
-//     outlives nearTTL. Near fills follow the same tombstone and fill-delay rules as Redis's.
+//     row costs no round trip. A write drops its entries from every process's near cache before
+//     it answers: it publishes them to every process over Redis and waits for each to acknowledge,
+//     or for the lease of one that does not to run out; a process serves its near cache only under
+//     a lease it renews by round-tripping pings through the same subscription (nearsync.go,
+//     RunNearSync). The event bus's invalidate events (InvalidatePeer) and gaps (Purge) apply too,
+//     and no near entry outlives nearTTL. Near fills follow the same tombstone and fill-delay
+//     rules as Redis's.
 //
 // The cache holds rows, not decisions: callers still check who may see what on every read.
 package cache
@@ -28,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -59,6 +62,8 @@ type Cache struct {
 	store  store
 	redis  *redisStore   // set when backed by Redis
 	near   *localStore   // with Redis: entries recently read by this process (EnableNear)
+	sync   *nearSync     // keeps near caches correct across processes (with near)
+	prefix string        // of the Redis keys
 	guard  *redisx.Guard // set when backed by Redis
 	logger *slog.Logger
 	flight flightGroup
@@ -88,6 +93,7 @@ func (c *Cache) EnableNear(maxEntries int) error {
 		return err
 	}
 	c.near = s
+	c.sync = newNearSync(c.redis.rdb, c.prefix, c, c.logger)
 	return nil
 }
 
@@ -102,7 +108,7 @@ func NewLocal(maxEntries int, logger *slog.Logger) (*Cache, error) {
 
 // NewRedis returns a cache in Redis under keys starting with prefix.
 func NewRedis(rdb *redis.Client, prefix string, logger *slog.Logger) *Cache {
-	c := &Cache{logger: logger, now: time.Now}
+	c := &Cache{logger: logger, now: time.Now, prefix: prefix}
 	c.redis = newRedisStore(rdb, prefix)
 	c.store = c.redis
 	c.guard = redisx.NewGuard("cache", logger, redisx.GuardOptions{OnRecover: func() {
@@ -152,7 +158,20 @@ func (c *Cache) do(ctx context.Context, fn func(context.Context) error) error {
 	return err
 }
 
-func key(kind db.EntityKind, id uuid.UUID) string { return string(kind) + ":" + id.String() }
+// key is string(kind) + ":" + id.String(), in one allocation instead of two.
+func key(kind db.EntityKind, id uuid.UUID) string {
+	const hexDigits = "0123456789abcdef"
+	var buf [64]byte
+	b := append(buf[:0], kind...)
+	b = append(b, ':')
+	for i, x := range id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b = append(b, '-')
+		}
+		b = append(b, hexDigits[x>>4], hexDigits[x&0xf])
+	}
+	return string(b)
+}
 
 // Invalidate drops entities after a committed write (it implements db.Invalidator). It runs even if
 // the request was cancelled, since the write has happened.
@@ -179,6 +198,10 @@ func (c *Cache) Invalidate(ctx context.Context, keys []db.EntityKey) {
 	if err := c.do(ctx, func(ctx context.Context) error { return c.store.invalidate(ctx, strs) }); err != nil {
 		c.lost.Add(1)
 		c.logger.WarnContext(ctx, "cache invalidation lost; bypassing Redis until the cache is retired", "err", err, "keys", len(strs))
+	}
+	if c.sync != nil {
+		// After Redis: a process that drops its near entry and reads Redis again finds the tombstone.
+		c.sync.broadcast(ctx, strs)
 	}
 }
 
@@ -299,8 +322,8 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 	var nearGen int64
 	var nearStart time.Time
 	near := c.near
-	if !useStore {
-		near = nil
+	if !useStore || near != nil && !c.sync.serving() {
+		near = nil // its lease lapsed: it may have missed another process's invalidation
 	}
 	if near != nil {
 		nearStart, nearGen = c.now(), near.generation()
@@ -308,8 +331,7 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 		for i, id := range ids {
 			keys[i] = key(kind, id)
 		}
-		found, _ := near.getMulti(ctx, keys)
-		missing = decodeFound(ids, keys, found, out)
+		missing = localFound(near, ids, keys, out)
 		c.hits.Add(int64(len(ids) - len(missing)))
 		c.nearHits.Add(int64(len(ids) - len(missing)))
 	}
@@ -318,27 +340,32 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 		for i, id := range missing {
 			keys[i] = key(kind, id)
 		}
-		var found map[string]string
-		if err := c.do(ctx, func(ctx context.Context) error {
-			var err error
-			found, err = c.store.getMulti(ctx, keys)
-			return err
-		}); err != nil {
-			found = nil // a cache fault is a miss
-		}
-		gen = c.store.generation()
 		asked := missing
-		missing = decodeFound(asked, keys, found, out)
-		c.hits.Add(int64(len(asked) - len(missing)))
-		if near != nil && len(missing) < len(asked) && c.now().Sub(nearStart) < maxFillDelay {
-			fill := make(map[string]string, len(asked)-len(missing))
-			for _, k := range keys {
-				if v, ok := found[k]; ok && v != tombstone {
-					fill[k] = v
-				}
+		if local, ok := c.store.(*localStore); ok {
+			gen = local.generation()
+			missing = localFound(local, asked, keys, out)
+		} else {
+			var found map[string]string
+			if err := c.do(ctx, func(ctx context.Context) error {
+				var err error
+				found, err = c.store.getMulti(ctx, keys)
+				return err
+			}); err != nil {
+				found = nil // a cache fault is a miss
 			}
-			_ = near.fill(ctx, nearGen, fill, nearTTL)
+			gen = c.store.generation()
+			missing = decodeFound(asked, keys, found, out)
+			if near != nil && len(missing) < len(asked) && c.now().Sub(nearStart) < maxFillDelay {
+				fill := make(map[string]string, len(asked)-len(missing))
+				for _, k := range keys {
+					if v, ok := found[k]; ok && v != tombstone {
+						fill[k] = v
+					}
+				}
+				_ = near.fill(ctx, nearGen, fill, nearTTL)
+			}
 		}
+		c.hits.Add(int64(len(asked) - len(missing)))
 	}
 	c.misses.Add(int64(len(missing)))
 	if len(missing) == 0 {
@@ -405,6 +432,71 @@ func decodeFound[T any](ids []uuid.UUID, keys []string, found map[string]string,
 		out[id] = &row
 	}
 	return missing
+}
+
+// localFound is decodeFound for an in-process store, without copying its entries into a map: an
+// entry decoded by an earlier read is copied (copyRow) rather than decoded again, and the first read
+// of an entry remembers its decoded value for the next ones. What a read returns is always its own
+// copy, as a fresh decode would be, so callers may modify it.
+func localFound[T any](s *localStore, ids []uuid.UUID, keys []string, out map[uuid.UUID]*T) []uuid.UUID {
+	var missing []uuid.UUID
+	next := 0 // ids[next:] not yet seen by found; lookup reports live keys in order
+	s.lookup(keys, func(i int, e *localEntry) {
+		missing = append(missing, ids[next:i]...)
+		next = i + 1
+		if e.value == tombstone {
+			missing = append(missing, ids[i])
+			return
+		}
+		if p := e.decoded.Load(); p != nil {
+			if v, ok := (*p).(*T); ok {
+				if row, ok := copyRow(v); ok {
+					out[ids[i]] = row
+					return
+				}
+			}
+		}
+		row := new(T)
+		if err := json.Unmarshal([]byte(e.value), row); err != nil {
+			missing = append(missing, ids[i])
+			return
+		}
+		if cp, ok := copyRow(row); ok {
+			var memo any = row
+			e.decoded.Store(&memo)
+			row = cp
+		}
+		out[ids[i]] = row
+	})
+	return append(missing, ids[next:]...)
+}
+
+// copyRow returns a copy of v that shares nothing mutable with it, for the row types whose copying
+// it knows (false for others, which are then decoded on every read). TestCopyRowCoversEveryField
+// fails if a reference field is added to one of these types without being copied here.
+func copyRow[T any](v *T) (*T, bool) {
+	switch p := any(v).(type) {
+	case *db.Task:
+		c := *p
+		if p.AssigneeID != nil {
+			a := *p.AssigneeID
+			c.AssigneeID = &a
+		}
+		if p.Description != nil {
+			d := *p.Description
+			c.Description = &d
+		}
+		if p.DueAt != nil {
+			d := *p.DueAt
+			c.DueAt = &d
+		}
+		c.Tags = slices.Clone(p.Tags)
+		return any(&c).(*T), true
+	case *db.User, *db.Session, *db.TaskCounts: // values only (strings are immutable)
+		c := *v
+		return &c, true
+	}
+	return nil, false
 }
 
 type staleSourceKey struct{}

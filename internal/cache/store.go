@@ -36,18 +36,21 @@ type store interface {
 // localStore is a bounded in-process LRU with per-entry expiry.
 type localStore struct {
 	mu  sync.Mutex
-	lru *lru.Cache[string, localEntry]
+	lru *lru.Cache[string, *localEntry]
 	now func() time.Time
 	gen atomic.Int64 // bumped by purge, so fills of loads that started before it are dropped
 }
 
+// localEntry is immutable once stored, except decoded: the value decoded once (by the first read
+// that found it), which later reads copy instead of decoding the JSON again (see lookup).
 type localEntry struct {
 	value   string
 	expires time.Time
+	decoded atomic.Pointer[any]
 }
 
 func newLocalStore(maxEntries int) (*localStore, error) {
-	c, err := lru.New[string, localEntry](maxEntries)
+	c, err := lru.New[string, *localEntry](maxEntries)
 	if err != nil {
 		return nil, fmt.Errorf("local cache: %w", err)
 	}
@@ -67,6 +70,19 @@ func (s *localStore) getMulti(_ context.Context, keys []string) (map[string]stri
 	return out, nil
 }
 
+// lookup calls found for each key with a live entry (tombstones included), in the order of keys.
+// found runs under the store's lock: it must be quick and must not call the store.
+func (s *localStore) lookup(keys []string, found func(i int, e *localEntry)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	for i, k := range keys {
+		if e, ok := s.lru.Get(k); ok && now.Before(e.expires) {
+			found(i, e)
+		}
+	}
+}
+
 // generation changes only when purge empties the store.
 func (s *localStore) generation() int64 { return s.gen.Load() }
 
@@ -81,7 +97,7 @@ func (s *localStore) fill(_ context.Context, gen int64, values map[string]string
 		if e, ok := s.lru.Peek(k); ok && now.Before(e.expires) {
 			continue
 		}
-		s.lru.Add(k, localEntry{value: v, expires: now.Add(ttl)})
+		s.lru.Add(k, &localEntry{value: v, expires: now.Add(ttl)})
 	}
 	return nil
 }
@@ -99,7 +115,7 @@ func (s *localStore) invalidate(_ context.Context, keys []string) error {
 	defer s.mu.Unlock()
 	exp := s.now().Add(tombstoneTTL)
 	for _, k := range keys {
-		s.lru.Add(k, localEntry{value: tombstone, expires: exp})
+		s.lru.Add(k, &localEntry{value: tombstone, expires: exp})
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"go/format"
 	"os"
 	"regexp"
 )
@@ -30,12 +31,19 @@ func run() error {
 	}
 	for _, r := range []func([]byte) ([]byte, int){
 		lazyDeferredGroups, directFieldValues, directLeafFields, directObjectFields, sharedEnumMarshalers, stringLists,
-		plainObjects,
+		plainObjects, sequentialLists,
 	} {
 		var n int
 		if src, n = r(src); n == 0 {
 			return fmt.Errorf("a rewrite found nothing to rewrite in %s (did gqlgen's templates change?)", generated)
 		}
+	}
+	table, err := concurrentFieldsTable(src)
+	if err != nil {
+		return err
+	}
+	if src, err = format.Source(append(src, table...)); err != nil {
+		return fmt.Errorf("format generated code: %w", err)
 	}
 	if err := os.WriteFile(generated, src, 0o644); err != nil {
 		return fmt.Errorf("write generated code: %w", err)
@@ -246,4 +254,54 @@ func marshalerBodies(src []byte) map[string][]byte {
 		out[string(m[1])] = m[2]
 	}
 	return out
+}
+
+// sequentialLists lets a list of objects be marshalled on the calling goroutine (graph/rewrites.go,
+// marshalSlice) instead of a goroutine per element, when nothing its elements' selection resolves
+// can wait on another element (see concurrentFieldsTable); otherwise marshalSlice calls
+// graphql.MarshalSliceConcurrently as the generated code did.
+func sequentialLists(src []byte) ([]byte, int) {
+	re := regexp.MustCompile(`(func \(ec \*executionContext\) marshal[NO](\w+)2ᚕ[^\s(]*\(ctx context\.Context, sel ast\.SelectionSet, v [^\n]*\) graphql\.Marshaler \{\n)\tret := graphql\.MarshalSliceConcurrently\(ctx, len\(v\), 0, false, (func\(ctx context\.Context, i int\) graphql\.Marshaler \{\n\t\tfc := graphql\.GetFieldContext\(ctx\)\n\t\tfc\.Result = (&v\[i\]|v\[i\])\n)`)
+	n := len(re.FindAll(src, -1))
+	return re.ReplaceAll(src, []byte("${1}\tret := ec.marshalSlice(ctx, sel, \"${2}\", len(v), func(i int) any { return ${4} }, ${3}")), n
+}
+
+// concurrentFieldsTable writes, for every generated object, the fields it resolves concurrently (a
+// resolver behind a dataloader may wait for other elements' loads: marshalSlice marshals a list
+// on one goroutine only if its selection reaches none of these, or the resolver root vouches for
+// them). An object whose code schedules concurrent work in any other form fails the generation:
+// the table must not miss a field.
+func concurrentFieldsTable(src []byte) ([]byte, error) {
+	objects := regexp.MustCompile(`(?ms)^func \(ec \*executionContext\) _(\w+)\(ctx context\.Context, sel ast\.SelectionSet(?:, obj [^\n]*)?\) graphql\.Marshaler \{\n.*?^}\n`)
+	field := regexp.MustCompile(`\t\tcase "(\w+)":\n\t\t\tout\.ResolveConcurrently\(`)
+	var b bytes.Buffer
+	b.WriteString("\n// The fields each object's code above resolves concurrently (written by internal/gqlgenpost; see\n// concurrentFields in rewrites.go).\nfunc init() {\n\tconcurrentFields = map[string][]string{\n")
+	total := 0
+	for _, m := range objects.FindAllSubmatch(src, -1) {
+		fn, name := m[0], m[1]
+		if bytes.Contains(fn, []byte("ResolveRootConcurrently(")) {
+			continue // Query, Mutation, Subscription: never list elements
+		}
+		fields := field.FindAllSubmatch(fn, -1)
+		if len(fields) != bytes.Count(fn, []byte("Concurrently(")) || bytes.Contains(fn, []byte("go func")) {
+			return nil, fmt.Errorf("_%s schedules concurrent work in a form gqlgenpost does not know", name)
+		}
+		if len(fields) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "\t\t%q: {", name)
+		for i, f := range fields {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%q", f[1])
+		}
+		b.WriteString("},\n")
+		total++
+	}
+	b.WriteString("\t}\n}\n")
+	if total == 0 {
+		return nil, fmt.Errorf("no object resolves a field concurrently in %s (did gqlgen's templates change?)", generated)
+	}
+	return b.Bytes(), nil
 }

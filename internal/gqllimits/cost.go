@@ -8,6 +8,8 @@ import (
 
 	"github.com/99designs/gqlgen/complexity"
 	"github.com/99designs/gqlgen/graphql"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/taskgraph/taskgraph/db"
@@ -197,7 +199,14 @@ func SetCostExtension(ctx context.Context, fields map[string]any) {
 type CostLimit struct {
 	maxNodes int
 	es       graphql.ExecutableSchema
+	// costs remembers the cost of operations that declare no variables (nothing but the operation
+	// then decides it): gqlgen keeps one parsed document per query text in its query cache, so a
+	// repeated query finds its operation here. Nil: nothing is remembered.
+	costs *lru.Cache[*ast.OperationDefinition, int]
 }
+
+// rememberedCosts bounds costs; an entry keeps its parsed document alive until evicted.
+const rememberedCosts = 256
 
 var (
 	_ graphql.HandlerExtension        = (*CostLimit)(nil)
@@ -208,7 +217,8 @@ var (
 // NewCostLimit refuses operations whose cost exceeds maxNodes nodes (maxNodes <= 0: never refuses, still
 // reports).
 func NewCostLimit(maxNodes int) *CostLimit {
-	return &CostLimit{maxNodes: maxNodes}
+	costs, _ := lru.New[*ast.OperationDefinition, int](rememberedCosts) // a positive size never fails
+	return &CostLimit{maxNodes: maxNodes, costs: costs}
 }
 
 // ExtensionName implements graphql.HandlerExtension.
@@ -232,7 +242,7 @@ func (c *CostLimit) MutateOperationContext(ctx context.Context, opCtx *graphql.O
 	if op == nil || c.es == nil {
 		return nil
 	}
-	cost := newCost(complexity.Calculate(ctx, c.es, op, opCtx.Variables))
+	cost := newCost(c.nodes(ctx, op, opCtx.Variables))
 	opCtx.Stats.SetExtension(statsKey, &costState{cost: cost, limit: c.maxNodes})
 	if c.maxNodes > 0 && cost.Nodes > c.maxNodes {
 		var locations []gqlerror.Location
@@ -244,6 +254,21 @@ func (c *CostLimit) MutateOperationContext(ctx context.Context, opCtx *graphql.O
 			cost.Nodes, c.maxNodes), locations)
 	}
 	return nil
+}
+
+// nodes is complexity.Calculate's answer for op, remembered for operations without variables.
+func (c *CostLimit) nodes(ctx context.Context, op *ast.OperationDefinition, vars map[string]any) int {
+	cacheable := c.costs != nil && len(op.VariableDefinitions) == 0
+	if cacheable {
+		if n, ok := c.costs.Get(op); ok {
+			return n
+		}
+	}
+	n := complexity.Calculate(ctx, c.es, op, vars)
+	if cacheable {
+		c.costs.Add(op, n)
+	}
+	return n
 }
 
 // InterceptResponse implements graphql.ResponseInterceptor: it adds the "cost" extension to the response

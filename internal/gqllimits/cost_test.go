@@ -220,3 +220,42 @@ func equal(a, b map[string]any) bool {
 	}
 	return true
 }
+
+// CostLimit remembers the cost of an operation without variables (by its parsed operation, which
+// gqlgen reuses for a repeated query): the remembered cost, and the refusal, must be what computing
+// it again gives; an operation with variables is costed afresh, as its variables may change it.
+func TestCostLimitRemembersOnlyWhatVariablesCannotChange(t *testing.T) {
+	es := costSchema()
+	limit := gqllimits.NewCostLimit(5000)
+	if err := limit.Validate(es); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{nestedConnections, `query { tasks(first: 10) { edges { node { id title } } } }`,
+		`query { tasks { edges { node { id } } } }`} {
+		_, first := operation(t, es, q, nil)
+		want := nodes(t, q, nil)
+		for range 3 { // the same parsed operation, as gqlgen's query cache hands it out
+			ctx, opCtx := operation(t, es, q, nil)
+			opCtx.Doc, opCtx.Operation = first.Doc, first.Operation
+			err := limit.MutateOperationContext(ctx, opCtx)
+			if cost, _ := gqllimits.CostFrom(ctx); cost.Nodes != want || (err != nil) != (want > 5000) {
+				t.Fatalf("%s: cost %d (refused: %v), computed %d", q, cost.Nodes, err, want)
+			}
+		}
+	}
+	q := `query($n: Int) { tasks(first: $n) { edges { node { id } } } }`
+	_, first := operation(t, es, q, map[string]any{"n": 10})
+	for _, n := range []int{10, 50, 10} {
+		ctx, opCtx := operation(t, es, q, map[string]any{"n": n})
+		opCtx.Doc, opCtx.Operation = first.Doc, first.Operation
+		if err := limit.MutateOperationContext(ctx, opCtx); err != nil {
+			t.Fatal(err)
+		}
+		if cost, want := nodes(t, q, map[string]any{"n": n}), n*4; cost != want {
+			t.Fatalf("the model changed: first: %d costs %d nodes, this test expects %d", n, cost, want)
+		}
+		if cost, _ := gqllimits.CostFrom(ctx); cost.Nodes != n*4 {
+			t.Fatalf("first: %d costs %d nodes, want %d", n, cost.Nodes, n*4)
+		}
+	}
+}

@@ -125,6 +125,25 @@ func For(ctx context.Context, s Services) *Loaders {
 	return New(auth.Actor(ctx), s)
 }
 
+// FromContext returns the operation's loaders, if ctx carries them (For builds a set when not).
+func FromContext(ctx context.Context) (*Loaders, bool) {
+	l, ok := ctx.Value(ctxKey{}).(*Loaders)
+	return l, ok
+}
+
+// HasUser reports whether User(ctx, id) will answer from the loader's cache: the user was primed
+// (preloaded) or is being loaded already (then the answer waits only for that batch).
+func (l *Loaders) HasUser(ctx context.Context, id uuid.UUID) bool {
+	_, ok := l.userCache.Get(ctx, id)
+	return ok
+}
+
+// HasTaskCounts is HasUser for TaskCounts.
+func (l *Loaders) HasTaskCounts(ctx context.Context, userID uuid.UUID) bool {
+	_, ok := l.countsCache.Get(ctx, userID)
+	return ok
+}
+
 // User is UserByID.Load(ctx, id)(): when the operation already read or primed the user (a page's
 // preloaded owners), it answers from the loader's cache without Load's per-call channel, result
 // and tracing (Load itself answers the same cached thunk).

@@ -141,6 +141,9 @@ func (a *App) Background(ctx context.Context) {
 	wg.Go(func() { a.Events.Run(ctx) })
 	wg.Go(func() { a.Feed.Run(ctx) })
 	wg.Go(func() { a.Sessions.Run(ctx) })
+	if a.Cache != nil {
+		wg.Go(func() { _ = a.Cache.RunNearSync(ctx) }) // returns at once without a near cache
+	}
 	if a.peerInvalidations != nil && a.Cache != nil {
 		wg.Go(func() { relayInvalidations(ctx, a.peerInvalidations, a.Cache, a.logger) })
 	}
@@ -211,8 +214,8 @@ func Build(cfg config.Config, pool *pgxpool.Pool, logger *slog.Logger, obs Obser
 			app.Cache = cache.NewRedis(app.Redis, RedisPrefix+"cache:", logger)
 			if cfg.CacheNearMaxEntries > 0 {
 				// A near cache in front of Redis: hot rows (sessions, users, tasks) without a round
-				// trip, at the price of a few milliseconds in which another instance's write is not
-				// seen yet (its invalidate event is on the way).
+				// trip. A write answers once every instance has dropped what it changed, or can no
+				// longer serve it (cache.nearSync; Background runs it).
 				if err = app.Cache.EnableNear(int(cfg.CacheNearMaxEntries)); err != nil {
 					app.Close()
 					return nil, err

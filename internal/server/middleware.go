@@ -160,7 +160,7 @@ func guardGraphQL(maxBody int64, next http.Handler) http.Handler {
 				writeError(w, http.StatusBadRequest, apperr.BadUserInput, "request body must be {\"query\": string, \"operationName\": string, \"variables\": object, \"extensions\": object}")
 				return
 			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.Body = &guardedBody{Reader: bytes.NewReader(body), params: &params}
 			r = r.WithContext(withDelivery(r.Context(), chooseDelivery(accept, params.Query)))
 		case http.MethodGet:
 			params, err := url.ParseQuery(r.URL.RawQuery)
@@ -241,6 +241,25 @@ func (getRunsQueriesOnly) MutateOperationContext(ctx context.Context, opCtx *gra
 	}
 	markStatus(ctx, http.StatusMethodNotAllowed, "Allow", "POST")
 	return refusal(apperr.BadUserInput, msgGETMutation)
+}
+
+// guardedBody is a POST body guardGraphQL has read, checked and decoded: the transport reuses the
+// decoded parameters (readParams) as long as nobody has read from or replaced the body since.
+type guardedBody struct {
+	*bytes.Reader
+	params *graphql.RawParams
+}
+
+func (*guardedBody) Close() error { return nil }
+
+// decoded returns the parameters decoded from the body, if it is still unread.
+func (b *guardedBody) decoded() (*graphql.RawParams, bool) {
+	if b.params == nil || b.Len() != int(b.Size()) {
+		return nil, false
+	}
+	p := b.params
+	b.params = nil // handed out once
+	return p, true
 }
 
 func decodeJSON(b []byte, v any) error {

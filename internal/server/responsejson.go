@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -64,14 +66,74 @@ func appendResponse(b []byte, resp *graphql.Response) (out []byte, ok bool, err 
 		return nil, false, nil
 	}
 	if len(resp.Extensions) > 0 {
-		j, err := json.Marshal(resp.Extensions)
-		if err != nil {
+		b = append(b, `,"extensions":`...)
+		if b, err = appendJSON(b, resp.Extensions); err != nil {
 			return nil, false, err
 		}
-		b = append(b, `,"extensions":`...)
-		b = append(b, j...)
 	}
 	return append(b, '}'), true, nil
+}
+
+// appendJSON appends v as json.Marshal writes it. Maps of string keys (keys sorted, as json.Marshal
+// sorts them), plain strings, integers, booleans and nil, which is what the extensions (cost, rate
+// limit, tracing) hold, are written here without reflection; anything else by json.Marshal.
+func appendJSON(b []byte, v any) ([]byte, error) {
+	switch x := v.(type) {
+	case nil:
+		return append(b, "null"...), nil
+	case map[string]any:
+		if x == nil {
+			return append(b, "null"...), nil
+		}
+		var arr [8]string
+		keys := arr[:0]
+		for k := range x {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b = append(b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			var err error
+			if b, err = appendJSON(b, x[k]); err != nil {
+				return nil, err
+			}
+		}
+		return append(b, '}'), nil
+	case string:
+		return appendJSONString(b, x), nil
+	case bool:
+		return strconv.AppendBool(b, x), nil
+	case int:
+		return strconv.AppendInt(b, int64(x), 10), nil
+	case int32:
+		return strconv.AppendInt(b, int64(x), 10), nil
+	case int64:
+		return strconv.AppendInt(b, x, 10), nil
+	}
+	j, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, j...), nil
+}
+
+// appendJSONString appends s quoted as json.Marshal quotes it: printable ASCII that needs no escape
+// is copied, anything else goes through json.Marshal.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			j, _ := json.Marshal(s) // a string always marshals
+			return append(b, j...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // appendEscapedCompact appends the JSON value src as encoding/json writes a RawMessage (compacted,

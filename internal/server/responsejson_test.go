@@ -99,3 +99,57 @@ func TestMarshalResponseMatchesJSONMarshal(t *testing.T) {
 	check(&graphql.Response{Data: json.RawMessage(`{"a": 1}`)})
 	check(&graphql.Response{Data: json.RawMessage(`{"a":"\u003c"}`)})
 }
+
+// appendJSON must write what json.Marshal writes for the values extensions hold, and hand others
+// (floats, slices, structs, typed maps, unsupported values) to it unchanged.
+func TestAppendJSONMatchesJSONMarshal(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 13))
+	strs := []string{"", "a", "requestedNodes", "Zoë", "<b>", "&", "\"", "\\", "\n", "\x01", "\x7f", "\u2028", "\xff", "日本", "~ }"}
+	var value func(depth int) any
+	value = func(depth int) any {
+		switch k := rng.IntN(14); {
+		case depth > 3 || k == 0:
+			return strs[rng.IntN(len(strs))] + strs[rng.IntN(len(strs))]
+		case k == 1:
+			return rng.IntN(1<<20) - 1<<19
+		case k == 2:
+			return int32(rng.IntN(1000) - 500)
+		case k == 3:
+			return rng.Int64() - 1<<62
+		case k == 4:
+			return rng.IntN(2) == 0
+		case k == 5:
+			return nil
+		case k == 6:
+			return rng.Float64() * 1e6
+		case k == 7:
+			return []any{value(depth + 1), value(depth + 1)}
+		case k == 8:
+			return map[string]int{"b": 1, "a": 2}
+		case k == 9:
+			return struct{ A string }{"<x>"}
+		case k == 10:
+			return map[string]any(nil)
+		default:
+			m := map[string]any{}
+			for range rng.IntN(12) {
+				m[strs[rng.IntN(len(strs))]+strs[rng.IntN(len(strs))]] = value(depth + 1)
+			}
+			return m
+		}
+	}
+	for range 5000 {
+		v := value(0)
+		want, wantErr := json.Marshal(v)
+		got, err := appendJSON([]byte("x"), v)
+		if err != nil || wantErr != nil {
+			t.Fatalf("appendJSON error %v, json.Marshal error %v for %#v", err, wantErr, v)
+		}
+		if string(got[1:]) != string(want) || got[0] != 'x' {
+			t.Fatalf("appendJSON wrote\n%s\njson.Marshal\n%s", got[1:], want)
+		}
+	}
+	if _, err := appendJSON(nil, map[string]any{"f": func() {}}); err == nil {
+		t.Fatal("an unsupported value marshalled without error")
+	}
+}

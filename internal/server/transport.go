@@ -248,6 +248,9 @@ func readParams(r *http.Request) (*graphql.RawParams, error) {
 				}
 			}
 		}
+	} else if decoded, ok := guardDecoded(r); ok {
+		*p = *decoded // what decoding the same body again would give
+		p.Headers = r.Header
 	} else {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -259,6 +262,15 @@ func readParams(r *http.Request) (*graphql.RawParams, error) {
 	}
 	p.ReadTime = graphql.TraceTiming{Start: start, End: graphql.Now()}
 	return p, nil
+}
+
+// guardDecoded returns the parameters guardGraphQL decoded from r's body, if the body is still
+// the one it checked and unread.
+func guardDecoded(r *http.Request) (*graphql.RawParams, bool) {
+	if gb, ok := r.Body.(*guardedBody); ok {
+		return gb.decoded()
+	}
+	return nil, false
 }
 
 // errorResult is the answer to a request that failed before execution: no data member at all

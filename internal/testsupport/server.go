@@ -67,7 +67,15 @@ func NewEnvOn(t testing.TB, database *Database, overrides map[string]string) *En
 		database.Counter.KeyBy(server.RequestID)
 	}
 	logs := &LogBuffer{}
-	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	// Everything is logged unless the test asks for a level (the benchmarks ask for warn, as
+	// `taskgraph bench` runs its server: an access log line per request is not what they measure).
+	level := slog.LevelDebug
+	if _, set := overrides["LOG_LEVEL"]; set {
+		if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+			t.Fatalf("LOG_LEVEL: %v", err)
+		}
+	}
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: level}))
 	reg := prometheus.NewRegistry()
 	metrics, err := observe.New(reg)
 	if err != nil {
