@@ -113,7 +113,7 @@ func TestNearCacheWritesAreSeenAtOnceByEveryInstance(t *testing.T) {
 	a := testsupport.NewEnv(t, env)
 	b := testsupport.NewEnvOn(t, a.DB, env)
 	for _, e := range []*testsupport.Env{a, b} {
-		testsupport.WaitFor(t, 10*time.Second, "the near cache serves", e.App.Cache.NearServing)
+		testenv.WaitFor(t, 10*time.Second, "the near cache serves", e.App.Cache.NearServing)
 	}
 	u := a.Register(t, "Ada")
 	task := a.CreateTask(t, u.ID, db.NewTask{Title: "first"})
@@ -138,7 +138,7 @@ func TestNearCacheWritesAreSeenAtOnceByEveryInstance(t *testing.T) {
 	warm := func(want string) {
 		t.Helper()
 		// Past the tombstones of the last write (2 s), B's reads fill its near cache again.
-		testsupport.WaitFor(t, 10*time.Second, "B answers from its near cache", func() bool {
+		testenv.WaitFor(t, 10*time.Second, "B answers from its near cache", func() bool {
 			before := nearHits(b)
 			if got := title(onB); got != want {
 				t.Fatalf("B reads %q, want %q", got, want)
@@ -173,7 +173,7 @@ func TestNearCacheWritesAreSeenAtOnceByEveryInstance(t *testing.T) {
 
 	// B recovers: its near cache serves again (emptied meanwhile? it missed nothing, but may have).
 	b.App.Cache.PauseNearSync(false)
-	testsupport.WaitFor(t, 10*time.Second, "B's near cache serves again", b.App.Cache.NearServing)
+	testenv.WaitFor(t, 10*time.Second, "B's near cache serves again", b.App.Cache.NearServing)
 	warm("third")
 	rename(onA, "fourth")
 	if got := title(onB); got != "fourth" {
