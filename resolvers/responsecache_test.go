@@ -29,9 +29,26 @@ func rcRun(t *testing.T, env *testsupport.Env, u *testsupport.User, query string
 	return string(res.Data), env.DB.Counter.CountFor(res.Header.Get("X-Request-ID"))
 }
 
+// rcSetups are the two caches the response cache stands on: Redis (shared by every instance) and
+// the default in-process one.
+func rcSetups() map[string]map[string]string {
+	return map[string]map[string]string{
+		"redis":      {"REDIS_URL": testenv.RedisURL(0)},
+		"in-process": nil,
+	}
+}
+
 func TestResponseCacheServesRepeatsUntilTheViewersDataChanges(t *testing.T) {
 	t.Parallel()
-	env := testsupport.NewEnv(t, map[string]string{"REDIS_URL": testenv.RedisURL(0)})
+	for name, setup := range rcSetups() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			rcServesRepeatsUntilTheViewersDataChanges(t, testsupport.NewEnv(t, setup))
+		})
+	}
+}
+
+func rcServesRepeatsUntilTheViewersDataChanges(t *testing.T, env *testsupport.Env) {
 	alice, bob := env.Register(t, "Alice"), env.Register(t, "Bob")
 	ctx := context.Background()
 	var taskIDs []string
@@ -104,7 +121,15 @@ func TestResponseCacheServesRepeatsUntilTheViewersDataChanges(t *testing.T) {
 
 func TestResponseCacheLeavesOtherUsersDataAlone(t *testing.T) {
 	t.Parallel()
-	env := testsupport.NewEnv(t, map[string]string{"REDIS_URL": testenv.RedisURL(0)})
+	for name, setup := range rcSetups() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			rcLeavesOtherUsersDataAlone(t, testsupport.NewEnv(t, setup))
+		})
+	}
+}
+
+func rcLeavesOtherUsersDataAlone(t *testing.T, env *testsupport.Env) {
 	alice, bob := env.Register(t, "Alice"), env.Register(t, "Bob")
 	task := env.CreateTask(t, bob.ID, db.NewTask{Title: "for alice", AssigneeID: &alice.ID})
 	env.CreateTask(t, alice.ID, db.NewTask{Title: "mine", AssigneeID: &bob.ID})

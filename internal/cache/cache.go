@@ -67,6 +67,9 @@ type Cache struct {
 	guard  *redisx.Guard // set when backed by Redis
 	logger *slog.Logger
 	flight flightGroup
+	// responses is the in-process response cache's versions (Responses, without Redis), bumped by
+	// Invalidate and emptied by Purge.
+	responses atomic.Pointer[localResponses]
 
 	// lost counts invalidations that could not reach Redis; repaired is the value of lost that the
 	// latest epoch bump covers. While they differ Redis is suspect and bypassed.
@@ -192,6 +195,9 @@ func (c *Cache) Invalidate(ctx context.Context, keys []db.EntityKey) {
 	// A load already running for these keys may carry the rows from before the write: later reads
 	// must start their own load rather than wait for that one.
 	c.flight.forget(strs)
+	if r := c.responses.Load(); r != nil {
+		r.invalidate(strs)
+	}
 	if c.near != nil {
 		_ = c.near.invalidate(ctx, strs)
 	}
@@ -239,6 +245,9 @@ func (c *Cache) Purge() {
 	if local != nil {
 		c.flight.forgetAll()
 		local.purge()
+	}
+	if r := c.responses.Load(); r != nil {
+		r.purge()
 	}
 }
 

@@ -19,21 +19,35 @@ import (
 // A write that lands while an answer is being computed replaces a token the answer was stored
 // with, so that answer is never served.
 //
-// It needs Redis (the tokens must be shared by every instance) and shares the entity cache's
-// epoch: a lost invalidation bypasses it, and the epoch bump retires every answer too.
+// With Redis the tokens are shared by every instance, and it shares the entity cache's epoch: a
+// lost invalidation bypasses it, and the epoch bump retires every answer too. An in-process cache
+// keeps its tokens in the process (localResponses), bumped by the same invalidations (its own
+// writes', and other instances' heard over the event bus) and forgotten by Purge.
 type Responses struct {
 	c            *Cache
+	local        *localResponses // set when the cache lives in this process
 	ttl          time.Duration
 	hits, misses atomic.Int64
 }
 
-// Responses returns the response cache with entries living ttl, or nil when the cache is not backed
-// by Redis (or ttl is 0).
+// localResponseEntries bounds the answers an in-process response cache keeps.
+const localResponseEntries = 4096
+
+// Responses returns the response cache with entries living ttl, or nil when there is no cache (or
+// ttl is 0). Call it once per Cache.
 func (c *Cache) Responses(ttl time.Duration) *Responses {
-	if c == nil || c.redis == nil || ttl <= 0 {
+	if c == nil || ttl <= 0 {
 		return nil
 	}
-	return &Responses{c: c, ttl: ttl}
+	if c.redis != nil {
+		return &Responses{c: c, ttl: ttl}
+	}
+	local, err := newLocalResponses(localResponseEntries)
+	if err != nil {
+		return nil
+	}
+	c.responses.Store(local)
+	return &Responses{c: c, local: local, ttl: ttl}
 }
 
 // An answer is stored as its tokens, one per line, a blank line, then the answer's JSON as it
@@ -55,7 +69,19 @@ func decodeResponse(raw string) (tokens []string, data string, ok bool) {
 // computed with. Otherwise it returns the current tokens (creating missing ones) for Store; nil
 // tokens mean the answer must not be stored (Redis unusable).
 func (r *Responses) Lookup(ctx context.Context, key string, deps []db.EntityKey) (data json.RawMessage, tokens []string, hit bool) {
-	if r == nil || !r.c.usable(ctx) {
+	if r == nil {
+		return nil, nil, false
+	}
+	if r.local != nil {
+		data, tokens, hit := r.local.lookup(key, entityKeys(deps))
+		if hit {
+			r.hits.Add(1)
+		} else {
+			r.misses.Add(1)
+		}
+		return data, tokens, hit
+	}
+	if !r.c.usable(ctx) {
 		return nil, nil, false
 	}
 	s := r.c.redis
@@ -122,7 +148,14 @@ func (r *Responses) Stats() (hits, misses int64) {
 
 // Store keeps data as the answer for key, computed with tokens (from Lookup).
 func (r *Responses) Store(ctx context.Context, key string, tokens []string, data json.RawMessage) {
-	if r == nil || tokens == nil || !r.c.usable(ctx) {
+	if r == nil || tokens == nil {
+		return
+	}
+	if r.local != nil {
+		r.local.store(key, tokens, data, r.ttl)
+		return
+	}
+	if !r.c.usable(ctx) {
 		return
 	}
 	raw := encodeResponse(tokens, data)
@@ -149,6 +182,15 @@ for i = 2, #ARGV do
 end
 return out
 `)
+
+// entityKeys names deps as the entity cache does (what Invalidate is given).
+func entityKeys(deps []db.EntityKey) []string {
+	out := make([]string, len(deps))
+	for i, d := range deps {
+		out[i] = key(d.Kind, d.ID)
+	}
+	return out
+}
 
 func equalTokens(a, b []string) bool {
 	if len(a) != len(b) {

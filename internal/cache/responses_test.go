@@ -63,8 +63,67 @@ func TestResponsesServeOnlyCurrentAnswers(t *testing.T) {
 		t.Fatalf("after evicting a token: hit %v, token %q (was %q)", hit, fresh[0], tokens[0])
 	}
 
-	// Without Redis there is no response cache.
-	if newLocalCache(t).Responses(time.Minute) != nil {
-		t.Error("an in-process cache offered a response cache")
+	// No cache, or no TTL: no response cache.
+	if (*Cache)(nil).Responses(time.Minute) != nil || newLocalCache(t).Responses(0) != nil {
+		t.Error("a response cache without a cache or a TTL")
+	}
+}
+
+// The in-process response cache keeps the same promise within its process: an answer is served
+// while its dependencies are untouched, never after an invalidation (its own writes' or another
+// instance's heard as InvalidatePeer), never one computed with tokens read before an invalidation
+// that landed meanwhile, and nothing after a Purge (a gap in the events).
+func TestLocalResponsesServeOnlyCurrentAnswers(t *testing.T) {
+	ctx := context.Background()
+	c := newLocalCache(t)
+	r := c.Responses(time.Minute)
+	user := uuid.New()
+	deps := []db.EntityKey{{Kind: db.EntityUser, ID: user}, {Kind: db.EntityTaskCounts, ID: user}}
+	answer := json.RawMessage(`{"me":{"name":"Ada"}}`)
+	cached := func() bool {
+		got, _, hit := r.Lookup(ctx, "q1", deps)
+		if hit && string(got) != string(answer) {
+			t.Fatalf("served %s, want %s", got, answer)
+		}
+		return hit
+	}
+	fill := func() {
+		_, tokens, hit := r.Lookup(ctx, "q1", deps)
+		if hit || len(tokens) != 2 {
+			t.Fatalf("lookup before a fill: hit %v, tokens %q", hit, tokens)
+		}
+		r.Store(ctx, "q1", tokens, answer)
+	}
+
+	fill()
+	if !cached() {
+		t.Fatal("a stored answer with current tokens is not served")
+	}
+	c.Invalidate(ctx, deps[1:])
+	if cached() {
+		t.Fatal("served after its task counts were invalidated")
+	}
+	fill()
+	c.InvalidatePeer(ctx, deps[:1])
+	if cached() {
+		t.Fatal("served after another instance's invalidation of the user")
+	}
+	// Computed while a write landed: stored with the tokens read before it.
+	_, tokens, _ := r.Lookup(ctx, "q1", deps)
+	c.Invalidate(ctx, deps[:1])
+	r.Store(ctx, "q1", tokens, answer)
+	if cached() {
+		t.Fatal("served an answer computed before an invalidation that landed while it was computed")
+	}
+	fill()
+	c.Purge()
+	if cached() {
+		t.Fatal("served after a purge")
+	}
+	// Another user's invalidation leaves the answer alone.
+	fill()
+	c.Invalidate(ctx, []db.EntityKey{{Kind: db.EntityUser, ID: uuid.New()}})
+	if !cached() {
+		t.Fatal("another user's invalidation dropped the answer")
 	}
 }

@@ -501,7 +501,7 @@ func settings() []setting {
 			show: func(c Config) slog.Value { return slog.StringValue(c.WorkerHTTPAddr) },
 		},
 		durationSetting("RESPONSE_CACHE_TTL", "30s", 0, 5*time.Minute,
-			"with the Redis cache (and no read replicas): how long a whole answer to a query that reads only the viewer's own data may be reused while nothing it depends on changed; 0: off",
+			"with a cache (Redis or in-process) and no read replicas: how long a whole answer to a query that reads only the viewer's own data may be reused while nothing it depends on changed; 0: off",
 			func(c *Config) *time.Duration { return &c.ResponseCacheTTL }),
 		durationSetting("IDEMPOTENCY_KEY_TTL", "24h", time.Minute, 30*24*time.Hour,
 			"a mutation's Idempotency-Key and its stored answer are kept this long; a retry after that runs again",

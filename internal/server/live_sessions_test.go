@@ -127,7 +127,8 @@ func TestLiveConnectionsEndWhenTheTokenExpires(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A token of the same session that expires in 2 s (issued as if TTL - 2 s ago).
+	// A token of the same session that expires in 4 s (issued as if TTL - 4 s ago): long enough to
+	// open both connections and run one operation on a loaded machine (2 s was not, once).
 	const left = 2 * time.Second
 	short, exp, err := issuer.WithClock(func() time.Time { return time.Now().Add(left - a.Config.AccessTokenTTL) }).
 		Issue(u.ID, claims.Role, claims.SessionID)

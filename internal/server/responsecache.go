@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"sync/atomic"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -43,6 +44,11 @@ type cacheableKey struct{}
 type cacheable struct {
 	key  string
 	deps []db.EntityKey
+	// called is set by the first InterceptResponse of the operation. Transports that stream (the
+	// websocket and SSE ones) call the response handler again until it answers nil: after a cached
+	// answer there is nothing more, and after an executed one the executor says so itself.
+	called *atomic.Bool
+	served *atomic.Bool // the first call answered from the cache
 }
 
 // InterceptOperation implements graphql.OperationInterceptor. It only runs for operations that
@@ -59,7 +65,7 @@ func (rc responseCache) InterceptOperation(ctx context.Context, next graphql.Ope
 		return next(ctx)
 	}
 	deps := []db.EntityKey{{Kind: db.EntityUser, ID: v.UserID}, {Kind: db.EntityTaskCounts, ID: v.UserID}}
-	return next(context.WithValue(ctx, cacheableKey{}, cacheable{key: key, deps: deps}))
+	return next(context.WithValue(ctx, cacheableKey{}, cacheable{key: key, deps: deps, called: new(atomic.Bool), served: new(atomic.Bool)}))
 }
 
 // InterceptResponse implements graphql.ResponseInterceptor: for an operation marked cacheable, a
@@ -69,8 +75,15 @@ func (rc responseCache) InterceptResponse(ctx context.Context, next graphql.Resp
 	if !ok {
 		return next(ctx)
 	}
+	if c.called.Swap(true) {
+		if c.served.Load() {
+			return nil
+		}
+		return next(ctx)
+	}
 	data, tokens, hit := rc.responses.Lookup(ctx, c.key, c.deps)
 	if hit {
+		c.served.Store(true)
 		return &graphql.Response{Data: data, Extensions: graphql.GetExtensions(ctx)}
 	}
 	resp := next(ctx)
