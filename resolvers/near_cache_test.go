@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/taskgraph/taskgraph/db"
-	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
@@ -32,17 +30,8 @@ func TestNearCachesFollowWritesOnOtherInstances(t *testing.T) {
 		}
 		e.WaitEventsReady(t)
 	}
-	u := a.Register(t, "Ada")
-	task := a.CreateTask(t, u.ID, db.NewTask{Title: "first"})
-	gid := globalid.Encode(globalid.KindTask, task.ID)
-	onA, onB := &testsupport.Client{Env: a, Token: u.Token}, &testsupport.Client{Env: b, Token: u.Token}
-
-	title := func(c *testsupport.Client) string {
-		t.Helper()
-		var out struct{ Task struct{ Title string } }
-		c.Do(t, `query($id: ID!) { task(id: $id) { title } }`, map[string]any{"id": gid}).Decode(t, &out)
-		return out.Task.Title
-	}
+	st := newSharedTask(t, a, b)
+	onA, onB, gid, title := st.OnA, st.OnB, st.GlobalID, st.Title
 	rename := func(c *testsupport.Client, to string) {
 		t.Helper()
 		if res := c.Do(t, `mutation($id: ID!, $t: String!) { updateTask(id: $id, input: {title: $t}) { task { id } } }`,
@@ -115,16 +104,8 @@ func TestNearCacheWritesAreSeenAtOnceByEveryInstance(t *testing.T) {
 	for _, e := range []*testsupport.Env{a, b} {
 		testenv.WaitFor(t, 10*time.Second, "the near cache serves", e.App.Cache.NearServing)
 	}
-	u := a.Register(t, "Ada")
-	task := a.CreateTask(t, u.ID, db.NewTask{Title: "first"})
-	gid := globalid.Encode(globalid.KindTask, task.ID)
-	onA, onB := &testsupport.Client{Env: a, Token: u.Token}, &testsupport.Client{Env: b, Token: u.Token}
-	title := func(c *testsupport.Client) string {
-		t.Helper()
-		var out struct{ Task struct{ Title string } }
-		c.Do(t, `query($id: ID!) { task(id: $id) { title } }`, map[string]any{"id": gid}).Decode(t, &out)
-		return out.Task.Title
-	}
+	st := newSharedTask(t, a, b)
+	onA, onB, gid, title := st.OnA, st.OnB, st.GlobalID, st.Title
 	rename := func(c *testsupport.Client, to string) time.Duration {
 		t.Helper()
 		start := time.Now()

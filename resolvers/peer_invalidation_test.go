@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/taskgraph/taskgraph/db"
-	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/testenv"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
@@ -28,16 +26,8 @@ func TestInProcessCachesHearOtherInstances(t *testing.T) {
 		}
 		e.WaitEventsReady(t)
 	}
-	u := a.Register(t, "Ada")
-	task := a.CreateTask(t, u.ID, db.NewTask{Title: "first"})
-	gid := globalid.Encode(globalid.KindTask, task.ID)
-	onA, onB := &testsupport.Client{Env: a, Token: u.Token}, &testsupport.Client{Env: b, Token: u.Token}
-
-	title := func(c *testsupport.Client) string {
-		var out struct{ Task struct{ Title string } }
-		c.Do(t, `query($id: ID!) { task(id: $id) { title } }`, map[string]any{"id": gid}).Decode(t, &out)
-		return out.Task.Title
-	}
+	st := newSharedTask(t, a, b)
+	onA, onB, gid, title := st.OnA, st.OnB, st.GlobalID, st.Title
 	eventually := func(what string, ok func() bool) {
 		t.Helper()
 		testenv.WaitFor(t, 10*time.Second, what, ok)
@@ -55,7 +45,7 @@ func TestInProcessCachesHearOtherInstances(t *testing.T) {
 	// again: the rename's tombstone keeps fills out for its 2 s.
 	time.Sleep(2500 * time.Millisecond)
 	title(onB)
-	if _, err := a.DB.Pool.Exec(context.Background(), `UPDATE tasks SET title = 'third' WHERE id = $1`, task.ID); err != nil {
+	if _, err := a.DB.Pool.Exec(context.Background(), `UPDATE tasks SET title = 'third' WHERE id = $1`, st.ID); err != nil {
 		t.Fatal(err)
 	}
 	if got := title(onB); got != "second" {

@@ -42,7 +42,7 @@ func newLocalResponses(maxAnswers int) (*localResponses, error) {
 	return &localResponses{versions: versions, answers: answers, now: time.Now}, nil
 }
 
-// tokens returns the current version token of each key, creating missing ones.
+// tokensLocked returns the current version token of each key, creating missing ones (l.mu held).
 func (l *localResponses) tokensLocked(keys []string) []string {
 	out := make([]string, len(keys))
 	for i, k := range keys {
