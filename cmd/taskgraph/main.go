@@ -119,11 +119,11 @@ func wantsHelp(args []string) bool {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cmd := "serve"
+	cmd, rest := "serve", args // no arguments: serve (the README's quick start)
 	if len(args) > 0 {
-		cmd = args[0]
+		cmd, rest = args[0], args[1:]
 	}
-	if usage, ok := commandUsage[cmd]; ok && wantsHelp(args[1:]) {
+	if usage, ok := commandUsage[cmd]; ok && wantsHelp(rest) {
 		fmt.Fprint(stdout, usage)
 		return nil
 	}

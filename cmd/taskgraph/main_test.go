@@ -43,6 +43,18 @@ func TestProductionWithoutSecretRefusesToStart(t *testing.T) {
 	}
 }
 
+// TestNoArgumentsServes: the README's quick start runs the binary with no arguments, which means
+// serve (it panicked once, looking for --help past the end of an empty argument list). Production
+// without a secret stops at configuration, so this proves the serve path is reached.
+func TestNoArgumentsServes(t *testing.T) {
+	var out bytes.Buffer
+	env := map[string]string{"APP_ENV": "production"}
+	err := run(context.Background(), nil, func(k string) string { return env[k] }, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "JWT_SECRET") {
+		t.Fatalf("err = %v, want serve's JWT_SECRET configuration error", err)
+	}
+}
+
 // TestMigrateCreatesTheDatabaseAndSetRoleWorks runs the commands a fresh machine runs: the database
 // does not exist yet, migrate creates and migrates it, and set-role reports a missing user clearly.
 func TestMigrateCreatesTheDatabaseAndSetRoleWorks(t *testing.T) {
