@@ -346,10 +346,12 @@ func TestExportOf100000TasksKeepsTheWorkersMemoryFlat(t *testing.T) {
 		if size < 15<<20 {
 			t.Fatalf("the %s file is only %s: too small to tell streaming from buffering", format, exportMiB(size))
 		}
-		// The bound is the file's third; what streaming needs is a few MiB (a chunk, a page, and
-		// the garbage between two collections).
-		if largeFig.growth > size/3 {
-			t.Errorf("%s: the heap grew by %s during a %s export: more than a third of the file", format, exportMiB(largeFig.growth), exportMiB(size))
+		// The bound is half the file: buffering it would grow the heap by at least all of it, while
+		// streaming needs a few MiB (a chunk, a page, and the garbage between two collections, which
+		// under -race on a busy machine reached 13.4 MiB for a 37.9 MiB file, over the third this
+		// bound used to be).
+		if largeFig.growth > size/2 {
+			t.Errorf("%s: the heap grew by %s during a %s export: more than half the file", format, exportMiB(largeFig.growth), exportMiB(size))
 		}
 		// Ten times the tasks must not mean ten times the memory: allow the small export's growth
 		// twice over, plus noise.
