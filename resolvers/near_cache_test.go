@@ -29,6 +29,8 @@ func TestNearCachesFollowWritesOnOtherInstances(t *testing.T) {
 			t.Fatal("the test needs Redis-backed caches")
 		}
 		e.WaitEventsReady(t)
+		// A near cache answers only under its lease, which starts with its first ping's round trip.
+		testenv.WaitFor(t, 10*time.Second, "the near cache serves", e.App.Cache.NearServing)
 	}
 	st := newSharedTask(t, a, b)
 	onA, onB, gid, title := st.OnA, st.OnB, st.GlobalID, st.Title
