@@ -195,9 +195,6 @@ func (c *Cache) Invalidate(ctx context.Context, keys []db.EntityKey) {
 	// A load already running for these keys may carry the rows from before the write: later reads
 	// must start their own load rather than wait for that one.
 	c.flight.forget(strs)
-	if r := c.responses.Load(); r != nil {
-		r.invalidate(strs)
-	}
 	if c.near != nil {
 		_ = c.near.invalidate(ctx, strs)
 	}
@@ -205,6 +202,8 @@ func (c *Cache) Invalidate(ctx context.Context, keys []db.EntityKey) {
 		c.lost.Add(1)
 		c.logger.WarnContext(ctx, "cache invalidation lost; bypassing Redis until the cache is retired", "err", err, "keys", len(strs))
 	}
+	// Only once the rows are gone: an answer computed under the new version must not read them.
+	c.bumpResponses(strs)
 	if c.sync != nil {
 		// After Redis: a process that drops its near entry and reads Redis again finds the tombstone.
 		c.sync.broadcast(ctx, strs)
@@ -229,6 +228,25 @@ func (c *Cache) InvalidatePeer(ctx context.Context, keys []db.EntityKey) {
 	}
 	c.flight.forget(strs)
 	_ = c.near.invalidate(ctx, strs)
+	c.bumpResponses(strs)
+}
+
+// bumpResponses gives keys new versions in the in-process response layer (if any), after their
+// rows were dropped: answers computed with the old versions are never served again.
+func (c *Cache) bumpResponses(strs []string) {
+	if r := c.responses.Load(); r != nil {
+		r.invalidate(strs)
+	}
+}
+
+// purgeNear empties the near cache and the response cache's near layer, and makes loads already
+// running not fill them (this process may have missed invalidations).
+func (c *Cache) purgeNear() {
+	c.flight.forgetAll()
+	c.near.purge()
+	if r := c.responses.Load(); r != nil {
+		r.purge()
+	}
 }
 
 // Purge empties an in-process cache (or the near cache in front of Redis), and makes loads already
@@ -272,8 +290,7 @@ func (c *Cache) repair(ctx context.Context) {
 		return
 	}
 	if c.near != nil {
-		c.flight.forgetAll()
-		c.near.purge() // it may hold entries read from Redis before the retire
+		c.purgeNear() // it may hold entries (and answers) read from Redis before the retire
 	}
 	for {
 		r := c.repaired.Load()

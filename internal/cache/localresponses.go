@@ -9,8 +9,8 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 )
 
-// localResponses is the response cache of an in-process Cache (no Redis): the same version-token
-// scheme as in Redis, kept in this process. Every invalidation of a dependency gives it a new
+// localResponses is the in-process layer of the response cache (the whole of it without Redis, the
+// near layer in front of Redis): the same version-token scheme as in Redis, kept in this process. Every invalidation of a dependency gives it a new
 // version; versions are never reused (one counter for all), so an answer stored with a version a
 // write has since replaced, or one forgotten by Purge or eviction, can never match again.
 type localResponses struct {
@@ -67,13 +67,13 @@ func (l *localResponses) lookup(key string, deps []string) (json.RawMessage, []s
 	return nil, tokens, false
 }
 
-func (l *localResponses) store(key string, tokens []string, data json.RawMessage, ttl time.Duration) {
-	if len(data) > maxLocalAnswerBytes {
+func (l *localResponses) store(key string, tokens []string, data json.RawMessage, expires time.Time) {
+	if len(data) > maxLocalAnswerBytes || !l.now().Before(expires) {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.answers.Add(key, localAnswer{tokens: tokens, data: data, expires: l.now().Add(ttl)})
+	l.answers.Add(key, localAnswer{tokens: tokens, data: data, expires: expires})
 }
 
 // invalidate gives each key a new version: answers stored with the old one no longer match.

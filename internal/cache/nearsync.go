@@ -113,8 +113,7 @@ func (s *nearSync) run(ctx context.Context) {
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" && m.Channel == s.channel {
-				s.c.flight.forgetAll()
-				s.c.near.purge()
+				s.c.purgeNear()
 			}
 		case *redis.Message:
 			s.handle(ctx, m)
@@ -145,6 +144,7 @@ func (s *nearSync) handle(ctx context.Context, m *redis.Message) {
 		strs := strings.Split(keys, ",")
 		s.c.flight.forget(strs)
 		_ = s.c.near.invalidate(ctx, strs)
+		s.c.bumpResponses(strs)
 		actx, cancel := context.WithTimeout(ctx, nearLease)
 		defer cancel()
 		_ = s.rdb.Publish(actx, ackTo, id).Err()

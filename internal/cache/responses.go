@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -14,75 +15,111 @@ import (
 
 // Responses caches whole GraphQL answers whose content depends only on a few cached entities (the
 // viewer's user row and task counts: every write to a user's tasks invalidates their counts). Each
-// such entity has a version token in Redis that every invalidation replaces; an answer is stored
-// with the tokens read before it was computed and served only while they are all still current.
-// A write that lands while an answer is being computed replaces a token the answer was stored
-// with, so that answer is never served.
+// such entity has a version token that every invalidation replaces; an answer is stored with the
+// tokens read before it was computed and served only while they are all still current. A write
+// that lands while an answer is being computed replaces a token the answer was stored with, so
+// that answer is never served.
 //
-// With Redis the tokens are shared by every instance, and it shares the entity cache's epoch: a
-// lost invalidation bypasses it, and the epoch bump retires every answer too. An in-process cache
-// keeps its tokens in the process (localResponses), bumped by the same invalidations (its own
-// writes', and other instances' heard over the event bus) and forgotten by Purge.
+// Where the tokens live:
+//   - With Redis they are shared by every instance, under the entity cache's epoch: a lost
+//     invalidation bypasses them, and the epoch bump retires every answer too.
+//   - In front of Redis, when the cache has a near cache, a near layer (localResponses) keeps
+//     answers and tokens in the process, so a repeated answer costs no round trip. Its tokens
+//     are bumped wherever the near cache is invalidated (this process's writes, other processes'
+//     acknowledged broadcasts, the event bus) and forgotten wherever it is emptied; it answers only
+//     while the near cache's lease is current (see nearSync).
+//   - An in-process cache (no Redis) has only the local layer, bumped by its own invalidations and
+//     by other instances' heard over the event bus, and forgotten by Purge.
 type Responses struct {
 	c            *Cache
-	local        *localResponses // set when the cache lives in this process
+	local        *localResponses // the in-process layer: the only one without Redis, the near one with it
 	ttl          time.Duration
 	hits, misses atomic.Int64
+	nearHits     atomic.Int64
+}
+
+// Tokens are the versions an answer was computed under: Lookup returns them, Store stores with
+// them. The zero value stores nothing.
+type Tokens struct {
+	shared []string // Redis's; nil without Redis or when Redis is unusable
+	local  []string // the in-process layer's; nil when it may not be filled now
 }
 
 // localResponseEntries bounds the answers an in-process response cache keeps.
 const localResponseEntries = 4096
 
 // Responses returns the response cache with entries living ttl, or nil when there is no cache (or
-// ttl is 0). Call it once per Cache.
+// ttl is 0). Call it once per Cache, after EnableNear.
 func (c *Cache) Responses(ttl time.Duration) *Responses {
 	if c == nil || ttl <= 0 {
 		return nil
 	}
-	if c.redis != nil {
-		return &Responses{c: c, ttl: ttl}
+	r := &Responses{c: c, ttl: ttl}
+	if c.redis == nil || c.near != nil {
+		local, err := newLocalResponses(localResponseEntries)
+		if err != nil {
+			return nil
+		}
+		c.responses.Store(local)
+		r.local = local
 	}
-	local, err := newLocalResponses(localResponseEntries)
-	if err != nil {
-		return nil
-	}
-	c.responses.Store(local)
-	return &Responses{c: c, local: local, ttl: ttl}
+	return r
 }
 
-// An answer is stored as its tokens, one per line, a blank line, then the answer's JSON as it
-// is: no JSON decoding on a hit (decoding the answer only to validate it took half the server's
-// time of a cached page).
-func encodeResponse(tokens []string, data []byte) string {
-	return strings.Join(tokens, "\n") + "\n\n" + string(data)
+// An answer is stored in Redis as the time it expires (Unix milliseconds, for the near layer's
+// copies), its tokens, one per line, a blank line, then the answer's JSON as it is: no JSON
+// decoding on a hit (decoding the answer only to validate it took half the server's time of a
+// cached page).
+func encodeResponse(expires time.Time, tokens []string, data []byte) string {
+	return strconv.FormatInt(expires.UnixMilli(), 10) + "\n" + strings.Join(tokens, "\n") + "\n\n" + string(data)
 }
 
-func decodeResponse(raw string) (tokens []string, data string, ok bool) {
+func decodeResponse(raw string) (expires time.Time, tokens []string, data string, ok bool) {
 	head, data, ok := strings.Cut(raw, "\n\n")
 	if !ok || data == "" {
-		return nil, "", false
+		return time.Time{}, nil, "", false
 	}
-	return strings.Split(head, "\n"), data, true
+	exp, head, ok := strings.Cut(head, "\n")
+	ms, err := strconv.ParseInt(exp, 10, 64)
+	if !ok || err != nil {
+		return time.Time{}, nil, "", false
+	}
+	return time.UnixMilli(ms), strings.Split(head, "\n"), data, true
+}
+
+// localUsable reports whether the in-process layer may answer and be filled now: always without
+// Redis; in front of Redis only while Redis is trusted and the near cache's lease is current (it
+// may have missed another process's invalidation otherwise).
+func (r *Responses) localUsable(ctx context.Context) bool {
+	if r.local == nil {
+		return false
+	}
+	if r.c.redis == nil {
+		return true
+	}
+	return r.c.sync.serving() && r.c.usable(ctx)
 }
 
 // Lookup returns the stored answer for key if every dependency's token is still the one it was
-// computed with. Otherwise it returns the current tokens (creating missing ones) for Store; nil
-// tokens mean the answer must not be stored (Redis unusable).
-func (r *Responses) Lookup(ctx context.Context, key string, deps []db.EntityKey) (data json.RawMessage, tokens []string, hit bool) {
+// computed with. Otherwise it returns the current tokens (creating missing ones) for Store.
+func (r *Responses) Lookup(ctx context.Context, key string, deps []db.EntityKey) (data json.RawMessage, tokens Tokens, hit bool) {
 	if r == nil {
-		return nil, nil, false
+		return nil, Tokens{}, false
 	}
-	if r.local != nil {
-		data, tokens, hit := r.local.lookup(key, entityKeys(deps))
+	if r.localUsable(ctx) {
+		data, local, hit := r.local.lookup(key, entityKeys(deps))
 		if hit {
 			r.hits.Add(1)
-		} else {
-			r.misses.Add(1)
+			if r.c.redis != nil {
+				r.nearHits.Add(1)
+			}
+			return data, Tokens{}, true
 		}
-		return data, tokens, hit
+		tokens.local = local
 	}
-	if !r.c.usable(ctx) {
-		return nil, nil, false
+	if r.c.redis == nil || !r.c.usable(ctx) {
+		r.misses.Add(1)
+		return nil, tokens, false
 	}
 	s := r.c.redis
 	epoch := s.currentEpoch()
@@ -96,27 +133,33 @@ func (r *Responses) Lookup(ctx context.Context, key string, deps []db.EntityKey)
 		found, err = s.getMulti(ctx, keys)
 		return err
 	}); err != nil {
-		return nil, nil, false
+		return nil, Tokens{}, false
 	}
 	if s.currentEpoch() != epoch {
-		return nil, nil, false // retired meanwhile: start over next time
+		return nil, Tokens{}, false // retired meanwhile: start over next time
 	}
-	tokens = make([]string, len(deps))
+	shared := make([]string, len(deps))
 	var missing []string
 	for i, k := range keys[1:] {
-		tokens[i] = found[k]
-		if tokens[i] == "" {
+		shared[i] = found[k]
+		if shared[i] == "" {
 			missing = append(missing, k)
 		}
 	}
 	if len(missing) == 0 {
 		if raw, ok := found[keys[0]]; ok {
-			if stored, data, ok := decodeResponse(raw); ok && equalTokens(stored, tokens) {
+			if expires, stored, data, ok := decodeResponse(raw); ok && equalTokens(stored, shared) {
 				r.hits.Add(1)
-				return json.RawMessage(data), nil, true
+				if tokens.local != nil {
+					// The near layer's tokens were read before Redis's: a write since then has
+					// replaced them (or will, before it answers), so this copy cannot outlive it.
+					r.local.store(key, tokens.local, json.RawMessage(data), expires)
+				}
+				return json.RawMessage(data), Tokens{}, true
 			}
 		}
 		r.misses.Add(1)
+		tokens.shared = shared
 		return nil, tokens, false
 	}
 	// No token yet (never written, expired or evicted): create one. Answers stored under an older
@@ -126,39 +169,47 @@ func (r *Responses) Lookup(ctx context.Context, key string, deps []db.EntityKey)
 		created, err = ensureTokensScript.Run(ctx, s.rdb, []string{s.epochKey}, append([]any{s.prefix}, toAny(missing)...)...).StringSlice()
 		return err
 	}); err != nil || len(created) != len(missing) {
-		return nil, nil, false
+		return nil, Tokens{}, false
 	}
-	for i, j := 0, 0; i < len(tokens); i++ {
-		if tokens[i] == "" {
-			tokens[i] = created[j]
+	for i, j := 0, 0; i < len(shared); i++ {
+		if shared[i] == "" {
+			shared[i] = created[j]
 			j++
 		}
 	}
 	r.misses.Add(1)
+	tokens.shared = shared
 	return nil, tokens, false
 }
 
-// Stats returns how many lookups found a current answer and how many did not.
-func (r *Responses) Stats() (hits, misses int64) {
-	if r == nil {
-		return 0, 0
-	}
-	return r.hits.Load(), r.misses.Load()
+// ResponseStats are the response cache's counters since start.
+type ResponseStats struct {
+	Hits, Misses int64
+	// NearHits are the hits (counted in Hits too) answered in front of Redis, without a round trip.
+	NearHits int64
 }
 
-// Store keeps data as the answer for key, computed with tokens (from Lookup).
-func (r *Responses) Store(ctx context.Context, key string, tokens []string, data json.RawMessage) {
-	if r == nil || tokens == nil {
+// Stats returns how many lookups found a current answer and how many did not.
+func (r *Responses) Stats() ResponseStats {
+	if r == nil {
+		return ResponseStats{}
+	}
+	return ResponseStats{Hits: r.hits.Load(), Misses: r.misses.Load(), NearHits: r.nearHits.Load()}
+}
+
+// Store keeps data as the answer for key, computed under tokens (from Lookup).
+func (r *Responses) Store(ctx context.Context, key string, tokens Tokens, data json.RawMessage) {
+	if r == nil {
 		return
 	}
-	if r.local != nil {
-		r.local.store(key, tokens, data, r.ttl)
+	expires := time.Now().Add(r.ttl)
+	if tokens.local != nil {
+		r.local.store(key, tokens.local, data, expires)
+	}
+	if tokens.shared == nil || !r.c.usable(ctx) {
 		return
 	}
-	if !r.c.usable(ctx) {
-		return
-	}
-	raw := encodeResponse(tokens, data)
+	raw := encodeResponse(expires, tokens.shared, data)
 	s := r.c.redis
 	_ = r.c.do(ctx, func(ctx context.Context) error {
 		return s.rdb.Set(ctx, s.full(s.currentEpoch(), "resp:"+key), raw, r.ttl).Err()

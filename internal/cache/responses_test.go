@@ -23,7 +23,7 @@ func TestResponsesServeOnlyCurrentAnswers(t *testing.T) {
 	answer := json.RawMessage(`{"me":{"name":"Ada"}}`)
 
 	_, tokens, hit := a.Lookup(ctx, "q1", deps)
-	if hit || len(tokens) != 2 || tokens[0] == "" || tokens[1] == "" {
+	if hit || len(tokens.shared) != 2 || tokens.shared[0] == "" || tokens.shared[1] == "" || tokens.local != nil {
 		t.Fatalf("first lookup: hit %v, tokens %q; want a miss with two tokens", hit, tokens)
 	}
 	a.Store(ctx, "q1", tokens, answer)
@@ -59,8 +59,8 @@ func TestResponsesServeOnlyCurrentAnswers(t *testing.T) {
 	if err := s.rdb.Del(ctx, s.full(s.currentEpoch(), "ver:"+string(deps[0].Kind)+":"+user.String())).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if _, fresh, hit := a.Lookup(ctx, "q4", deps); hit || fresh[0] == tokens[0] {
-		t.Fatalf("after evicting a token: hit %v, token %q (was %q)", hit, fresh[0], tokens[0])
+	if _, fresh, hit := a.Lookup(ctx, "q4", deps); hit || fresh.shared[0] == tokens.shared[0] {
+		t.Fatalf("after evicting a token: hit %v, token %q (was %q)", hit, fresh.shared[0], tokens.shared[0])
 	}
 
 	// No cache, or no TTL: no response cache.
@@ -89,7 +89,7 @@ func TestLocalResponsesServeOnlyCurrentAnswers(t *testing.T) {
 	}
 	fill := func() {
 		_, tokens, hit := r.Lookup(ctx, "q1", deps)
-		if hit || len(tokens) != 2 {
+		if hit || len(tokens.local) != 2 || tokens.shared != nil {
 			t.Fatalf("lookup before a fill: hit %v, tokens %q", hit, tokens)
 		}
 		r.Store(ctx, "q1", tokens, answer)
@@ -125,5 +125,81 @@ func TestLocalResponsesServeOnlyCurrentAnswers(t *testing.T) {
 	c.Invalidate(ctx, []db.EntityKey{{Kind: db.EntityUser, ID: uuid.New()}})
 	if !cached() {
 		t.Fatal("another user's invalidation dropped the answer")
+	}
+}
+
+// With a near cache in front of Redis, the response cache keeps answers in the process too: a
+// repeated answer costs no round trip, on the instance that computed it and on one that found it
+// in Redis. It keeps the promise of the shared cache: another instance's write retires the near
+// copies before that write returns, an answer computed across a write is never served, and an
+// instance whose subscription hangs stops answering from its near layer within its lease.
+func TestNearResponsesServeOnlyCurrentAnswers(t *testing.T) {
+	ctx := context.Background()
+	prefix := testPrefix(t)
+	a, b := nearServer(t, prefix), nearServer(t, prefix)
+	ra, rb := a.Responses(time.Minute), b.Responses(time.Minute)
+	user := uuid.New()
+	deps := []db.EntityKey{{Kind: db.EntityUser, ID: user}, {Kind: db.EntityTaskCounts, ID: user}}
+	answer := json.RawMessage(`{"me":{"name":"Ada"}}`)
+	// served reports whether r answers key with answer, and whether it did so without Redis.
+	served := func(r *Responses, key string) (hit, near bool) {
+		before := r.Stats().NearHits
+		got, _, hit := r.Lookup(ctx, key, deps)
+		if hit && string(got) != string(answer) {
+			t.Fatalf("served %s, want %s", got, answer)
+		}
+		return hit, r.Stats().NearHits > before
+	}
+	fill := func(r *Responses, key string) {
+		_, tokens, hit := r.Lookup(ctx, key, deps)
+		if hit || len(tokens.local) != 2 || len(tokens.shared) != 2 {
+			t.Fatalf("lookup before a fill: hit %v, tokens %+v; want a miss with both layers' tokens", hit, tokens)
+		}
+		r.Store(ctx, key, tokens, answer)
+	}
+
+	fill(ra, "q1")
+	if hit, near := served(ra, "q1"); !hit || !near {
+		t.Fatalf("the instance that stored the answer: hit %v, without Redis %v", hit, near)
+	}
+	if hit, near := served(rb, "q1"); !hit || near {
+		t.Fatalf("another instance's first lookup: hit %v, without Redis %v; want a hit from Redis", hit, near)
+	}
+	if hit, near := served(rb, "q1"); !hit || !near {
+		t.Fatalf("another instance's second lookup: hit %v, without Redis %v; want a near hit", hit, near)
+	}
+
+	// Another instance's write retires the near copies on both before it returns.
+	for _, dep := range deps {
+		b.Invalidate(ctx, []db.EntityKey{dep})
+		for name, r := range map[string]*Responses{"writer": rb, "other instance": ra} {
+			if hit, _ := served(r, "q1"); hit {
+				t.Fatalf("the %s served the answer after %s was invalidated", name, dep.Kind)
+			}
+		}
+		fill(ra, "q1")
+		served(rb, "q1") // fills b's near layer again
+	}
+
+	// Tokens read, then a write lands on another instance while the answer is computed, then it is
+	// stored: never served, from either layer.
+	_, tokens, _ := ra.Lookup(ctx, "q2", deps)
+	b.Invalidate(ctx, deps[:1])
+	ra.Store(ctx, "q2", tokens, answer)
+	if hit, _ := served(ra, "q2"); hit {
+		t.Fatal("an answer computed across another instance's write was served")
+	}
+
+	// a hangs: b's write waits out a's lease, after which a answers only through Redis, which has
+	// the write's tokens.
+	fill(ra, "q3")
+	if hit, near := served(ra, "q3"); !hit || !near {
+		t.Fatal("the near layer does not serve the answer: the rest would prove nothing")
+	}
+	a.PauseNearSync(true)
+	defer a.PauseNearSync(false)
+	b.Invalidate(ctx, deps[1:])
+	if hit, _ := served(ra, "q3"); hit {
+		t.Fatal("the hung instance served an answer another instance's write retired")
 	}
 }
