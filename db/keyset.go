@@ -59,6 +59,9 @@ type keysetList[T any] struct {
 	scope   string
 	// scan reads one row of columns (nil: pgx.RowToStructByName).
 	scan pgx.RowToFunc[T]
+	// wrap, when set, turns the page statement into the one sent (a join around it, say); it is given
+	// the statement and the direction of its ORDER BY, and must keep the rows in that order.
+	wrap func(pageSQL, dir string) string
 }
 
 // page is one fetched page, in the list's order.
@@ -88,6 +91,9 @@ func fetchPage[T any](ctx context.Context, q querier, codec *cursor.Codec, l key
 	}
 	pageSQL := fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s %s, id %s LIMIT %d",
 		l.columns, l.table, pageWhere.sql(), l.sort.expr, dir, dir, req.limit+1)
+	if l.wrap != nil {
+		pageSQL = l.wrap(pageSQL, dir)
+	}
 
 	scan := l.scan
 	if scan == nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/taskgraph/taskgraph/internal/cursor"
+	"github.com/taskgraph/taskgraph/internal/policy"
 )
 
 // TaskStore reads and writes tasks. It decides nothing about who may: the domain (internal/tasks)
@@ -131,7 +132,12 @@ type TaskConnection struct {
 	Edges    []TaskEdge
 	PageInfo PageInfo
 	filter   where
+	owners   []*User // read with the page (ListWithOwners); nil otherwise
 }
+
+// Owners returns the owners read with the page by ListWithOwners, each once, or nil when the page
+// was read without them. An owner missing from it (deleted meanwhile) is for the caller to load.
+func (c *TaskConnection) Owners() []*User { return c.owners }
 
 // Tasks returns the tasks of the page in order.
 func (c *TaskConnection) Tasks() []*Task {
@@ -204,6 +210,30 @@ func escapeLike(s string) string {
 // List returns one page of the scope's tasks matching filter. Cursors are scoped to the list, the
 // order and the filter, so one list's cursors fail on another.
 func (s TaskStore) List(ctx context.Context, sc TaskScope, filter *TaskFilter, order *TaskOrder, args PageArgs) (*TaskConnection, error) {
+	return s.list(ctx, sc, filter, order, args, false)
+}
+
+// ListWithOwners is List that also reads each task's owner, joined in the page's statement: one
+// statement instead of two for a caller that reads every owner and has no cache to read them from.
+// The page itself (rows, order, cursors, page info) is List's.
+func (s TaskStore) ListWithOwners(ctx context.Context, sc TaskScope, filter *TaskFilter, order *TaskOrder, args PageArgs) (*TaskConnection, error) {
+	return s.list(ctx, sc, filter, order, args, true)
+}
+
+// ownedTaskColumns are taskColumns of the page (p) with its owner's userColumns (u, NULL for an owner
+// deleted meanwhile): the rows ListWithOwners reads.
+var ownedTaskColumns = qualify("p", taskColumns) + ", " + qualify("u", userColumns)
+
+// qualify prefixes each of the comma-separated columns with alias.
+func qualify(alias, columns string) string {
+	parts := strings.Split(columns, ", ")
+	for i, c := range parts {
+		parts[i] = alias + "." + c
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (s TaskStore) list(ctx context.Context, sc TaskScope, filter *TaskFilter, order *TaskOrder, args PageArgs, withOwners bool) (*TaskConnection, error) {
 	o := DefaultTaskOrder
 	if order != nil {
 		o = *order
@@ -222,15 +252,69 @@ func (s TaskStore) List(ctx context.Context, sc TaskScope, filter *TaskFilter, o
 		sort: key, desc: o.Direction == Desc, idOf: func(t Task) uuid.UUID { return t.ID }, scope: scope,
 		scan: scanTask,
 	}
+	var read map[uuid.UUID]*User // owners of the rows read, one more than the page may hold
+	if withOwners {
+		// The page as List reads it, plus its sort key for the outer ORDER BY (a join keeps no order).
+		l.columns = taskColumns + ", " + key.expr + " AS sort_key"
+		l.wrap = func(pageSQL, dir string) string {
+			return fmt.Sprintf("SELECT %s FROM (%s) p LEFT JOIN users u ON u.id = p.owner_id ORDER BY p.sort_key %s, p.id %s",
+				ownedTaskColumns, pageSQL, dir, dir)
+		}
+		read = map[uuid.UUID]*User{}
+		l.scan = func(row pgx.CollectableRow) (Task, error) {
+			t, owner, err := scanOwnedTask(row)
+			if err == nil && owner != nil {
+				read[owner.ID] = owner
+			}
+			return t, err
+		}
+	}
 	p, err := fetchPage(ctx, s.q, s.cursors, l, req)
 	if err != nil {
 		return nil, mapError(err, "tasks")
 	}
 	conn := &TaskConnection{PageInfo: p.info, filter: l.filter, Edges: make([]TaskEdge, len(p.rows))}
+	if withOwners {
+		conn.owners = []*User{} // read, even if none was found: not "not read"
+	}
 	for i := range p.rows {
 		conn.Edges[i] = TaskEdge{Cursor: p.cursors[i], Node: &p.rows[i]}
+		if u := read[p.rows[i].OwnerID]; u != nil {
+			conn.owners = append(conn.owners, u)
+			delete(read, u.ID) // each once
+		}
 	}
 	return conn, nil
+}
+
+// scanOwnedTask reads a row of ownedTaskColumns: the task and its owner (nil when deleted meanwhile).
+func scanOwnedTask(row pgx.CollectableRow) (Task, *User, error) {
+	var (
+		t        Task
+		assignee pgtype.UUID
+		ownerID  pgtype.UUID
+		name     pgtype.Text
+		email    pgtype.Text
+		role     pgtype.Text
+		hash     pgtype.Text
+		created  pgtype.Timestamptz
+		updated  pgtype.Timestamptz
+	)
+	err := row.Scan((*[16]byte)(&t.ID), (*[16]byte)(&t.OwnerID), &assignee, &t.Title, &t.Description,
+		&t.Status, &t.Priority, &t.DueAt, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &t.Version,
+		&ownerID, &name, &email, &role, &hash, &created, &updated)
+	if err != nil {
+		return Task{}, nil, err
+	}
+	if assignee.Valid {
+		id := uuid.UUID(assignee.Bytes)
+		t.AssigneeID = &id
+	}
+	if !ownerID.Valid {
+		return t, nil, nil
+	}
+	return t, &User{ID: ownerID.Bytes, Name: name.String, Email: email.String, Role: policy.Role(role.String),
+		PasswordHash: hash.String, CreatedAt: created.Time, UpdatedAt: updated.Time}, nil
 }
 
 // Count returns how many tasks match the connection's filter (its totalCount).

@@ -99,10 +99,10 @@ func pageArgs(first *int, after *string, last *int, before *string) db.PageArgs 
 }
 
 // primePage primes the task loader with a page and preloads its owners.
-func (r *Resolver) primePage(ctx context.Context, conn *db.TaskConnection) *db.TaskConnection {
+func (r *Resolver) primePage(ctx context.Context, conn *db.TaskConnection, owners *graphql.CollectedField) *db.TaskConnection {
 	l := r.loaders(ctx)
 	l.PrimeTasks(ctx, conn.Tasks())
-	preloadOwners(ctx, l, conn)
+	preloadOwners(ctx, l, conn, owners)
 	return conn
 }
 
@@ -150,14 +150,21 @@ func (r *Resolver) ListReady(ctx context.Context, elemType string, fields []grap
 	return true
 }
 
-// preloadOwners reads the owners of a page (and their task counts, when selected) right away when
-// the query selects them, so each edge's owner field finds its row without waiting for a loader's
-// batch window (2 ms per level of nesting).
-func preloadOwners(ctx context.Context, l *loaders.Loaders, conn *db.TaskConnection) {
-	owner := selected(ctx, [2]string{"edges", "TaskEdge"}, [2]string{"node", "Task"}, [2]string{"owner", "User"})
+// pageOwners is the selection of a page's owners (edges.node.owner), or nil when the query does not
+// select them.
+func pageOwners(ctx context.Context) *graphql.CollectedField {
+	return selected(ctx, [2]string{"edges", "TaskEdge"}, [2]string{"node", "Task"}, [2]string{"owner", "User"})
+}
+
+// preloadOwners puts the owners of a page (and their task counts, when selected) in the loaders
+// right away when the query selects them (owner: pageOwners), so each edge's owner field finds its
+// row without waiting for a loader's batch window (2 ms per level of nesting). Owners read with the
+// page are primed as they are; the others are read at once.
+func preloadOwners(ctx context.Context, l *loaders.Loaders, conn *db.TaskConnection, owner *graphql.CollectedField) {
 	if owner == nil || len(conn.Edges) == 0 {
 		return
 	}
+	l.PrimeUsers(ctx, conn.Owners())
 	seen := make(map[uuid.UUID]bool, 1)
 	var ids, countIDs []uuid.UUID
 	a := actor(ctx)
@@ -167,7 +174,9 @@ func preloadOwners(ctx context.Context, l *loaders.Loaders, conn *db.TaskConnect
 			continue
 		}
 		seen[id] = true
-		ids = append(ids, id)
+		if !l.HasUser(ctx, id) {
+			ids = append(ids, id)
+		}
 		if policy.CanSeePrivateProfile(a, id) {
 			countIDs = append(countIDs, id)
 		}

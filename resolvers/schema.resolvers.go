@@ -158,11 +158,12 @@ func (r *queryResolver) Task(ctx context.Context, id string) (*db.Task, error) {
 }
 
 func (r *queryResolver) Tasks(ctx context.Context, first *int, after *string, last *int, before *string, filter *db.TaskFilter, orderBy *db.TaskOrder) (*db.TaskConnection, error) {
-	conn, err := r.Resolver.Tasks.List(ctx, actor(ctx), filter, orderBy, pageArgs(first, after, last, before))
+	owners := pageOwners(ctx)
+	conn, err := r.Resolver.Tasks.List(ctx, actor(ctx), filter, orderBy, pageArgs(first, after, last, before), owners != nil)
 	if err != nil {
 		return nil, err
 	}
-	return r.primePage(ctx, conn), nil
+	return r.primePage(ctx, conn, owners), nil
 }
 
 func (r *queryResolver) Users(ctx context.Context, first *int, after *string, last *int, before *string, filter *db.UserFilter, orderBy *db.UserOrder) (*db.UserConnection, error) {

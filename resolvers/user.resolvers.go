@@ -19,11 +19,12 @@ func (r *userResolver) Email(ctx context.Context, obj *db.User) (*string, error)
 }
 
 func (r *userResolver) Tasks(ctx context.Context, obj *db.User, first *int, after *string, last *int, before *string, filter *db.TaskFilter, orderBy *db.TaskOrder) (*db.TaskConnection, error) {
-	conn, err := r.Resolver.Tasks.ListOf(ctx, actor(ctx), obj.ID, filter, orderBy, pageArgs(first, after, last, before))
+	owners := pageOwners(ctx)
+	conn, err := r.Resolver.Tasks.ListOf(ctx, actor(ctx), obj.ID, filter, orderBy, pageArgs(first, after, last, before), owners != nil)
 	if err != nil {
 		return nil, err
 	}
-	return r.primePage(ctx, conn), nil
+	return r.primePage(ctx, conn, owners), nil
 }
 
 func (r *userResolver) TaskCounts(ctx context.Context, obj *db.User) (*db.TaskCounts, error) {

@@ -114,12 +114,12 @@ func TestQuickRun(t *testing.T) {
 			t.Errorf("report has no latency-by-kind row starting %q", row)
 		}
 	}
-	// The uncached page is exactly: session lookup, page, owners, task counts.
-	if r, _ := rep.Result(ScenarioPage, modeUncached); r.StatementsPerRequest != 4 {
-		t.Errorf("uncached page: %.2f statements per request, want 4", r.StatementsPerRequest)
+	// The uncached page is exactly: session lookup, page with its owners joined, task counts.
+	if r, _ := rep.Result(ScenarioPage, modeUncached); r.StatementsPerRequest != 3 {
+		t.Errorf("uncached page: %.2f statements per request, want 3", r.StatementsPerRequest)
 	}
-	if r, _ := rep.Result(ScenarioPage, modeCeiling); r.StatementsPerRequest != 4 {
-		t.Errorf("ceiling page: %.2f statements per request, want 4", r.StatementsPerRequest)
+	if r, _ := rep.Result(ScenarioPage, modeCeiling); r.StatementsPerRequest != 3 {
+		t.Errorf("ceiling page: %.2f statements per request, want 3", r.StatementsPerRequest)
 	}
 	// The cached page reads only the client's own data: its repeats are answered whole, without SQL.
 	if r, _ := rep.Result(ScenarioPage, modeCached); r.StatementsPerRequest != 0 {

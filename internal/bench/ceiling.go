@@ -15,7 +15,8 @@ import (
 )
 
 // The statements below are copied from the stores (db/sessions.go Lookup, db/keyset.go fetchPage for
-// tasks in the default order, db/tasks.go ByIDs, CountsByOwners, Lock and Update, db/users.go ByIDs),
+// tasks in the default order as ListWithOwners wraps it, db/tasks.go ByIDs, CountsByOwners, Lock and
+// Update, db/users.go ByIDs),
 // as the server sends them for these requests. If the stores change, change them here too: the
 // ceiling only means something while it runs the server's SQL.
 const (
@@ -25,9 +26,16 @@ const (
 	sqlSessionLookup = `
 		SELECT u.id, u.role FROM sessions s JOIN users u ON u.id = s.user_id
 		WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > now()`
-	sqlFirstPage = `SELECT ` + taskColumns + ` FROM tasks WHERE owner_id = $1 ORDER BY created_at DESC, id DESC LIMIT 21`
-	sqlPageAfter = `SELECT ` + taskColumns + ` FROM tasks WHERE owner_id = $1 AND (created_at, id) < ($2, $3) ` +
-		`ORDER BY created_at DESC, id DESC LIMIT 21`
+	// The pages come with their owners joined (TaskStore.ListWithOwners), as the server reads them
+	// without a row cache.
+	ownedTaskColumns = "p.id, p.owner_id, p.assignee_id, p.title, p.description, p.status, p.priority, p.due_at, " +
+		"p.tags, p.created_at, p.updated_at, p.version, u.id, u.name, u.email, u.role, u.password_hash, u.created_at, u.updated_at"
+	sqlFirstPage = `SELECT ` + ownedTaskColumns + ` FROM (SELECT ` + taskColumns + `, created_at AS sort_key FROM tasks ` +
+		`WHERE owner_id = $1 ORDER BY created_at DESC, id DESC LIMIT 21) p LEFT JOIN users u ON u.id = p.owner_id ` +
+		`ORDER BY p.sort_key DESC, p.id DESC`
+	sqlPageAfter = `SELECT ` + ownedTaskColumns + ` FROM (SELECT ` + taskColumns + `, created_at AS sort_key FROM tasks ` +
+		`WHERE owner_id = $1 AND (created_at, id) < ($2, $3) ORDER BY created_at DESC, id DESC LIMIT 21) p ` +
+		`LEFT JOIN users u ON u.id = p.owner_id ORDER BY p.sort_key DESC, p.id DESC`
 	sqlRowsBefore   = `SELECT EXISTS (SELECT 1 FROM tasks WHERE owner_id = $1 AND (created_at, id) >= ($2, $3))`
 	sqlUsersByIDs   = `SELECT ` + userColumns + ` FROM users WHERE id = ANY($1)`
 	sqlTasksByIDs   = `SELECT ` + taskColumns + ` FROM tasks WHERE id = ANY($1)`
@@ -69,10 +77,13 @@ func (s step) direct(ctx context.Context, pool *pgxpool.Pool, u *benchUser) erro
 	}
 	switch s.kind {
 	case stepPage, stepDeep:
-		var tasks []db.Task
+		var tasks []ownedTask
 		var err error
 		if s.kind == stepPage {
-			tasks, err = queryRows[db.Task](ctx, pool, sqlFirstPage, userID)
+			var rows pgx.Rows
+			if rows, err = pool.Query(ctx, sqlFirstPage, userID); err == nil {
+				tasks, err = collectOwnedTasks(rows)
+			}
 		} else {
 			tasks, err = deepPage(ctx, pool, userID, u)
 		}
@@ -81,9 +92,6 @@ func (s step) direct(ctx context.Context, pool *pgxpool.Pool, u *benchUser) erro
 		}
 		if len(tasks) == 0 {
 			return errors.New("empty page")
-		}
-		if _, err := queryRows[db.User](ctx, pool, sqlUsersByIDs, []uuid.UUID{tasks[0].OwnerID}); err != nil {
-			return err
 		}
 		_, err = queryRows[db.TaskCounts](ctx, pool, sqlCountsByUser, []uuid.UUID{userID})
 		return err
@@ -130,7 +138,7 @@ func updateTask(ctx context.Context, pool *pgxpool.Pool, userID, taskID uuid.UUI
 }
 
 // deepPage sends the page and the "rows before it?" check in one batch, as fetchPage does.
-func deepPage(ctx context.Context, pool *pgxpool.Pool, userID uuid.UUID, u *benchUser) ([]db.Task, error) {
+func deepPage(ctx context.Context, pool *pgxpool.Pool, userID uuid.UUID, u *benchUser) ([]ownedTask, error) {
 	b := &pgx.Batch{}
 	b.Queue(sqlPageAfter, userID, u.deepCreatedAt, u.deepID)
 	b.Queue(sqlRowsBefore, userID, u.deepCreatedAt, u.deepID)
@@ -140,7 +148,7 @@ func deepPage(ctx context.Context, pool *pgxpool.Pool, userID uuid.UUID, u *benc
 	if err != nil {
 		return nil, fmt.Errorf("deep page: %w", err)
 	}
-	tasks, err := pgx.CollectRows(rows, pgx.RowToStructByNameLax[db.Task])
+	tasks, err := collectOwnedTasks(rows)
 	if err != nil {
 		return nil, fmt.Errorf("deep page: %w", err)
 	}
@@ -152,6 +160,27 @@ func deepPage(ctx context.Context, pool *pgxpool.Pool, userID uuid.UUID, u *benc
 		return nil, errors.New("deep page: no rows before the cursor")
 	}
 	return tasks, br.Close()
+}
+
+// ownedTask is a row of a page with its owner joined.
+type ownedTask struct {
+	task  db.Task
+	owner db.User
+}
+
+// collectOwnedTasks scans a page read with its owners, by column order (the task's and the user's
+// columns share names).
+func collectOwnedTasks(rows pgx.Rows) ([]ownedTask, error) {
+	var out []ownedTask
+	var r ownedTask
+	t, o := &r.task, &r.owner
+	_, err := pgx.ForEachRow(rows, []any{&t.ID, &t.OwnerID, &t.AssigneeID, &t.Title, &t.Description, &t.Status, &t.Priority,
+		&t.DueAt, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &t.Version,
+		&o.ID, &o.Name, &o.Email, &o.Role, &o.PasswordHash, &o.CreatedAt, &o.UpdatedAt}, func() error {
+		out = append(out, r)
+		return nil
+	})
+	return out, err
 }
 
 // queryRows runs one statement and scans every row into a T by column name (leniently, so a column

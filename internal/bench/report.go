@@ -99,11 +99,12 @@ type Target struct {
 
 // Profile is a CPU profile taken because a target was missed.
 type Profile struct {
-	Mode    string
-	Title   string
-	Path    string
-	Summary string // `go tool pprof -top` output, or how to read the file
-	Result  Result // the load run while profiling
+	Mode     string
+	Scenario string
+	Title    string
+	Path     string
+	Summary  string // `go tool pprof -top` output, or how to read the file
+	Result   Result // the load run while profiling
 
 	MachineCPU float64 // share of the machine's cores busy while profiling
 	OthersCPU  float64 // of which, work that is not the benchmark's
@@ -352,7 +353,7 @@ func (r *Report) WriteText(w io.Writer) {
 		}
 	}
 	for _, p := range r.Profiles {
-		fmt.Fprintf(w, "\nCPU profile of the page scenario, %s: %s\n", p.Title, p.Path)
+		fmt.Fprintf(w, "\nCPU profile of the %s scenario, %s: %s\n", p.Scenario, p.Title, p.Path)
 	}
 }
 
@@ -521,9 +522,10 @@ func (r *Report) writeMethod(b *strings.Builder) {
 	p("  are answered whole from the response cache (`RESPONSE_CACHE_TTL`, version tokens per dependency)")
 	p("  until that user writes; in the mix every `updateTask` retires its user's stored answers. The task")
 	p("  scenario (`task(id)`) is not eligible and runs through the row cache.")
-	p("- **Ceiling.** The statements the server runs for each request (copied from the stores: session lookup,")
-	p("  page query with `LIMIT 21` and, after a cursor, the keyset condition plus the batched `EXISTS`; owners")
-	p("  by ids; task counts by owner; task by id; the `UPDATE … RETURNING`), one after another on a pgx pool of")
+	p("- **Ceiling.** The statements the server without a cache runs for each request (copied from the stores:")
+	p("  session lookup; page query with `LIMIT 21` and its owners joined and, after a cursor, the keyset")
+	p("  condition plus the batched `EXISTS`; task counts by owner; task by id and owners by ids; the")
+	p("  `UPDATE … RETURNING`), one after another on a pgx pool of")
 	p("  the server's size, at the same concurrency and for the same time, rows scanned into the same structs.")
 	p("  The mix makes the same random choices in both.")
 	p("- **Statements per request.** The server process is not instrumented; instead the same handler is built")
@@ -568,7 +570,7 @@ func (r *Report) writeClosingNote(b *strings.Builder) {
 		p("No profile was taken (`-profile-dir` was empty).")
 		return
 	}
-	p("Where the time goes: a CPU profile of the page scenario, taken with `runtime/pprof` while the same")
+	p("Where the time goes: a CPU profile of the %s scenario, taken with `runtime/pprof` while the same", r.Config.ProfileScenario)
 	p("handler (`server.Build`, with metrics, wired as `taskgraph serve` wires it) served it in the benchmark's")
 	p("own process at the same concurrency. The load generator shares that process, as it shares the machine")
 	p("in the measured runs; profiler labels tell its goroutines from the server's (unlabelled samples are the")

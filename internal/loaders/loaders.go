@@ -169,6 +169,13 @@ func (l *Loaders) PrimeTasks(ctx context.Context, tasks []*db.Task) {
 	}
 }
 
+// PrimeUsers stores users already read (a page's owners, read with it) so their loads need no query.
+func (l *Loaders) PrimeUsers(ctx context.Context, users []*db.User) {
+	for _, u := range users {
+		l.UserByID.Prime(ctx, u.ID, u)
+	}
+}
+
 // PreloadUsers reads the users ids at once and primes the user loader with them, so the page's
 // owner fields find them without waiting out a batch window each. A failed read primes nothing:
 // the fields then load (and report the error) as usual.

@@ -374,7 +374,10 @@ func Scope(a policy.Actor, f *db.TaskFilter) db.TaskScope {
 
 // List pages through the actor's own tasks, or (filter.assignedToMe) the tasks assigned to them.
 // Filter errors are named under "filter".
-func (s *Service) List(ctx context.Context, a policy.Actor, filter *db.TaskFilter, order *db.TaskOrder, page db.PageArgs) (*db.TaskConnection, error) {
+//
+// readsOwners says the caller will read every task's owner. Without a row cache to read them from,
+// the owners the actor may see then come in the page's own statement (the connection's Owners).
+func (s *Service) List(ctx context.Context, a policy.Actor, filter *db.TaskFilter, order *db.TaskOrder, page db.PageArgs, readsOwners bool) (*db.TaskConnection, error) {
 	if err := policy.RequireSignedIn(a); err != nil {
 		return nil, err
 	}
@@ -382,18 +385,22 @@ func (s *Service) List(ctx context.Context, a policy.Actor, filter *db.TaskFilte
 	if err != nil {
 		return nil, apperr.Under("filter", err)
 	}
-	return s.reads.For(ctx, a.UserID).Tasks.List(ctx, Scope(a, f), f, order, page)
+	store := s.reads.For(ctx, a.UserID).Tasks
+	if readsOwners && s.cache == nil && policy.CanSeeUser(a) {
+		return store.ListWithOwners(ctx, Scope(a, f), f, order, page)
+	}
+	return store.List(ctx, Scope(a, f), f, order, page)
 }
 
 // ListOf is User.tasks: a user's own tasks, listed by that user only.
-func (s *Service) ListOf(ctx context.Context, a policy.Actor, userID uuid.UUID, filter *db.TaskFilter, order *db.TaskOrder, page db.PageArgs) (*db.TaskConnection, error) {
+func (s *Service) ListOf(ctx context.Context, a policy.Actor, userID uuid.UUID, filter *db.TaskFilter, order *db.TaskOrder, page db.PageArgs, readsOwners bool) (*db.TaskConnection, error) {
 	if err := policy.CheckListTasksOf(a, userID); err != nil {
 		return nil, err
 	}
 	if filter.AssignedOnly() {
 		return nil, apperr.Invalid("filter.assignedToMe", "User.tasks lists the user's own tasks: use Query.tasks for the tasks assigned to you")
 	}
-	return s.List(ctx, a, filter, order, page)
+	return s.List(ctx, a, filter, order, page, readsOwners)
 }
 
 // Count is a task list's totalCount (the list was already authorized when it was read).
