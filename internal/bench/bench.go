@@ -59,9 +59,11 @@ type Config struct {
 	// Timeout ends the whole run (with an error) if it is still going; 0: no limit beyond each step's own.
 	Timeout time.Duration
 
-	// ProfileDir receives a CPU profile of the page scenario (run in-process) for every mode that
+	// ProfileDir receives a CPU profile of ProfileScenario (run in-process) for every mode that
 	// missed a target; "" profiles nothing.
 	ProfileDir string
+	// ProfileScenario is the scenario those profiles serve (page unless told).
+	ProfileScenario string
 	// ServerCommand starts the server; nil means this executable with the argument "serve".
 	ServerCommand []string
 	// ServerEnv is added to the server's environment (after the benchmark's own settings).
@@ -86,23 +88,24 @@ func AllScenarios() []string { return []string{ScenarioPage, ScenarioTask, Scena
 // DefaultConfig is the full-size benchmark the issue describes.
 func DefaultConfig() Config {
 	return Config{
-		Users:       10_000,
-		Tasks:       1_000_000,
-		Concurrency: 32,
-		Duration:    10 * time.Second,
-		Warmup:      2 * time.Second,
-		DatabaseURL: "postgres://postgres@127.0.0.1:5432/taskgraph_bench?sslmode=disable",
-		RedisURL:    "redis://127.0.0.1:6379/15",
-		Out:         filepath.Join("docs", "benchmarks.md"),
-		Scenarios:   AllScenarios(),
-		BenchUsers:  64,
-		DeepOffset:  5_000,
-		DBMaxConns:  20,
-		StmtSamples: 200,
-		ProfileDir:  filepath.Join(os.TempDir(), "taskgraph-bench"),
-		Peer:        true,
-		PeerRounds:  3,
-		Timeout:     90 * time.Minute,
+		Users:           10_000,
+		Tasks:           1_000_000,
+		Concurrency:     32,
+		Duration:        10 * time.Second,
+		Warmup:          2 * time.Second,
+		DatabaseURL:     "postgres://postgres@127.0.0.1:5432/taskgraph_bench?sslmode=disable",
+		RedisURL:        "redis://127.0.0.1:6379/15",
+		Out:             filepath.Join("docs", "benchmarks.md"),
+		Scenarios:       AllScenarios(),
+		BenchUsers:      64,
+		DeepOffset:      5_000,
+		DBMaxConns:      20,
+		StmtSamples:     200,
+		ProfileDir:      filepath.Join(os.TempDir(), "taskgraph-bench"),
+		ProfileScenario: ScenarioPage,
+		Peer:            true,
+		PeerRounds:      3,
+		Timeout:         90 * time.Minute,
 	}
 }
 
@@ -149,6 +152,9 @@ func (c Config) Validate() error {
 	}
 	if len(c.Scenarios) == 0 {
 		problems = append(problems, "no scenario selected")
+	}
+	if !slices.Contains(AllScenarios(), c.ProfileScenario) {
+		problems = append(problems, fmt.Sprintf("unknown profile scenario %q (known: %s)", c.ProfileScenario, strings.Join(AllScenarios(), ", ")))
 	}
 	for _, s := range c.Scenarios {
 		if !slices.Contains(AllScenarios(), s) {
@@ -214,6 +220,7 @@ func ParseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.PeerDir, "peer-dir", c.PeerDir, "where PostGraphile is installed (empty: the user's cache directory)")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "stop with an error if the whole run takes longer (0: no overall limit)")
 	fs.StringVar(&c.ProfileDir, "profile-dir", c.ProfileDir, "where CPU profiles go when a target is missed (empty: no profile)")
+	fs.StringVar(&c.ProfileScenario, "profile-scenario", c.ProfileScenario, "the scenario profiled when a target is missed: page, task, deep or mix")
 	fs.Func("server-env", "extra server setting KEY=VALUE, after the benchmark's own (repeatable; shown in the report)", func(kv string) error {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
 			return fmt.Errorf("want KEY=VALUE, got %q", kv)

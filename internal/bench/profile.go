@@ -24,12 +24,12 @@ import (
 	"github.com/taskgraph/taskgraph/internal/server"
 )
 
-// profilePage serves the page scenario from an in-process server (the real handler from
+// profileScenario serves c.ProfileScenario from an in-process server (the real handler from
 // server.Build behind a real listener on 127.0.0.1) under load and records a CPU profile of the
 // whole process into path. The separate server process has no pprof endpoint, and adding one is not
 // the benchmark's to do.
-func profilePage(ctx context.Context, c Config, m mode, users []*benchUser, path string) (Profile, error) {
-	prof := Profile{Mode: string(m), Title: m.title(), Path: path}
+func profileScenario(ctx context.Context, c Config, m mode, users []*benchUser, path string) (Profile, error) {
+	prof := Profile{Mode: string(m), Scenario: c.ProfileScenario, Title: m.title(), Path: path}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return prof, fmt.Errorf("profile directory: %w", err)
 	}
@@ -63,7 +63,7 @@ func profilePage(ctx context.Context, c Config, m mode, users []*benchUser, path
 
 	client := httpClient(c.Concurrency, c.Gzip)
 	defer client.CloseIdleConnections()
-	sc := scenarioByName(ScenarioPage, c.DeepOffset)
+	sc := scenarioByName(c.ProfileScenario, c.DeepOffset)
 	op := graphqlOperation(client, "http://"+ln.Addr().String()+"/graphql", users, sc, c.Concurrency)
 	if err := probe(ctx, op); err != nil {
 		return prof, err

@@ -106,8 +106,8 @@ func run(ctx context.Context, c Config) (*Report, error) {
 
 	if c.ProfileDir != "" {
 		for _, m := range rep.modesMissing() {
-			logf("a target was missed with %s: profiling the page scenario in-process", m.title())
-			p, err := profilePage(ctx, c, m, users, filepath.Join(c.ProfileDir, fmt.Sprintf("page-%s.cpu.pprof", m)))
+			logf("a target was missed with %s: profiling the %s scenario in-process", m.title(), c.ProfileScenario)
+			p, err := profileScenario(ctx, c, m, users, filepath.Join(c.ProfileDir, fmt.Sprintf("%s-%s.cpu.pprof", c.ProfileScenario, m)))
 			if err != nil {
 				return nil, fmt.Errorf("profile %s: %w", m.title(), err)
 			}
