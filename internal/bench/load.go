@@ -145,7 +145,8 @@ func runLoad(ctx context.Context, concurrency int, warmup, duration time.Duratio
 	return out
 }
 
-// httpClient is the load generator's client: keep-alive connections, one per concurrent client.
+// httpClient is the client of the benchmark's setup and checks: keep-alive connections, one per
+// concurrent client. The measured load goes through a loadClient.
 func httpClient(concurrency int, gzip bool) *http.Client {
 	return &http.Client{
 		Timeout: requestTimeout,
@@ -159,18 +160,19 @@ func httpClient(concurrency int, gzip bool) *http.Client {
 	}
 }
 
-// graphqlOperation sends scenario sc's requests to the server at url, client w signed in as bench user
-// w mod len(users).
-func graphqlOperation(client *http.Client, url string, users []*benchUser, sc scenario, concurrency int) operation {
-	return httpOperation(client, url, users, sc, concurrency, step.body, true)
+// graphqlOperation sends scenario sc's requests to the server through lc, client w signed in as bench
+// user w mod len(users).
+func graphqlOperation(lc *loadClient, users []*benchUser, sc scenario, concurrency int) operation {
+	return httpOperation(lc, users, sc, concurrency, step.body, true)
 }
 
 // requestBody is what a client sends for step s as user u.
 type requestBody func(s step, u *benchUser) []byte
 
-// httpOperation sends scenario sc's requests, with bodies from body, to the GraphQL endpoint at url;
-// client w acts as bench user w mod len(users), with that user's access token when signedIn.
-func httpOperation(client *http.Client, url string, users []*benchUser, sc scenario, concurrency int, body requestBody, signedIn bool) operation {
+// httpOperation sends scenario sc's requests, with bodies from body, through lc (to a GraphQL
+// endpoint); client w acts as bench user w mod len(users), with that user's access token when
+// signedIn.
+func httpOperation(lc *loadClient, users []*benchUser, sc scenario, concurrency int, body requestBody, signedIn bool) operation {
 	// One reusable response buffer per client keeps the load generator's own garbage (and so its
 	// share of the two cores) small.
 	bufs := make([]bytes.Buffer, concurrency)
@@ -181,7 +183,11 @@ func httpOperation(client *http.Client, url string, users []*benchUser, sc scena
 		if signedIn {
 			token = u.token
 		}
-		return s.kind, sendGraphQL(ctx, client, url, token, body(s, u), &bufs[w])
+		status, err := lc.post(ctx, w, token, body(s, u), &bufs[w])
+		if err != nil {
+			return s.kind, err
+		}
+		return s.kind, checkAnswer(status, bufs[w].Bytes())
 	}
 }
 

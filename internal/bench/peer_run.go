@@ -138,8 +138,12 @@ func runPeerMode(ctx context.Context, c Config, m mode, pg peerTarget, users []*
 // measurePeer runs one scenario against one server: fresh connections, a probe, then the load, with
 // the server's CPU time, its database backends' CPU time and its peak memory.
 func measurePeer(ctx context.Context, c Config, t peerTarget, users []*benchUser, sc scenario) (Result, error) {
-	t.client.CloseIdleConnections()
-	op := httpOperation(t.client, t.proc.url+"/graphql", users, sc, c.Concurrency, t.body, t.signedIn)
+	lc, err := newLoadClient(t.proc.url+"/graphql", c.Concurrency, c.Gzip)
+	if err != nil {
+		return Result{}, err
+	}
+	defer lc.close()
+	op := httpOperation(lc, users, sc, c.Concurrency, t.body, t.signedIn)
 	if err := probe(ctx, op); err != nil {
 		return Result{}, err
 	}

@@ -61,10 +61,13 @@ func profileScenario(ctx context.Context, c Config, m mode, users []*benchUser, 
 	go pprof.Do(context.Background(), pprof.Labels("side", "server"), func(context.Context) { _ = srv.Serve(ln) })
 	defer srv.Close()
 
-	client := httpClient(c.Concurrency, c.Gzip)
-	defer client.CloseIdleConnections()
+	lc, err := newLoadClient("http://"+ln.Addr().String()+"/graphql", c.Concurrency, c.Gzip)
+	if err != nil {
+		return prof, err
+	}
+	defer lc.close()
 	sc := scenarioByName(c.ProfileScenario, c.DeepOffset)
-	op := graphqlOperation(client, "http://"+ln.Addr().String()+"/graphql", users, sc, c.Concurrency)
+	op := graphqlOperation(lc, users, sc, c.Concurrency)
 	if err := probe(ctx, op); err != nil {
 		return prof, err
 	}

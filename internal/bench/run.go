@@ -239,12 +239,15 @@ func runMode(ctx context.Context, c Config, m mode, users []*benchUser, scenario
 			_ = srv.stop()
 		}
 	}()
-	client := httpClient(c.Concurrency, c.Gzip)
-	defer client.CloseIdleConnections()
+	lc, err := newLoadClient(srv.url+"/graphql", c.Concurrency, c.Gzip)
+	if err != nil {
+		return nil, err
+	}
+	defer lc.close()
 
 	var out []Result
 	for _, sc := range scenarios {
-		op := graphqlOperation(client, srv.url+"/graphql", users, sc, c.Concurrency)
+		op := graphqlOperation(lc, users, sc, c.Concurrency)
 		if err := probe(ctx, op); err != nil {
 			return nil, fmt.Errorf("%s: %w", sc.name, err)
 		}
