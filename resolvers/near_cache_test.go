@@ -11,7 +11,7 @@ import (
 
 // nearWindow is how long another instance may still answer from its near cache after a write: the
 // time the write's invalidate event takes to arrive (milliseconds), bounded well below the near
-// cache's 5 s entry life so that a missing invalidation fails the test rather than expiring.
+// cache's entry life (30 s) so that a missing invalidation fails the test rather than expiring.
 const nearWindow = 2500 * time.Millisecond
 
 // Two instances sharing Redis each keep a near cache in front of it. The writer's own near cache

@@ -18,7 +18,7 @@
 //     or for the lease of one that does not to run out; a process serves its near cache only under
 //     a lease it renews by round-tripping pings through the same subscription (nearsync.go,
 //     RunNearSync). The event bus's invalidate events (InvalidatePeer) and gaps (Purge) apply too,
-//     and no near entry outlives nearTTL. Near fills follow the same tombstone and fill-delay
+//     and no near entry outlives nearMaxTTL. Near fills follow the same tombstone and fill-delay
 //     rules as Redis's.
 //
 // The cache holds rows, not decisions: callers still check who may see what on every read.
@@ -80,9 +80,15 @@ type Cache struct {
 	hits, misses, faults, nearHits atomic.Int64
 }
 
-// nearTTL bounds how long a near-cache entry is served: invalidate events remove entries at once,
-// and this caps the damage of an event lost without the gap that empties the near cache.
-const nearTTL = 5 * time.Second
+// nearMaxTTL bounds how long a near-cache entry is served. Invalidations reach every near cache
+// before the write answers, and a near cache that may have missed one does not serve (nearSync's
+// lease), so this is not what keeps it correct: it bounds, with the entry's Redis life before it
+// was read, how stale a value that changes without a write (task counts' overdue) can be. At 5 s
+// a busy instance went back to Redis for about one read in ten.
+const nearMaxTTL = 30 * time.Second
+
+// nearTTL is how long a near-cache entry of kind lives: its kind's TTL, at most nearMaxTTL.
+func nearTTL(kind db.EntityKind) time.Duration { return min(ttlFor(kind), nearMaxTTL) }
 
 // EnableNear puts an in-process near cache of at most maxEntries entries in front of Redis. It does
 // nothing for a cache without Redis (that one lives in the process already). Only processes that
@@ -388,7 +394,7 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 						fill[k] = v
 					}
 				}
-				_ = near.fill(ctx, nearGen, fill, nearTTL)
+				_ = near.fill(ctx, nearGen, fill, nearTTL(kind))
 			}
 		}
 		c.hits.Add(int64(len(asked) - len(missing)))
@@ -427,7 +433,7 @@ func Many[T any](ctx context.Context, c *Cache, kind db.EntityKind, ids []uuid.U
 			_ = c.do(fctx, func(ctx context.Context) error { return c.store.fill(ctx, gen, fill, ttlFor(kind)) })
 		}
 		if near != nil && !noFill && len(fill) > 0 && c.now().Sub(nearStart) < maxFillDelay {
-			_ = near.fill(lctx, nearGen, fill, nearTTL)
+			_ = near.fill(lctx, nearGen, fill, nearTTL(kind))
 		}
 		return m, nil
 	})
