@@ -398,6 +398,25 @@ func (s TaskStore) one(ctx context.Context, sql string, args ...any) (*Task, err
 	return &task, nil
 }
 
+// ByIDWithOwner returns one task by id, whoever owns it, with its owner joined in the same
+// statement (nil when deleted meanwhile), or NOT_FOUND.
+func (s TaskStore) ByIDWithOwner(ctx context.Context, id uuid.UUID) (*Task, *User, error) {
+	rows, err := s.q.Query(ctx, `SELECT `+ownedTaskColumns+` FROM tasks p LEFT JOIN users u ON u.id = p.owner_id WHERE p.id = $1`, id)
+	if err != nil {
+		return nil, nil, mapError(err, "task")
+	}
+	var owner *User
+	task, err := pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (Task, error) {
+		t, u, err := scanOwnedTask(row)
+		owner = u
+		return t, err
+	})
+	if err != nil {
+		return nil, nil, mapError(err, "task")
+	}
+	return &task, owner, nil
+}
+
 // ByIDs returns the tasks with these ids, in no particular order, whoever owns them. Callers check
 // visibility (Task.VisibleTo) before answering with them.
 func (s TaskStore) ByIDs(ctx context.Context, ids []uuid.UUID) ([]Task, error) {

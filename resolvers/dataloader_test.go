@@ -1,8 +1,12 @@
 package resolvers_test
 
 import (
+	"encoding/json"
+	"strings"
 	"testing"
 
+	"github.com/taskgraph/taskgraph/db"
+	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
@@ -87,5 +91,43 @@ func TestCachedOwnersAndCountsSkipTheDatabase(t *testing.T) {
 	if warm != 1 || cold <= warm {
 		t.Fatalf("statements cold %d, warm %d; want warm = 1 (the page: session, owners and counts cached) and cold > warm; last: %q",
 			cold, warm, env.DB.Counter.Recent(int(warm)))
+	}
+}
+
+// Without a row cache, task(id) with its owner reads both in one statement after the session
+// lookup, and answers exactly as an instance with the cache does: the owner of one's own task and
+// of a task assigned to one, NOT_FOUND for another user's task.
+func TestTaskByIDWithOwnerIsOneStatementWithoutACache(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: two instances counting statements")
+	}
+	uncached := testsupport.NewEnv(t, map[string]string{"CACHE_ENABLED": "false"})
+	cached := testsupport.NewEnvOn(t, uncached.DB, map[string]string{"RESPONSE_CACHE_TTL": "0"})
+	ada, grace := uncached.Register(t, "Ada"), uncached.Register(t, "Grace")
+	own := uncached.CreateTask(t, ada.ID, db.NewTask{Title: "own"})
+	assigned := uncached.CreateTask(t, grace.ID, db.NewTask{Title: "assigned", AssigneeID: &ada.ID})
+	hidden := uncached.CreateTask(t, grace.ID, db.NewTask{Title: "hidden"})
+	const query = `query($id: ID!) { task(id: $id) { id title owner { id name } } }`
+	for _, task := range []*db.Task{own, assigned, hidden} {
+		vars := map[string]any{"id": globalid.Encode(globalid.KindTask, task.ID)}
+		res := (&testsupport.Client{Env: uncached, Token: ada.Token}).Do(t, query, vars)
+		want := (&testsupport.Client{Env: cached, Token: ada.Token}).Do(t, query, vars)
+		got, _ := json.Marshal(map[string]any{"data": res.Data, "errors": res.Errors})
+		wanted, _ := json.Marshal(map[string]any{"data": want.Data, "errors": want.Errors})
+		if string(got) != string(wanted) {
+			t.Errorf("%s: without a cache %s, with one %s", task.Title, got, wanted)
+		}
+		if task == hidden {
+			if len(res.Errors) != 1 || res.Errors[0].Code() != "NOT_FOUND" {
+				t.Errorf("another user's task: %s, want NOT_FOUND", got)
+			}
+			continue
+		}
+		if !strings.Contains(string(got), `"name":"`+map[*db.Task]string{own: "Ada", assigned: "Grace"}[task]+`"`) {
+			t.Errorf("%s: %s does not name its owner", task.Title, got)
+		}
+		if n := uncached.DB.Counter.CountFor(res.Header.Get("X-Request-ID")); n != 2 {
+			t.Errorf("%s: %d statements, want 2 (session lookup, task with its owner)", task.Title, n)
+		}
 	}
 }

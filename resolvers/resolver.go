@@ -50,12 +50,18 @@ func (r *Resolver) loaders(ctx context.Context) *loaders.Loaders {
 // when selected) is read at once instead of after a batch window.
 func (r *Resolver) rootTask(ctx context.Context, id uuid.UUID) (*db.Task, error) {
 	l := r.loaders(ctx)
-	l.PreloadTasks(ctx, []uuid.UUID{id})
-	t, err := l.TaskByID.Load(ctx, id)()
+	if selected(ctx, [2]string{"owner", "User"}) == nil {
+		l.PreloadTasks(ctx, []uuid.UUID{id})
+		return l.TaskByID.Load(ctx, id)()
+	}
+	t, owner, err := r.Tasks.GetWithOwner(ctx, actor(ctx), id)
 	if err != nil {
 		return nil, err
 	}
-	if selected(ctx, [2]string{"owner", "User"}) != nil {
+	l.PrimeTasks(ctx, []*db.Task{t})
+	if owner != nil {
+		l.PrimeUsers(ctx, []*db.User{owner})
+	} else {
 		l.PreloadUsers(ctx, []uuid.UUID{t.OwnerID})
 	}
 	return t, nil

@@ -15,13 +15,12 @@ import (
 )
 
 // The statements below are copied from the stores (db/sessions.go Lookup, db/keyset.go fetchPage for
-// tasks in the default order as ListWithOwners wraps it, db/tasks.go ByIDs, CountsByOwners, Lock and
-// Update, db/users.go ByIDs),
+// tasks in the default order as ListWithOwners wraps it, db/tasks.go ByIDWithOwner, CountsByOwners,
+// Lock and Update),
 // as the server sends them for these requests. If the stores change, change them here too: the
 // ceiling only means something while it runs the server's SQL.
 const (
 	taskColumns = "id, owner_id, assignee_id, title, description, status, priority, due_at, tags, created_at, updated_at, version"
-	userColumns = "id, name, email, role, password_hash, created_at, updated_at"
 
 	sqlSessionLookup = `
 		SELECT u.id, u.role FROM sessions s JOIN users u ON u.id = s.user_id
@@ -36,10 +35,9 @@ const (
 	sqlPageAfter = `SELECT ` + ownedTaskColumns + ` FROM (SELECT ` + taskColumns + `, created_at AS sort_key FROM tasks ` +
 		`WHERE owner_id = $1 AND (created_at, id) < ($2, $3) ORDER BY created_at DESC, id DESC LIMIT 21) p ` +
 		`LEFT JOIN users u ON u.id = p.owner_id ORDER BY p.sort_key DESC, p.id DESC`
-	sqlRowsBefore   = `SELECT EXISTS (SELECT 1 FROM tasks WHERE owner_id = $1 AND (created_at, id) >= ($2, $3))`
-	sqlUsersByIDs   = `SELECT ` + userColumns + ` FROM users WHERE id = ANY($1)`
-	sqlTasksByIDs   = `SELECT ` + taskColumns + ` FROM tasks WHERE id = ANY($1)`
-	sqlCountsByUser = `
+	sqlTaskWithOwner = `SELECT ` + ownedTaskColumns + ` FROM tasks p LEFT JOIN users u ON u.id = p.owner_id WHERE p.id = $1`
+	sqlRowsBefore    = `SELECT EXISTS (SELECT 1 FROM tasks WHERE owner_id = $1 AND (created_at, id) >= ($2, $3))`
+	sqlCountsByUser  = `
 		SELECT owner_id,
 		       count(*)::int AS total,
 		       (count(*) FILTER (WHERE status = 'TODO'))::int AS todo,
@@ -96,15 +94,18 @@ func (s step) direct(ctx context.Context, pool *pgxpool.Pool, u *benchUser) erro
 		_, err = queryRows[db.TaskCounts](ctx, pool, sqlCountsByUser, []uuid.UUID{userID})
 		return err
 	case stepTask:
-		tasks, err := queryRows[db.Task](ctx, pool, sqlTasksByIDs, []uuid.UUID{u.tasks[s.task]})
+		rows, err := pool.Query(ctx, sqlTaskWithOwner, u.tasks[s.task])
+		if err != nil {
+			return err
+		}
+		tasks, err := collectOwnedTasks(rows)
 		if err != nil {
 			return err
 		}
 		if len(tasks) != 1 {
 			return fmt.Errorf("task %s: %d rows", u.tasks[s.task], len(tasks))
 		}
-		_, err = queryRows[db.User](ctx, pool, sqlUsersByIDs, []uuid.UUID{tasks[0].OwnerID})
-		return err
+		return nil
 	default:
 		return updateTask(ctx, pool, userID, u.tasks[s.task], s)
 	}

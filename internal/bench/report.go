@@ -526,7 +526,7 @@ func (r *Report) writeMethod(b *strings.Builder) {
 	p("  scenario (`task(id)`) is not eligible and runs through the row cache.")
 	p("- **Ceiling.** The statements the server without a cache runs for each request (copied from the stores:")
 	p("  session lookup; page query with `LIMIT 21` and its owners joined and, after a cursor, the keyset")
-	p("  condition plus the batched `EXISTS`; task counts by owner; task by id and owners by ids; the")
+	p("  condition plus the batched `EXISTS`; task counts by owner; task by id with its owner joined; the")
 	p("  `UPDATE … RETURNING`), one after another on a pgx pool of")
 	p("  the server's size, at the same concurrency and for the same time, rows scanned into the same structs.")
 	p("  The mix makes the same random choices in both.")

@@ -306,6 +306,24 @@ func (s *Service) rows(ctx context.Context, a policy.Actor, ids []uuid.UUID) (ma
 	return cache.Many(ctx, s.cache, db.EntityTask, ids, stores.Tasks.ByIDs, func(t db.Task) uuid.UUID { return t.ID })
 }
 
+// GetWithOwner is Get for a caller that will read the task's owner too. Without a row cache to
+// read the owner from, it comes in the task's own statement; otherwise (or when the actor may not
+// see users) owner is nil and the caller loads it as usual.
+func (s *Service) GetWithOwner(ctx context.Context, a policy.Actor, id uuid.UUID) (task *db.Task, owner *db.User, err error) {
+	if s.cache != nil || !policy.CanSeeUser(a) {
+		task, err = s.Get(ctx, a, id)
+		return task, nil, err
+	}
+	task, owner, err = s.reads.For(ctx, a.UserID).Tasks.ByIDWithOwner(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := policy.CheckSeeTask(a, facts(task)); err != nil {
+		return nil, nil, err
+	}
+	return task, owner, nil
+}
+
 // Get returns a task the actor may see; any other task answers exactly like a missing one.
 func (s *Service) Get(ctx context.Context, a policy.Actor, id uuid.UUID) (*db.Task, error) {
 	found, err := s.rows(ctx, a, []uuid.UUID{id})
