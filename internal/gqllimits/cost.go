@@ -199,10 +199,86 @@ func SetCostExtension(ctx context.Context, fields map[string]any) {
 type CostLimit struct {
 	maxNodes int
 	es       graphql.ExecutableSchema
-	// costs remembers the cost of operations that declare no variables (nothing but the operation
-	// then decides it): gqlgen keeps one parsed document per query text in its query cache, so a
-	// repeated query finds its operation here. Nil: nothing is remembered.
+	// costs remembers the cost of operations whose variables cannot change it (costNeutral): gqlgen
+	// keeps one parsed document per query text in its query cache, so a repeated query finds its
+	// operation here. Nil: nothing is remembered.
 	costs *lru.Cache[*ast.OperationDefinition, int]
+}
+
+// costNeutralArguments are the arguments no cost function reads (Complexity): a variable used only
+// in them cannot change an operation's cost. The list allows rather than denies, so an argument a
+// new cost function reads (first, last, ids...) is never taken for neutral.
+var costNeutralArguments = map[string]bool{"id": true, "after": true, "before": true, "filter": true, "orderBy": true}
+
+// costNeutral reports whether op's variables cannot change its cost: each is used only as (part of)
+// a cost-neutral argument, and none in a directive (@skip and @include decide what is counted).
+// Fragments are followed through their spreads.
+func costNeutral(op *ast.OperationDefinition) bool {
+	if len(op.VariableDefinitions) == 0 {
+		return true
+	}
+	seen := map[string]bool{}
+	var neutral func(ast.SelectionSet) bool
+	directivesFree := func(ds ast.DirectiveList) bool {
+		for _, d := range ds {
+			for _, a := range d.Arguments {
+				if usesVariable(a.Value) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	neutral = func(set ast.SelectionSet) bool {
+		for _, sel := range set {
+			switch s := sel.(type) {
+			case *ast.Field:
+				for _, a := range s.Arguments {
+					if !costNeutralArguments[a.Name] && usesVariable(a.Value) {
+						return false
+					}
+				}
+				if !directivesFree(s.Directives) || !neutral(s.SelectionSet) {
+					return false
+				}
+			case *ast.InlineFragment:
+				if !directivesFree(s.Directives) || !neutral(s.SelectionSet) {
+					return false
+				}
+			case *ast.FragmentSpread:
+				if !directivesFree(s.Directives) || s.Definition == nil {
+					return false
+				}
+				if seen[s.Name] {
+					continue
+				}
+				seen[s.Name] = true
+				if !directivesFree(s.Definition.Directives) || !neutral(s.Definition.SelectionSet) {
+					return false
+				}
+			default:
+				return false
+			}
+		}
+		return true
+	}
+	return directivesFree(op.Directives) && neutral(op.SelectionSet)
+}
+
+// usesVariable reports whether v is, or contains, a variable.
+func usesVariable(v *ast.Value) bool {
+	if v == nil {
+		return false
+	}
+	if v.Kind == ast.Variable {
+		return true
+	}
+	for _, c := range v.Children {
+		if usesVariable(c.Value) {
+			return true
+		}
+	}
+	return false
 }
 
 // rememberedCosts bounds costs; an entry keeps its parsed document alive until evicted.
@@ -256,16 +332,17 @@ func (c *CostLimit) MutateOperationContext(ctx context.Context, opCtx *graphql.O
 	return nil
 }
 
-// nodes is complexity.Calculate's answer for op, remembered for operations without variables.
+// nodes is complexity.Calculate's answer for op, remembered for operations whose variables cannot
+// change it.
 func (c *CostLimit) nodes(ctx context.Context, op *ast.OperationDefinition, vars map[string]any) int {
-	cacheable := c.costs != nil && len(op.VariableDefinitions) == 0
-	if cacheable {
-		if n, ok := c.costs.Get(op); ok {
-			return n
-		}
+	if c.costs == nil {
+		return complexity.Calculate(ctx, c.es, op, vars)
+	}
+	if n, ok := c.costs.Get(op); ok { // only neutral operations are ever added
+		return n
 	}
 	n := complexity.Calculate(ctx, c.es, op, vars)
-	if cacheable {
+	if costNeutral(op) {
 		c.costs.Add(op, n)
 	}
 	return n

@@ -221,9 +221,11 @@ func equal(a, b map[string]any) bool {
 	return true
 }
 
-// CostLimit remembers the cost of an operation without variables (by its parsed operation, which
-// gqlgen reuses for a repeated query): the remembered cost, and the refusal, must be what computing
-// it again gives; an operation with variables is costed afresh, as its variables may change it.
+// CostLimit remembers the cost of an operation whose variables cannot change it (by its parsed
+// operation, which gqlgen reuses for a repeated query): the remembered cost, and the refusal, must be
+// what computing it again gives; an operation whose variables size a page or list ids is costed
+// afresh, as its variables change it. (Variables in @skip/@include are treated the same way, though
+// gqlgen's complexity counts skipped fields today.)
 func TestCostLimitRemembersOnlyWhatVariablesCannotChange(t *testing.T) {
 	es := costSchema()
 	limit := gqllimits.NewCostLimit(5000)
@@ -243,19 +245,73 @@ func TestCostLimitRemembersOnlyWhatVariablesCannotChange(t *testing.T) {
 			}
 		}
 	}
-	q := `query($n: Int) { tasks(first: $n) { edges { node { id } } } }`
-	_, first := operation(t, es, q, map[string]any{"n": 10})
-	for _, n := range []int{10, 50, 10} {
-		ctx, opCtx := operation(t, es, q, map[string]any{"n": n})
-		opCtx.Doc, opCtx.Operation = first.Doc, first.Operation
-		if err := limit.MutateOperationContext(ctx, opCtx); err != nil {
-			t.Fatal(err)
+	// Each document is sent with variables whose costs differ, on one parsed operation: the cost
+	// must follow the variables every time.
+	varying := map[string][]map[string]any{
+		`query($n: Int) { tasks(first: $n) { edges { node { id } } } }`:                       {{"n": 10}, {"n": 50}, {"n": 10}},
+		`query($n: Int) { me { id } tasks(last: $n, after: null) { edges { node { id } } } }`: {{"n": 3}, {"n": 90}},
+		`query($ids: [ID!]!) { nodes(ids: $ids) { id } }`:                                     {{"ids": []any{"a"}}, {"ids": []any{"a", "b", "c"}}},
+		`query($f: TaskFilter, $n: Int) { tasks(filter: $f) { edges { node { ...T } } } } fragment T on Task { owner { tasks(first: $n) { totalCount } } }`: {
+			{"f": nil, "n": 5}, {"f": nil, "n": 80}},
+	}
+	for q, runs := range varying {
+		_, first := operation(t, es, q, runs[0])
+		costs := map[int]bool{}
+		for _, vars := range runs {
+			ctx, opCtx := operation(t, es, q, vars)
+			opCtx.Doc, opCtx.Operation = first.Doc, first.Operation
+			_ = limit.MutateOperationContext(ctx, opCtx)
+			want := nodes(t, q, vars)
+			costs[want] = true
+			if cost, _ := gqllimits.CostFrom(ctx); cost.Nodes != want {
+				t.Fatalf("%s with %v: cost %d, computed %d", q, vars, cost.Nodes, want)
+			}
 		}
-		if cost, want := nodes(t, q, map[string]any{"n": n}), n*4; cost != want {
-			t.Fatalf("the model changed: first: %d costs %d nodes, this test expects %d", n, cost, want)
+		if len(costs) < 2 {
+			t.Fatalf("%s: its variables do not change its cost, so this case proves nothing", q)
 		}
-		if cost, _ := gqllimits.CostFrom(ctx); cost.Nodes != n*4 {
-			t.Fatalf("first: %d costs %d nodes, want %d", n, cost.Nodes, n*4)
+	}
+	// Variables that only name what to read (an id, a cursor, a filter, an order) do not change the
+	// cost: it is remembered, and still what computing it gives.
+	for _, q := range []string{
+		`query($id: ID!) { task(id: $id) { id owner { id } } }`,
+		`query($after: String, $f: TaskFilter, $o: TaskOrder) { tasks(first: 20, after: $after, filter: $f, orderBy: $o) { edges { node { id } } } }`,
+	} {
+		vars := map[string]any{"id": "VGFzazox", "after": nil}
+		_, first := operation(t, es, q, vars)
+		want := nodes(t, q, vars)
+		for range 2 {
+			ctx, opCtx := operation(t, es, q, vars)
+			opCtx.Doc, opCtx.Operation = first.Doc, first.Operation
+			if err := limit.MutateOperationContext(ctx, opCtx); err != nil {
+				t.Fatal(err)
+			}
+			if cost, _ := gqllimits.CostFrom(ctx); cost.Nodes != want {
+				t.Fatalf("%s: cost %d, computed %d", q, cost.Nodes, want)
+			}
+		}
+	}
+}
+
+// Which operations have a cost their variables cannot change.
+func TestCostNeutralOperations(t *testing.T) {
+	es := costSchema()
+	for q, want := range map[string]bool{
+		`query { tasks(first: 5) { totalCount } }`:                                          true,
+		`query($id: ID!) { task(id: $id) { id } }`:                                          true,
+		`query($a: String) { tasks(after: $a) { totalCount } }`:                             true,
+		`query($n: Int) { tasks(first: $n) { totalCount } }`:                                false,
+		`query($n: Int) { me { tasks(last: $n) { totalCount } } }`:                          false,
+		`query($ids: [ID!]!) { nodes(ids: $ids) { id } }`:                                   false,
+		`query($b: Boolean!) { me @include(if: $b) { id } }`:                                false,
+		`query($b: Boolean!) { ... @skip(if: $b) { me { id } } }`:                           false,
+		`query($n: Int) { ...F } fragment F on Query { tasks(first: $n) { totalCount } }`:   false,
+		`query($s: String) { tasks(filter: {search: $s}) { totalCount } }`:                  true,
+		`query($n: Int, $id: ID!) { task(id: $id) { id } tasks(first: $n) { totalCount } }`: false,
+	} {
+		_, opCtx := operation(t, es, q, map[string]any{"n": 1, "ids": []any{"x"}, "b": true, "id": "x"})
+		if got := gqllimits.CostNeutral(opCtx.Operation); got != want {
+			t.Errorf("%s: cost-neutral %v, want %v", q, got, want)
 		}
 	}
 }

@@ -1,0 +1,4 @@
+package gqllimits
+
+// CostNeutral exposes costNeutral to the external tests.
+var CostNeutral = costNeutral
