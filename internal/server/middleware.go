@@ -156,7 +156,7 @@ func guardGraphQL(maxBody int64, next http.Handler) http.Handler {
 			// gqlgen answers a body of the wrong shape (e.g. "variables": 5) with an uncoded error that
 			// quotes the whole body; refuse it here instead.
 			var params graphql.RawParams
-			if decodeJSON(body, &params) != nil {
+			if decodeParams(body, &params) != nil {
 				writeError(w, http.StatusBadRequest, apperr.BadUserInput, "request body must be {\"query\": string, \"operationName\": string, \"variables\": object, \"extensions\": object}")
 				return
 			}
