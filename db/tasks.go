@@ -261,10 +261,13 @@ func (s TaskStore) list(ctx context.Context, sc TaskScope, filter *TaskFilter, o
 				ownedTaskColumns, pageSQL, dir, dir)
 		}
 		read = map[uuid.UUID]*User{}
+		var o ownerColumns
 		l.scan = func(row pgx.CollectableRow) (Task, error) {
-			t, owner, err := scanOwnedTask(row)
-			if err == nil && owner != nil {
-				read[owner.ID] = owner
+			t, err := scanOwnedTask(row, &o)
+			if err == nil && o.id.Valid {
+				if _, ok := read[o.id.Bytes]; !ok {
+					read[o.id.Bytes] = o.user()
+				}
 			}
 			return t, err
 		}
@@ -287,34 +290,41 @@ func (s TaskStore) list(ctx context.Context, sc TaskScope, filter *TaskFilter, o
 	return conn, nil
 }
 
-// scanOwnedTask reads a row of ownedTaskColumns: the task and its owner (nil when deleted meanwhile).
-func scanOwnedTask(row pgx.CollectableRow) (Task, *User, error) {
+// ownerColumns receives the owner's columns of a row of ownedTaskColumns. Its text columns refer to
+// the driver's buffer (valid until the next row): a page's rows mostly share one owner, and only
+// an owner not yet seen is copied out (user).
+type ownerColumns struct {
+	id                      pgtype.UUID
+	name, email, role, hash pgtype.DriverBytes
+	created, updated        pgtype.Timestamptz
+}
+
+// user copies the owner out of the row, or nil when the row had none (deleted meanwhile).
+func (o *ownerColumns) user() *User {
+	if !o.id.Valid {
+		return nil
+	}
+	return &User{ID: o.id.Bytes, Name: string(o.name), Email: string(o.email), Role: policy.Role(o.role),
+		PasswordHash: string(o.hash), CreatedAt: o.created.Time, UpdatedAt: o.updated.Time}
+}
+
+// scanOwnedTask reads a row of ownedTaskColumns: the task, and its owner's columns into o.
+func scanOwnedTask(row pgx.CollectableRow, o *ownerColumns) (Task, error) {
 	var (
 		t        Task
 		assignee pgtype.UUID
-		ownerID  pgtype.UUID
-		name     pgtype.Text
-		email    pgtype.Text
-		role     pgtype.Text
-		hash     pgtype.Text
-		created  pgtype.Timestamptz
-		updated  pgtype.Timestamptz
 	)
 	err := row.Scan((*[16]byte)(&t.ID), (*[16]byte)(&t.OwnerID), &assignee, &t.Title, &t.Description,
 		&t.Status, &t.Priority, &t.DueAt, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &t.Version,
-		&ownerID, &name, &email, &role, &hash, &created, &updated)
+		&o.id, &o.name, &o.email, &o.role, &o.hash, &o.created, &o.updated)
 	if err != nil {
-		return Task{}, nil, err
+		return Task{}, err
 	}
 	if assignee.Valid {
 		id := uuid.UUID(assignee.Bytes)
 		t.AssigneeID = &id
 	}
-	if !ownerID.Valid {
-		return t, nil, nil
-	}
-	return t, &User{ID: ownerID.Bytes, Name: name.String, Email: email.String, Role: policy.Role(role.String),
-		PasswordHash: hash.String, CreatedAt: created.Time, UpdatedAt: updated.Time}, nil
+	return t, nil
 }
 
 // Count returns how many tasks match the connection's filter (its totalCount).
@@ -407,8 +417,9 @@ func (s TaskStore) ByIDWithOwner(ctx context.Context, id uuid.UUID) (*Task, *Use
 	}
 	var owner *User
 	task, err := pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (Task, error) {
-		t, u, err := scanOwnedTask(row)
-		owner = u
+		var o ownerColumns
+		t, err := scanOwnedTask(row, &o)
+		owner = o.user()
 		return t, err
 	})
 	if err != nil {
