@@ -90,7 +90,104 @@ func runPeer(ctx context.Context, c Config, inst peerInstall, users []*benchUser
 	if err := pgProc.stop(); err != nil {
 		return nil, err
 	}
+	runs, err := runRedisAgainstDefault(ctx, c, users, ref, rdb, logf)
+	if err != nil {
+		return nil, fmt.Errorf("Redis against the default setup: %w", err)
+	}
+	rep.Runs = append(rep.Runs, runs...)
 	return rep, nil
+}
+
+// pairRedisVsDefault marks the runs of the direct comparison of the Redis and default setups.
+const pairRedisVsDefault = "redis-vs-default"
+
+// runRedisAgainstDefault measures the default and the Redis setup against each other in adjacent
+// pairs, both servers running, so that "Redis ≥ default" is judged side by side rather than across
+// blocks run minutes apart.
+func runRedisAgainstDefault(ctx context.Context, c Config, users []*benchUser, ref map[*benchUser]peerAnswers,
+	rdb *redis.Client, logf func(string, ...any)) ([]PeerRun, error) {
+	if err := flushBenchRedis(ctx, rdb); err != nil {
+		return nil, err
+	}
+	var targets []peerTarget
+	for _, m := range []mode{modeDefault, modeCached} {
+		proc, err := startServer(ctx, c, m)
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = proc.stop() }()
+		t := peerTarget{mode: m, proc: proc, body: tgPeerBody, signedIn: true, client: httpClient(c.Concurrency, c.Gzip)}
+		defer t.client.CloseIdleConnections()
+		if err := checkSameAnswers(ctx, t.client, proc.url+"/graphql", users, ref); err != nil {
+			return nil, fmt.Errorf("%s does not answer as PostGraphile did: %w", m.title(), err)
+		}
+		targets = append(targets, t)
+	}
+	var out []PeerRun
+	for round := range c.PeerRounds {
+		for _, name := range peerScenarioNames() {
+			sc := peerScenario(name, c.DeepOffset)
+			pair := targets
+			if round%2 == 1 {
+				pair = []peerTarget{targets[1], targets[0]}
+			}
+			for _, t := range pair {
+				logf("%-8s %-36s round %d/%d (Redis against default), %d clients, %s + %s", sc.name, t.mode.title(), round+1,
+					c.PeerRounds, c.Concurrency, c.Warmup, c.Duration)
+				r, err := measurePeer(ctx, c, t, users, sc)
+				if err != nil {
+					return nil, fmt.Errorf("%s, %s: %w", sc.name, t.mode.title(), err)
+				}
+				out = append(out, PeerRun{Round: round, Pair: pairRedisVsDefault, Result: r})
+			}
+		}
+	}
+	return out, nil
+}
+
+// redisVsDefault is the direct comparison of scenario sc: each setup's median req/s and server CPU
+// per request, and the medians over adjacent pairs of Redis's req/s over the default's and of the
+// default's CPU per request over Redis's (above 1: Redis better).
+type redisVsDefault struct {
+	DefaultRPS, RedisRPS float64
+	DefaultCPU, RedisCPU time.Duration
+	Ratio, CPURatio      float64
+	Pairs                int
+}
+
+func (p *PeerReport) redisAgainstDefault(sc string) (redisVsDefault, bool) {
+	var out redisVsDefault
+	var drps, rrps, dcpu, rcpu, ratio, cpuRatio []float64
+	for round := range p.Rounds {
+		var d, r *Result
+		for i := range p.Runs {
+			run := &p.Runs[i]
+			if run.Pair != pairRedisVsDefault || run.Scenario != sc || run.Round != round {
+				continue
+			}
+			switch mode(run.Mode) {
+			case modeDefault:
+				d = &run.Result
+			case modeCached:
+				r = &run.Result
+			}
+		}
+		if d == nil || r == nil || d.RPS <= 0 || r.ServerCPUPerRequest <= 0 {
+			continue
+		}
+		out.Pairs++
+		drps, rrps = append(drps, d.RPS), append(rrps, r.RPS)
+		dcpu, rcpu = append(dcpu, float64(d.ServerCPUPerRequest)), append(rcpu, float64(r.ServerCPUPerRequest))
+		ratio = append(ratio, r.RPS/d.RPS)
+		cpuRatio = append(cpuRatio, float64(d.ServerCPUPerRequest)/float64(r.ServerCPUPerRequest))
+	}
+	if out.Pairs == 0 {
+		return out, false
+	}
+	out.DefaultRPS, out.RedisRPS = median(drps), median(rrps)
+	out.DefaultCPU, out.RedisCPU = time.Duration(median(dcpu)), time.Duration(median(rcpu))
+	out.Ratio, out.CPURatio = median(ratio), median(cpuRatio)
+	return out, true
 }
 
 // runPeerMode runs the comparison's rounds for one Taskgraph mode.
@@ -185,7 +282,7 @@ func (p *PeerReport) summarize(sc string, m mode) (peerSummary, bool) {
 	var rps, cpu, dbcpu []float64
 	var p50, p99 []float64
 	for _, r := range p.Runs {
-		if r.Scenario != sc || r.Mode != string(m) {
+		if r.Scenario != sc || r.Mode != string(m) || r.Pair == pairRedisVsDefault {
 			continue
 		}
 		s.Runs++
