@@ -4,12 +4,10 @@ import (
 	"context"
 	"reflect"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/taskgraph/taskgraph/db"
-	"github.com/taskgraph/taskgraph/internal/testsupport"
 )
 
 // ListWithOwners reads the page List reads (rows, order, cursors, page info) for every order, in
@@ -19,15 +17,7 @@ func TestListWithOwnersIsListPlusItsOwners(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration: database")
 	}
-	database := testsupport.NewDatabase(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	pool, err := db.OpenPool(ctx, database.URL, db.PoolOptions{MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	store := db.New(pool, db.NewCursorCodec([]byte("owners test"))).Stores()
+	ctx, pool, store := openStores(t)
 	var owners []*db.User
 	for _, name := range []string{"Ada", "Grace", "Edsger"} {
 		u, err := store.Users.Create(ctx, db.NewUser{Name: name, Email: name + "@example.com", PasswordHash: "h-" + name})

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/testsupport"
@@ -21,15 +22,7 @@ func TestRowScansMatchRowToStructByName(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration: database")
 	}
-	database := testsupport.NewDatabase(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	pool, err := db.OpenPool(ctx, database.URL, db.PoolOptions{MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	store := db.New(pool, db.NewCursorCodec([]byte("scan test"))).Stores()
+	ctx, pool, store := openStores(t)
 	owner, err := store.Users.Create(ctx, db.NewUser{Name: "Scan", Email: "scan@example.com", PasswordHash: "x"})
 	if err != nil {
 		t.Fatal(err)
@@ -104,4 +97,19 @@ func TestRowScansMatchRowToStructByName(t *testing.T) {
 	if !reflect.DeepEqual(users, wantUsers) {
 		t.Errorf("Users.ByIDs = %+v, want %+v", users, wantUsers)
 	}
+}
+
+// openStores gives a test a database of its own: a context bounded to a minute, a small pool on the
+// database and the stores over it.
+func openStores(t *testing.T) (context.Context, *pgxpool.Pool, db.Stores) {
+	t.Helper()
+	database := testsupport.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	pool, err := db.OpenPool(ctx, database.URL, db.PoolOptions{MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return ctx, pool, db.New(pool, db.NewCursorCodec([]byte("test cursors"))).Stores()
 }

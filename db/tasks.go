@@ -31,12 +31,16 @@ const taskColumns = "id, owner_id, assignee_id, title, description, status, prio
 // scanTask reads a row of taskColumns, in their order. Pages and loaders read many tasks per
 // request: pgx.RowToStructByName matches columns to fields by reflection on every row and decodes
 // uuids through their text form (uuid.UUID is an sql.Scanner); this scans uuids as their 16 bytes.
-func scanTask(row pgx.CollectableRow) (Task, error) {
+func scanTask(row pgx.CollectableRow) (Task, error) { return scanTaskAnd(row) }
+
+// scanTaskAnd reads a row of taskColumns followed by more columns, scanned into extra.
+func scanTaskAnd(row pgx.CollectableRow, extra ...any) (Task, error) {
 	var t Task
 	var assignee pgtype.UUID
-	err := row.Scan((*[16]byte)(&t.ID), (*[16]byte)(&t.OwnerID), &assignee, &t.Title, &t.Description,
+	dest := make([]any, 0, 12+len(extra))
+	dest = append(dest, (*[16]byte)(&t.ID), (*[16]byte)(&t.OwnerID), &assignee, &t.Title, &t.Description,
 		&t.Status, &t.Priority, &t.DueAt, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &t.Version)
-	if err != nil {
+	if err := row.Scan(append(dest, extra...)...); err != nil {
 		return Task{}, err
 	}
 	if assignee.Valid {
@@ -310,21 +314,7 @@ func (o *ownerColumns) user() *User {
 
 // scanOwnedTask reads a row of ownedTaskColumns: the task, and its owner's columns into o.
 func scanOwnedTask(row pgx.CollectableRow, o *ownerColumns) (Task, error) {
-	var (
-		t        Task
-		assignee pgtype.UUID
-	)
-	err := row.Scan((*[16]byte)(&t.ID), (*[16]byte)(&t.OwnerID), &assignee, &t.Title, &t.Description,
-		&t.Status, &t.Priority, &t.DueAt, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &t.Version,
-		&o.id, &o.name, &o.email, &o.role, &o.hash, &o.created, &o.updated)
-	if err != nil {
-		return Task{}, err
-	}
-	if assignee.Valid {
-		id := uuid.UUID(assignee.Bytes)
-		t.AssigneeID = &id
-	}
-	return t, nil
+	return scanTaskAnd(row, &o.id, &o.name, &o.email, &o.role, &o.hash, &o.created, &o.updated)
 }
 
 // Count returns how many tasks match the connection's filter (its totalCount).

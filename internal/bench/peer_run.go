@@ -123,22 +123,30 @@ func runRedisAgainstDefault(ctx context.Context, c Config, users []*benchUser, r
 		}
 		targets = append(targets, t)
 	}
+	return measurePairs(ctx, c, targets[0], targets[1], users, pairRedisVsDefault, " (Redis against default)", logf)
+}
+
+// measurePairs measures each of the comparison's scenarios against a and b back to back (an adjacent
+// pair), c.PeerRounds rounds, the order within a pair alternating by round; the runs are labelled
+// pair, and note is added to the progress lines.
+func measurePairs(ctx context.Context, c Config, a, b peerTarget, users []*benchUser, pair, note string,
+	logf func(string, ...any)) ([]PeerRun, error) {
 	var out []PeerRun
 	for round := range c.PeerRounds {
 		for _, name := range peerScenarioNames() {
 			sc := peerScenario(name, c.DeepOffset)
-			pair := targets
+			order := []peerTarget{a, b}
 			if round%2 == 1 {
-				pair = []peerTarget{targets[1], targets[0]}
+				order = []peerTarget{b, a}
 			}
-			for _, t := range pair {
-				logf("%-8s %-36s round %d/%d (Redis against default), %d clients, %s + %s", sc.name, t.mode.title(), round+1,
-					c.PeerRounds, c.Concurrency, c.Warmup, c.Duration)
+			for _, t := range order {
+				logf("%-8s %-36s round %d/%d%s, %d clients, %s + %s", sc.name, t.mode.title(), round+1, c.PeerRounds, note,
+					c.Concurrency, c.Warmup, c.Duration)
 				r, err := measurePeer(ctx, c, t, users, sc)
 				if err != nil {
 					return nil, fmt.Errorf("%s, %s: %w", sc.name, t.mode.title(), err)
 				}
-				out = append(out, PeerRun{Round: round, Pair: pairRedisVsDefault, Result: r})
+				out = append(out, PeerRun{Round: round, Pair: pair, Result: r})
 			}
 		}
 	}
@@ -208,23 +216,9 @@ func runPeerMode(ctx context.Context, c Config, m mode, pg peerTarget, users []*
 	if err := checkSameAnswers(ctx, tg.client, proc.url+"/graphql", users, ref); err != nil {
 		return nil, fmt.Errorf("the servers do not answer the same, so the comparison would not be fair: %w", err)
 	}
-	var out []PeerRun
-	for round := range c.PeerRounds {
-		for _, name := range peerScenarioNames() {
-			sc := peerScenario(name, c.DeepOffset)
-			pair := []peerTarget{pg, tg}
-			if round%2 == 1 {
-				pair = []peerTarget{tg, pg}
-			}
-			for _, t := range pair {
-				logf("%-8s %-36s round %d/%d, %d clients, %s + %s", sc.name, t.mode.title(), round+1, c.PeerRounds, c.Concurrency, c.Warmup, c.Duration)
-				r, err := measurePeer(ctx, c, t, users, sc)
-				if err != nil {
-					return nil, fmt.Errorf("%s, %s: %w", sc.name, t.mode.title(), err)
-				}
-				out = append(out, PeerRun{Round: round, Pair: string(m), Result: r})
-			}
-		}
+	out, err := measurePairs(ctx, c, pg, tg, users, string(m), "", logf)
+	if err != nil {
+		return nil, err
 	}
 	if err := proc.stop(); err != nil {
 		return nil, err
