@@ -92,7 +92,7 @@ func runPeer(ctx context.Context, c Config, inst peerInstall, users []*benchUser
 	}
 	runs, err := runRedisAgainstDefault(ctx, c, users, ref, rdb, logf)
 	if err != nil {
-		return nil, fmt.Errorf("Redis against the default setup: %w", err)
+		return nil, fmt.Errorf("comparison of the Redis and default setups: %w", err)
 	}
 	rep.Runs = append(rep.Runs, runs...)
 	return rep, nil
