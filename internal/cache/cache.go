@@ -78,6 +78,10 @@ type Cache struct {
 	now func() time.Time // the clock that times loads against tombstoneTTL
 
 	hits, misses, faults, nearHits atomic.Int64
+
+	// afterDrop, for tests, runs in Invalidate between dropping the rows and bumping the response
+	// versions: where a concurrent reader may land.
+	afterDrop func()
 }
 
 // nearMaxTTL bounds how long a near-cache entry is served. Invalidations reach every near cache
@@ -209,6 +213,9 @@ func (c *Cache) Invalidate(ctx context.Context, keys []db.EntityKey) {
 		c.logger.WarnContext(ctx, "cache invalidation lost; bypassing Redis until the cache is retired", "err", err, "keys", len(strs))
 	}
 	// Only once the rows are gone: an answer computed under the new version must not read them.
+	if c.afterDrop != nil {
+		c.afterDrop()
+	}
 	c.bumpResponses(strs)
 	if c.sync != nil {
 		// After Redis: a process that drops its near entry and reads Redis again finds the tombstone.

@@ -203,3 +203,31 @@ func TestNearResponsesServeOnlyCurrentAnswers(t *testing.T) {
 		t.Fatal("the hung instance served an answer another instance's write retired")
 	}
 }
+
+// A reader that lands inside a write's Invalidate, between its two steps, never gets an answer
+// stored that outlives the write: the rows are dropped before the versions are bumped, so a reader
+// that sees the new versions also misses the old rows, and one that read the old versions has its
+// answer retired by the bump.
+func TestLocalResponsesNeverOutliveAWriteTheyRaced(t *testing.T) {
+	ctx := context.Background()
+	c := newLocalCache(t)
+	r := c.Responses(time.Minute)
+	tb := newTable()
+	id := uuid.New()
+	tb.set(id, "v1")
+	deps := []db.EntityKey{{Kind: kind, ID: id}}
+	if value(many(t, c, tb, id), id) != "v1" || stored(t, c, id) == "<absent>" {
+		t.Fatal("the row is not cached: the test would prove nothing")
+	}
+	tb.set(id, "v2") // the write commits, then invalidates
+	c.afterDrop = func() {
+		_, tokens, _ := r.Lookup(ctx, "q", deps)
+		answer := `"` + value(many(t, c, tb, id), id) + `"`
+		r.Store(ctx, "q", tokens, json.RawMessage(answer))
+	}
+	invalidate(c, id)
+	c.afterDrop = nil
+	if got, _, hit := r.Lookup(ctx, "q", deps); hit && string(got) != `"v2"` {
+		t.Fatalf("after the write returned, the response cache served %s", got)
+	}
+}
