@@ -252,16 +252,6 @@ func (c *Cache) bumpResponses(strs []string) {
 	}
 }
 
-// purgeNear empties the near cache and the response cache's near layer, and makes loads already
-// running not fill them (this process may have missed invalidations).
-func (c *Cache) purgeNear() {
-	c.flight.forgetAll()
-	c.near.purge()
-	if r := c.responses.Load(); r != nil {
-		r.purge()
-	}
-}
-
 // Purge empties an in-process cache (or the near cache in front of Redis), and makes loads already
 // running not fill it: for when this process may have missed other processes' invalidations. Redis
 // itself is shared and invalidated by every process directly, so it is left alone.
@@ -303,7 +293,7 @@ func (c *Cache) repair(ctx context.Context) {
 		return
 	}
 	if c.near != nil {
-		c.purgeNear() // it may hold entries (and answers) read from Redis before the retire
+		c.Purge() // the near cache may hold entries (and answers) read from Redis before the retire
 	}
 	for {
 		r := c.repaired.Load()

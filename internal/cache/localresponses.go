@@ -10,9 +10,10 @@ import (
 )
 
 // localResponses is the in-process layer of the response cache (the whole of it without Redis, the
-// near layer in front of Redis): the same version-token scheme as in Redis, kept in this process. Every invalidation of a dependency gives it a new
-// version; versions are never reused (one counter for all), so an answer stored with a version a
-// write has since replaced, or one forgotten by Purge or eviction, can never match again.
+// near layer in front of Redis): the same version-token scheme as in Redis, kept in this process.
+// Every invalidation of a dependency gives it a new version; versions are never reused (one counter
+// for all), so an answer stored with a version a write has since replaced, or one forgotten by Purge
+// or eviction, can never match again.
 type localResponses struct {
 	mu       sync.Mutex
 	versions *lru.Cache[string, uint64] // entity key → current version

@@ -113,7 +113,7 @@ func (s *nearSync) run(ctx context.Context) {
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" && m.Channel == s.channel {
-				s.c.purgeNear()
+				s.c.Purge()
 			}
 		case *redis.Message:
 			s.handle(ctx, m)
