@@ -21,6 +21,7 @@ import (
 	"github.com/pressly/goose/v3/lock"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivermigrate"
+	pgxuuid "github.com/vgarvardt/pgx-google-uuid/v5"
 
 	"github.com/taskgraph/taskgraph/migrations"
 )
@@ -127,6 +128,13 @@ func NewPool(databaseURL string, opts PoolOptions) (*pgxpool.Pool, error) {
 	cfg.HealthCheckPeriod = poolHealthCheckPeriod
 	if opts.Tracer != nil {
 		cfg.ConnConfig.Tracer = opts.Tracer
+	}
+	// pgx sends a google/uuid value through its driver.Valuer (text, then a failed binary encode and
+	// a re-parse) and scans one through sql.Scanner (text again) unless told the type: every id
+	// argument and id column paid for that.
+	cfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {
+		pgxuuid.Register(conn.TypeMap())
+		return nil
 	}
 	params := cfg.ConnConfig.RuntimeParams
 	params["application_name"] = poolApplicationName
