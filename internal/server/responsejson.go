@@ -136,36 +136,60 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
+// Byte classes appendEscapedCompact stops at; every other byte is copied as it is.
+const (
+	plainByte     = iota
+	quoteByte     // " opens or closes a string
+	backslashByte // in a string, escapes the next byte
+	htmlByte      // <, > and &, which json.Marshal escapes
+	lineSepByte   // 0xE2, the first byte of U+2028 and U+2029, which it escapes too
+	spaceByte     // whitespace, allowed only inside strings in compact JSON
+)
+
+var compactClass = func() (c [256]uint8) {
+	c['"'], c['\\'] = quoteByte, backslashByte
+	c['<'], c['>'], c['&'] = htmlByte, htmlByte, htmlByte
+	c[0xE2] = lineSepByte
+	c[' '], c['\t'], c['\n'], c['\r'] = spaceByte, spaceByte, spaceByte, spaceByte
+	return c
+}()
+
 // appendEscapedCompact appends the JSON value src as encoding/json writes a RawMessage (compacted,
-// HTML-escaped), provided src has no whitespace outside its strings (else ok is false).
+// HTML-escaped), provided src has no whitespace outside its strings (else ok is false). It runs on
+// every answer, cached ones included, so plain bytes are skipped four at a time through a table.
 func appendEscapedCompact(dst, src []byte) ([]byte, bool) {
 	const hex = "0123456789abcdef"
-	start, inString, escaped := 0, false, false
-	for i := 0; i < len(src); i++ {
+	start, inString := 0, false
+	for i, n := 0, len(src); i < n; i++ {
+		for i+4 <= n && compactClass[src[i]]|compactClass[src[i+1]]|compactClass[src[i+2]]|compactClass[src[i+3]] == plainByte {
+			i += 4
+		}
+		if i == n {
+			break
+		}
 		c := src[i]
-		switch {
-		case c == '<' || c == '>' || c == '&':
+		switch compactClass[c] {
+		case quoteByte:
+			inString = !inString
+		case backslashByte:
+			if inString {
+				i++ // the escaped byte (a quote, say) is not markup
+			}
+		case htmlByte:
 			dst = append(dst, src[start:i]...)
 			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
 			start = i + 1
-		case c == 0xE2 && i+2 < len(src) && src[i+1] == 0x80 && src[i+2]&^1 == 0xA8:
-			dst = append(dst, src[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hex[src[i+2]&0xF])
-			start = i + 3
-			i += 2
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
+		case lineSepByte:
+			if i+2 < n && src[i+1] == 0x80 && src[i+2]&^1 == 0xA8 {
+				dst = append(dst, src[start:i]...)
+				dst = append(dst, '\\', 'u', '2', '0', '2', hex[src[i+2]&0xF])
+				start = i + 3
+				i += 2
 			}
-		case c == '"':
-			inString = true
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
-			return dst, false
+		case spaceByte:
+			if !inString {
+				return dst, false
+			}
 		}
 	}
 	return append(dst, src[start:]...), true
