@@ -108,7 +108,10 @@ func (p *PeerReport) targets(concurrency int) []Target {
 		}
 		out = append(out, t)
 	}
-	for _, m := range peerModes() {
+	// The issue sets these for the setup it is about ("on the default setup", whose per-CPU figure its
+	// Why measured) and so for the Redis one that must match it; with every cache off it asks only
+	// for page ≥ 1×. The cache-off figures stay in the tables, as information.
+	for _, m := range []mode{modeDefault, modeCached} {
 		cpu := Target{Goal: fmt.Sprintf("%s: requests per server CPU-second ≥ 1.5× PostGraphile's, every scenario", peerModeName(m)), Mode: string(m)}
 		p99 := Target{Goal: fmt.Sprintf("%s: p99 at %d clients no worse than PostGraphile's, every scenario", peerModeName(m), concurrency), Mode: string(m)}
 		var cpuParts, p99Parts []string
