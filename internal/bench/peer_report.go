@@ -86,7 +86,7 @@ func (p *PeerReport) targets(concurrency int) []Target {
 	var out []Target
 	sum := func(sc string, m mode) (peerSummary, bool) { return p.summarize(sc, m) }
 	atLeast := func(m mode, sc string, factor float64) Target {
-		t := Target{Goal: fmt.Sprintf("%s: %s ≥ %g× PostGraphile's req/s", peerModeName(m), sc, factor), Mode: string(m)}
+		t := Target{Goal: fmt.Sprintf("%s: %s ≥ %g× PostGraphile's req/s", peerModeName(m), sc, factor), Mode: string(m), Peer: true}
 		if s, ok := sum(sc, m); ok {
 			t.Judged, t.Met = true, s.Ratio >= factor
 			t.Measured = fmt.Sprintf("%.2f× (median of %d pairs)", s.Ratio, len(p.pairs(sc, m)))
@@ -101,7 +101,7 @@ func (p *PeerReport) targets(concurrency int) []Target {
 	// blocks against PostGraphile run minutes apart, and PostGraphile's own req/s moved by 10%
 	// between them.
 	for _, sc := range peerScenarioNames() {
-		t := Target{Goal: fmt.Sprintf("with Redis: %s ≥ the default setup's req/s (side by side)", sc), Mode: string(modeCached)}
+		t := Target{Goal: fmt.Sprintf("with Redis: %s ≥ the default setup's req/s (side by side)", sc), Mode: string(modeCached), Peer: true}
 		if d, ok := p.redisAgainstDefault(sc); ok {
 			t.Judged, t.Met = true, d.Ratio >= 1
 			t.Measured = fmt.Sprintf("%.2f× (median of %d pairs: %.0f vs %.0f req/s)", d.Ratio, d.Pairs, d.RedisRPS, d.DefaultRPS)
@@ -112,8 +112,8 @@ func (p *PeerReport) targets(concurrency int) []Target {
 	// Why measured) and so for the Redis one that must match it; with every cache off it asks only
 	// for page ≥ 1×. The cache-off figures stay in the tables, as information.
 	for _, m := range []mode{modeDefault, modeCached} {
-		cpu := Target{Goal: fmt.Sprintf("%s: requests per server CPU-second ≥ 1.5× PostGraphile's, every scenario", peerModeName(m)), Mode: string(m)}
-		p99 := Target{Goal: fmt.Sprintf("%s: p99 at %d clients no worse than PostGraphile's, every scenario", peerModeName(m), concurrency), Mode: string(m)}
+		cpu := Target{Goal: fmt.Sprintf("%s: requests per server CPU-second ≥ 1.5× PostGraphile's, every scenario", peerModeName(m)), Mode: string(m), Peer: true}
+		p99 := Target{Goal: fmt.Sprintf("%s: p99 at %d clients no worse than PostGraphile's, every scenario", peerModeName(m), concurrency), Mode: string(m), Peer: true}
 		var cpuParts, p99Parts []string
 		cpu.Met, p99.Met = true, true
 		for _, sc := range peerScenarioNames() {

@@ -28,7 +28,7 @@ import (
 // server.Build behind a real listener on 127.0.0.1) under load and records a CPU profile of the
 // whole process into path. The separate server process has no pprof endpoint, and adding one is not
 // the benchmark's to do.
-func profileScenario(ctx context.Context, c Config, m mode, users []*benchUser, path string) (Profile, error) {
+func profileScenario(ctx context.Context, c Config, m mode, users []*benchUser, body requestBody, path string) (Profile, error) {
 	prof := Profile{Mode: string(m), Scenario: c.ProfileScenario, Title: m.title(), Path: path}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return prof, fmt.Errorf("profile directory: %w", err)
@@ -67,7 +67,7 @@ func profileScenario(ctx context.Context, c Config, m mode, users []*benchUser, 
 	}
 	defer lc.close()
 	sc := scenarioByName(c.ProfileScenario, c.DeepOffset)
-	op := graphqlOperation(lc, users, sc, c.Concurrency)
+	op := httpOperation(lc, users, sc, c.Concurrency, body, true)
 	if err := probe(ctx, op); err != nil {
 		return prof, err
 	}

@@ -95,12 +95,14 @@ type Target struct {
 	Met      bool
 	Judged   bool   // false when the run did not include what the goal needs
 	Mode     string // the server mode the goal is about ("" for all)
+	Peer     bool   // judged on the comparison with PostGraphile
 }
 
 // Profile is a CPU profile taken because a target was missed.
 type Profile struct {
 	Mode     string
 	Scenario string
+	Peer     bool // served the comparison's documents (the fields both servers are asked for)
 	Title    string
 	Path     string
 	Summary  string // `go tool pprof -top` output, or how to read the file
@@ -248,6 +250,12 @@ func modeShort(m mode) string {
 		return "PostGraphile"
 	}
 	return "cache off"
+}
+
+// missedAgainstPeer reports whether mode m missed a target of the comparison with PostGraphile: its
+// profile must then show the comparison's documents, not the scenario's own.
+func (r *Report) missedAgainstPeer(m mode) bool {
+	return slices.ContainsFunc(r.Targets, func(t Target) bool { return t.Peer && t.Judged && !t.Met && t.Mode == string(m) })
 }
 
 // modesMissing lists the server modes with a missed target (goals about every mode count for each).
@@ -581,6 +589,10 @@ func (r *Report) writeClosingNote(b *strings.Builder) {
 		p("")
 		p("### %s", pr.Title)
 		p("")
+		if pr.Peer {
+			p("Served the comparison's documents (the fields both servers are asked for), as a target against PostGraphile was missed in this setup.")
+			p("")
+		}
 		p("During the profile: %.0f req/s, p50 %s, p99 %s; the machine's CPUs were %s busy (%s of it other", pr.Result.RPS, ms(pr.Result.P50), ms(pr.Result.P99), ratio(pr.MachineCPU), ratio(pr.OthersCPU))
 		p("people's work), this process (server and load generator) used %.2f cores. Profile: `%s`.", pr.ProcessCPU, pr.Path)
 		p("")

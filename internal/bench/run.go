@@ -107,10 +107,15 @@ func run(ctx context.Context, c Config) (*Report, error) {
 	if c.ProfileDir != "" {
 		for _, m := range rep.modesMissing() {
 			logf("a target was missed with %s: profiling the %s scenario in-process", m.title(), c.ProfileScenario)
-			p, err := profileScenario(ctx, c, m, users, filepath.Join(c.ProfileDir, fmt.Sprintf("%s-%s.cpu.pprof", c.ProfileScenario, m)))
+			body, peer := requestBody(step.body), c.Peer && rep.missedAgainstPeer(m)
+			if peer {
+				body = tgPeerBody
+			}
+			p, err := profileScenario(ctx, c, m, users, body, filepath.Join(c.ProfileDir, fmt.Sprintf("%s-%s.cpu.pprof", c.ProfileScenario, m)))
 			if err != nil {
 				return nil, fmt.Errorf("profile %s: %w", m.title(), err)
 			}
+			p.Peer = peer
 			rep.Profiles = append(rep.Profiles, p)
 		}
 	}
