@@ -42,7 +42,8 @@ func TestQuickRun(t *testing.T) {
 	c.RedisURL = testenv.FlushedRedisDB(t, testRedisDB)
 	c.Out = filepath.Join(t.TempDir(), "benchmarks.md")
 	c.Scenarios = []string{ScenarioPage, ScenarioDeep, ScenarioMix}
-	c.ProfileDir = "" // tiny runs miss targets; profiling them would only cost time
+	// Tiny runs miss targets, so every setup is profiled, as a real run profiles the ones that miss.
+	c.ProfileDir = t.TempDir()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -134,6 +135,19 @@ func TestQuickRun(t *testing.T) {
 		if strings.Contains(tg.Goal, "p99 <") && tg.Judged && !strings.Contains(tg.Measured, "its direct SQL alone: ") {
 			t.Errorf("target %q measured %q: no direct-SQL p99 beside it", tg.Goal, tg.Measured)
 		}
+	}
+	// Profiles are of the server as it runs: with Redis, the near cache answers (it holds a lease
+	// only while the server's housekeeping runs), so Redis is rarely asked.
+	for _, p := range rep.Profiles {
+		if fi, err := os.Stat(p.Path); err != nil || fi.Size() == 0 {
+			t.Errorf("profile %s: %v", p.Path, err)
+		}
+		if m := mode(p.Mode); m.redis() && (p.RedisLookups < 0 || p.RedisLookups > 0.05) {
+			t.Errorf("profile with Redis: %.3f cache lookups in Redis per request, want the near cache to answer", p.RedisLookups)
+		}
+	}
+	if !slices.ContainsFunc(rep.Profiles, func(p Profile) bool { return mode(p.Mode).redis() }) {
+		t.Error("no profile of the Redis setup")
 	}
 	// The ceiling must run the server's SQL: a change to the stores' statements shows up here.
 	for sc, diff := range rep.SQLDrift() {

@@ -111,6 +111,9 @@ type Profile struct {
 	MachineCPU float64 // share of the machine's cores busy while profiling
 	OthersCPU  float64 // of which, work that is not the benchmark's
 	ProcessCPU float64 // cores the benchmark process (server and load generator) kept busy
+	// RedisLookups is the cache's MGETs per request while profiling a setup with Redis (-1: none):
+	// near zero when the near cache answers, as it does in the measured server.
+	RedisLookups float64
 }
 
 // Report is a whole run.
@@ -595,6 +598,9 @@ func (r *Report) writeClosingNote(b *strings.Builder) {
 		}
 		p("During the profile: %.0f req/s, p50 %s, p99 %s; the machine's CPUs were %s busy (%s of it other", pr.Result.RPS, ms(pr.Result.P50), ms(pr.Result.P99), ratio(pr.MachineCPU), ratio(pr.OthersCPU))
 		p("people's work), this process (server and load generator) used %.2f cores. Profile: `%s`.", pr.ProcessCPU, pr.Path)
+		if pr.RedisLookups >= 0 {
+			p("Redis cache lookups (MGET) per request: %.3f.", pr.RedisLookups)
+		}
 		p("")
 		p("```")
 		p("%s", strings.TrimSpace(pr.Summary))

@@ -111,7 +111,7 @@ func run(ctx context.Context, c Config) (*Report, error) {
 			if peer {
 				body = tgPeerBody
 			}
-			p, err := profileScenario(ctx, c, m, users, body, filepath.Join(c.ProfileDir, fmt.Sprintf("%s-%s.cpu.pprof", c.ProfileScenario, m)))
+			p, err := profileScenario(ctx, c, m, users, body, rdb, filepath.Join(c.ProfileDir, fmt.Sprintf("%s-%s.cpu.pprof", c.ProfileScenario, m)))
 			if err != nil {
 				return nil, fmt.Errorf("profile %s: %w", m.title(), err)
 			}

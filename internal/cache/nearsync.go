@@ -284,3 +284,8 @@ func (c *Cache) PauseNearSync(paused bool) {
 func (c *Cache) NearServing() bool {
 	return c != nil && c.sync != nil && c.sync.serving()
 }
+
+// HasNear reports whether this cache keeps a near copy of Redis in process (EnableNear).
+func (c *Cache) HasNear() bool {
+	return c != nil && c.near != nil
+}
