@@ -155,3 +155,31 @@ func rcLeavesOtherUsersDataAlone(t *testing.T, env *testsupport.Env) {
 		t.Fatalf("after Bob's rename Alice sees %s", got)
 	}
 }
+
+// A cached answer is stored escaped and copied as it is: it must be byte for byte the answer the
+// executed query gave, markup and line separators in the data included.
+func TestResponseCacheAnswersAreTheExecutedBytes(t *testing.T) {
+	t.Parallel()
+	for name, setup := range rcSetups() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			env := testsupport.NewEnv(t, setup)
+			u := env.Register(t, "Ada")
+			env.CreateTask(t, u.ID, db.NewTask{Title: "a<b>&c \u2028 \u2029 \\ \"q\"", Tags: []string{"<t>"}})
+			executed, stmts := rcRun(t, env, u, rcPage, map[string]any{"first": 5})
+			if stmts == 0 {
+				t.Fatal("first run sent no statement: it was not executed")
+			}
+			cached, stmts := rcRun(t, env, u, rcPage, map[string]any{"first": 5})
+			if stmts != 0 {
+				t.Fatalf("repeat sent %d statements, want it served from the cache", stmts)
+			}
+			if cached != executed {
+				t.Fatalf("cached answer\n%s\nexecuted answer\n%s", cached, executed)
+			}
+			if !strings.Contains(executed, `a\u003cb\u003e\u0026c \u2028 \u2029`) {
+				t.Fatalf("answer not escaped as json.Marshal escapes: %s", executed)
+			}
+		})
+	}
+}

@@ -84,14 +84,24 @@ func (rc responseCache) InterceptResponse(ctx context.Context, next graphql.Resp
 	data, tokens, hit := rc.responses.Lookup(ctx, c.key, c.deps)
 	if hit {
 		c.served.Store(true)
+		noteEscaped(ctx, data)
 		return &graphql.Response{Data: data, Extensions: graphql.GetExtensions(ctx)}
 	}
 	resp := next(ctx)
 	if resp != nil && len(resp.Errors) == 0 && len(resp.Data) > 0 {
-		rc.responses.Store(ctx, c.key, tokens, resp.Data)
+		// Stored escaped as the JSON transport writes it, so a hit is copied rather than escaped
+		// again on every request (other transports marshal it with encoding/json, which leaves
+		// escaped data as it is).
+		if escaped, ok := appendEscapedCompact(make([]byte, 0, len(resp.Data)+len(resp.Data)/16), resp.Data); ok {
+			rc.responses.Store(ctx, c.key, tokens, escaped)
+		}
 	}
 	return resp
 }
+
+// storedFormat names how stored answers are written (escaped) in their keys, so an answer an older
+// version stored unescaped, in a Redis it shares, is never served as escaped.
+const storedFormat = "escaped-1"
 
 // responseKey names one answer: the viewer (and role), the document, the operation and the
 // variables (json.Marshal sorts map keys, so equal variables give equal keys).
@@ -101,7 +111,7 @@ func responseKey(v policy.Actor, oc *graphql.OperationContext) (string, error) {
 		return "", err
 	}
 	h := sha256.New()
-	for _, part := range []string{v.UserID.String(), string(v.Role), oc.RawQuery, oc.OperationName, string(vars)} {
+	for _, part := range []string{storedFormat, v.UserID.String(), string(v.Role), oc.RawQuery, oc.OperationName, string(vars)} {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
 	}

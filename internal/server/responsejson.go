@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"slices"
 	"strconv"
@@ -16,12 +17,33 @@ var responseBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // maxPooledResponse keeps an occasional huge answer's buffer out of the pool.
 const maxPooledResponse = 1 << 20
 
+// escapedNote is where the response cache leaves the data of the answer it served, which it stores
+// already escaped as json.Marshal writes a RawMessage: the JSON transport copies that data as it is.
+type escapedNote struct{ data []byte }
+
+type escapedNoteKey struct{}
+
+// withEscapedNote gives the operation run with the returned context a note for the response cache.
+func withEscapedNote(ctx context.Context) (context.Context, *escapedNote) {
+	n := &escapedNote{}
+	return context.WithValue(ctx, escapedNoteKey{}, n), n
+}
+
+// noteEscaped records that data, served as an answer's data, is already escaped (no-op outside the
+// JSON transport).
+func noteEscaped(ctx context.Context, data []byte) {
+	if n, ok := ctx.Value(escapedNoteKey{}).(*escapedNote); ok {
+		n.data = data
+	}
+}
+
 // marshalResponse returns v as json.Marshal writes it, into a pooled buffer that release returns.
 // A *graphql.Response (the usual answer) is written without encoding/json going over its data a
 // second time: gqlgen has already written it as compact JSON, so it is copied with only the
 // escapes json.Marshal adds to a RawMessage (<, >, & and U+2028/U+2029); responsejson_test.go
-// proves the bytes are the same. Anything else goes through json.Marshal.
-func marshalResponse(v any) (b []byte, release func(), err error) {
+// proves the bytes are the same. Data that is escaped (the very slice, not equal bytes: an outer
+// interceptor may have replaced it) is copied as it is. Anything else goes through json.Marshal.
+func marshalResponse(v any, escaped []byte) (b []byte, release func(), err error) {
 	buf := responseBuffers.Get().(*bytes.Buffer)
 	buf.Reset()
 	release = func() {
@@ -31,7 +53,7 @@ func marshalResponse(v any) (b []byte, release func(), err error) {
 	}
 	resp, ok := v.(*graphql.Response)
 	if ok && resp != nil && resp.Label == "" && resp.Path == nil && resp.HasNext == nil && len(resp.Data) > 0 {
-		if out, ok, err := appendResponse(buf.AvailableBuffer(), resp); err != nil {
+		if out, ok, err := appendResponse(buf.AvailableBuffer(), resp, escaped); err != nil {
 			release()
 			return nil, nil, err
 		} else if ok {
@@ -50,7 +72,7 @@ func marshalResponse(v any) (b []byte, release func(), err error) {
 
 // appendResponse appends {"errors":…,"data":…,"extensions":…} in graphql.Response's field order;
 // ok is false when resp.Data is not compact JSON (then json.Marshal must compact it).
-func appendResponse(b []byte, resp *graphql.Response) (out []byte, ok bool, err error) {
+func appendResponse(b []byte, resp *graphql.Response, escaped []byte) (out []byte, ok bool, err error) {
 	b = append(b, '{')
 	if len(resp.Errors) > 0 {
 		j, err := json.Marshal(resp.Errors)
@@ -62,7 +84,9 @@ func appendResponse(b []byte, resp *graphql.Response) (out []byte, ok bool, err 
 		b = append(b, ',')
 	}
 	b = append(b, `"data":`...)
-	if b, ok = appendEscapedCompact(b, resp.Data); !ok {
+	if sameSlice(resp.Data, escaped) {
+		b = append(b, resp.Data...)
+	} else if b, ok = appendEscapedCompact(b, resp.Data); !ok {
 		return nil, false, nil
 	}
 	if len(resp.Extensions) > 0 {
@@ -72,6 +96,11 @@ func appendResponse(b []byte, resp *graphql.Response) (out []byte, ok bool, err 
 		}
 	}
 	return append(b, '}'), true, nil
+}
+
+// sameSlice reports whether a and b are the same non-empty bytes in memory.
+func sameSlice(a, b []byte) bool {
+	return len(a) > 0 && len(a) == len(b) && &a[0] == &b[0]
 }
 
 // appendJSON appends v as json.Marshal writes it. Maps of string keys (keys sorted, as json.Marshal

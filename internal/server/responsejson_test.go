@@ -63,7 +63,7 @@ func TestMarshalResponseMatchesJSONMarshal(t *testing.T) {
 	check := func(resp *graphql.Response) {
 		t.Helper()
 		want, wantErr := json.Marshal(resp)
-		got, release, err := marshalResponse(resp)
+		got, release, err := marshalResponse(resp, nil)
 		if (err != nil) != (wantErr != nil) {
 			t.Fatalf("marshalResponse error %v, json.Marshal error %v, data %q", err, wantErr, resp.Data)
 		}
@@ -184,4 +184,22 @@ func BenchmarkAppendEscapedCompact(b *testing.B) {
 			b.Fatal("not compact")
 		}
 	}
+}
+
+// Data the response cache served already escaped is copied as it is, and only that very slice: equal
+// bytes elsewhere (data an outer interceptor replaced it with, say) are escaped as usual.
+func TestMarshalResponseCopiesNotedEscapedData(t *testing.T) {
+	// Left unescaped on purpose, so a copy tells itself from an escape.
+	data := []byte(`{"title":"<b>"}`)
+	got, release, err := marshalResponse(&graphql.Response{Data: data}, data)
+	if err != nil || string(got) != `{"data":{"title":"<b>"}}` {
+		t.Fatalf("noted data: %s, %v; want it copied as it is", got, err)
+	}
+	release()
+	other := bytes.Clone(data)
+	got, release, err = marshalResponse(&graphql.Response{Data: other}, data)
+	if err != nil || string(got) != `{"data":{"title":"\u003cb\u003e"}}` {
+		t.Fatalf("other data: %s, %v; want it escaped", got, err)
+	}
+	release()
 }

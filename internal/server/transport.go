@@ -77,8 +77,10 @@ func (jsonTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gra
 		writeRequestError(w, r.Context(), exec, d.json, rc, gqlerror.List{refusal(apperr.BadUserInput, msgSubscriptionTransport)})
 		return
 	}
-	responses, ctx := exec.DispatchOperation(r.Context(), rc)
-	writeGraphQL(w, http.StatusOK, d.media, responses(ctx))
+	ctx, note := withEscapedNote(r.Context())
+	responses, ctx := exec.DispatchOperation(ctx, rc)
+	resp := responses(ctx)
+	writeGraphQL(w, http.StatusOK, d.media, resp, note.data)
 }
 
 const msgSubscriptionTransport = "subscriptions are served over a websocket (graphql-transport-ws) or as an event stream (POST with Accept: text/event-stream)"
@@ -296,7 +298,7 @@ func writeRequestError(w http.ResponseWriter, ctx context.Context, exec graphql.
 	if media == mediaGraphQLResponse {
 		status = requestErrorStatus(resp.Errors)
 	}
-	writeGraphQL(w, status, media, requestError(resp))
+	writeGraphQL(w, status, media, requestError(resp), nil)
 }
 
 // requestErrorStatus is the application/graphql-response+json status of a request error.
@@ -319,8 +321,9 @@ func requestErrorStatus(errs gqlerror.List) int {
 	}
 }
 
-func writeGraphQL(w http.ResponseWriter, status int, media string, v any) {
-	b, release, err := marshalResponse(v)
+// writeGraphQL writes v as the answer; escaped is data the response cache served already escaped.
+func writeGraphQL(w http.ResponseWriter, status int, media string, v any, escaped []byte) {
+	b, release, err := marshalResponse(v, escaped)
 	if err != nil {
 		panic(err)
 	}
