@@ -106,11 +106,18 @@ func profileScenario(ctx context.Context, c Config, m mode, users []*benchUser, 
 			return
 		}
 		before, _ = sampleCPU(os.Getpid(), dbName(c.DatabaseURL))
-		redisBefore, errBefore := readRedisCounters(ctx, rdb)
+		countRedis := m.redis() && rdb != nil
+		var redisBefore redisCounters
+		if countRedis {
+			redisBefore, err = readRedisCounters(ctx, rdb)
+			countRedis = err == nil
+		}
 		res = runLoad(ctx, c.Concurrency, 0, c.Duration, op)
 		pprof.StopCPUProfile()
-		if redisAfter, err := readRedisCounters(ctx, rdb); m.redis() && errBefore == nil && err == nil && res.requests > 0 {
-			prof.RedisLookups = float64(redisAfter.mgets-redisBefore.mgets) / float64(res.requests)
+		if countRedis && res.requests > 0 {
+			if redisAfter, err := readRedisCounters(ctx, rdb); err == nil {
+				prof.RedisLookups = float64(redisAfter.mgets-redisBefore.mgets) / float64(res.requests)
+			}
 		}
 	})
 	if errStart != nil {
