@@ -47,7 +47,7 @@ func (r *notificationResolver) Task(ctx context.Context, obj *db.Notification) (
 	if obj.TaskID == nil {
 		return nil, nil
 	}
-	t, err := r.loaders(ctx).TaskByID.Load(ctx, *obj.TaskID)()
+	t, err := r.loaders(ctx).TaskByID().Load(ctx, *obj.TaskID)()
 	if errors.Is(err, apperr.ErrNotFound) {
 		return nil, nil
 	}

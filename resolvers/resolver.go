@@ -52,7 +52,7 @@ func (r *Resolver) rootTask(ctx context.Context, id uuid.UUID) (*db.Task, error)
 	l := r.loaders(ctx)
 	if selected(ctx, [2]string{"owner", "User"}) == nil {
 		l.PreloadTasks(ctx, []uuid.UUID{id})
-		return l.TaskByID.Load(ctx, id)()
+		return l.TaskByID().Load(ctx, id)()
 	}
 	t, owner, err := r.Tasks.GetWithOwner(ctx, actor(ctx), id)
 	if err != nil {
@@ -79,7 +79,7 @@ func (r *Resolver) loadNode(ctx context.Context, field, gid string) (db.Node, er
 	}
 	switch kind {
 	case globalid.KindTask:
-		return r.loaders(ctx).TaskByID.Load(ctx, id)()
+		return r.loaders(ctx).TaskByID().Load(ctx, id)()
 	case globalid.KindUser:
 		return r.loaders(ctx).User(ctx, id)
 	case globalid.KindNotification:

@@ -7,6 +7,7 @@ package loaders
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -27,20 +28,20 @@ type Services struct {
 	Tasks    *tasks.Service
 }
 
-// Loaders are the batched readers of one operation.
+// Loaders are the batched readers of one operation. Each loader is built on its first use: many
+// operations (every answer from the response cache, a lone task by id) use none or one of them.
 type Loaders struct {
-	UserByID         *dataloader.Loader[uuid.UUID, *db.User]
-	TaskByID         *dataloader.Loader[uuid.UUID, *db.Task]
-	TaskCountsByUser *dataloader.Loader[uuid.UUID, *db.TaskCounts]
+	actor    policy.Actor
+	services Services
+
+	usersOnce, tasksOnce, countsOnce sync.Once
+	userByID                         *dataloader.Loader[uuid.UUID, *db.User]
+	taskByID                         *dataloader.Loader[uuid.UUID, *db.Task]
+	taskCountsByUser                 *dataloader.Loader[uuid.UUID, *db.TaskCounts]
 
 	// The loaders' caches, for the fast paths (User, TaskCounts).
 	userCache   *dataloader.InMemoryCache[uuid.UUID, *db.User]
 	countsCache *dataloader.InMemoryCache[uuid.UUID, *db.TaskCounts]
-
-	// The batch functions behind the loaders, for Preload.
-	users  dataloader.BatchFunc[uuid.UUID, *db.User]
-	tasks  dataloader.BatchFunc[uuid.UUID, *db.Task]
-	counts dataloader.BatchFunc[uuid.UUID, *db.TaskCounts]
 }
 
 // batchWait is how long a loader collects keys before it queries: long enough for gqlgen's
@@ -49,38 +50,63 @@ const batchWait = 2 * time.Millisecond
 
 // New builds a fresh set of loaders reading as the actor.
 func New(a policy.Actor, s Services) *Loaders {
-	userBatch := func(ctx context.Context, ids []uuid.UUID) []*dataloader.Result[*db.User] {
-		found, err := s.Accounts.UsersByIDs(ctx, a, ids)
-		out := make([]*dataloader.Result[*db.User], len(ids))
-		for i, id := range ids {
-			r := &dataloader.Result[*db.User]{Error: err}
-			if err == nil {
-				if u, ok := found[id]; ok {
-					r.Data = u
-				} else {
-					r.Error = apperr.New(apperr.NotFound, "user not found")
-				}
+	return &Loaders{actor: a, services: s}
+}
+
+// UserByID loads users by id.
+func (l *Loaders) UserByID() *dataloader.Loader[uuid.UUID, *db.User] {
+	l.usersOnce.Do(func() {
+		l.userCache = dataloader.NewCache[uuid.UUID, *db.User]()
+		l.userByID = dataloader.NewBatchedLoader(l.loadUsers, dataloader.WithCache[uuid.UUID, *db.User](l.userCache),
+			dataloader.WithWait[uuid.UUID, *db.User](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.User](db.MaxPageSize))
+	})
+	return l.userByID
+}
+
+// TaskByID loads tasks by id.
+func (l *Loaders) TaskByID() *dataloader.Loader[uuid.UUID, *db.Task] {
+	l.tasksOnce.Do(func() {
+		l.taskByID = dataloader.NewBatchedLoader(l.loadTasks,
+			dataloader.WithWait[uuid.UUID, *db.Task](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.Task](db.MaxPageSize))
+	})
+	return l.taskByID
+}
+
+// TaskCountsByUser loads task counts by user id.
+func (l *Loaders) TaskCountsByUser() *dataloader.Loader[uuid.UUID, *db.TaskCounts] {
+	l.countsOnce.Do(func() {
+		l.countsCache = dataloader.NewCache[uuid.UUID, *db.TaskCounts]()
+		l.taskCountsByUser = dataloader.NewBatchedLoader(l.loadCounts, dataloader.WithCache[uuid.UUID, *db.TaskCounts](l.countsCache),
+			dataloader.WithWait[uuid.UUID, *db.TaskCounts](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.TaskCounts](db.MaxPageSize))
+	})
+	return l.taskCountsByUser
+}
+
+// The batch functions behind the loaders (and Preload).
+
+func (l *Loaders) loadUsers(ctx context.Context, ids []uuid.UUID) []*dataloader.Result[*db.User] {
+	found, err := l.services.Accounts.UsersByIDs(ctx, l.actor, ids)
+	out := make([]*dataloader.Result[*db.User], len(ids))
+	for i, id := range ids {
+		r := &dataloader.Result[*db.User]{Error: err}
+		if err == nil {
+			if u, ok := found[id]; ok {
+				r.Data = u
+			} else {
+				r.Error = apperr.New(apperr.NotFound, "user not found")
 			}
-			out[i] = r
 		}
-		return out
+		out[i] = r
 	}
-	taskBatch := func(ctx context.Context, ids []uuid.UUID) []*dataloader.Result[*db.Task] {
-		return results(s.Tasks.GetMany(ctx, a, ids))
-	}
-	countBatch := func(ctx context.Context, ids []uuid.UUID) []*dataloader.Result[*db.TaskCounts] {
-		return results(s.Tasks.CountsOf(ctx, a, ids))
-	}
-	userCache, countsCache := dataloader.NewCache[uuid.UUID, *db.User](), dataloader.NewCache[uuid.UUID, *db.TaskCounts]()
-	return &Loaders{
-		users: userBatch, tasks: taskBatch, counts: countBatch, userCache: userCache, countsCache: countsCache,
-		UserByID: dataloader.NewBatchedLoader(userBatch, dataloader.WithCache[uuid.UUID, *db.User](userCache),
-			dataloader.WithWait[uuid.UUID, *db.User](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.User](db.MaxPageSize)),
-		TaskByID: dataloader.NewBatchedLoader(taskBatch,
-			dataloader.WithWait[uuid.UUID, *db.Task](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.Task](db.MaxPageSize)),
-		TaskCountsByUser: dataloader.NewBatchedLoader(countBatch, dataloader.WithCache[uuid.UUID, *db.TaskCounts](countsCache),
-			dataloader.WithWait[uuid.UUID, *db.TaskCounts](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.TaskCounts](db.MaxPageSize)),
-	}
+	return out
+}
+
+func (l *Loaders) loadTasks(ctx context.Context, ids []uuid.UUID) []*dataloader.Result[*db.Task] {
+	return results(l.services.Tasks.GetMany(ctx, l.actor, ids))
+}
+
+func (l *Loaders) loadCounts(ctx context.Context, ids []uuid.UUID) []*dataloader.Result[*db.TaskCounts] {
+	return results(l.services.Tasks.CountsOf(ctx, l.actor, ids))
 }
 
 func results[T any](values []*T, errs []error) []*dataloader.Result[*T] {
@@ -134,12 +160,14 @@ func FromContext(ctx context.Context) (*Loaders, bool) {
 // HasUser reports whether User(ctx, id) will answer from the loader's cache: the user was primed
 // (preloaded) or is being loaded already (then the answer waits only for that batch).
 func (l *Loaders) HasUser(ctx context.Context, id uuid.UUID) bool {
+	l.UserByID()
 	_, ok := l.userCache.Get(ctx, id)
 	return ok
 }
 
 // HasTaskCounts is HasUser for TaskCounts.
 func (l *Loaders) HasTaskCounts(ctx context.Context, userID uuid.UUID) bool {
+	l.TaskCountsByUser()
 	_, ok := l.countsCache.Get(ctx, userID)
 	return ok
 }
@@ -148,31 +176,35 @@ func (l *Loaders) HasTaskCounts(ctx context.Context, userID uuid.UUID) bool {
 // preloaded owners), it answers from the loader's cache without Load's per-call channel, result
 // and tracing (Load itself answers the same cached thunk).
 func (l *Loaders) User(ctx context.Context, id uuid.UUID) (*db.User, error) {
+	loader := l.UserByID()
 	if th, ok := l.userCache.Get(ctx, id); ok {
 		return th()
 	}
-	return l.UserByID.Load(ctx, id)()
+	return loader.Load(ctx, id)()
 }
 
 // TaskCounts is TaskCountsByUser.Load(ctx, userID)(), the same way.
 func (l *Loaders) TaskCounts(ctx context.Context, userID uuid.UUID) (*db.TaskCounts, error) {
+	loader := l.TaskCountsByUser()
 	if th, ok := l.countsCache.Get(ctx, userID); ok {
 		return th()
 	}
-	return l.TaskCountsByUser.Load(ctx, userID)()
+	return loader.Load(ctx, userID)()
 }
 
 // PrimeTasks stores tasks already read (a page) so later by-id loads need no query.
 func (l *Loaders) PrimeTasks(ctx context.Context, tasks []*db.Task) {
+	loader := l.TaskByID()
 	for _, t := range tasks {
-		l.TaskByID.Prime(ctx, t.ID, t)
+		loader.Prime(ctx, t.ID, t)
 	}
 }
 
 // PrimeUsers stores users already read (a page's owners, read with it) so their loads need no query.
 func (l *Loaders) PrimeUsers(ctx context.Context, users []*db.User) {
+	loader := l.UserByID()
 	for _, u := range users {
-		l.UserByID.Prime(ctx, u.ID, u)
+		loader.Prime(ctx, u.ID, u)
 	}
 }
 
@@ -180,17 +212,17 @@ func (l *Loaders) PrimeUsers(ctx context.Context, users []*db.User) {
 // owner fields find them without waiting out a batch window each. A failed read primes nothing:
 // the fields then load (and report the error) as usual.
 func (l *Loaders) PreloadUsers(ctx context.Context, ids []uuid.UUID) {
-	preload(ctx, l.UserByID, l.users, ids)
+	preload(ctx, l.UserByID(), l.loadUsers, ids)
 }
 
 // PreloadTasks does the same for tasks by id.
 func (l *Loaders) PreloadTasks(ctx context.Context, ids []uuid.UUID) {
-	preload(ctx, l.TaskByID, l.tasks, ids)
+	preload(ctx, l.TaskByID(), l.loadTasks, ids)
 }
 
 // PreloadTaskCounts does the same for task counts by user.
 func (l *Loaders) PreloadTaskCounts(ctx context.Context, ids []uuid.UUID) {
-	preload(ctx, l.TaskCountsByUser, l.counts, ids)
+	preload(ctx, l.TaskCountsByUser(), l.loadCounts, ids)
 }
 
 func preload[T any](ctx context.Context, loader *dataloader.Loader[uuid.UUID, *T], batch dataloader.BatchFunc[uuid.UUID, *T], ids []uuid.UUID) {
