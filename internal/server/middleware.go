@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -119,7 +118,7 @@ func guardGraphQL(maxBody int64, next http.Handler) http.Handler {
 		accept := parseAccept(r.Header.Get("Accept"))
 		switch r.Method {
 		case http.MethodPost:
-			mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+			mediaType, _, err := parseMediaType(r.Header.Get("Content-Type"))
 			if err != nil || mediaType != "application/json" {
 				discardBody(w, r, false)
 				writeError(w, http.StatusUnsupportedMediaType, apperr.BadUserInput, "Content-Type must be application/json")

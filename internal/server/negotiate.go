@@ -41,7 +41,7 @@ func parseAccept(header string) accepted {
 	}
 	var choices []choice
 	for part := range strings.SplitSeq(header, ",") {
-		mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
+		mt, params, err := parseMediaType(strings.TrimSpace(part))
 		if err != nil {
 			continue
 		}
@@ -190,7 +190,7 @@ func (rw *refusalWriter) WriteHeader(code int) {
 	}
 	rw.wroteHeader = true
 	h := rw.Header()
-	if mt, _, _ := mime.ParseMediaType(h.Get("Content-Type")); mt == mediaJSON {
+	if mt, _, _ := parseMediaType(h.Get("Content-Type")); mt == mediaJSON {
 		switch {
 		case rw.sse:
 			rw.held = &bytes.Buffer{}
@@ -240,3 +240,27 @@ func (rw *refusalWriter) Flush() {
 }
 
 func (rw *refusalWriter) Unwrap() http.ResponseWriter { return rw.ResponseWriter }
+
+// parseMediaType is mime.ParseMediaType, answered without it (and the parameter map it allocates)
+// for a bare lowercase type such as application/json: it runs on every request and every answer.
+func parseMediaType(v string) (mediatype string, params map[string]string, err error) {
+	if plainMediaType(v) {
+		return v, nil, nil
+	}
+	return mime.ParseMediaType(v)
+}
+
+// plainMediaType reports whether v is type/subtype in lowercase token characters, no parameters.
+func plainMediaType(v string) bool {
+	slash := strings.IndexByte(v, '/')
+	if slash <= 0 || slash == len(v)-1 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if i != slash && !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '+' || c == '.') {
+			return false
+		}
+	}
+	return true
+}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"mime"
 	"net/http"
 	"strconv"
 	"sync"
@@ -94,7 +93,7 @@ func (t *throttleWriter) WriteHeader(code int) {
 		return
 	}
 	t.wroteHeader = true
-	if mt, _, _ := mime.ParseMediaType(t.Header().Get("Content-Type")); mt == mediaEventStream {
+	if mt, _, _ := parseMediaType(t.Header().Get("Content-Type")); mt == mediaEventStream {
 		// An event stream reports its refusals as events (GraphQL over SSE): the status stays 200.
 		t.ResponseWriter.WriteHeader(code)
 		return
