@@ -58,6 +58,8 @@ type Metrics struct {
 	pools             *poolCollector
 
 	cacheStats atomic.Pointer[func() (hits, misses, faults int64)]
+	// responseStats reads the response cache's counters (whole answers served without executing).
+	responseStats atomic.Pointer[func() (hits, misses int64)]
 	eventStats atomic.Pointer[func() (dropped, reconnects int64)]
 
 	rateLimited *prometheus.CounterVec
@@ -125,6 +127,19 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			return float64(pick((*stats)()))
 		}
 	}
+	responseStat := func(hit bool) func() float64 {
+		return func() float64 {
+			stats := m.responseStats.Load()
+			if stats == nil {
+				return 0
+			}
+			h, mi := (*stats)()
+			if hit {
+				return float64(h)
+			}
+			return float64(mi)
+		}
+	}
 	eventStat := func(pick func(dropped, reconnects int64) int64) func() float64 {
 		return func() float64 {
 			stats := m.eventStats.Load()
@@ -152,6 +167,16 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "taskgraph_cache_faults_total",
 			Help: "Read-cache store faults (each one served from PostgreSQL instead).",
 		}, cacheStat(func(_, _, f int64) int64 { return f })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "taskgraph_response_cache_requests_total",
+			Help:        "Response-cache lookups (whole answers of read-only queries), by result.",
+			ConstLabels: prometheus.Labels{"result": "hit"},
+		}, responseStat(true)),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "taskgraph_response_cache_requests_total",
+			Help:        "Response-cache lookups (whole answers of read-only queries), by result.",
+			ConstLabels: prometheus.Labels{"result": "miss"},
+		}, responseStat(false)),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "taskgraph_events_dropped_total",
 			Help: "Live-update events dropped for subscribers that read too slowly (each is told to re-read).",
@@ -217,6 +242,15 @@ func (m *Metrics) WatchCache(stats func() (hits, misses, faults int64)) {
 		return
 	}
 	m.cacheStats.Store(&stats)
+}
+
+// WatchResponses makes scrapes report the response cache's counters, read from stats at scrape
+// time (cache.Responses.Stats). Until it is called they read 0.
+func (m *Metrics) WatchResponses(stats func() (hits, misses int64)) {
+	if m == nil || stats == nil {
+		return
+	}
+	m.responseStats.Store(&stats)
 }
 
 // WatchEvents makes scrapes report the event bus's counters, read from stats at scrape time

@@ -29,6 +29,7 @@ func TestNewRegistersEverything(t *testing.T) {
 		"taskgraph_rate_limit_refusals_total",
 		"taskgraph_cache_requests_total",
 		"taskgraph_cache_faults_total",
+		"taskgraph_response_cache_requests_total",
 		"taskgraph_active_users",
 		"go_goroutines",
 		"process_start_time_seconds",
@@ -128,6 +129,22 @@ func TestWatchCache(t *testing.T) {
 	}
 	if v := mustValue(t, reg, "taskgraph_cache_faults_total", nil); v != 1 {
 		t.Errorf("faults %v, want 1", v)
+	}
+}
+
+func TestWatchResponses(t *testing.T) {
+	m, reg := newTestMetrics(t)
+	if v := mustValue(t, reg, "taskgraph_response_cache_requests_total", map[string]string{"result": "hit"}); v != 0 {
+		t.Fatalf("hits before WatchResponses: %v", v)
+	}
+	var hits, misses int64 = 4, 2
+	m.WatchResponses(func() (int64, int64) { return hits, misses })
+	hits = 5 // read at scrape time
+	if v := mustValue(t, reg, "taskgraph_response_cache_requests_total", map[string]string{"result": "hit"}); v != 5 {
+		t.Errorf("hits %v, want 5", v)
+	}
+	if v := mustValue(t, reg, "taskgraph_response_cache_requests_total", map[string]string{"result": "miss"}); v != 2 {
+		t.Errorf("misses %v, want 2", v)
 	}
 }
 

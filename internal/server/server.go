@@ -235,6 +235,10 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 	// lagging replica could be stored under tokens that a write has already replaced.
 	if responses := d.Cache.Responses(d.Config.ResponseCacheTTL); responses != nil && len(d.DB.Replicas()) == 0 {
 		srv.Use(responseCache{responses: responses})
+		d.Metrics.WatchResponses(func() (hits, misses int64) {
+			s := responses.Stats()
+			return s.Hits, s.Misses
+		})
 	}
 	return srv, nil
 }
