@@ -3,6 +3,8 @@ package resolvers_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -182,4 +184,109 @@ func TestResponseCacheAnswersAreTheExecutedBytes(t *testing.T) {
 			}
 		})
 	}
+}
+
+const rcTask = `query Task($id: ID!) { task(id: $id) { id title status owner { id name } } }`
+
+// A task asked for by id is answered from the response cache until the task, its owner's profile or
+// who may see it changes; the viewer who may not see it is never answered from it.
+func TestResponseCacheServesTaskByIDUntilItChanges(t *testing.T) {
+	t.Parallel()
+	for name, setup := range rcSetups() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			env := testsupport.NewEnv(t, setup)
+			alice, bob := env.Register(t, "Alice"), env.Register(t, "Bob")
+			task := env.CreateTask(t, alice.ID, db.NewTask{Title: "first"})
+			vars := map[string]any{"id": globalid.Encode(globalid.KindTask, task.ID)}
+			ask := func(u *testsupport.User) (data string, fromCache bool, code string) {
+				t.Helper()
+				before := responseCacheHits(t, env)
+				res := u.Do(t, rcTask, vars)
+				if len(res.Errors) > 0 {
+					code, _ = res.Errors[0].Extensions["code"].(string)
+				}
+				return string(res.Data), responseCacheHits(t, env) > before, code
+			}
+			mutate := func(u *testsupport.User, query string, vars map[string]any) {
+				t.Helper()
+				if res := u.Do(t, query, vars); len(res.Errors) > 0 {
+					t.Fatalf("%s: %+v", query, res.Errors)
+				}
+			}
+
+			first, cached, _ := ask(alice)
+			again, cachedAgain, _ := ask(alice)
+			if cached || !cachedAgain || again != first || !strings.Contains(first, `"title":"first"`) {
+				t.Fatalf("first from cache %v, repeat from cache %v, same %v: %s", cached, cachedAgain, again == first, first)
+			}
+			mutate(alice, `mutation($id: ID!) { updateTask(id: $id, input: {title: "second"}) { task { id } } }`, vars)
+			if data, cached, _ := ask(alice); cached || !strings.Contains(data, `"title":"second"`) {
+				t.Fatalf("after the title changed (from cache %v): %s", cached, data)
+			}
+			mutate(alice, `mutation { updateMe(input: {name: "Alicia"}) { user { id } } }`, nil)
+			if data, cached, _ := ask(alice); cached || !strings.Contains(data, `"name":"Alicia"`) {
+				t.Fatalf("after the owner's name changed (from cache %v): %s", cached, data)
+			}
+			// Bob may not see it: NOT_FOUND, every time, never stored.
+			for range 2 {
+				if _, cached, code := ask(bob); cached || code != "NOT_FOUND" {
+					t.Fatalf("Bob: from cache %v, code %q; want NOT_FOUND, executed", cached, code)
+				}
+			}
+			// Assigned to Bob, he sees it (and then from the cache); unassigned, he no longer does.
+			mutate(alice, `mutation($id: ID!, $bob: ID!) { updateTask(id: $id, input: {assigneeId: $bob}) { task { id } } }`,
+				map[string]any{"id": vars["id"], "bob": globalid.Encode(globalid.KindUser, bob.ID)})
+			ask(bob)
+			if data, cached, _ := ask(bob); !cached || !strings.Contains(data, `"title":"second"`) {
+				t.Fatalf("Bob as assignee, repeated (from cache %v): %s", cached, data)
+			}
+			// The owner renames herself: Bob's stored answer names her old name.
+			mutate(alice, `mutation { updateMe(input: {name: "Ali"}) { user { id } } }`, nil)
+			if data, cached, _ := ask(bob); cached || !strings.Contains(data, `"name":"Ali"`) {
+				t.Fatalf("Bob after the owner's name changed (from cache %v): %s", cached, data)
+			}
+			mutate(alice, `mutation($id: ID!) { updateTask(id: $id, input: {assigneeId: null}) { task { id } } }`, vars)
+			if _, cached, code := ask(bob); cached || code != "NOT_FOUND" {
+				t.Fatalf("Bob after unassignment: from cache %v, code %q; want NOT_FOUND", cached, code)
+			}
+			// The assignee's row is not one the answer is stored under: asking for it executes.
+			for range 2 {
+				before := responseCacheHits(t, env)
+				if res := alice.Do(t, `query($id: ID!) { task(id: $id) { id assignee { name } } }`, vars); len(res.Errors) > 0 {
+					t.Fatalf("assignee: %+v", res.Errors)
+				}
+				if responseCacheHits(t, env) > before {
+					t.Fatal("a task with its assignee was answered from the response cache")
+				}
+			}
+			mutate(alice, `mutation($id: ID!) { deleteTask(id: $id) { deletedTaskId } }`, vars)
+			if _, cached, code := ask(alice); cached || code != "NOT_FOUND" {
+				t.Fatalf("after deletion: from cache %v, code %q; want NOT_FOUND", cached, code)
+			}
+		})
+	}
+}
+
+// responseCacheHits is the response cache's hit counter, from /metrics.
+func responseCacheHits(t *testing.T, env *testsupport.Env) float64 {
+	t.Helper()
+	res, err := env.Server.Client().Get(env.Server.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	const prefix = `taskgraph_response_cache_requests_total{result="hit"} `
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return n
+		}
+	}
+	t.Fatal("no response cache hit counter in /metrics")
+	return 0
 }

@@ -13,20 +13,29 @@ import (
 	"github.com/taskgraph/taskgraph/db"
 	"github.com/taskgraph/taskgraph/internal/auth"
 	"github.com/taskgraph/taskgraph/internal/cache"
+	"github.com/taskgraph/taskgraph/internal/globalid"
 	"github.com/taskgraph/taskgraph/internal/policy"
+	"github.com/taskgraph/taskgraph/internal/tasks"
 )
 
 // responseCache serves repeated read-only queries from cache.Responses without executing them.
-// Only queries that read nothing but the viewer's own user row and own tasks qualify: every field
-// they select is on the allow-list below, so their answer can change only through a write that
-// invalidates the viewer's user row or task counts (every write to a user's tasks does, whoever
-// makes it). Anything else (another user's row through an assignee, notifications, jobs,
-// assignedToMe lists, admin lists) is executed as usual.
+// Two shapes qualify, each with every field it selects on an allow-list below, so that its answer
+// can change only through writes that invalidate the entities it is stored under:
+//   - the viewer's own data (me, tasks): the viewer's user row and task counts (every write to a
+//     user's tasks invalidates the counts, whoever makes it);
+//   - one task by id with its owner's profile (task(id:) alone): the viewer's user row (their
+//     role), the task's row (its fields and who may see it: owner and assignee) and its owner's
+//     user row.
+//
+// Anything else (another user's row through an assignee, notifications, jobs, assignedToMe lists,
+// admin lists) is executed as usual.
 //
 // It is the innermost interceptor: the outer ones (metrics, apiVersion) see a cached answer like
 // any other, and the cost budget was charged before it runs.
 type responseCache struct {
 	responses *cache.Responses
+	// tasks finds the owner of a task asked for by id (nil: task(id:) answers are not stored).
+	tasks *tasks.Service
 }
 
 var _ interface {
@@ -57,14 +66,17 @@ type cacheable struct {
 func (rc responseCache) InterceptOperation(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
 	oc := graphql.GetOperationContext(ctx)
 	v, ok := auth.ActorFrom(ctx)
-	if !ok || oc.Operation == nil || oc.Operation.Operation != ast.Query || !ownDataOnly(oc, oc.Operation.SelectionSet, "Query") {
+	if !ok || oc.Operation == nil || oc.Operation.Operation != ast.Query {
+		return next(ctx)
+	}
+	deps, ok := rc.dependencies(ctx, v, oc)
+	if !ok {
 		return next(ctx)
 	}
 	key, err := responseKey(v, oc)
 	if err != nil {
 		return next(ctx)
 	}
-	deps := []db.EntityKey{{Kind: db.EntityUser, ID: v.UserID}, {Kind: db.EntityTaskCounts, ID: v.UserID}}
 	return next(context.WithValue(ctx, cacheableKey{}, cacheable{key: key, deps: deps, called: new(atomic.Bool), served: new(atomic.Bool)}))
 }
 
@@ -99,6 +111,45 @@ func (rc responseCache) InterceptResponse(ctx context.Context, next graphql.Resp
 	return resp
 }
 
+// dependencies returns the entities the operation's answer is stored under, when it qualifies.
+func (rc responseCache) dependencies(ctx context.Context, v policy.Actor, oc *graphql.OperationContext) ([]db.EntityKey, bool) {
+	if ownDataOnly(oc, oc.Operation.SelectionSet, "Query", ownDataFields) {
+		return []db.EntityKey{{Kind: db.EntityUser, ID: v.UserID}, {Kind: db.EntityTaskCounts, ID: v.UserID}}, true
+	}
+	f, ok := soleRootField(oc.Operation.SelectionSet)
+	if !ok || f.Name != "task" || rc.tasks == nil || !ownDataOnly(oc, f.SelectionSet, "Task", taskByIDFields) {
+		return nil, false
+	}
+	gid, _ := f.ArgumentMap(oc.Variables)["id"].(string)
+	id, err := globalid.DecodeAs("id", globalid.KindTask, gid)
+	if err != nil {
+		return nil, false
+	}
+	// Read before the answer is computed, as the tokens are: a write that changes the owner
+	// changes the task's row too, whose token the answer is stored under.
+	task, err := rc.tasks.Get(ctx, v, id)
+	if err != nil {
+		return nil, false // not visible, missing or a fault: executed, and its error answered, as usual
+	}
+	return []db.EntityKey{{Kind: db.EntityUser, ID: v.UserID}, {Kind: db.EntityTask, ID: id}, {Kind: db.EntityUser, ID: task.OwnerID}}, true
+}
+
+// soleRootField returns the operation's only root field (__typename aside), when there is one
+// and no fragment.
+func soleRootField(set ast.SelectionSet) (*ast.Field, bool) {
+	var only *ast.Field
+	for _, sel := range set {
+		f, ok := sel.(*ast.Field)
+		switch {
+		case !ok || only != nil && f.Name != "__typename":
+			return nil, false
+		case f.Name != "__typename":
+			only = f
+		}
+	}
+	return only, only != nil
+}
+
 // storedFormat names how stored answers are written (escaped) in their keys, so an answer an older
 // version stored unescaped, in a Redis it shares, is never served as escaped.
 const storedFormat = "escaped-1"
@@ -131,22 +182,29 @@ var ownDataFields = map[string]map[string]bool{
 	"TaskCounts": {"total": true, "todo": true, "inProgress": true, "done": true, "overdue": true},
 }
 
+// taskByIDFields are the fields, by type, of an answer to task(id:) that come only from the task's
+// row and its owner's user row (their private fields go by the viewer's identity, in the key).
+var taskByIDFields = map[string]map[string]bool{
+	"Task":  ownDataFields["Task"],
+	"User":  {"id": true, "name": true, "email": true, "role": true, "createdAt": true},
+}
+
 // ownDataOnly reports whether every field the selection set (of a value of type typeName) selects
 // is on the allow-list, fragments included, and no task list asks for assignedToMe.
-func ownDataOnly(oc *graphql.OperationContext, set ast.SelectionSet, typeName string) bool {
+func ownDataOnly(oc *graphql.OperationContext, set ast.SelectionSet, typeName string, allowed map[string]map[string]bool) bool {
 	for _, sel := range set {
 		switch s := sel.(type) {
 		case *ast.Field:
 			if s.Name == "__typename" {
 				continue
 			}
-			if !ownDataFields[typeName][s.Name] || s.Definition == nil {
+			if !allowed[typeName][s.Name] || s.Definition == nil {
 				return false
 			}
 			if s.Name == "tasks" && assignedToMe(oc, s) {
 				return false
 			}
-			if len(s.SelectionSet) > 0 && !ownDataOnly(oc, s.SelectionSet, s.Definition.Type.Name()) {
+			if len(s.SelectionSet) > 0 && !ownDataOnly(oc, s.SelectionSet, s.Definition.Type.Name(), allowed) {
 				return false
 			}
 		case *ast.InlineFragment:
@@ -154,14 +212,14 @@ func ownDataOnly(oc *graphql.OperationContext, set ast.SelectionSet, typeName st
 			if s.Directives.ForName("defer") != nil || (s.TypeCondition != "" && s.TypeCondition != typeName) {
 				return false
 			}
-			if !ownDataOnly(oc, s.SelectionSet, typeName) {
+			if !ownDataOnly(oc, s.SelectionSet, typeName, allowed) {
 				return false
 			}
 		case *ast.FragmentSpread:
 			if s.Directives.ForName("defer") != nil || s.Definition == nil || (s.Definition.TypeCondition != "" && s.Definition.TypeCondition != typeName) {
 				return false
 			}
-			if !ownDataOnly(oc, s.Definition.SelectionSet, typeName) {
+			if !ownDataOnly(oc, s.Definition.SelectionSet, typeName, allowed) {
 				return false
 			}
 		default:

@@ -234,7 +234,7 @@ func newGraphQL(d Deps) (*handler.Server, error) {
 	// Last, so it is the innermost response interceptor. Not with replicas: an answer read from a
 	// lagging replica could be stored under tokens that a write has already replaced.
 	if responses := d.Cache.Responses(d.Config.ResponseCacheTTL); responses != nil && len(d.DB.Replicas()) == 0 {
-		srv.Use(responseCache{responses: responses})
+		srv.Use(responseCache{responses: responses, tasks: d.Services.Tasks})
 		d.Metrics.WatchResponses(func() (hits, misses int64) {
 			s := responses.Stats()
 			return s.Hits, s.Misses
