@@ -480,3 +480,35 @@ func TestBreakdown(t *testing.T) {
 		}
 	}
 }
+
+// The report the run rewrites does not make the measured code "uncommitted"; any other change does.
+func TestWorkTreeRevisionIgnoresTheReport(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	git := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("git", append([]string{"-c", "user.name=t", "-c", "user.email=t@example.com"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v %s", args, err, out)
+		}
+	}
+	git("init", "-q")
+	for _, f := range []string{"report.md", "main.go"} {
+		if err := os.WriteFile(f, []byte("v1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	git("add", ".")
+	git("commit", "-qm", "first")
+	if err := os.WriteFile("report.md", []byte("v2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := workTreeRevision("report.md"); !strings.HasSuffix(got, "(work tree clean at run time)") {
+		t.Errorf("with only the report changed: %q, want clean", got)
+	}
+	if err := os.WriteFile("main.go", []byte("v2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := workTreeRevision("report.md"); !strings.HasSuffix(got, "plus uncommitted changes to 1 tracked files (work tree at run time)") {
+		t.Errorf("with main.go changed: %q, want 1 uncommitted file", got)
+	}
+}

@@ -30,7 +30,9 @@ type Machine struct {
 }
 
 // describe fills in the machine and the versions of the servers.
-func (m *Machine) describe(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client) error {
+// report is the file the run writes (its own earlier version differing from HEAD says nothing
+// about the code measured).
+func (m *Machine) describe(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client, report string) error {
 	m.CPUs = runtime.NumCPU()
 	m.CPUModel = procField("/proc/cpuinfo", "model name")
 	if kb, err := strconv.ParseInt(strings.TrimSuffix(procField("/proc/meminfo", "MemTotal"), " kB"), 10, 64); err == nil {
@@ -40,7 +42,7 @@ func (m *Machine) describe(ctx context.Context, pool *pgxpool.Pool, rdb *redis.C
 		m.Kernel = "Linux " + strings.TrimSpace(string(b))
 	}
 	m.GoVersion = runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH
-	m.Code = buildRevision()
+	m.Code = buildRevision(report)
 	if err := pool.QueryRow(ctx, `SELECT 'PostgreSQL ' || current_setting('server_version') || ', shared_buffers ' ||
 		current_setting('shared_buffers')`).Scan(&m.Postgres); err != nil {
 		return fmt.Errorf("read the PostgreSQL version: %w", err)
@@ -59,7 +61,7 @@ func (m *Machine) describe(ctx context.Context, pool *pgxpool.Pool, rdb *redis.C
 
 // buildRevision names the commit the running binary was built from (stamped by go build in a git
 // work tree), noting uncommitted changes: the server under test is this same binary.
-func buildRevision() string {
+func buildRevision(report string) string {
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "unknown"
@@ -74,7 +76,7 @@ func buildRevision() string {
 		}
 	}
 	if rev == "" {
-		return workTreeRevision()
+		return workTreeRevision(report)
 	}
 	if modified == "true" {
 		return fmt.Sprintf("%.12s plus uncommitted changes in the work tree", rev)
@@ -83,13 +85,18 @@ func buildRevision() string {
 }
 
 // workTreeRevision asks git about the current directory's work tree, for binaries built without VCS
-// stamping (-buildvcs=false): the commit checked out and how many tracked files differ from it.
-func workTreeRevision() string {
+// stamping (-buildvcs=false): the commit checked out and how many tracked files differ from it,
+// the report aside.
+func workTreeRevision(report string) string {
 	head, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
 	if err != nil {
 		return "unknown (no VCS stamp in the binary, and git could not say)"
 	}
-	status, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output()
+	args := []string{"status", "--porcelain", "--untracked-files=no"}
+	if report != "" {
+		args = append(args, "--", ".", ":(exclude)"+report)
+	}
+	status, err := exec.Command("git", args...).Output()
 	if err != nil {
 		return strings.TrimSpace(string(head)) + " (work tree state unknown)"
 	}

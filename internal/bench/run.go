@@ -71,7 +71,7 @@ func run(ctx context.Context, c Config) (*Report, error) {
 	if rep.Reseeded, err = ensureSeed(ctx, c, logf); err != nil {
 		return nil, err
 	}
-	if err := rep.Machine.describe(ctx, pool, rdb); err != nil {
+	if err := rep.Machine.describe(ctx, pool, rdb, c.Out); err != nil {
 		return nil, err
 	}
 
