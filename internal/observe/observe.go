@@ -60,7 +60,7 @@ type Metrics struct {
 	cacheStats atomic.Pointer[func() (hits, misses, faults int64)]
 	// responseStats reads the response cache's counters (whole answers served without executing).
 	responseStats atomic.Pointer[func() (hits, misses int64)]
-	eventStats atomic.Pointer[func() (dropped, reconnects int64)]
+	eventStats    atomic.Pointer[func() (dropped, reconnects int64)]
 
 	rateLimited *prometheus.CounterVec
 

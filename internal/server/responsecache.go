@@ -185,8 +185,8 @@ var ownDataFields = map[string]map[string]bool{
 // taskByIDFields are the fields, by type, of an answer to task(id:) that come only from the task's
 // row and its owner's user row (their private fields go by the viewer's identity, in the key).
 var taskByIDFields = map[string]map[string]bool{
-	"Task":  ownDataFields["Task"],
-	"User":  {"id": true, "name": true, "email": true, "role": true, "createdAt": true},
+	"Task": ownDataFields["Task"],
+	"User": {"id": true, "name": true, "email": true, "role": true, "createdAt": true},
 }
 
 // ownDataOnly reports whether every field the selection set (of a value of type typeName) selects
