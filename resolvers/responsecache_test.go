@@ -3,7 +3,6 @@ package resolvers_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,23 +30,23 @@ func rcRun(t *testing.T, env *testsupport.Env, u *testsupport.User, query string
 	return string(res.Data), env.DB.Counter.CountFor(res.Header.Get("X-Request-ID"))
 }
 
-// rcSetups are the two caches the response cache stands on: Redis (shared by every instance) and
-// the default in-process one.
-func rcSetups() map[string]map[string]string {
-	return map[string]map[string]string{
+// rcEachSetup runs check, in parallel, on each of the two caches the response cache stands on:
+// Redis (shared by every instance) and the default in-process one.
+func rcEachSetup(t *testing.T, check func(t *testing.T, env *testsupport.Env)) {
+	t.Parallel()
+	for name, setup := range map[string]map[string]string{
 		"redis":      {"REDIS_URL": testenv.RedisURL(0)},
 		"in-process": nil,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			check(t, testsupport.NewEnv(t, setup))
+		})
 	}
 }
 
 func TestResponseCacheServesRepeatsUntilTheViewersDataChanges(t *testing.T) {
-	t.Parallel()
-	for name, setup := range rcSetups() {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			rcServesRepeatsUntilTheViewersDataChanges(t, testsupport.NewEnv(t, setup))
-		})
-	}
+	rcEachSetup(t, rcServesRepeatsUntilTheViewersDataChanges)
 }
 
 func rcServesRepeatsUntilTheViewersDataChanges(t *testing.T, env *testsupport.Env) {
@@ -122,13 +121,7 @@ func rcServesRepeatsUntilTheViewersDataChanges(t *testing.T, env *testsupport.En
 }
 
 func TestResponseCacheLeavesOtherUsersDataAlone(t *testing.T) {
-	t.Parallel()
-	for name, setup := range rcSetups() {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			rcLeavesOtherUsersDataAlone(t, testsupport.NewEnv(t, setup))
-		})
-	}
+	rcEachSetup(t, rcLeavesOtherUsersDataAlone)
 }
 
 func rcLeavesOtherUsersDataAlone(t *testing.T, env *testsupport.Env) {
@@ -161,29 +154,24 @@ func rcLeavesOtherUsersDataAlone(t *testing.T, env *testsupport.Env) {
 // A cached answer is stored escaped and copied as it is: it must be byte for byte the answer the
 // executed query gave, markup and line separators in the data included.
 func TestResponseCacheAnswersAreTheExecutedBytes(t *testing.T) {
-	t.Parallel()
-	for name, setup := range rcSetups() {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			env := testsupport.NewEnv(t, setup)
-			u := env.Register(t, "Ada")
-			env.CreateTask(t, u.ID, db.NewTask{Title: "a<b>&c \u2028 \u2029 \\ \"q\"", Tags: []string{"<t>"}})
-			executed, stmts := rcRun(t, env, u, rcPage, map[string]any{"first": 5})
-			if stmts == 0 {
-				t.Fatal("first run sent no statement: it was not executed")
-			}
-			cached, stmts := rcRun(t, env, u, rcPage, map[string]any{"first": 5})
-			if stmts != 0 {
-				t.Fatalf("repeat sent %d statements, want it served from the cache", stmts)
-			}
-			if cached != executed {
-				t.Fatalf("cached answer\n%s\nexecuted answer\n%s", cached, executed)
-			}
-			if !strings.Contains(executed, `a\u003cb\u003e\u0026c \u2028 \u2029`) {
-				t.Fatalf("answer not escaped as json.Marshal escapes: %s", executed)
-			}
-		})
-	}
+	rcEachSetup(t, func(t *testing.T, env *testsupport.Env) {
+		u := env.Register(t, "Ada")
+		env.CreateTask(t, u.ID, db.NewTask{Title: "a<b>&c \u2028 \u2029 \\ \"q\"", Tags: []string{"<t>"}})
+		executed, stmts := rcRun(t, env, u, rcPage, map[string]any{"first": 5})
+		if stmts == 0 {
+			t.Fatal("first run sent no statement: it was not executed")
+		}
+		cached, stmts := rcRun(t, env, u, rcPage, map[string]any{"first": 5})
+		if stmts != 0 {
+			t.Fatalf("repeat sent %d statements, want it served from the cache", stmts)
+		}
+		if cached != executed {
+			t.Fatalf("cached answer\n%s\nexecuted answer\n%s", cached, executed)
+		}
+		if !strings.Contains(executed, `a\u003cb\u003e\u0026c \u2028 \u2029`) {
+			t.Fatalf("answer not escaped as json.Marshal escapes: %s", executed)
+		}
+	})
 }
 
 const rcTask = `query Task($id: ID!) { task(id: $id) { id title status owner { id name } } }`
@@ -191,94 +179,83 @@ const rcTask = `query Task($id: ID!) { task(id: $id) { id title status owner { i
 // A task asked for by id is answered from the response cache until the task, its owner's profile or
 // who may see it changes; the viewer who may not see it is never answered from it.
 func TestResponseCacheServesTaskByIDUntilItChanges(t *testing.T) {
-	t.Parallel()
-	for name, setup := range rcSetups() {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			env := testsupport.NewEnv(t, setup)
-			alice, bob := env.Register(t, "Alice"), env.Register(t, "Bob")
-			task := env.CreateTask(t, alice.ID, db.NewTask{Title: "first"})
-			vars := map[string]any{"id": globalid.Encode(globalid.KindTask, task.ID)}
-			ask := func(u *testsupport.User) (data string, fromCache bool, code string) {
-				t.Helper()
-				before := responseCacheHits(t, env)
-				res := u.Do(t, rcTask, vars)
-				if len(res.Errors) > 0 {
-					code, _ = res.Errors[0].Extensions["code"].(string)
-				}
-				return string(res.Data), responseCacheHits(t, env) > before, code
+	rcEachSetup(t, func(t *testing.T, env *testsupport.Env) {
+		alice, bob := env.Register(t, "Alice"), env.Register(t, "Bob")
+		task := env.CreateTask(t, alice.ID, db.NewTask{Title: "first"})
+		vars := map[string]any{"id": globalid.Encode(globalid.KindTask, task.ID)}
+		ask := func(u *testsupport.User) (data string, fromCache bool, code string) {
+			t.Helper()
+			before := responseCacheHits(t, env)
+			res := u.Do(t, rcTask, vars)
+			if len(res.Errors) > 0 {
+				code, _ = res.Errors[0].Extensions["code"].(string)
 			}
-			mutate := func(u *testsupport.User, query string, vars map[string]any) {
-				t.Helper()
-				if res := u.Do(t, query, vars); len(res.Errors) > 0 {
-					t.Fatalf("%s: %+v", query, res.Errors)
-				}
+			return string(res.Data), responseCacheHits(t, env) > before, code
+		}
+		mutate := func(u *testsupport.User, query string, vars map[string]any) {
+			t.Helper()
+			if res := u.Do(t, query, vars); len(res.Errors) > 0 {
+				t.Fatalf("%s: %+v", query, res.Errors)
 			}
+		}
 
-			first, cached, _ := ask(alice)
-			again, cachedAgain, _ := ask(alice)
-			if cached || !cachedAgain || again != first || !strings.Contains(first, `"title":"first"`) {
-				t.Fatalf("first from cache %v, repeat from cache %v, same %v: %s", cached, cachedAgain, again == first, first)
-			}
-			mutate(alice, `mutation($id: ID!) { updateTask(id: $id, input: {title: "second"}) { task { id } } }`, vars)
-			if data, cached, _ := ask(alice); cached || !strings.Contains(data, `"title":"second"`) {
-				t.Fatalf("after the title changed (from cache %v): %s", cached, data)
-			}
-			mutate(alice, `mutation { updateMe(input: {name: "Alicia"}) { user { id } } }`, nil)
-			if data, cached, _ := ask(alice); cached || !strings.Contains(data, `"name":"Alicia"`) {
-				t.Fatalf("after the owner's name changed (from cache %v): %s", cached, data)
-			}
-			// Bob may not see it: NOT_FOUND, every time, never stored.
-			for range 2 {
-				if _, cached, code := ask(bob); cached || code != "NOT_FOUND" {
-					t.Fatalf("Bob: from cache %v, code %q; want NOT_FOUND, executed", cached, code)
-				}
-			}
-			// Assigned to Bob, he sees it (and then from the cache); unassigned, he no longer does.
-			mutate(alice, `mutation($id: ID!, $bob: ID!) { updateTask(id: $id, input: {assigneeId: $bob}) { task { id } } }`,
-				map[string]any{"id": vars["id"], "bob": globalid.Encode(globalid.KindUser, bob.ID)})
-			ask(bob)
-			if data, cached, _ := ask(bob); !cached || !strings.Contains(data, `"title":"second"`) {
-				t.Fatalf("Bob as assignee, repeated (from cache %v): %s", cached, data)
-			}
-			// The owner renames herself: Bob's stored answer names her old name.
-			mutate(alice, `mutation { updateMe(input: {name: "Ali"}) { user { id } } }`, nil)
-			if data, cached, _ := ask(bob); cached || !strings.Contains(data, `"name":"Ali"`) {
-				t.Fatalf("Bob after the owner's name changed (from cache %v): %s", cached, data)
-			}
-			mutate(alice, `mutation($id: ID!) { updateTask(id: $id, input: {assigneeId: null}) { task { id } } }`, vars)
+		first, cached, _ := ask(alice)
+		again, cachedAgain, _ := ask(alice)
+		if cached || !cachedAgain || again != first || !strings.Contains(first, `"title":"first"`) {
+			t.Fatalf("first from cache %v, repeat from cache %v, same %v: %s", cached, cachedAgain, again == first, first)
+		}
+		mutate(alice, `mutation($id: ID!) { updateTask(id: $id, input: {title: "second"}) { task { id } } }`, vars)
+		if data, cached, _ := ask(alice); cached || !strings.Contains(data, `"title":"second"`) {
+			t.Fatalf("after the title changed (from cache %v): %s", cached, data)
+		}
+		mutate(alice, `mutation { updateMe(input: {name: "Alicia"}) { user { id } } }`, nil)
+		if data, cached, _ := ask(alice); cached || !strings.Contains(data, `"name":"Alicia"`) {
+			t.Fatalf("after the owner's name changed (from cache %v): %s", cached, data)
+		}
+		// Bob may not see it: NOT_FOUND, every time, never stored.
+		for range 2 {
 			if _, cached, code := ask(bob); cached || code != "NOT_FOUND" {
-				t.Fatalf("Bob after unassignment: from cache %v, code %q; want NOT_FOUND", cached, code)
+				t.Fatalf("Bob: from cache %v, code %q; want NOT_FOUND, executed", cached, code)
 			}
-			// The assignee's row is not one the answer is stored under: asking for it executes.
-			for range 2 {
-				before := responseCacheHits(t, env)
-				if res := alice.Do(t, `query($id: ID!) { task(id: $id) { id assignee { name } } }`, vars); len(res.Errors) > 0 {
-					t.Fatalf("assignee: %+v", res.Errors)
-				}
-				if responseCacheHits(t, env) > before {
-					t.Fatal("a task with its assignee was answered from the response cache")
-				}
+		}
+		// Assigned to Bob, he sees it (and then from the cache); unassigned, he no longer does.
+		mutate(alice, `mutation($id: ID!, $bob: ID!) { updateTask(id: $id, input: {assigneeId: $bob}) { task { id } } }`,
+			map[string]any{"id": vars["id"], "bob": globalid.Encode(globalid.KindUser, bob.ID)})
+		ask(bob)
+		if data, cached, _ := ask(bob); !cached || !strings.Contains(data, `"title":"second"`) {
+			t.Fatalf("Bob as assignee, repeated (from cache %v): %s", cached, data)
+		}
+		// The owner renames herself: Bob's stored answer names her old name.
+		mutate(alice, `mutation { updateMe(input: {name: "Ali"}) { user { id } } }`, nil)
+		if data, cached, _ := ask(bob); cached || !strings.Contains(data, `"name":"Ali"`) {
+			t.Fatalf("Bob after the owner's name changed (from cache %v): %s", cached, data)
+		}
+		mutate(alice, `mutation($id: ID!) { updateTask(id: $id, input: {assigneeId: null}) { task { id } } }`, vars)
+		if _, cached, code := ask(bob); cached || code != "NOT_FOUND" {
+			t.Fatalf("Bob after unassignment: from cache %v, code %q; want NOT_FOUND", cached, code)
+		}
+		// The assignee's row is not one the answer is stored under: asking for it executes.
+		for range 2 {
+			before := responseCacheHits(t, env)
+			if res := alice.Do(t, `query($id: ID!) { task(id: $id) { id assignee { name } } }`, vars); len(res.Errors) > 0 {
+				t.Fatalf("assignee: %+v", res.Errors)
 			}
-			mutate(alice, `mutation($id: ID!) { deleteTask(id: $id) { deletedTaskId } }`, vars)
-			if _, cached, code := ask(alice); cached || code != "NOT_FOUND" {
-				t.Fatalf("after deletion: from cache %v, code %q; want NOT_FOUND", cached, code)
+			if responseCacheHits(t, env) > before {
+				t.Fatal("a task with its assignee was answered from the response cache")
 			}
-		})
-	}
+		}
+		mutate(alice, `mutation($id: ID!) { deleteTask(id: $id) { deletedTaskId } }`, vars)
+		if _, cached, code := ask(alice); cached || code != "NOT_FOUND" {
+			t.Fatalf("after deletion: from cache %v, code %q; want NOT_FOUND", cached, code)
+		}
+	})
 }
 
 // responseCacheHits is the response cache's hit counter, from /metrics.
 func responseCacheHits(t *testing.T, env *testsupport.Env) float64 {
 	t.Helper()
-	res, err := env.Server.Client().Get(env.Server.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	body, _ := io.ReadAll(res.Body)
 	const prefix = `taskgraph_response_cache_requests_total{result="hit"} `
-	for line := range strings.SplitSeq(string(body), "\n") {
+	for _, line := range env.MetricLines(t) {
 		if v, ok := strings.CutPrefix(line, prefix); ok {
 			n, err := strconv.ParseFloat(v, 64)
 			if err != nil {

@@ -55,31 +55,35 @@ func New(a policy.Actor, s Services) *Loaders {
 
 // UserByID loads users by id.
 func (l *Loaders) UserByID() *dataloader.Loader[uuid.UUID, *db.User] {
-	l.usersOnce.Do(func() {
-		l.userCache = dataloader.NewCache[uuid.UUID, *db.User]()
-		l.userByID = dataloader.NewBatchedLoader(l.loadUsers, dataloader.WithCache[uuid.UUID, *db.User](l.userCache),
-			dataloader.WithWait[uuid.UUID, *db.User](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.User](db.MaxPageSize))
-	})
+	l.usersOnce.Do(func() { l.userByID, l.userCache = newLoader(l.loadUsers, true) })
 	return l.userByID
 }
 
 // TaskByID loads tasks by id.
 func (l *Loaders) TaskByID() *dataloader.Loader[uuid.UUID, *db.Task] {
-	l.tasksOnce.Do(func() {
-		l.taskByID = dataloader.NewBatchedLoader(l.loadTasks,
-			dataloader.WithWait[uuid.UUID, *db.Task](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.Task](db.MaxPageSize))
-	})
+	l.tasksOnce.Do(func() { l.taskByID, _ = newLoader(l.loadTasks, false) })
 	return l.taskByID
 }
 
 // TaskCountsByUser loads task counts by user id.
 func (l *Loaders) TaskCountsByUser() *dataloader.Loader[uuid.UUID, *db.TaskCounts] {
-	l.countsOnce.Do(func() {
-		l.countsCache = dataloader.NewCache[uuid.UUID, *db.TaskCounts]()
-		l.taskCountsByUser = dataloader.NewBatchedLoader(l.loadCounts, dataloader.WithCache[uuid.UUID, *db.TaskCounts](l.countsCache),
-			dataloader.WithWait[uuid.UUID, *db.TaskCounts](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *db.TaskCounts](db.MaxPageSize))
-	})
+	l.countsOnce.Do(func() { l.taskCountsByUser, l.countsCache = newLoader(l.loadCounts, true) })
 	return l.taskCountsByUser
+}
+
+// newLoader batches by id with the package's wait and capacity; with exposeCache it also returns
+// the loader's cache, for the fast paths that read it directly (a task loader keeps dataloader's
+// default cache, which nothing reads).
+func newLoader[T any](batch dataloader.BatchFunc[uuid.UUID, *T], exposeCache bool) (*dataloader.Loader[uuid.UUID, *T], *dataloader.InMemoryCache[uuid.UUID, *T]) {
+	opts := []dataloader.Option[uuid.UUID, *T]{
+		dataloader.WithWait[uuid.UUID, *T](batchWait), dataloader.WithBatchCapacity[uuid.UUID, *T](db.MaxPageSize),
+	}
+	var cache *dataloader.InMemoryCache[uuid.UUID, *T]
+	if exposeCache {
+		cache = dataloader.NewCache[uuid.UUID, *T]()
+		opts = append(opts, dataloader.WithCache[uuid.UUID, *T](cache))
+	}
+	return dataloader.NewBatchedLoader(batch, opts...), cache
 }
 
 // The batch functions behind the loaders (and Preload).

@@ -7,7 +7,6 @@ package server_test
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -160,14 +159,8 @@ func TestDeprecatedDeletedTaskIDIsCounted(t *testing.T) {
 // deprecatedCount sums the deprecated-field counter of field over clients, from /metrics.
 func deprecatedCount(t *testing.T, env *testsupport.Env, field string) float64 {
 	t.Helper()
-	res, err := env.Server.Client().Get(env.Server.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	body, _ := io.ReadAll(res.Body)
 	var sum float64
-	for _, line := range strings.Split(string(body), "\n") {
+	for _, line := range env.MetricLines(t) {
 		if strings.HasPrefix(line, "taskgraph_graphql_deprecated_field_usage_total{") && strings.Contains(line, `field="`+field+`"`) {
 			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
 			sum += v

@@ -280,3 +280,18 @@ func (e *Env) WaitEventsReady(t testing.TB) {
 		t.Fatal("event listener never became ready")
 	}
 }
+
+// MetricLines returns the lines of the server's /metrics exposition.
+func (e *Env) MetricLines(t testing.TB) []string {
+	t.Helper()
+	res, err := e.Server.Client().Get(e.Server.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d, %v", res.StatusCode, err)
+	}
+	return strings.Split(string(body), "\n")
+}
