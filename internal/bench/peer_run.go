@@ -111,16 +111,11 @@ func runRedisAgainstDefault(ctx context.Context, c Config, users []*benchUser, r
 	}
 	var targets []peerTarget
 	for _, m := range []mode{modeDefault, modeCached} {
-		proc, err := startServer(ctx, c, m)
+		t, err := startTaskgraph(ctx, c, m, users, ref)
 		if err != nil {
 			return nil, err
 		}
-		defer func() { _ = proc.stop() }()
-		t := peerTarget{mode: m, proc: proc, body: tgPeerBody, signedIn: true, client: httpClient(c.Concurrency, c.Gzip)}
-		defer t.client.CloseIdleConnections()
-		if err := checkSameAnswers(ctx, t.client, proc.url+"/graphql", users, ref); err != nil {
-			return nil, fmt.Errorf("%s does not answer as PostGraphile did: %w", m.title(), err)
-		}
+		defer t.stop()
 		targets = append(targets, t)
 	}
 	return measurePairs(ctx, c, targets[0], targets[1], users, pairRedisVsDefault, " (Redis against default)", logf)
@@ -206,24 +201,40 @@ func runPeerMode(ctx context.Context, c Config, m mode, pg peerTarget, users []*
 			return nil, err
 		}
 	}
-	proc, err := startServer(ctx, c, m)
+	tg, err := startTaskgraph(ctx, c, m, users, ref)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = proc.stop() }()
-	tg := peerTarget{mode: m, proc: proc, body: tgPeerBody, signedIn: true, client: httpClient(c.Concurrency, c.Gzip)}
-	defer tg.client.CloseIdleConnections()
-	if err := checkSameAnswers(ctx, tg.client, proc.url+"/graphql", users, ref); err != nil {
-		return nil, fmt.Errorf("the servers do not answer the same, so the comparison would not be fair: %w", err)
-	}
+	defer tg.stop()
 	out, err := measurePairs(ctx, c, pg, tg, users, string(m), "", logf)
 	if err != nil {
 		return nil, err
 	}
-	if err := proc.stop(); err != nil {
+	if err := tg.proc.stop(); err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// startTaskgraph starts a Taskgraph server in mode m and checks that it answers as PostGraphile did
+// (else the comparison would not be fair); stop ends it.
+func startTaskgraph(ctx context.Context, c Config, m mode, users []*benchUser, ref map[*benchUser]peerAnswers) (peerTarget, error) {
+	proc, err := startServer(ctx, c, m)
+	if err != nil {
+		return peerTarget{}, err
+	}
+	t := peerTarget{mode: m, proc: proc, body: tgPeerBody, signedIn: true, client: httpClient(c.Concurrency, c.Gzip)}
+	if err := checkSameAnswers(ctx, t.client, proc.url+"/graphql", users, ref); err != nil {
+		t.stop()
+		return peerTarget{}, fmt.Errorf("%s does not answer as PostGraphile did, so the comparison would not be fair: %w", m.title(), err)
+	}
+	return t, nil
+}
+
+// stop closes the target's connections and stops its server.
+func (t peerTarget) stop() {
+	t.client.CloseIdleConnections()
+	_ = t.proc.stop()
 }
 
 // measurePeer runs one scenario against one server: fresh connections, a probe, then the load, with
