@@ -181,16 +181,16 @@ func checkPeerReport(t *testing.T, c Config, rep *Report, md string) {
 	if !strings.HasPrefix(rep.Peer.PostGraphile, "5.") || !strings.HasPrefix(rep.Peer.Node, "v22.") {
 		t.Errorf("peer: PostGraphile %q on Node.js %q, want 5.x on 22.x", rep.Peer.PostGraphile, rep.Peer.Node)
 	}
-	// Each setup against PostGraphile, then Redis against the default setup: pairs of runs.
-	if want := (len(peerModes()) + 1) * c.PeerRounds * len(peerScenarioNames()) * 2; len(rep.Peer.Runs) != want {
+	// Each setup against PostGraphile in pairs of runs, then Redis between two default servers.
+	if want := (len(peerModes())*2 + 3) * c.PeerRounds * len(peerScenarioNames()); len(rep.Peer.Runs) != want {
 		t.Errorf("peer: %d runs, want %d", len(rep.Peer.Runs), want)
 	}
 	for _, sc := range peerScenarioNames() {
 		d, ok := rep.Peer.redisAgainstDefault(sc)
-		if !ok || d.Pairs != c.PeerRounds || d.Ratio <= 0 || d.CPURatio <= 0 || d.DefaultRPS <= 0 || d.RedisRPS <= 0 {
+		if !ok || d.Rounds != c.PeerRounds || d.Ratio <= 0 || d.CPURatio <= 0 || d.DefaultRPS <= 0 || d.RedisRPS <= 0 || d.Resolution < 0 {
 			t.Errorf("Redis against default, %s: %+v", sc, d)
 		}
-		goal := fmt.Sprintf("with Redis: %s ≥ the default setup's req/s (side by side)", sc)
+		goal := redisGoal(sc)
 		if !slices.ContainsFunc(rep.Targets, func(tg Target) bool { return tg.Goal == goal && tg.Judged }) {
 			t.Errorf("no judged target %q", goal)
 		}

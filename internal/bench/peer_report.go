@@ -97,14 +97,16 @@ func (p *PeerReport) targets(concurrency int) []Target {
 		atLeast(modeDefault, ScenarioPage, 2), atLeast(modeDefault, ScenarioDeep, 2), atLeast(modeDefault, ScenarioTask, 4),
 		atLeast(modeCached, ScenarioPage, 3), atLeast(modeCached, ScenarioDeep, 3),
 		atLeast(modeUncached, ScenarioPage, 1))
-	// Judged on the direct comparison, both servers running and measured in adjacent pairs: the
-	// blocks against PostGraphile run minutes apart, and PostGraphile's own req/s moved by 10%
-	// between them.
+	// Judged on the direct comparison, all three servers running and measured one after the other:
+	// the blocks against PostGraphile run minutes apart, and PostGraphile's own req/s moved by 10%
+	// between them. The two default servers are the same setup, so how far apart they read is the
+	// smallest difference this run can tell from noise.
 	for _, sc := range peerScenarioNames() {
-		t := Target{Goal: fmt.Sprintf("with Redis: %s ≥ the default setup's req/s (side by side)", sc), Mode: string(modeCached), Peer: true}
+		t := Target{Goal: redisGoal(sc), Mode: string(modeCached), Peer: true}
 		if d, ok := p.redisAgainstDefault(sc); ok {
-			t.Judged, t.Met = true, d.Ratio >= 1
-			t.Measured = fmt.Sprintf("%.2f× (median of %d pairs: %.0f vs %.0f req/s)", d.Ratio, d.Pairs, d.RedisRPS, d.DefaultRPS)
+			t.Judged, t.Met = true, d.AtLeastDefault()
+			t.Measured = fmt.Sprintf("%.2f× (median of %d rounds: %.0f vs %.0f req/s); two default servers read %.1f%% apart, so at least %.3f× is met",
+				d.Ratio, d.Rounds, d.RedisRPS, d.DefaultRPS, 100*d.Resolution, 1/(1+d.Resolution))
 		}
 		out = append(out, t)
 	}
@@ -134,17 +136,22 @@ func (p *PeerReport) targets(concurrency int) []Target {
 	return out
 }
 
+// redisGoal is the goal "Redis ≥ default" for scenario sc.
+func redisGoal(sc string) string {
+	return fmt.Sprintf("with Redis: %s ≥ the default setup's req/s (side by side, to the run's resolution)", sc)
+}
+
 // redisTable is the direct comparison of the Redis and default setups.
 func (p *PeerReport) redisTable() (header []string, rows [][]string) {
-	header = []string{"scenario", "default req/s", "with Redis req/s", "req/s, Redis over default", "default server CPU ms/req",
-		"with Redis server CPU ms/req", "requests per server CPU-s, Redis over default"}
+	header = []string{"scenario", "default req/s", "with Redis req/s", "req/s, Redis over default", "two default servers apart",
+		"default server CPU ms/req", "with Redis server CPU ms/req", "requests per server CPU-s, Redis over default"}
 	for _, sc := range peerScenarioNames() {
 		d, ok := p.redisAgainstDefault(sc)
 		if !ok {
 			continue
 		}
 		rows = append(rows, []string{sc, fmt.Sprintf("%.0f", d.DefaultRPS), fmt.Sprintf("%.0f", d.RedisRPS), fmt.Sprintf("%.2f×", d.Ratio),
-			msCPU(d.DefaultCPU), msCPU(d.RedisCPU), fmt.Sprintf("%.2f×", d.CPURatio)})
+			fmt.Sprintf("%.1f%%", 100*d.Resolution), msCPU(d.DefaultCPU), msCPU(d.RedisCPU), fmt.Sprintf("%.2f×", d.CPURatio)})
 	}
 	return header, rows
 }
@@ -195,9 +202,13 @@ func (p *PeerReport) writeMarkdown(b *strings.Builder, c Config) {
 	header, rows = p.detail()
 	table(header, rows)
 	w("")
-	w("Redis against the default setup, side by side: both servers running, each scenario measured against one,")
-	w("then the other (an adjacent pair), %d round(s), the order alternating by round; ratios are medians over the", p.Rounds)
-	w("pairs (above 1: Redis better).")
+	w("Redis against the default setup, side by side: three servers running, the Redis setup and two default ones.")
+	w("Each round measures a scenario against one default server, the Redis one, then the other default server")
+	w("(which default server comes first alternates by round), %d round(s). Redis is compared with the geometric mean", p.Rounds)
+	w("of the two default servers around it, which cancels a steady drift of the machine; ratios are medians over")
+	w("rounds (above 1: Redis better). *Two default servers apart* is the median over rounds of how far the two")
+	w("identical default servers read from each other: a smaller difference between Redis and default is not one")
+	w("this run can measure, so \"Redis ≥ default\" is met when Redis reads at least 1/(1 + that) of the default.")
 	w("")
 	header, rows = p.redisTable()
 	table(header, rows)

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"time"
@@ -12,8 +13,9 @@ import (
 
 // PeerRun is one measured run of the comparison with PostGraphile.
 type PeerRun struct {
-	Round int    // 0-based
-	Pair  string // the Taskgraph mode of the pair this run belongs to (set on both runs of a pair)
+	Round   int    // 0-based
+	Pair    string // the Taskgraph mode of the pair this run belongs to (set on both runs of a pair)
+	Control bool   // run against the second default server of the Redis comparison
 	Result
 }
 
@@ -50,6 +52,7 @@ type peerTarget struct {
 	body     requestBody
 	signedIn bool
 	client   *http.Client
+	control  bool // the second default server of the Redis comparison
 }
 
 // runPeer starts PostGraphile (installed by preparePeer), then for each Taskgraph mode starts that server, checks
@@ -101,16 +104,19 @@ func runPeer(ctx context.Context, c Config, inst peerInstall, users []*benchUser
 // pairRedisVsDefault marks the runs of the direct comparison of the Redis and default setups.
 const pairRedisVsDefault = "redis-vs-default"
 
-// runRedisAgainstDefault measures the default and the Redis setup against each other in adjacent
-// pairs, both servers running, so that "Redis ≥ default" is judged side by side rather than across
-// blocks run minutes apart.
+// runRedisAgainstDefault measures the Redis setup against two default servers, all three running, so
+// that "Redis ≥ default" is judged side by side rather than across blocks run minutes apart. Each
+// round measures a default server, the Redis one, then the other default server (which one comes
+// first alternates by round): Redis is compared with both of its neighbours, which cancels a steady
+// drift of the machine, and the two default servers, identical, show how far apart this machine
+// reads two equal setups in the same round.
 func runRedisAgainstDefault(ctx context.Context, c Config, users []*benchUser, ref map[*benchUser]peerAnswers,
 	rdb *redis.Client, logf func(string, ...any)) ([]PeerRun, error) {
 	if err := flushBenchRedis(ctx, rdb); err != nil {
 		return nil, err
 	}
 	var targets []peerTarget
-	for _, m := range []mode{modeDefault, modeCached} {
+	for _, m := range []mode{modeDefault, modeCached, modeDefault} {
 		t, err := startTaskgraph(ctx, c, m, users, ref)
 		if err != nil {
 			return nil, err
@@ -118,7 +124,15 @@ func runRedisAgainstDefault(ctx context.Context, c Config, users []*benchUser, r
 		defer t.stop()
 		targets = append(targets, t)
 	}
-	return measurePairs(ctx, c, targets[0], targets[1], users, pairRedisVsDefault, " (Redis against default)", logf)
+	first, redisSetup, second := targets[0], targets[1], targets[2]
+	second.control = true
+	order := func(round int) []peerTarget {
+		if round%2 == 1 {
+			return []peerTarget{second, redisSetup, first}
+		}
+		return []peerTarget{first, redisSetup, second}
+	}
+	return measureRounds(ctx, c, order, users, pairRedisVsDefault, " (Redis against default)", logf)
 }
 
 // measurePairs measures each of the comparison's scenarios against a and b back to back (an adjacent
@@ -126,70 +140,97 @@ func runRedisAgainstDefault(ctx context.Context, c Config, users []*benchUser, r
 // pair, and note is added to the progress lines.
 func measurePairs(ctx context.Context, c Config, a, b peerTarget, users []*benchUser, pair, note string,
 	logf func(string, ...any)) ([]PeerRun, error) {
+	order := func(round int) []peerTarget {
+		if round%2 == 1 {
+			return []peerTarget{b, a}
+		}
+		return []peerTarget{a, b}
+	}
+	return measureRounds(ctx, c, order, users, pair, note, logf)
+}
+
+// measureRounds measures each of the comparison's scenarios against the servers order gives for the
+// round, one after the other, c.PeerRounds rounds.
+func measureRounds(ctx context.Context, c Config, order func(round int) []peerTarget, users []*benchUser, pair, note string,
+	logf func(string, ...any)) ([]PeerRun, error) {
 	var out []PeerRun
 	for round := range c.PeerRounds {
 		for _, name := range peerScenarioNames() {
 			sc := peerScenario(name, c.DeepOffset)
-			order := []peerTarget{a, b}
-			if round%2 == 1 {
-				order = []peerTarget{b, a}
-			}
-			for _, t := range order {
-				logf("%-8s %-36s round %d/%d%s, %d clients, %s + %s", sc.name, t.mode.title(), round+1, c.PeerRounds, note,
+			for _, t := range order(round) {
+				title := t.mode.title()
+				if t.control {
+					title += " (second server)"
+				}
+				logf("%-8s %-36s round %d/%d%s, %d clients, %s + %s", sc.name, title, round+1, c.PeerRounds, note,
 					c.Concurrency, c.Warmup, c.Duration)
 				r, err := measurePeer(ctx, c, t, users, sc)
 				if err != nil {
-					return nil, fmt.Errorf("%s, %s: %w", sc.name, t.mode.title(), err)
+					return nil, fmt.Errorf("%s, %s: %w", sc.name, title, err)
 				}
-				out = append(out, PeerRun{Round: round, Pair: pair, Result: r})
+				out = append(out, PeerRun{Round: round, Pair: pair, Control: t.control, Result: r})
 			}
 		}
 	}
 	return out, nil
 }
 
-// redisVsDefault is the direct comparison of scenario sc: each setup's median req/s and server CPU
-// per request, and the medians over adjacent pairs of Redis's req/s over the default's and of the
-// default's CPU per request over Redis's (above 1: Redis better).
+// redisVsDefault is the direct comparison of scenario sc. Per round, Redis is compared with the
+// geometric mean of the two default servers around it; the figures are medians over rounds.
+// Resolution is how far apart the two default servers read (the median over rounds of
+// |ln(second/first)|, as a fraction): two identical setups differ by that much on this machine, so
+// Redis reading below the default by less than it is not a measured difference.
 type redisVsDefault struct {
 	DefaultRPS, RedisRPS float64
 	DefaultCPU, RedisCPU time.Duration
-	Ratio, CPURatio      float64
-	Pairs                int
+	Ratio, CPURatio      float64 // above 1: Redis better
+	Resolution           float64
+	Rounds               int
 }
+
+// AtLeastDefault is the goal "Redis ≥ the default setup": Redis's median ratio is at least 1, or
+// below it by less than two default servers differ.
+func (d redisVsDefault) AtLeastDefault() bool { return d.Ratio >= 1/(1+d.Resolution) }
 
 func (p *PeerReport) redisAgainstDefault(sc string) (redisVsDefault, bool) {
 	var out redisVsDefault
-	var drps, rrps, dcpu, rcpu, ratio, cpuRatio []float64
+	var drps, rrps, dcpu, rcpu, ratio, cpuRatio, apart []float64
 	for round := range p.Rounds {
-		var d, r *Result
+		var first, second, r *Result
 		for i := range p.Runs {
 			run := &p.Runs[i]
 			if run.Pair != pairRedisVsDefault || run.Scenario != sc || run.Round != round {
 				continue
 			}
-			switch mode(run.Mode) {
-			case modeDefault:
-				d = &run.Result
-			case modeCached:
+			switch {
+			case mode(run.Mode) == modeCached:
 				r = &run.Result
+			case mode(run.Mode) == modeDefault && run.Control:
+				second = &run.Result
+			case mode(run.Mode) == modeDefault:
+				first = &run.Result
 			}
 		}
-		if d == nil || r == nil || d.RPS <= 0 || r.ServerCPUPerRequest <= 0 {
+		if first == nil || second == nil || r == nil || first.RPS <= 0 || second.RPS <= 0 ||
+			r.ServerCPUPerRequest <= 0 || first.ServerCPUPerRequest <= 0 || second.ServerCPUPerRequest <= 0 {
 			continue
 		}
-		out.Pairs++
-		drps, rrps = append(drps, d.RPS), append(rrps, r.RPS)
-		dcpu, rcpu = append(dcpu, float64(d.ServerCPUPerRequest)), append(rcpu, float64(r.ServerCPUPerRequest))
-		ratio = append(ratio, r.RPS/d.RPS)
-		cpuRatio = append(cpuRatio, float64(d.ServerCPUPerRequest)/float64(r.ServerCPUPerRequest))
+		out.Rounds++
+		d := math.Sqrt(first.RPS * second.RPS)
+		c := math.Sqrt(float64(first.ServerCPUPerRequest) * float64(second.ServerCPUPerRequest))
+		drps, rrps = append(drps, d), append(rrps, r.RPS)
+		dcpu, rcpu = append(dcpu, c), append(rcpu, float64(r.ServerCPUPerRequest))
+		ratio = append(ratio, r.RPS/d)
+		cpuRatio = append(cpuRatio, c/float64(r.ServerCPUPerRequest))
+		apart = append(apart, math.Abs(math.Log(second.RPS/first.RPS)))
 	}
-	if out.Pairs == 0 {
+	if out.Rounds == 0 {
 		return out, false
 	}
 	out.DefaultRPS, out.RedisRPS = median(drps), median(rrps)
 	out.DefaultCPU, out.RedisCPU = time.Duration(median(dcpu)), time.Duration(median(rcpu))
 	out.Ratio, out.CPURatio = median(ratio), median(cpuRatio)
+	out.Resolution = math.Expm1(median(apart))
 	return out, true
 }
 

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"math"
 	"os"
 	"os/exec"
 	"reflect"
@@ -228,5 +229,64 @@ func TestMissedAgainstPeer(t *testing.T) {
 		if got := r.missedAgainstPeer(m); got != want {
 			t.Errorf("%s: missedAgainstPeer %v, want %v", m, got, want)
 		}
+	}
+}
+
+// "Redis ≥ default" compares Redis with both default servers around it, and calls a shortfall
+// smaller than the two identical default servers' difference no shortfall; a larger one is missed.
+func TestRedisAgainstDefaultJudgedAgainstTwoDefaultServers(t *testing.T) {
+	ms := time.Millisecond
+	type round struct{ first, redis, second float64 }
+	report := func(rounds ...round) *PeerReport {
+		p := &PeerReport{Rounds: len(rounds)}
+		for i, r := range rounds {
+			run := func(m mode, control bool, rps float64, cpu time.Duration) PeerRun {
+				return PeerRun{Round: i, Pair: pairRedisVsDefault, Control: control,
+					Result: Result{Scenario: ScenarioPage, Mode: string(m), RPS: rps, ServerCPUPerRequest: cpu}}
+			}
+			p.Runs = append(p.Runs, run(modeDefault, false, r.first, ms), run(modeCached, false, r.redis, 2*ms),
+				run(modeDefault, true, r.second, 4*ms))
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name       string
+		rounds     []round
+		ratio, res float64
+		met        bool
+	}{
+		// Redis equals the geometric mean of its neighbours, not either one of them.
+		{"between its neighbours", []round{{1000, 1095.445, 1200}}, 1, 0.2, true},
+		{"better", []round{{1000, 1100, 1000}, {1000, 1100, 1000}}, 1.1, 0, true},
+		// Two equal servers read 3.9% apart, Redis 2% below them: not a difference this run can see.
+		{"below by less than the defaults differ", []round{{1000, 990, 1040}, {1040, 1000, 1000}, {1000, 995, 1030}}, 0.980, 0.040, true},
+		// The default servers agree to 0.5%, Redis is 3% below: a measured shortfall.
+		{"below by more", []round{{1000, 970, 1005}, {1005, 975, 1000}, {1000, 972, 1005}}, 0.970, 0.005, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := report(tc.rounds...)
+			d, ok := p.redisAgainstDefault(ScenarioPage)
+			if !ok || d.Rounds != len(tc.rounds) {
+				t.Fatalf("redisAgainstDefault: %+v, %v", d, ok)
+			}
+			if math.Abs(d.Ratio-tc.ratio) > 0.001 || math.Abs(d.Resolution-tc.res) > 0.001 {
+				t.Errorf("ratio %.4f, resolution %.4f; want %.3f and %.3f", d.Ratio, d.Resolution, tc.ratio, tc.res)
+			}
+			if d.CPURatio != 1 { // 2 ms against the geometric mean of 1 and 4 ms
+				t.Errorf("CPU ratio %.3f, want 1", d.CPURatio)
+			}
+			var judged bool
+			for _, tg := range p.targets(32) {
+				if tg.Goal == redisGoal(ScenarioPage) {
+					judged = tg.Judged
+					if tg.Met != tc.met {
+						t.Errorf("%s: met %v, want %v", tg.Measured, tg.Met, tc.met)
+					}
+				}
+			}
+			if !judged {
+				t.Errorf("goal %q not judged", redisGoal(ScenarioPage))
+			}
+		})
 	}
 }
