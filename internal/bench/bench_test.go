@@ -273,8 +273,8 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := d.loadTime(); got != (16+54)*12*time.Second {
-		t.Errorf("default load time %s, want 14m0s (16 runs plus 54 in the comparison, 12 s each)", got)
+	if got := d.loadTime(); got != (16+54+27)*12*time.Second {
+		t.Errorf("default load time %s, want 19m24s (16 runs, 54 against PostGraphile and 27 of Redis against default, 12 s each)", got)
 	}
 	if d.Users != 10_000 || d.Tasks != 1_000_000 || d.Concurrency != 32 || d.benchUsers() != 64 || len(d.Scenarios) != 4 || !d.Peer || d.PeerRounds != 3 {
 		t.Errorf("defaults: %+v (bench users %d)", d, d.benchUsers())

@@ -301,7 +301,8 @@ func runMode(ctx context.Context, c Config, m mode, users []*benchUser, scenario
 func (c Config) loadTime() time.Duration {
 	runs := len(c.Scenarios) * (1 + len(serverModes()))
 	if c.Peer {
-		runs += len(peerModes()) * c.PeerRounds * len(peerScenarioNames()) * 2
+		// Each setup against PostGraphile in pairs, then Redis between two default servers.
+		runs += (len(peerModes())*2 + 3) * c.PeerRounds * len(peerScenarioNames())
 	}
 	return time.Duration(runs) * (c.Warmup + c.Duration)
 }
