@@ -127,17 +127,13 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			return float64(pick((*stats)()))
 		}
 	}
-	responseStat := func(hit bool) func() float64 {
+	responseStat := func(pick func(h, mi int64) int64) func() float64 {
 		return func() float64 {
 			stats := m.responseStats.Load()
 			if stats == nil {
 				return 0
 			}
-			h, mi := (*stats)()
-			if hit {
-				return float64(h)
-			}
-			return float64(mi)
+			return float64(pick((*stats)()))
 		}
 	}
 	eventStat := func(pick func(dropped, reconnects int64) int64) func() float64 {
@@ -153,30 +149,18 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		m.httpRequests, m.httpDuration, m.httpInFlight,
 		m.operationDuration, m.graphqlErrors, m.deprecatedUsage,
 		m.statementDuration, m.pools, m.rateLimited,
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name:        "taskgraph_cache_requests_total",
-			Help:        "Read-cache lookups, by result.",
-			ConstLabels: prometheus.Labels{"result": "hit"},
-		}, cacheStat(func(h, _, _ int64) int64 { return h })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name:        "taskgraph_cache_requests_total",
-			Help:        "Read-cache lookups, by result.",
-			ConstLabels: prometheus.Labels{"result": "miss"},
-		}, cacheStat(func(_, mi, _ int64) int64 { return mi })),
+		byResult("taskgraph_cache_requests_total", "Read-cache lookups, by result.", "hit",
+			cacheStat(func(h, _, _ int64) int64 { return h })),
+		byResult("taskgraph_cache_requests_total", "Read-cache lookups, by result.", "miss",
+			cacheStat(func(_, mi, _ int64) int64 { return mi })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "taskgraph_cache_faults_total",
 			Help: "Read-cache store faults (each one served from PostgreSQL instead).",
 		}, cacheStat(func(_, _, f int64) int64 { return f })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name:        "taskgraph_response_cache_requests_total",
-			Help:        "Response-cache lookups (whole answers of read-only queries), by result.",
-			ConstLabels: prometheus.Labels{"result": "hit"},
-		}, responseStat(true)),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name:        "taskgraph_response_cache_requests_total",
-			Help:        "Response-cache lookups (whole answers of read-only queries), by result.",
-			ConstLabels: prometheus.Labels{"result": "miss"},
-		}, responseStat(false)),
+		byResult("taskgraph_response_cache_requests_total", responseHelp, "hit",
+			responseStat(func(h, _ int64) int64 { return h })),
+		byResult("taskgraph_response_cache_requests_total", responseHelp, "miss",
+			responseStat(func(_, mi int64) int64 { return mi })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "taskgraph_events_dropped_total",
 			Help: "Live-update events dropped for subscribers that read too slowly (each is told to re-read).",
@@ -242,6 +226,13 @@ func (m *Metrics) WatchCache(stats func() (hits, misses, faults int64)) {
 		return
 	}
 	m.cacheStats.Store(&stats)
+}
+
+const responseHelp = "Response-cache lookups (whole answers of read-only queries), by result."
+
+// byResult is one result's series of a lookup counter read at scrape time.
+func byResult(name, help, result string, read func() float64) prometheus.CounterFunc {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: prometheus.Labels{"result": result}}, read)
 }
 
 // WatchResponses makes scrapes report the response cache's counters, read from stats at scrape
